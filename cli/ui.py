@@ -1,0 +1,100 @@
+"""Rendering shared by every command: consoles, the error line, progress bars, summaries, JSON."""
+
+import json
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+# stdout carries results only; progress, summaries, warnings and errors go to stderr.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """One red line on stderr: never wrapped, never marked up by the message's own brackets."""
+    err.print(Text.assemble(("error: ", "bold red"), (message.replace("\n", " "), "red")), soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """A one-line notice on stderr (a choice made aloud, a cache hit, a skipped step)."""
+    err.print(Text(message, style="cyan"), soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err.print(Text.assemble(("warning: ", "bold yellow"), (message, "yellow")), soft_wrap=True)
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable result on stdout, nothing else on stdout."""
+    out.file.write(json.dumps(obj, indent=2, default=str) + "\n")
+    out.file.flush()
+
+
+def summary_panel(title: str, rows: dict[str, Any]) -> None:
+    """The one-panel summary printed before long work."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in rows.items():
+        grid.add_row(key, str(value))
+    err.print(Panel(grid, title=title, expand=False))
+
+
+class RateColumn(ProgressColumn):
+    """Units per second since the task started, e.g. '812 sent/s'."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"- {self.unit}/s", style="magenta")
+
+
+class InfoColumn(ProgressColumn):
+    """Extra numbers reported through the progress callback (loss, accuracy, ...)."""
+
+    def render(self, task) -> Text:
+        info = task.fields.get("info") or {}
+        return Text("  ".join(f"{k}={v:.4g}" for k, v in info.items()), style="dim")
+
+
+@contextmanager
+def progress_bar(unit: str = "it") -> Iterator:
+    """Yield a ProgressCallback that drives one Rich bar per task name, on stderr."""
+    progress = Progress(
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        InfoColumn(),
+        console=err,
+        transient=False,
+    )
+    tasks: dict[str, int] = {}
+
+    def callback(task: str, completed: int, total: int, **info: float) -> None:
+        if task not in tasks:
+            tasks[task] = progress.add_task(task, total=total, info={})
+        progress.update(tasks[task], completed=completed, total=total, info=info)
+
+    with progress:
+        yield callback
+
+
+class Stopwatch:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,1 @@
+"""Text to vectors: datasets, models, pooling, extraction and the HDF5 embedding store."""

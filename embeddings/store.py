@@ -1,0 +1,228 @@
+"""The self-describing HDF5 embedding store.
+
+Layout (schema version 1)::
+
+    /                      attrs: mlx_format="mlx-embedding-store", schema_version, complete,
+                                  mlx_version, created_at, model_id, model_revision, max_length,
+                                  dtype, dataset_name, dataset_fingerprint, label_names (JSON),
+                                  poolings (JSON), layers (JSON), n_layers, config (JSON)
+    /<split>/              attrs: n_examples, fingerprint, label_names (JSON)
+    /<split>/labels        (N,) int64, 0..C-1
+    /<split>/row_ids       (N,) int64, row index in the source split
+    /<split>/<pooling>/layer_<LL>   (N, D) float32, one per pooling and hidden layer
+                                    (layer 0 = embedding output, n_layers = last)
+
+A store is written to a temporary file beside its final name and renamed into place only when
+complete, so a file under the final name is always whole. Readers load a dataset with one
+contiguous read.
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from common import StoreError, __version__
+
+FORMAT_NAME = "mlx-embedding-store"
+SCHEMA_VERSION = 1
+_JSON_ATTRS = ("label_names", "poolings", "layers", "config")
+
+
+def layer_key(layer: int) -> str:
+    return f"layer_{layer:02d}"
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """Everything one split of a store holds. ``vectors`` maps (pooling, layer) to (N, D) float32."""
+
+    labels: np.ndarray  # (N,) int64
+    row_ids: np.ndarray  # (N,) int64
+    vectors: dict[tuple[str, int], np.ndarray]
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """Root metadata of a store, as read back from the file."""
+
+    path: Path
+    schema_version: int
+    mlx_version: str
+    created_at: str
+    model_id: str
+    model_revision: str
+    max_length: int
+    dtype: str
+    dataset_name: str
+    dataset_fingerprint: str
+    label_names: tuple[str, ...]
+    poolings: tuple[str, ...]
+    layers: tuple[int, ...]
+    n_layers: int
+    splits: dict[str, int]  # split name -> n_examples
+    dims: dict[str, int]  # pooling -> D
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["path"] = str(self.path)
+        d["label_names"], d["poolings"], d["layers"] = list(self.label_names), list(self.poolings), list(self.layers)
+        return d
+
+
+def write_store(path: Path, attrs: dict[str, Any], splits: dict[str, SplitArrays]) -> Path:
+    """Write a complete store atomically: a temp file in the same folder, then ``os.replace``.
+
+    ``attrs`` holds the root attributes listed in the module docstring (those in ``_JSON_ATTRS``
+    as Python objects). An existing file at ``path`` is replaced only once the new one is whole.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp_name, "w") as f:
+            _write_root_attrs(f, attrs)
+            for split, arrays in splits.items():
+                _write_split(f, split, arrays, attrs.get("label_names", []))
+            f.attrs["complete"] = True  # last, so a store is never marked complete early
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_root_attrs(f: h5py.File, attrs: dict[str, Any]) -> None:
+    f.attrs["mlx_format"] = FORMAT_NAME
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["complete"] = False
+    f.attrs["mlx_version"] = __version__
+    f.attrs["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for key, value in attrs.items():
+        f.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
+
+
+def _write_split(f: h5py.File, split: str, arrays: SplitArrays, label_names: list[str]) -> None:
+    group = f.create_group(split)
+    group.attrs["n_examples"] = len(arrays.labels)
+    group.attrs["fingerprint"] = arrays.fingerprint
+    group.attrs["label_names"] = json.dumps(list(label_names))
+    group.create_dataset("labels", data=np.asarray(arrays.labels, dtype=np.int64))
+    group.create_dataset("row_ids", data=np.asarray(arrays.row_ids, dtype=np.int64))
+    for (pooling, layer), matrix in arrays.vectors.items():
+        # Contiguous (unchunked) datasets read back at disk speed in one call.
+        group.require_group(pooling).create_dataset(layer_key(layer), data=np.asarray(matrix, dtype=np.float32))
+
+
+class EmbeddingStore:
+    """Read-only access to a complete store. Use as a context manager or call ``close``.
+
+    >>> with EmbeddingStore(path) as store:
+    ...     X = store.vectors("train", "mean", store.info.layers[-1])  # (N, D) float32
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = _open_for_reading(self.path)
+        self.info = _read_info(self._file, self.path)
+
+    def __enter__(self) -> "EmbeddingStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.info.splits)
+
+    def labels(self, split: str) -> np.ndarray:
+        """(N,) int64 labels of ``split``."""
+        return self._group(split)["labels"][()]
+
+    def row_ids(self, split: str) -> np.ndarray:
+        """(N,) int64 source row ids of ``split``."""
+        return self._group(split)["row_ids"][()]
+
+    def vectors(self, split: str, pooling: str, layer: int | None = None) -> np.ndarray:
+        """(N, D) float32 pooled vectors; ``layer`` None means the last stored layer."""
+        layer = self.info.layers[-1] if layer is None else layer
+        if pooling not in self.info.poolings:
+            raise StoreError(f"pooling {pooling!r} is not in {self.path}; it holds: {', '.join(self.info.poolings)}")
+        group = self._group(split)
+        key = f"{pooling}/{layer_key(layer)}"
+        if key not in group:
+            stored = sorted(int(k.split("_")[1]) for k in group[pooling]) if pooling in group else []
+            raise StoreError(f"layer {layer} of pooling {pooling!r} is not in {self.path}; stored layers: {stored}")
+        dataset = group[key]
+        matrix = np.empty(dataset.shape, dtype=np.float32)
+        dataset.read_direct(matrix)
+        return matrix
+
+    def _group(self, split: str) -> h5py.Group:
+        if split not in self.info.splits:
+            raise StoreError(f"split {split!r} is not in {self.path}; it holds: {', '.join(self.info.splits)}")
+        return self._file[split]
+
+
+def _open_for_reading(path: Path) -> h5py.File:
+    if not path.exists():
+        raise StoreError(f"store {path} does not exist; create it with `mlx embed` or list stores with `mlx store list`")
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not an HDF5 store")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise StoreError(f"{path} is not a readable HDF5 file (corrupt, truncated or another format)") from None
+    if f.attrs.get("mlx_format") != FORMAT_NAME:
+        f.close()
+        raise StoreError(f"{path} is an HDF5 file but not an mlx embedding store")
+    if int(f.attrs.get("schema_version", -1)) > SCHEMA_VERSION:
+        version = f.attrs.get("schema_version")
+        f.close()
+        raise StoreError(f"{path} has store schema {version}, newer than this mlx reads ({SCHEMA_VERSION}); upgrade mlx")
+    if not bool(f.attrs.get("complete", False)):
+        f.close()
+        raise StoreError(f"store {path} is incomplete; re-run the `mlx embed` command that made it to finish it")
+    return f
+
+
+def _read_info(f: h5py.File, path: Path) -> StoreInfo:
+    a = {k: (json.loads(v) if k in _JSON_ATTRS else v) for k, v in f.attrs.items()}
+    splits = {name: int(f[name].attrs["n_examples"]) for name in f if isinstance(f[name], h5py.Group)}
+    dims: dict[str, int] = {}
+    for split in splits:
+        for pooling in a.get("poolings", []):
+            if pooling in f[split]:
+                first = next(iter(f[split][pooling].values()))
+                dims.setdefault(pooling, int(first.shape[1]))
+    return StoreInfo(
+        path=path,
+        schema_version=int(a["schema_version"]),
+        mlx_version=str(a.get("mlx_version", "")),
+        created_at=str(a.get("created_at", "")),
+        model_id=str(a.get("model_id", "")),
+        model_revision=str(a.get("model_revision", "")),
+        max_length=int(a.get("max_length", 0)),
+        dtype=str(a.get("dtype", "")),
+        dataset_name=str(a.get("dataset_name", "")),
+        dataset_fingerprint=str(a.get("dataset_fingerprint", "")),
+        label_names=tuple(a.get("label_names", [])),
+        poolings=tuple(a.get("poolings", [])),
+        layers=tuple(int(x) for x in a.get("layers", [])),
+        n_layers=int(a.get("n_layers", 0)),
+        splits=splits,
+        dims=dims,
+        config=a.get("config", {}),
+    )

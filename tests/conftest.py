@@ -1,0 +1,54 @@
+"""Hermetic test set-up: every cache and output under tmp_path, no network, a tiny random BERT."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never reach a hub from the tests, whatever the machine can reach.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+TINY_VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + "the a of to in and is for on with at by from stocks market shares profit bank oil prices "
+    "team game win season coach cup match player league goal scores election president minister "
+    "war police government talks troops peace software internet computer phone space nasa science "
+    "chip web users data new says after over as up it an be will has not".split()
+    + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    + list("abcdefghijklmnopqrstuvwxyz0123456789.,'-!?")
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Point the mlx home and every Hugging Face cache at tmp_path."""
+    home = tmp_path / "mlx-home"
+    monkeypatch.setenv("MLX_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT with hidden size 32 and random weights, saved as a local model folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(dict.fromkeys(TINY_VOCAB)) + "\n")
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(TINY_VOCAB)),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config).eval().save_pretrained(folder)
+    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
+    return folder
