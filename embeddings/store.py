@@ -226,3 +226,37 @@ def _read_info(f: h5py.File, path: Path) -> StoreInfo:
         dims=dims,
         config=a.get("config", {}),
     )
+
+
+def read_info(path: Path) -> StoreInfo:
+    """Metadata of a complete store (StoreError when missing, foreign or incomplete)."""
+    with EmbeddingStore(path) as store:
+        return store.info
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    path: Path
+    status: str  # "complete", "incomplete", "foreign"
+    size_mb: float
+    info: StoreInfo | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "status": self.status, "size_mb": round(self.size_mb, 3), "info": self.info.to_dict() if self.info else None}
+
+
+def list_stores(folder: Path | None = None) -> list[StoreEntry]:
+    """Every ``*.h5`` file in ``folder`` (default: the mlx home's stores), newest first."""
+    from common.paths import mlx_home
+
+    folder = Path(folder) if folder is not None else mlx_home() / "stores"
+    if not folder.is_dir():
+        return []
+    entries = []
+    for path in sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True):
+        size_mb = path.stat().st_size / 1e6
+        try:
+            entries.append(StoreEntry(path, "complete", size_mb, read_info(path)))
+        except StoreError as exc:
+            entries.append(StoreEntry(path, "incomplete" if "incomplete" in str(exc) else "foreign", size_mb, None))
+    return entries

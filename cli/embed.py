@@ -1,0 +1,57 @@
+"""`mlx embed`: frozen encoder embeddings into an HDF5 store."""
+
+from pathlib import Path
+
+import typer
+
+from cli import ui
+from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
+from embeddings.models import DEFAULT_MODEL, Device, DType
+from embeddings.pooling import ALL_POOLINGS
+
+
+def embed(
+    dataset: str = typer.Option("demo", help="'ag_news' (Hugging Face hub), 'demo' (bundled smoke-test headlines), or a path: a folder of train.csv/test.csv in the AG News layout, or one CSV/JSONL/Parquet file."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline)."),
+    pooling: list[str] = typer.Option(["mean"], help=f"Pooling strategy, repeatable or comma-separated: {', '.join(ALL_POOLINGS)}, or 'all'. All come from one forward pass."),
+    layer: str = typer.Option("last", help="Hidden layer to pool: 'last', 'all' (every layer, for layer-wise probing), or numbers like 4,5,6 (0 = embedding output)."),
+    split: list[str] = typer.Option([], help="Split to embed (repeatable). Default: every split present."),
+    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N rows per split."),
+    seed: int = typer.Option(0, help="Seed for --limit."),
+    text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
+    label_column: str = typer.Option("label", help="Label column of a CSV/JSONL/Parquet file (integers 0..C-1 or class names)."),
+    max_length: int = typer.Option(256, help="Truncate texts to this many tokens."),
+    batch_size: int = typer.Option(64, help="Texts per forward pass (length-sorted, padded per batch)."),
+    device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
+    dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. Vectors are always stored as float32."),
+    out: Path = typer.Option(None, help="Store path. Default: $MLX_HOME/stores/<dataset>-<model>-<key>.h5."),
+    force: bool = typer.Option(False, "--force", help="Recompute even if a complete store of this extraction exists."),
+) -> None:
+    """Extract frozen embeddings into a cached, resumable, self-describing HDF5 store.
+
+    Re-running a finished extraction returns at once; re-running an interrupted one resumes it.
+    """
+    config = EmbedConfig(dataset, tuple(split), text_column, label_column, limit, seed, model, tuple(pooling), layer, max_length, batch_size, device, dtype, out, force)
+    plan = plan_extraction(config)
+    for note in plan.dataset.notes:
+        ui.say(note)
+    if plan.cached:
+        ui.say(f"cache hit: {plan.path} already holds this extraction; no model work (use --force to recompute)")
+        ui.out.print(str(plan.path))
+        return
+    sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())
+    ui.summary_panel("mlx embed", {
+        "model": f"{model} ({plan.model_revision})", "data": f"{plan.dataset.name}: {sizes}", "pooling": ", ".join(pooling),
+        "layer": layer, "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
+        "batch / max length": f"{batch_size} / {max_length}", "output": plan.path,
+    })
+    with ui.progress_bar("sent") as progress:
+        result = extract_embeddings(plan, progress)
+    for note in result.notes:
+        ui.warn(note)
+    ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s)")
+    ui.out.print(str(result.path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(embed)

