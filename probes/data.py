@@ -1,0 +1,246 @@
+"""From an embedding store to (train, test) matrices: split choice, layer specs, checks, lazy reads.
+
+Each (split, pooling, layer) dataset is read at most once per run, with one contiguous read, and
+only when the loop reaches it; a layer used by two selections (``5`` and ``4,5,6``) is kept until
+its last use.
+"""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from common import ConfigError, DataError, StoreError
+from embeddings.store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Where train and test rows come from. ``*_rows`` None means the whole split."""
+
+    train_split: str
+    test_split: str
+    test_from_other_store: bool
+    carved_fraction: float | None
+    train_rows: np.ndarray | None
+    test_rows: np.ndarray | None
+
+    def describe(self) -> str:
+        if self.carved_fraction is not None:
+            return (f"split {self.train_split!r} carved into {len(self.train_rows)} train / {len(self.test_rows)} test rows "
+                    f"(stratified, {self.carved_fraction:g} test fraction)")
+        where = "the test store" if self.test_from_other_store else "the store"
+        return f"train = split {self.train_split!r}, test = split {self.test_split!r} of {where}"
+
+
+@dataclass(frozen=True)
+class PooledMatrices:
+    """One probe input: pooled vectors of ``layers`` (concatenated in that order) for both splits."""
+
+    pooling: str
+    layers: tuple[int, ...]
+    X_train: np.ndarray  # (N_train, D) float32
+    y_train: np.ndarray  # (N_train,) int64
+    X_test: np.ndarray  # (N_test, D) float32
+    y_test: np.ndarray  # (N_test,) int64
+
+    @property
+    def layer_label(self) -> str:
+        return ",".join(str(layer) for layer in self.layers)
+
+
+def layer_label(layers: Sequence[int]) -> str:
+    return ",".join(str(layer) for layer in layers)
+
+
+def parse_layers(specs: Sequence[str], stored: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """Layer selections from ``--layer`` values.
+
+    ``all`` = every stored layer on its own; ``last`` (the default) = the last stored layer;
+    ``5`` = one layer; ``4,5,6`` or ``4-6`` = those layers' vectors concatenated.
+    """
+    stored = tuple(sorted(stored))
+    if not stored:
+        raise StoreError("the store lists no layers; re-create it with `mlx embed`")
+    selections: list[tuple[int, ...]] = []
+    for spec in specs or ["last"]:
+        spec = spec.strip().lower()
+        if spec == "all":
+            selections.extend((layer,) for layer in stored)
+            continue
+        if spec == "last":
+            selections.append((stored[-1],))
+            continue
+        selections.append(_parse_one(spec, stored))
+    return tuple(dict.fromkeys(selections))
+
+
+def _parse_one(spec: str, stored: tuple[int, ...]) -> tuple[int, ...]:
+    layers: list[int] = []
+    try:
+        for part in spec.split(","):
+            if "-" in part.strip("-"):
+                low, high = (int(x) for x in part.split("-"))
+                layers.extend(range(low, high + 1))
+            else:
+                layers.append(int(part))
+    except ValueError:
+        raise ConfigError(f"cannot read --layer {spec!r}; use a layer number, a list such as 4,5,6, a range such as 4-6, "
+                          f"'last' or 'all' (stored layers: {list(stored)})") from None
+    missing = [layer for layer in layers if layer not in stored]
+    if missing:
+        raise StoreError(f"layer {missing[0]} is not in the store; stored layers: {list(stored)} "
+                         "(re-embed with `mlx embed --layer all` to store every layer)")
+    if len(set(layers)) != len(layers):
+        raise ConfigError(f"--layer {spec!r} repeats a layer; list each layer once")
+    return tuple(layers)
+
+
+def resolve_poolings(specs: Sequence[str], stored: Sequence[str]) -> tuple[str, ...]:
+    """``all`` or nothing = every stored pooling; otherwise the named ones, each checked."""
+    names = [name.strip() for spec in specs or [] for name in spec.split(",") if name.strip()]
+    if not names or "all" in names:
+        return tuple(stored)
+    for name in names:
+        if name not in stored:
+            raise StoreError(f"pooling {name!r} is not in the store; it holds: {', '.join(stored)} "
+                             "(re-embed with `mlx embed --pooling ...` to add it)")
+    return tuple(dict.fromkeys(names))
+
+
+def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_fraction: float | None, seed: int) -> SplitPlan:
+    """Choose train and test: the store's train/test splits, a test store, or a carved test split."""
+    splits = store.splits
+    if test_store is not None:
+        if test_fraction is not None:
+            raise ConfigError("--test-fraction and --test-store both give a test split; pass only one")
+        _check_same_model(store, test_store)
+        train = "train" if "train" in splits else _only_split(store, "--test-store")
+        test = "test" if "test" in test_store.splits else _only_split(test_store, "--test-store")
+        return SplitPlan(train, test, True, None, None, None)
+    if "train" in splits and "test" in splits:
+        if test_fraction is not None:
+            raise ConfigError(f"{store.path} already has a test split; drop --test-fraction (it is for one-split stores)")
+        return SplitPlan("train", "test", False, None, None, None)
+    if len(splits) != 1:
+        raise StoreError(f"{store.path} has splits {splits} but no train/test pair; a probe needs 'train' and 'test' "
+                         "splits, or a store with one split and --test-fraction")
+    if test_fraction is None:
+        raise ConfigError(f"{store.path} has only the split {splits[0]!r}; pass --test-fraction 0.2 to carve a "
+                          "stratified test split from it, or --test-store PATH")
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    return _carve(store, splits[0], test_fraction, seed)
+
+
+def _only_split(store: EmbeddingStore, option: str) -> str:
+    if len(store.splits) != 1:
+        raise StoreError(f"cannot tell which split of {store.path} to use with {option}: it holds {store.splits}; "
+                         "name them 'train' and 'test'")
+    return store.splits[0]
+
+
+def _carve(store: EmbeddingStore, split: str, fraction: float, seed: int) -> SplitPlan:
+    labels = store.labels(split)
+    _check_classes(labels, split, store)
+    try:
+        train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as exc:
+        raise DataError(f"cannot carve a stratified {fraction:g} test split from {len(labels)} rows of {split!r}: {exc}; "
+                        "use a larger store or another --test-fraction") from None
+    return SplitPlan(split, split, False, fraction, np.sort(train_rows), np.sort(test_rows))
+
+
+def _check_same_model(store: EmbeddingStore, other: EmbeddingStore) -> None:
+    a, b = store.info, other.info
+    for field_name in ("model_id", "model_revision", "label_names"):
+        if getattr(a, field_name) != getattr(b, field_name):
+            raise StoreError(f"{a.path} and {b.path} differ in {field_name} ({getattr(a, field_name)!r} vs "
+                             f"{getattr(b, field_name)!r}); embed train and test with the same model and labels")
+
+
+def _check_classes(labels: np.ndarray, split: str, store: EmbeddingStore) -> None:
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        name = _class_name(store, classes[0]) if len(classes) else "none"
+        raise DataError(f"split {split!r} of {store.path} has only one class ({name}); a probe needs at least two classes")
+    n_names = len(store.info.label_names)
+    if n_names and (classes.min() < 0 or classes.max() >= n_names):
+        raise StoreError(f"split {split!r} of {store.path} has labels outside 0..{n_names - 1}; re-create the store with `mlx embed`")
+
+
+def _class_name(store: EmbeddingStore, label: int) -> str:
+    names = store.info.label_names
+    return repr(names[label]) if 0 <= label < len(names) else str(label)
+
+
+def train_labels(plan: SplitPlan, store: EmbeddingStore) -> np.ndarray:
+    y = store.labels(plan.train_split)
+    y = y if plan.train_rows is None else y[plan.train_rows]
+    _check_classes(y, plan.train_split, store)
+    return y
+
+
+def test_labels(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingStore | None) -> np.ndarray:
+    source = test_store or store
+    y = source.labels(plan.test_split)
+    return y if plan.test_rows is None else y[plan.test_rows]
+
+
+def iter_matrices(store: EmbeddingStore, test_store: EmbeddingStore | None, plan: SplitPlan,
+                  poolings: Sequence[str], selections: Sequence[tuple[int, ...]]) -> Iterator[PooledMatrices]:
+    """Yield one PooledMatrices per pooling x layer selection, reading each dataset once, lazily."""
+    y_train, y_test = train_labels(plan, store), test_labels(plan, store, test_store)
+    for pooling in poolings:
+        uses = Counter(layer for selection in selections for layer in selection)
+        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for selection in selections:
+            parts = []
+            for layer in selection:
+                pair = cache[layer] if layer in cache else _read_pair(store, test_store, plan, pooling, layer)
+                uses[layer] -= 1
+                if uses[layer] > 0:
+                    cache[layer] = pair
+                else:
+                    cache.pop(layer, None)
+                parts.append(pair)
+            X_train = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts], axis=1)
+            X_test = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=1)
+            yield PooledMatrices(pooling, selection, X_train, y_train, X_test, y_test)
+
+
+def _read_pair(store, test_store, plan: SplitPlan, pooling: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    if plan.carved_fraction is not None:
+        X = _read(store, plan.train_split, pooling, layer)
+        return X[plan.train_rows], X[plan.test_rows]
+    X_train = _read(store, plan.train_split, pooling, layer)
+    X_test = _read(test_store or store, plan.test_split, pooling, layer)
+    if X_train.shape[1] != X_test.shape[1]:
+        raise StoreError(f"pooling {pooling!r} layer {layer}: train vectors have {X_train.shape[1]} dimensions but test "
+                         f"vectors have {X_test.shape[1]}; the splits come from different models, so embed both with one "
+                         "`mlx embed` run")
+    return X_train, X_test
+
+
+def _read(store: EmbeddingStore, split: str, pooling: str, layer: int) -> np.ndarray:
+    X = store.vectors(split, pooling, layer)  # one contiguous read
+    if X.shape[0] != store.info.splits[split]:
+        raise StoreError(f"{store.path}: split {split!r} pooling {pooling!r} layer {layer} has {X.shape[0]} rows but the "
+                         f"split has {store.info.splits[split]} labels; the store is damaged, re-create it with `mlx embed`")
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{store.path}: split {split!r} pooling {pooling!r} layer {layer} has NaN or inf in "
+                        f"{int((~finite).sum())} of {len(X)} rows (first row {int(np.argmin(finite))}); re-embed in "
+                        "float32 (`mlx embed --dtype float32`) or choose another pooling/layer")
+    log.info("read %s/%s/layer %d: %d x %d", split, pooling, layer, *X.shape)
+    return X
+
+
+def open_store(path: Path) -> EmbeddingStore:
+    return EmbeddingStore(Path(path))

@@ -1,0 +1,93 @@
+"""Multinomial logistic regression on standardised features, with C chosen on a validation split."""
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from common import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+class LogRegProbe:
+    """Standardise, then multinomial logistic regression (lbfgs). ``fit`` returns self.
+
+    Standardising matters: pooled BERT features have a few dimensions with huge magnitude
+    (the "outlier dimensions"), which dominate an unscaled L2 penalty.
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, seed: int = 0):
+        self.C = C
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LogRegProbe":
+        """X: (N, D) float32; y: (N,) integer labels with at least two classes."""
+        if not self.C > 0:
+            raise ConfigError(f"C must be positive, got {self.C!r}; pass e.g. --C 0.01,0.1,1,10")
+        self.scaler_ = StandardScaler().fit(X)
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            self.model_.fit(self.scaler_.transform(X), y)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            log.warning("logistic regression with C=%g did not converge in %d iterations", self.C, self.max_iter)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict(self.scaler_.transform(X))
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+@dataclass(frozen=True)
+class CSelection:
+    """Validation accuracy of every candidate C and the one chosen."""
+
+    C: float
+    validation_accuracy: dict[float, float]
+    n_fit: int
+    n_validation: int
+
+
+def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (fit_rows, validation_rows) of a label vector (N,)."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"validation fraction must be between 0 and 1, got {fraction}")
+    counts = np.bincount(np.unique(y, return_inverse=True)[1])
+    if counts.min() < 2:
+        raise DataError("a class has fewer than 2 training examples, so no stratified validation split can hold it; "
+                        "add examples or drop the class")
+    rows = np.arange(len(y))
+    try:
+        fit_rows, validation_rows = train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
+    except ValueError as exc:  # too few rows for one per class on each side
+        raise DataError(f"cannot carve a stratified {fraction:.0%} validation split from {len(y)} rows: {exc}") from None
+    return np.sort(fit_rows), np.sort(validation_rows)
+
+
+def select_C(X: np.ndarray, y: np.ndarray, Cs: tuple[float, ...], validation_fraction: float = 0.1,
+             seed: int = 0, max_iter: int = 1000) -> CSelection:
+    """Fit one probe per C on train minus a validation split, return the C with best validation accuracy.
+
+    Ties go to the smallest C (the strongest regularisation). Test data are never seen here.
+    """
+    if not Cs:
+        raise ConfigError("no C values given; pass e.g. --C 0.01,0.1,1,10")
+    fit_rows, validation_rows = split_validation(y, validation_fraction, seed)
+    accuracy = {}
+    for C in sorted(Cs):
+        probe = LogRegProbe(C=C, max_iter=max_iter, seed=seed).fit(X[fit_rows], y[fit_rows])
+        accuracy[C] = probe.score(X[validation_rows], y[validation_rows])
+        log.info("C=%g: validation accuracy %.4f", C, accuracy[C])
+    best = max(accuracy.values())
+    chosen = min(C for C, a in accuracy.items() if a == best)
+    return CSelection(C=chosen, validation_accuracy=accuracy, n_fit=len(fit_rows), n_validation=len(validation_rows))
