@@ -1,0 +1,157 @@
+"""`mlx vision ...`: KMNIST download, gradient check, model comparison and sweeps."""
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cli import ui
+from common import ConfigError
+from vision.activations import parse_activation
+from vision.data import DatasetName
+from vision.download import KMNIST_URL, FileFormat
+from vision.models import ModelName, parse_models
+
+vision_app = typer.Typer(help="KMNIST vision baselines: a NumPy MLP from first principles, PyTorch MLPs and CNNs.", no_args_is_help=True)
+
+DATASET_HELP = "kmnist (official files in --data-dir) or digits (scikit-learn's 8x8 digits resized to 28x28: NOT KMNIST, an offline stand-in needing no download)."
+DATA_DIR_HELP = "Folder with the KMNIST files (kmnist-*.npz, or *-idx?-ubyte.gz as in torchvision's KMNIST/raw). Default: ./data"
+OUT_HELP = "Parent folder for the new run folder. Default: $MLX_HOME/runs/vision"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(vision_app, name="vision")
+
+
+def _split(text: str, option: str, convert):
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            values.append(convert(part))
+        except ValueError:
+            raise ConfigError(f"{option}: cannot read {part!r}; give comma-separated values, e.g. {option} 1,2") from None
+    return tuple(values)
+
+
+def _say_device(device) -> None:
+    ui.say(f"torch device: {device}" + ("" if device.type == "cuda" else " (no CUDA device found: training on CPU)"))
+
+
+@vision_app.command()
+def download(
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", "--out", help="Where to put the files (the same folder the other commands read)."),
+    fmt: FileFormat = typer.Option(FileFormat.npz, "--format", help="npz: the official kmnist-*.npz; idx: MNIST-format *-ubyte.gz files."),
+    url: str = typer.Option(KMNIST_URL, "--url", help="Base URL of the files (a mirror)."),
+) -> None:
+    """Fetch KMNIST from the official host with MD5 checks; an interrupted download resumes."""
+    from vision.download import download_kmnist
+
+    with ui.progress_bar("B") as progress:
+        results = download_kmnist(data_dir, fmt, url, progress)
+    for result in results:
+        ui.out.print(f"{result.path}  {result.outcome.value}  ({result.n_bytes:,} bytes, MD5 ok)")
+
+
+@vision_app.command()
+def gradcheck(
+    depth: int = typer.Option(2, help="Hidden layers."),
+    width: int = typer.Option(16, help="Units per hidden layer."),
+    activation: str = typer.Option("tanh", help="relu, leaky-relu, tanh, sigmoid, gelu or elu."),
+    l2: float = typer.Option(1e-3, help="L2 penalty on weights."),
+    batch_size: int = typer.Option(8, help="Examples in the random batch."),
+    tolerance: float = typer.Option(1e-6, help="Largest relative error that passes."),
+    seed: int = typer.Option(0),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Compare the NumPy MLP's gradients with central differences in float64; exit 1 if any fails."""
+    from vision.gradcheck import GradcheckConfig, run_gradcheck
+
+    config = GradcheckConfig(depth=depth, width=width, activation=parse_activation(activation), l2=l2, batch_size=batch_size, tolerance=tolerance, seed=seed)
+    result = run_gradcheck(config)
+    if json_out:
+        ui.print_json({"passed": result.passed, "tensors": [vars(t) for t in result.tensors]})
+    else:
+        table = Table(title=f"Gradient check: depth {depth}, width {width}, {config.activation.value}, L2 {l2:g} (float64, tolerance {tolerance:g})")
+        for column in ("tensor", "shape", "entries checked", "relative error", "max abs error", "ok"):
+            table.add_column(column, justify="left" if column == "tensor" else "right")
+        for t in result.tensors:
+            table.add_row(t.name, "x".join(map(str, t.shape)), str(t.n_checked), f"{t.relative_error:.2e}", f"{t.max_abs_error:.2e}", "[green]yes" if t.passed else "[red]NO")
+        ui.out.print(table)
+    if not result.passed:
+        ui.print_error(f"gradient check failed: relative error above {tolerance:g} in " + ", ".join(t.name for t in result.tensors if not t.passed))
+        raise typer.Exit(1)
+
+
+@vision_app.command()
+def compare(
+    models: str = typer.Option("mlp-numpy,mlp-torch,cnn-strong", help="Comma-separated: " + ", ".join(m.value for m in ModelName)),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs for every model (default: each preset's own)."),
+    dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Force random shifts/rotations on or off (default: each preset's own)."),
+    val_fraction: float = typer.Option(0.1, help="Share of train carved out (stratified, seeded) for validation."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    out: Path = typer.Option(None, "--out", help=OUT_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
+    from vision.compare import CompareConfig, prepare_compare, run_compare
+
+    config = CompareConfig(parse_models(models), dataset, data_dir, epochs, augment, val_fraction, seed, device, out)
+    setup = prepare_compare(config)
+    _say_device(setup.device)
+    ui.summary_panel("mlx vision compare", setup.summary())
+    with ui.progress_bar("batch") as progress:
+        result = run_compare(setup, progress)
+    if json_out:
+        ui.print_json({"run_dir": result.run_dir, "rows": result.rows(), "figures": result.figures})
+        return
+    table = Table(title=f"{setup.splits.dataset}: {len(setup.splits.train)} train images, test on {len(setup.splits.test)}")
+    for column in ("model", "test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in result.rows():
+        table.add_row(row["model"], f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
+    ui.out.print(table)
+    ui.say(f"run folder: {result.run_dir} (figures: {', '.join(p.name for p in result.figures)})")
+
+
+@vision_app.command()
+def sweep(
+    model: ModelName = typer.Option(..., "--model", help="The model family to sweep."),
+    depth: str = typer.Option("1,2", help="Comma-separated depths (hidden layers or conv blocks)."),
+    width: str = typer.Option("128,512", help="Comma-separated widths (units or base channels)."),
+    activation: str = typer.Option("relu", help="Comma-separated activations: relu, leaky-relu, tanh, sigmoid, gelu, elu."),
+    l2: str = typer.Option("0", "--l2", help="Comma-separated L2 / weight-decay values."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs per configuration (default: the preset's)."),
+    dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Force augmentation on or off (default: the preset's)."),
+    val_fraction: float = typer.Option(0.1),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    out: Path = typer.Option(None, "--out", help="The sweep folder; re-running with the same one skips finished configurations. Default: derived from the settings under $MLX_HOME/runs/vision"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Train every combination, rank by validation accuracy, score only the best on test; resumable."""
+    from vision.sweep import SweepConfig, prepare_sweep, run_sweep
+
+    grid = (_split(depth, "--depth", int), _split(width, "--width", int), _split(activation, "--activation", parse_activation), _split(l2, "--l2", float))
+    setup = prepare_sweep(SweepConfig(model, *grid, dataset, data_dir, epochs, augment, val_fraction, seed, device, out))
+    _say_device(setup.device)
+    ui.summary_panel("mlx vision sweep", setup.summary())
+    with ui.progress_bar("batch") as progress:
+        result = run_sweep(setup, progress)
+    if json_out:
+        ui.print_json({"rows": result.rows, "report_dir": result.report_dir, "figure": result.figure, "n_skipped": result.n_skipped})
+        return
+    table = Table(title=f"sweep {model.value}: {len(result.rows)} configurations by validation accuracy ({result.n_skipped} resumed from disk)")
+    for column in ("depth", "width", "activation", "L2", "params", "val accuracy", "test accuracy", "train s"):
+        table.add_column(column, justify="right")
+    for row in result.rows:
+        test = f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else "-"
+        table.add_row(str(row["depth"]), str(row["width"]), row["activation"], f"{row['l2']:g}", f"{row['n_parameters']:,}", f"{row['val_accuracy']:.2%}", test, f"{row['train_seconds']:.1f}")
+    ui.out.print(table)
+    ui.say(f"report: {result.report_dir} (plot: {result.figure.name})")

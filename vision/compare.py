@@ -1,0 +1,95 @@
+"""`compare`: train several models on the same splits and budget; one row of scores per model."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.progress import ProgressCallback, no_progress
+from vision.data import DatasetName, Splits, load_splits
+from vision.experiment import ModelRun, data_description, run_model
+from vision.models import ModelName, ModelSpec, preset
+from vision.plots import plot_confusion, plot_learning_curves
+from vision.runs import default_runs_dir, new_run_dir, stamp, write_json
+
+DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    models: tuple[ModelName, ...] = DEFAULT_COMPARE_MODELS
+    dataset: DatasetName = DatasetName.digits
+    data_dir: Path | None = None
+    n_epochs: int | None = None  # None: each preset's own default
+    augment: bool | None = None  # None: each preset's own default
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
+
+
+@dataclass(frozen=True)
+class CompareSetup:
+    config: CompareConfig
+    specs: tuple[ModelSpec, ...]
+    splits: Splits
+    device: Any  # torch.device
+    run_dir: Path
+
+    def summary(self) -> dict[str, Any]:
+        data = data_description(self.splits)
+        return {
+            "models": ", ".join(s.model.value for s in self.specs),
+            "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test",
+            "source": data["source"],
+            "epochs": ", ".join(f"{s.model.value}={s.train.n_epochs}" for s in self.specs),
+            "device": f"{self.device} (torch models; the NumPy MLP always runs on CPU)",
+            "dtype": "float32",
+            "seed": self.config.seed,
+            "output": self.run_dir,
+        }
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    runs: tuple[ModelRun, ...]
+    run_dir: Path
+    figures: tuple[Path, ...]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "model": r.spec.model.value,
+                "test_accuracy": r.test.accuracy if r.test else None,
+                "test_macro_f1": r.test.macro_f1 if r.test else None,
+                "val_accuracy": r.val_accuracy,
+                "n_parameters": r.n_parameters,
+                "train_seconds": r.history.seconds,
+                "seconds_per_epoch": r.history.seconds_per_epoch,
+                "n_epochs": len(r.history.epochs),
+            }
+            for r in self.runs
+        ]
+
+
+def prepare_compare(config: CompareConfig) -> CompareSetup:
+    """Validate everything, load the data and pick the device before any folder is made or time spent."""
+    from common.training import resolve_device
+
+    specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
+    device = resolve_device(config.device)
+    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    run_dir = new_run_dir(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
+    return CompareSetup(config, specs, splits, device, run_dir)
+
+
+def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -> CompareResult:
+    """Train every spec of ``setup`` in turn; write config.json, per-model folders, figures, metrics.json."""
+    write_json(setup.run_dir / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed}))
+    runs = tuple(run_model(spec, setup.splits, setup.device, setup.run_dir / spec.model.value, progress) for spec in setup.specs)
+    figures = [plot_learning_curves({r.spec.model.value: r.history for r in runs}, setup.run_dir / "learning_curves.png")]
+    for r in runs:
+        title = f"{r.spec.model.value}: test accuracy {r.test.accuracy:.2%}"
+        figures.append(plot_confusion(r.test.confusion, setup.splits.class_names, title, setup.run_dir / f"confusion_{r.spec.model.value}.png"))
+    result = CompareResult(runs, setup.run_dir, tuple(figures))
+    write_json(setup.run_dir / "metrics.json", stamp({"rows": result.rows()}))
+    return result

@@ -1,0 +1,169 @@
+"""Model names, their specs and presets, and building/saving/loading a model from a spec.
+
+A ``ModelSpec`` is everything that defines one training run of one model: architecture,
+regularisation, augmentation and optimisation. Presets are specs whose defaults were chosen on
+KMNIST (see docs/vision.md for what they reach).
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import ConfigError
+from common.training import OptimizerName, ScheduleName, TrainConfig
+from vision.activations import Activation, check_architecture
+from vision.augment import NO_AUGMENT, SHIFT_ROTATE, AugmentConfig
+
+
+class ModelName(str, Enum):
+    mlp_numpy = "mlp-numpy"
+    mlp_torch = "mlp-torch"
+    cnn = "cnn"
+    cnn_strong = "cnn-strong"
+
+    @property
+    def is_torch(self) -> bool:
+        return self != ModelName.mlp_numpy
+
+    @property
+    def is_cnn(self) -> bool:
+        return self in (ModelName.cnn, ModelName.cnn_strong)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model and how to train it. ``l2`` is the L2 penalty / weight decay on weights (not biases)."""
+
+    model: ModelName
+    depth: int
+    width: int
+    activation: Activation = Activation.relu
+    l2: float = 0.0
+    batch_norm: bool = True  # CNNs only
+    dropout: float = 0.0  # CNNs only
+    label_smoothing: float = 0.0  # torch models only
+    augment: AugmentConfig = NO_AUGMENT
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> "ModelSpec":
+        check_architecture(self.depth, self.width)
+        if self.l2 < 0:
+            raise ConfigError(f"L2 must be >= 0, got {self.l2}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.model.is_cnn and self.depth > 5:
+            raise ConfigError(f"CNN depth {self.depth} too large: each block doubles the channels; use 1..5")
+        self.train.check()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def key(self) -> str:
+        """A short folder-safe name, e.g. 'mlp-numpy-d2-w512-relu-l2_0.0001'."""
+        return f"{self.model.value}-d{self.depth}-w{self.width}-{self.activation.value}-l2_{self.l2:g}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_MLP_TRAIN = TrainConfig(n_epochs=40, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, momentum=0.9, schedule=ScheduleName.cosine)
+
+PRESETS: dict[ModelName, ModelSpec] = {
+    # Two hidden layers of 1024 like the scikit-learn reference, but trained on shifted/rotated copies.
+    ModelName.mlp_numpy: ModelSpec(ModelName.mlp_numpy, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN),
+    ModelName.mlp_torch: ModelSpec(ModelName.mlp_torch, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN),
+    # A plain small CNN in the spirit of the KMNIST paper's Keras baseline: no augmentation.
+    ModelName.cnn: ModelSpec(
+        ModelName.cnn, depth=2, width=32, dropout=0.25, l2=5e-4,
+        train=TrainConfig(n_epochs=12, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, schedule=ScheduleName.cosine),
+    ),
+    # The strong preset: VGG-style 3 blocks (32-64-128 channels) with BN, shifts/rotations/scaling,
+    # label smoothing and a one-cycle schedule.
+    ModelName.cnn_strong: ModelSpec(
+        ModelName.cnn_strong, depth=3, width=32, l2=5e-4, label_smoothing=0.1, augment=SHIFT_ROTATE,
+        train=TrainConfig(n_epochs=40, batch_size=128, optimizer=OptimizerName.sgd, lr=0.1, schedule=ScheduleName.onecycle, warmup_fraction=0.2),
+    ),
+}
+
+
+def preset(model: ModelName, n_epochs: int | None = None, augment: bool | None = None, seed: int = 0, **overrides: Any) -> ModelSpec:
+    """The preset spec for ``model``, with optional overrides (epochs, augmentation on/off, seed, fields)."""
+    spec = PRESETS[model]
+    train = dataclasses.replace(spec.train, seed=seed, **({"n_epochs": n_epochs} if n_epochs is not None else {}))
+    if augment is not None:
+        overrides["augment"] = (spec.augment if spec.augment.enabled else SHIFT_ROTATE) if augment else NO_AUGMENT
+    return dataclasses.replace(spec, train=train, **overrides).check()
+
+
+def parse_models(text: str) -> tuple[ModelName, ...]:
+    """'mlp-numpy,cnn' → (ModelName.mlp_numpy, ModelName.cnn); unknown names raise ConfigError listing choices."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ConfigError("no model names given; choose from: " + ", ".join(m.value for m in ModelName))
+    models = []
+    for name in names:
+        try:
+            models.append(ModelName(name))
+        except ValueError:
+            raise ConfigError(f"unknown model {name!r}; choose from: {', '.join(m.value for m in ModelName)}") from None
+    return tuple(dict.fromkeys(models))
+
+
+def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int):
+    """A fresh, initialised model for ``spec``: a vision.numpy_mlp.MLP or a torch nn.Module."""
+    if spec.model == ModelName.mlp_numpy:
+        from vision.numpy_mlp import MLP
+
+        model = MLP(spec.depth, spec.width, spec.activation, np.random.default_rng(seed), l2=spec.l2)
+        model.input_mean, model.input_std = input_mean, input_std
+        return model
+    import torch
+
+    from vision.torch_models import CNN, CNNConfig, TorchMLP
+
+    torch.manual_seed(seed)
+    if spec.model == ModelName.mlp_torch:
+        return TorchMLP(spec.depth, spec.width, spec.activation, mean=input_mean, std=input_std)
+    cnn = CNNConfig(depth=spec.depth, width=spec.width, activation=spec.activation, batch_norm=spec.batch_norm, dropout=spec.dropout)
+    return CNN(cnn, mean=input_mean, std=input_std)
+
+
+def save_weights(model, spec: ModelSpec, path: Path) -> Path:
+    """weights.npz (NumPy MLP) or weights.pt (torch state dict) in folder ``path``."""
+    if spec.model == ModelName.mlp_numpy:
+        target = path / "weights.npz"
+        arrays = {name: p for name, p, _ in model.named_parameters()}
+        np.savez(target, input_mean=model.input_mean, input_std=model.input_std, **arrays)
+        return target
+    import torch
+
+    target = path / "weights.pt"
+    torch.save(model.state_dict(), target)
+    return target
+
+
+def load_weights(spec: ModelSpec, path: Path):
+    """Rebuild the model for ``spec`` and load the weights saved by ``save_weights`` in folder ``path``."""
+    if spec.model == ModelName.mlp_numpy:
+        with np.load(path / "weights.npz") as saved:
+            model = build_model(spec, float(saved["input_mean"]), float(saved["input_std"]), seed=0)
+            for name, p, _ in model.named_parameters():
+                p[...] = saved[name]
+        return model
+    import torch
+
+    model = build_model(spec, 0.0, 1.0, seed=0)
+    model.load_state_dict(torch.load(path / "weights.pt", map_location="cpu"))
+    return model
