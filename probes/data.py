@@ -59,7 +59,7 @@ def layer_label(layers: Sequence[int]) -> str:
     return ",".join(str(layer) for layer in layers)
 
 
-def parse_layers(specs: Sequence[str], stored: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+def parse_layers(specs: Sequence[str], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
     """Layer selections from ``--layer`` values.
 
     ``all`` = every stored layer on its own; ``last`` (the default) = the last stored layer;
@@ -77,11 +77,11 @@ def parse_layers(specs: Sequence[str], stored: Sequence[int]) -> tuple[tuple[int
         if spec == "last":
             selections.append((stored[-1],))
             continue
-        selections.append(_parse_one(spec, stored))
+        selections.append(_parse_one(spec, stored, where))
     return tuple(dict.fromkeys(selections))
 
 
-def _parse_one(spec: str, stored: tuple[int, ...]) -> tuple[int, ...]:
+def _parse_one(spec: str, stored: tuple[int, ...], where: object) -> tuple[int, ...]:
     layers: list[int] = []
     try:
         for part in spec.split(","):
@@ -95,22 +95,22 @@ def _parse_one(spec: str, stored: tuple[int, ...]) -> tuple[int, ...]:
                           f"'last' or 'all' (stored layers: {list(stored)})") from None
     missing = [layer for layer in layers if layer not in stored]
     if missing:
-        raise StoreError(f"layer {missing[0]} is not in the store; stored layers: {list(stored)} "
-                         "(re-embed with `mlx embed --layer all` to store every layer)")
+        raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
+                         "re-embed with `mlx embed --layer all` to store every layer")
     if len(set(layers)) != len(layers):
         raise ConfigError(f"--layer {spec!r} repeats a layer; list each layer once")
     return tuple(layers)
 
 
-def resolve_poolings(specs: Sequence[str], stored: Sequence[str]) -> tuple[str, ...]:
+def resolve_poolings(specs: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
     """``all`` or nothing = every stored pooling; otherwise the named ones, each checked."""
     names = [name.strip() for spec in specs or [] for name in spec.split(",") if name.strip()]
     if not names or "all" in names:
         return tuple(stored)
     for name in names:
         if name not in stored:
-            raise StoreError(f"pooling {name!r} is not in the store; it holds: {', '.join(stored)} "
-                             "(re-embed with `mlx embed --pooling ...` to add it)")
+            raise StoreError(f"pooling {name!r} is not in {where}; it holds: {', '.join(stored)}; pass one of those or "
+                             "'all', or re-embed with `mlx embed --pooling ...` to add it")
     return tuple(dict.fromkeys(names))
 
 
@@ -236,8 +236,8 @@ def _read(store: EmbeddingStore, split: str, pooling: str, layer: int) -> np.nda
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
         raise DataError(f"{store.path}: split {split!r} pooling {pooling!r} layer {layer} has NaN or inf in "
-                        f"{int((~finite).sum())} of {len(X)} rows (first row {int(np.argmin(finite))}); re-embed in "
-                        "float32 (`mlx embed --dtype float32`) or choose another pooling/layer")
+                        f"{int((~finite).sum())} of {len(X)} rows (first row {int(np.argmin(finite))}); re-embed with `mlx embed --dtype fp32` "
+                        "(half precision can overflow) or choose another pooling/layer")
     log.info("read %s/%s/layer %d: %d x %d", split, pooling, layer, *X.shape)
     return X
 

@@ -133,8 +133,8 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
     test_store = data.open_store(config.test_store) if config.test_store else None
     try:
         plan = data.plan_splits(store, test_store, config.test_fraction, config.seed)
-        poolings = data.resolve_poolings(config.poolings, store.info.poolings)
-        selections = data.parse_layers(config.layers, store.info.layers)
+        poolings = data.resolve_poolings(config.poolings, store.info.poolings, store.path)
+        selections = data.parse_layers(config.layers, store.info.layers, store.path)
         y_train = data.train_labels(plan, store)
         _check_settings(config, len(y_train))
         label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))

@@ -1,0 +1,138 @@
+"""`mlx probe` end to end on synthetic stores: tables, --json, run folders, layers, carved test splits."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from embeddings.store import EmbeddingStore
+from probes import ProbeKind, ProbeRunConfig, run_probes
+from probes.logreg import select_C
+from probes.synthetic import write_synthetic_store
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return write_synthetic_store(tmp_path / "synthetic.h5")
+
+
+def probe(*args):
+    return runner.invoke(app, ["probe", *map(str, args)])
+
+
+def run_folders(home):
+    root = home / "runs" / "probe"
+    return sorted(p for p in root.iterdir()) if root.exists() else []
+
+
+def test_compare_table_sorted_with_best_marked_and_run_folder(store, isolated_home):
+    result = probe("compare", "--store", store, "--pooling", "mean", "--k", "1,5")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.strip()[:1] in "★0123456789" and "%" in line]
+    assert len(rows) == 3  # knn k=1, knn k=5, logreg
+    accuracies = [float(line.split("%")[0].split()[-1]) for line in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert rows[0].lstrip().startswith("★")
+    (folder,) = run_folders(isolated_home)
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert config["store"]["fingerprint"].startswith("sha256:") and config["mlx_version"]
+    assert config["store"]["dataset_fingerprint"] == "synthetic-0"
+    assert config["config"]["probes"] == ["knn", "logreg"]
+    assert [100 * r["accuracy"] for r in metrics["results"]] == pytest.approx(accuracies, abs=0.01)
+
+
+def test_json_schema_one_object_per_pooling_layer_probe_setting(store):
+    result = probe("compare", "--store", store, "--layer", "1", "--layer", "2", "--k", "1,5,10", "--json")
+    assert result.exit_code == 0, result.output
+    objects = json.loads(result.stdout)
+    assert len(objects) == 2 * 2 * (3 + 1)  # poolings x layers x (k values + logreg)
+    keys = {(o["probe"], o["pooling"], o["layer"], o["setting"]) for o in objects}
+    assert len(keys) == len(objects)
+    for o in objects:
+        assert {"probe", "pooling", "layer", "accuracy", "macro_f1", "per_class", "confusion", "fit_seconds"} <= set(o)
+        assert 0 <= o["macro_f1"] <= 1 and 0 <= o["accuracy"] <= 1
+        assert sum(map(sum, o["confusion"])) == o["n_test"] == 100
+        assert np.trace(np.array(o["confusion"])) / o["n_test"] == pytest.approx(o["accuracy"])
+    logreg = [o for o in objects if o["probe"] == "logreg"]
+    assert all(o["params"]["C"] in (0.01, 0.1, 1.0, 10.0) and o["validation_accuracy"] is not None for o in logreg)
+
+
+def test_logreg_result_uses_C_chosen_on_validation(store):
+    report = run_probes(ProbeRunConfig("logreg", store, (ProbeKind.LOGREG,), ("mean",), ("2",)))
+    with EmbeddingStore(store) as s:
+        expected = select_C(s.vectors("train", "mean", 2), s.labels("train"), (0.01, 0.1, 1.0, 10.0))
+    (result,) = report.results
+    assert result.params["C"] == expected.C
+    assert result.validation_accuracy == expected.validation_accuracy[expected.C]
+
+
+def test_layer_all_adds_layer_table_and_plot_and_concatenation_widens(store, isolated_home):
+    result = probe("compare", "--store", store, "--pooling", "cls", "--layer", "all", "--layer", "1,2", "--k", "5", "--plot", "--detail")
+    assert result.exit_code == 0, result.output
+    assert "test accuracy by layer" in result.stdout and "layer 0" in result.stdout
+    assert "per class" in result.stdout
+    (folder,) = run_folders(isolated_home)
+    assert {p.name for p in folder.glob("*.png")} == {"accuracy-by-layer.png", "confusion-knn.png", "confusion-logreg.png"}
+    results = json.loads((folder / "metrics.json").read_text())["results"]
+    assert {r["dim"] for r in results if r["layers"] == [1, 2]} == {32}
+    assert {r["dim"] for r in results if len(r["layers"]) == 1} == {16}
+
+
+def test_store_is_read_once_per_dataset(store, monkeypatch):
+    calls = []
+    original = EmbeddingStore.vectors
+
+    def counting(self, split, pooling, layer=None):
+        calls.append((split, pooling, layer))
+        return original(self, split, pooling, layer)
+
+    monkeypatch.setattr(EmbeddingStore, "vectors", counting)
+    result = probe("knn", "--store", store, "--layer", "all", "--layer", "1,2", "--k", "3")
+    assert result.exit_code == 0, result.output
+    assert len(calls) == len(set(calls)) == 2 * 2 * 3  # splits x poolings x layers, no re-reads
+
+
+def test_test_fraction_carves_stratified_split_aloud(tmp_path):
+    one_split = write_synthetic_store(tmp_path / "one.h5", splits=("train",), n_train=200)
+    result = probe("knn", "--store", one_split, "--pooling", "mean", "--k", "5", "--test-fraction", "0.25", "--json")
+    assert result.exit_code == 0, result.output
+    assert "carving a test split" in result.stderr
+    (o,) = json.loads(result.stdout)
+    assert (o["n_train"], o["n_test"]) == (150, 50)
+    again = json.loads(probe("knn", "--store", one_split, "--pooling", "mean", "--k", "5", "--test-fraction", "0.25", "--json").stdout)
+    assert again[0]["accuracy"] == o["accuracy"]  # seeded
+
+
+def test_approximate_index_reports_recall(store):
+    result = probe("knn", "--store", store, "--index", "hnsw", "--k", "5", "--json")
+    assert result.exit_code == 0, result.output
+    assert all(0.9 <= o["recall_at_k"] <= 1.0 for o in json.loads(result.stdout))
+
+
+def test_explicit_out_is_used_and_never_overwritten(store, tmp_path):
+    out = tmp_path / "my-run"
+    assert probe("knn", "--store", store, "--k", "5", "--out", out).exit_code == 0
+    assert (out / "metrics.json").exists()
+    before = (out / "metrics.json").read_text()
+    again = probe("knn", "--store", store, "--k", "1", "--out", out)
+    assert again.exit_code != 0 and "already exists" in again.stderr
+    assert (out / "metrics.json").read_text() == before
+
+
+def test_embed_then_compare_end_to_end(tiny_bert, tmp_path):
+    store = tmp_path / "demo.h5"
+    embedded = runner.invoke(app, ["embed", "--model", str(tiny_bert), "--dataset", "demo", "--pooling", "mean,cls",
+                                   "--layer", "all", "--out", str(store)])
+    assert embedded.exit_code == 0, embedded.output
+    result = probe("compare", "--store", store, "--layer", "all", "--k", "5", "--json")
+    assert result.exit_code == 0, result.output
+    objects = json.loads(result.stdout)
+    assert {o["pooling"] for o in objects} == {"mean", "cls"} and {o["layer"] for o in objects} == {0, 1, 2}
+    assert all(o["n_train"] == 300 and o["n_test"] == 100 and o["dim"] == 32 for o in objects)
+    # a random tiny BERT still separates the demo's four topics better than chance (25%)
+    assert max(o["accuracy"] for o in objects) > 0.3

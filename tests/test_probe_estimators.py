@@ -1,0 +1,92 @@
+"""The probes as estimators: FAISS k-NN against scikit-learn brute force, C selection on validation."""
+
+import numpy as np
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from probes import KNNProbe, LogRegProbe, select_C
+from probes.knn import recall_at_k, vote, Weights
+from probes.logreg import split_validation
+from probes.synthetic import clustered_vectors
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    rng = np.random.default_rng(0)
+    X, y, centres = clustered_vectors(600, 24, 4, rng, spread=0.35)
+    Q, y_q, _ = clustered_vectors(200, 24, 4, rng, spread=0.35, centres=centres)
+    X = X * rng.uniform(0.5, 2.0, (len(X), 1)).astype(np.float32)  # unequal norms, so cosine != l2 ranking
+    Q[:5] = X[:5] * 1.5  # exact duplicates in direction: zero cosine distance
+    Q[5:10] = X[10:15]  # exact duplicates: zero l2 distance
+    return X, y, Q, y_q
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_flat_knn_equals_sklearn_brute_force(vectors, metric, weights, k):
+    X, y, Q, _ = vectors
+    sk_metric = "cosine" if metric == "cosine" else "euclidean"
+    reference = KNeighborsClassifier(n_neighbors=k, metric=sk_metric, weights=weights, algorithm="brute").fit(X, y)
+    probe = KNNProbe(k=k, metric=metric, weights=weights, index="flat")
+    assert probe.fit(X, y) is probe
+    np.testing.assert_array_equal(probe.predict(Q), reference.predict(Q))
+    distances, rows = probe.kneighbors(Q)
+    ref_distances, ref_rows = reference.kneighbors(Q)
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_allclose(distances, ref_distances, atol=2e-4)
+
+
+def test_knn_keeps_original_labels_and_scores():
+    X = np.array([[0, 1], [0, 2], [1, 0], [2, 0]], dtype=np.float32)
+    y = np.array([7, 7, 3, 3])
+    probe = KNNProbe(k=1, metric="l2").fit(X, y)
+    np.testing.assert_array_equal(probe.predict(np.array([[0, 1.5], [1.5, 0]], dtype=np.float32)), [7, 3])
+    assert probe.score(X, y) == 1.0
+
+
+def test_vote_ties_go_to_lowest_class_and_zero_distance_wins():
+    labels = np.array([[2, 1], [0, 1]])
+    assert list(vote(labels, np.ones((2, 2)), 3, Weights.UNIFORM)) == [1, 0]
+    # The zero-distance neighbour takes the vote even against a closer-on-average majority.
+    assert list(vote(np.array([[2, 1, 1]]), np.array([[0.0, 0.1, 0.1]]), 3, Weights.DISTANCE)) == [2]
+
+
+@pytest.mark.parametrize("index", ["hnsw", "ivf"])
+def test_approximate_indexes_recall_and_agree(vectors, index):
+    X, y, Q, y_q = vectors
+    exact = KNNProbe(k=10, index="flat").fit(X, y)
+    approximate = KNNProbe(k=10, index=index).fit(X, y)
+    recall = recall_at_k(approximate.kneighbors(Q)[1], exact.kneighbors(Q)[1], 10)
+    assert recall > 0.9
+    assert np.mean(approximate.predict(Q) == exact.predict(Q)) > 0.95
+
+
+def test_recall_at_k_counts_shared_neighbours():
+    approximate = np.array([[1, 2, 3], [4, 5, -1]])
+    exact = np.array([[3, 2, 9], [4, 5, 6]])
+    assert recall_at_k(approximate, exact, 3) == pytest.approx(4 / 6)
+
+
+def test_select_C_picks_the_best_validation_accuracy_without_test_data():
+    rng = np.random.default_rng(1)
+    X, y, _ = clustered_vectors(400, 32, 3, rng, spread=1.2)
+    Cs = (0.001, 0.1, 10.0)
+    chosen = select_C(X, y, Cs, validation_fraction=0.25, seed=3)
+    fit_rows, validation_rows = split_validation(y, 0.25, 3)
+    assert len(validation_rows) == 100 and not set(fit_rows) & set(validation_rows)
+    expected = {C: LogRegProbe(C=C, seed=3).fit(X[fit_rows], y[fit_rows]).score(X[validation_rows], y[validation_rows]) for C in Cs}
+    assert chosen.validation_accuracy == pytest.approx(expected)
+    assert chosen.C == max(Cs, key=lambda C: (expected[C], -C))
+    # Stratified: each class keeps its share in the validation split.
+    shares = np.bincount(y[validation_rows]) / np.bincount(y)
+    assert shares.min() > 0.2 and shares.max() < 0.3
+
+
+def test_logreg_probe_standardises_features():
+    rng = np.random.default_rng(2)
+    X, y, _ = clustered_vectors(300, 8, 2, rng, spread=0.5)
+    X[:, 0] *= 1e4  # an "outlier dimension" that would swamp an unscaled penalty
+    probe = LogRegProbe(C=1.0).fit(X, y)
+    assert probe.score(X, y) > 0.9
+    np.testing.assert_allclose(probe.scaler_.transform(X).std(axis=0), 1.0, atol=1e-3)
