@@ -25,7 +25,7 @@ from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
 from embeddings.locking import store_lock
-from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, load_model, model_revision, resolve_model
+from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, count_layers, load_model, model_revision, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import FORMAT_NAME, SplitArrays, write_store
 
@@ -66,6 +66,7 @@ class EmbedPlan:
     path: Path
     key: str
     cached: bool
+    layers: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     parse_poolings(list(config.poolings))  # fail on a bad name before any loading
     dataset = load_text_dataset(config.dataset, config.splits, config.text_column, config.label_column, config.limit, config.seed)
     source = resolve_model(config.model)
+    layers = resolve_layers(config.layer, count_layers(config.model))
     revision = model_revision(source)
     device = choose_device(config.device)
     dtype = choose_dtype(config.dtype, device)
@@ -97,7 +99,7 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     path = config.out if config.out is not None else default_store_path(dataset.name, config.model, key)
     path = Path(path).expanduser().absolute()
     ensure_writable_dir(path.parent)
-    return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, _is_cached(path, key, config))
+    return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, _is_cached(path, key, config), layers)
 
 
 def cache_key(config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType) -> str:
@@ -156,7 +158,7 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
     with store_lock(plan.path):
         loaded = load_model(plan.config.model, plan.device, plan.dtype)
         poolings, notes = _usable_poolings(plan.config.poolings, loaded)
-        layers = resolve_layers(plan.config.layer, loaded.n_layers)
+        layers = plan.layers
         partial = _partial_dir(plan)
         splits = {}
         for name, split in plan.dataset.splits.items():

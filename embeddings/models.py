@@ -59,7 +59,8 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def choose_device(device: Device) -> str:
+def choose_device(device: Device | str) -> str:
+    device = Device(device)
     if device is Device.CUDA and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
     if device is Device.AUTO:
@@ -67,8 +68,9 @@ def choose_device(device: Device) -> str:
     return device.value
 
 
-def choose_dtype(dtype: DType, device: str) -> DType:
+def choose_dtype(dtype: DType | str, device: str) -> DType:
     """auto: bf16 on CUDA (fast and safe for inference), fp32 on CPU (bf16 there is opt-in)."""
+    dtype = DType(dtype)
     if dtype is DType.AUTO:
         return DType.BF16 if device == "cuda" else DType.FP32
     return dtype
@@ -113,6 +115,17 @@ def weights_sha256(folder: Path) -> str:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def count_layers(model_id: str) -> int:
+    """Number of transformer layers, read from the model's config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(model_id))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_failure_message(model_id, exc)) from None
+    return int(getattr(config, "num_hidden_layers", 0))
 
 
 def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:

@@ -1,0 +1,97 @@
+"""Embedding throughput: sentence-transformers `encode` vs `mlx embed` (fp32, all poolings) vs bf16.
+
+Same model (the bundled all-MiniLM-L6-v2), same texts, one run. Prints sentences/s, the ratios, and
+the cosine similarity of mlx's mean pooling to sentence-transformers' embedding (and bf16 to fp32).
+
+    python benchmarks/embed_throughput.py                 # AG News test texts from ../shared/data when present
+    python benchmarks/embed_throughput.py --n 2000 --batch-size 64
+
+Requires sentence-transformers (pip install -e ".[bench]").
+"""
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from embeddings.datasets import load_demo  # noqa: E402
+from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction  # noqa: E402
+from embeddings.models import DType, bundled_minilm_path  # noqa: E402
+from embeddings.store import EmbeddingStore  # noqa: E402
+
+AG_NEWS_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv"
+
+
+def load_texts(n: int) -> tuple[list[str], str]:
+    if AG_NEWS_TEST.exists():
+        with open(AG_NEWS_TEST, newline="", encoding="utf-8") as fh:
+            texts = [f"{title.strip()} {body.strip()}" for _, title, body in csv.reader(fh)]
+        return texts[:n], f"AG News test ({AG_NEWS_TEST})"
+    return list(load_demo().splits["test"].texts), "bundled demo set (AG News files not found)"
+
+
+def run_mlx(texts: list[str], dtype: DType, batch_size: int, folder: Path) -> tuple[float, np.ndarray]:
+    data = folder / f"texts-{dtype.value}.csv"
+    with open(data, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, 0] for t in texts)
+    config = EmbedConfig(dataset=str(data), model="minilm", poolings=("all",), dtype=dtype, batch_size=batch_size,
+                         max_length=256, out=folder / f"bench-{dtype.value}.h5", device="cpu")
+    plan = plan_extraction(config)
+    started = time.perf_counter()
+    result = extract_embeddings(plan)
+    seconds = time.perf_counter() - started  # model load + forward + pooling + HDF5 write
+    with EmbeddingStore(result.path) as store:
+        mean = store.vectors(store.splits[0], "mean")
+    return seconds, mean
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="number of texts")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    texts, source = load_texts(args.n)
+    print(f"{len(texts)} texts from {source}; torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    st = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
+    st.max_seq_length = 256
+    st.encode(texts[:64], batch_size=args.batch_size)  # warm-up, as mlx's model load is inside its timing
+    started = time.perf_counter()
+    st_vectors = st.encode(texts, batch_size=args.batch_size, normalize_embeddings=False, convert_to_numpy=True)
+    st_seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_seconds, fp32_mean = run_mlx(texts, DType.FP32, args.batch_size, Path(tmp))
+        bf16_seconds, bf16_mean = run_mlx(texts, DType.BF16, args.batch_size, Path(tmp))
+    n = len(texts)
+    rows = [
+        ("sentence-transformers encode (fp32)", st_seconds, 1.0),
+        ("mlx embed fp32, all 6 poolings + HDF5", fp32_seconds, st_seconds / fp32_seconds),
+        ("mlx embed bf16, all 6 poolings + HDF5", bf16_seconds, st_seconds / bf16_seconds),
+    ]
+    print(f"\n{'run':<42}{'seconds':>9}{'sent/s':>9}{'vs ST':>8}")
+    for name, seconds, ratio in rows:
+        print(f"{name:<42}{seconds:>9.2f}{n / seconds:>9.0f}{ratio:>7.2f}x")
+    c_st = cosine(fp32_mean, st_vectors)
+    c_bf16 = cosine(bf16_mean, fp32_mean)
+    print(f"\ncosine(mlx fp32 mean, ST)   min {c_st.min():.6f}  mean {c_st.mean():.6f}")
+    print(f"cosine(mlx bf16 mean, fp32) min {c_bf16.min():.6f}  mean {c_bf16.mean():.6f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Small builders shared by the tests."""
+
+import csv
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    """Run `mlx ARGS...` in-process; returns click's Result (exit_code, stdout, stderr)."""
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write_ag_news_folder(folder: Path, n_train: int = 24, n_test: int = 12) -> Path:
+    """A folder in the original AG News layout: headerless "class","title","description" rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    topics = ["president election talks", "team wins cup match", "bank profit shares", "software chip internet"]
+    for name, n in (("train.csv", n_train), ("test.csv", n_test)):
+        with open(folder / name, "w", newline="") as fh:
+            writer = csv.writer(fh, quoting=csv.QUOTE_ALL)
+            for i in range(n):
+                c = i % 4
+                writer.writerow([c + 1, f"{topics[c]} {i}", f"the {topics[c]} on day {i} " * (1 + i % 3)])
+    (folder / "classes.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")
+    return folder
