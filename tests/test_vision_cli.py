@@ -1,0 +1,118 @@
+"""End-to-end `mlx vision compare` and `sweep` on a tiny dataset; bad input gives one line and exit != 0."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from vision_helpers import write_npz_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return write_npz_dataset(tmp_path / "kmnist", n_train=200, n_test=100)
+
+
+def invoke(*args):
+    return runner.invoke(app, ["vision", *map(str, args)])
+
+
+def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy,mlp-torch,cnn", "--epochs", "3", "--json", "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = {row["model"]: row for row in report["rows"]}
+    assert set(rows) == {"mlp-numpy", "mlp-torch", "cnn"}
+    assert rows["mlp-numpy"]["n_parameters"] == rows["mlp-torch"]["n_parameters"] == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
+    assert rows["mlp-numpy"]["test_accuracy"] > 0.5  # chance is 0.1: a square's position gives the class
+    assert rows["mlp-torch"]["test_accuracy"] > 0.5
+    run_dir = out / report["run_dir"].split("/")[-1]
+    for name in ("config.json", "metrics.json", "learning_curves.png", "confusion_cnn.png", "mlp-numpy/weights.npz", "cnn/weights.pt", "cnn/metrics.json"):
+        assert (run_dir / name).exists(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "mlx_version" in config and config["data"]["n_train"] == 180
+    history = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())["history"]
+    assert len(history) == 3 and {"train_loss", "val_accuracy"} <= set(history[0])
+
+    second = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy", "--epochs", "1", "--json", "--out", out)
+    assert second.exit_code == 0, second.output
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # a new run never overwrites an old one
+
+
+def test_compare_table_says_the_device(data_dir, tmp_path):
+    result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-torch", "--epochs", "1", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "torch device: cpu" in result.output or "torch device: cuda" in result.output
+    assert "mlp-torch" in result.output and "macro-F1" in result.output
+
+
+def test_sweep_ranks_by_validation_and_resumes(data_dir, tmp_path):
+    out = tmp_path / "sweep"
+    args = ("sweep", "--model", "mlp-numpy", "--depth", "1,2", "--width", "16", "--activation", "relu,tanh", "--l2", "0",
+            "--epochs", "2", "--dataset", "kmnist", "--data-dir", data_dir, "--out", out, "--json")
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    accuracies = [row["val_accuracy"] for row in report["rows"]]
+    assert len(accuracies) == 4 and accuracies == sorted(accuracies, reverse=True)
+    assert "test_accuracy" in report["rows"][0] and all("test_accuracy" not in r for r in report["rows"][1:])
+    assert (out / report["rows"][0]["key"] / "weights.npz").exists()
+
+    # An interruption: one configuration lost its metrics (it never finished).
+    victim = out / report["rows"][-1]["key"]
+    (victim / "metrics.json").unlink()
+    kept = out / report["rows"][0]["key"] / "metrics.json"
+    before = kept.stat().st_mtime_ns
+    second = invoke(*args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["n_skipped"] == 3
+    assert (victim / "metrics.json").exists() and kept.stat().st_mtime_ns == before
+    assert len(list(out.glob("report-*/factor_effects.png"))) == 2
+
+
+def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
+    out = tmp_path / "sweep"
+    base = ("sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8", "--dataset", "kmnist", "--data-dir", data_dir, "--out", out)
+    assert invoke(*base, "--epochs", "1").exit_code == 0
+    other = invoke(*base, "--epochs", "2")
+    assert other.exit_code == 4 or other.exit_code == 1
+    assert "other settings" in other.output
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (("compare", "--models", "mlp-numpy,resnet"), 2, "unknown model 'resnet'; choose from: mlp-numpy, mlp-torch, cnn, cnn-strong"),
+        (("sweep", "--model", "mlp-numpy", "--activation", "relu,swishy"), 2, "unknown activation 'swishy'; choose one of: relu, leaky-relu, tanh"),
+        (("sweep", "--model", "mlp-torch", "--width", "0"), 2, "width must be at least 1"),
+        (("sweep", "--model", "cnn", "--depth", "0,1"), 2, "depth must be at least 1"),
+        (("sweep", "--model", "mlp-numpy", "--depth", ","), 2, "the sweep grid is empty: --depth has no values"),
+        (("sweep", "--model", "mlp-numpy", "--l2", "-1"), 2, "L2 must be >= 0"),
+        (("sweep", "--model", "mlp-numpy", "--width", "a,b"), 2, "--width: cannot read 'a'"),
+        (("compare", "--epochs", "0"), 2, "epochs must be at least 1"),
+        (("compare", "--val-fraction", "0"), 2, "strictly between 0 and 1"),
+        (("compare", "--device", "cuda:7"), 2, "CUDA is not available") ,
+        (("gradcheck", "--activation", "softsign"), 2, "unknown activation 'softsign'"),
+        (("gradcheck", "--width", "0"), 2, "width must be at least 1"),
+    ],
+)
+def test_bad_options_are_one_clear_line(args, code, message, isolated_home):
+    import torch
+
+    if "cuda:7" in args and torch.cuda.is_available():
+        pytest.skip("a CUDA machine may have the device")
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (isolated_home / "runs").exists()  # nothing written before the input was checked
+
+
+def test_unknown_model_for_sweep_is_typers_choice_error():
+    result = invoke("sweep", "--model", "vit")
+    assert result.exit_code == 2
+    assert "vit" in result.output
