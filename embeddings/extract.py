@@ -156,6 +156,8 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
         return EmbedResult(plan.path, True, n, tuple(plan.config.poolings), (), 0.0, ("cache hit: no model work",))
     started = time.perf_counter()
     with store_lock(plan.path):
+        for stale in plan.path.parent.glob(f".{plan.path.name}.*.tmp"):  # a final write killed midway
+            stale.unlink(missing_ok=True)
         loaded = load_model(plan.config.model, plan.device, plan.dtype)
         poolings, notes = _usable_poolings(plan.config.poolings, loaded)
         layers = plan.layers

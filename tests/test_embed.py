@@ -231,3 +231,32 @@ def test_store_info_on_unreadable_and_foreign_files(tmp_path):
         f.attrs["schema_version"] = 1
         f.attrs["complete"] = False
     one_line_error(invoke("store", "info", incomplete), "incomplete")
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes_to_the_same_store(tiny_bert, tmp_path):
+    """A real `mlx embed` process killed with SIGKILL mid-run; the re-run finishes from its shards."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_ag_news_folder(tmp_path / "ag", n_train=1200, n_test=8)
+    args = [sys.executable, "-m", "cli.main", *embed_args(tiny_bert, data, tmp_path / "k.h5", "--layer", "all")]
+    args = [str(a) for a in args]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / ".k.h5.partial"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(partial.glob("*.npz"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "k.h5").exists()
+    done_before = len(list(partial.glob("*.npz")))
+    assert 2 <= done_before < 19  # 1200 texts / 64 per shard
+    assert subprocess.run(args, capture_output=True).returncode == 0
+    whole = tmp_path / "whole.h5"
+    assert invoke(*embed_args(tiny_bert, data, whole, "--layer", "all")).exit_code == 0
+    with EmbeddingStore(tmp_path / "k.h5") as a, EmbeddingStore(whole) as b:
+        for layer in (0, 1, 2):
+            np.testing.assert_array_equal(a.vectors("train", "mean", layer), b.vectors("train", "mean", layer))
