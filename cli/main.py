@@ -1,16 +1,28 @@
 """Entry point: ``mlx``. One error handler for every command lives here."""
 
+import importlib
 import logging
 
 import typer
 from typer.core import TyperGroup
 
-from cli import ui
+# Recent typer vendors click: take the exceptions from wherever its parser raises them.
+_click_exceptions = importlib.import_module(typer.BadParameter.__module__)
+UsageError = _click_exceptions.UsageError
+NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
+
+from cli import embed, probe, store, ui, vision
 from common import MlxError, __version__
 
 
 class MlxGroup(TyperGroup):
-    """Turns library errors into one red line and a non-zero exit, for every subcommand."""
+    """Turns library errors and bad options into one red line and a non-zero exit, for every command."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            _usage_error(exc)
 
     def invoke(self, ctx):
         try:
@@ -18,6 +30,16 @@ class MlxGroup(TyperGroup):
         except MlxError as exc:
             ui.print_error(str(exc))
             ctx.exit(exc.exit_code)
+        except UsageError as exc:
+            _usage_error(exc)
+
+
+def _usage_error(exc) -> None:
+    if isinstance(exc, NoArgsIsHelpError):
+        raise exc  # `mlx probe` with no arguments: show the help, as asked
+    where = exc.ctx.command_path if exc.ctx else "mlx"
+    ui.print_error(f"{exc.format_message()} (see '{where} --help')")
+    raise typer.Exit(exc.exit_code)
 
 
 app = typer.Typer(
@@ -48,21 +70,9 @@ def root(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _register() -> None:
-    # Each verb group is one module; a module that is not there yet is simply not registered.
-    import importlib
-
-    for module_name in ("cli.embed", "cli.store", "cli.probe", "cli.vision"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(app)
-
-
-_register()
+# One module per verb group, each wiring itself onto the app.
+for _module in (embed, store, probe, vision):
+    _module.register(app)
 
 
 def main() -> None:

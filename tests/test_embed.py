@@ -260,3 +260,10 @@ def test_kill_9_then_rerun_resumes_to_the_same_store(tiny_bert, tmp_path):
     with EmbeddingStore(tmp_path / "k.h5") as a, EmbeddingStore(whole) as b:
         for layer in (0, 1, 2):
             np.testing.assert_array_equal(a.vectors("train", "mean", layer), b.vectors("train", "mean", layer))
+
+
+def test_typer_usage_errors_are_one_line_too():
+    one_line_error(invoke("embed", "--device", "tpu"), "Invalid value for '--device'", "mlx embed --help")
+    one_line_error(invoke("store", "info"), "Missing argument")
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.stdout.startswith("mlx ")
