@@ -12,7 +12,7 @@ runner = CliRunner()
 
 def invoke(*args: str):
     """Run `mlx ARGS...` in-process; returns click's Result (exit_code, stdout, stderr)."""
-    return runner.invoke(app, [str(a) for a in args])
+    return runner.invoke(app, [str(a) for a in args], prog_name="mlx")
 
 
 def write_ag_news_folder(folder: Path, n_train: int = 24, n_test: int = 12) -> Path:
