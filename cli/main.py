@@ -68,6 +68,17 @@ def root(
     Artifacts (stores, run folders, caches) live under the mlx home: $MLX_HOME, default ~/.mlx.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # The hub client logs every retry when offline; the one-line error that follows says it all.
+        for name in ("huggingface_hub", "transformers", "datasets"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        _quiet_hub()
+
+
+def _quiet_hub() -> None:
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
 
 
 # One module per verb group, each wiring itself onto the app.
