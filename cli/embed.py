@@ -26,6 +26,7 @@ def embed(
     dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. Vectors are always stored as float32."),
     out: Path = typer.Option(None, help="Store path. Default: $MLX_HOME/stores/<dataset>-<model>-<key>.h5."),
     force: bool = typer.Option(False, "--force", help="Recompute even if a complete store of this extraction exists."),
+    json_: bool = typer.Option(False, "--json", help="Print a JSON summary (path, cached, sizes, seconds) instead of the path."),
 ) -> None:
     """Extract frozen embeddings into a cached, resumable, self-describing HDF5 store.
 
@@ -37,7 +38,7 @@ def embed(
         ui.say(note)
     if plan.cached:
         ui.say(f"cache hit: {plan.path} already holds this extraction; no model work (use --force to recompute)")
-        ui.out.print(str(plan.path))
+        _print_result(extract_embeddings(plan), json_)
         return
     sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())
     ui.summary_panel("mlx embed", {
@@ -50,7 +51,15 @@ def embed(
     for note in result.notes:
         ui.warn(note)
     ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s)")
-    ui.out.print(str(result.path))
+    _print_result(result, json_)
+
+
+def _print_result(result, json_: bool) -> None:
+    if json_:
+        ui.print_json({"path": str(result.path), "cached": result.cached, "n_examples": result.n_examples, "poolings": list(result.poolings),
+                       "layers": list(result.layers), "seconds": round(result.seconds, 3), "sentences_per_second": round(result.sentences_per_second, 1)})
+    else:
+        ui.out.print(str(result.path))
 
 
 def register(app: typer.Typer) -> None:

@@ -153,7 +153,7 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
     """Run the plan: model forward passes shard by shard, then the atomic store write."""
     if plan.cached:
         n = {s: len(split) for s, split in plan.dataset.splits.items()}
-        return EmbedResult(plan.path, True, n, tuple(plan.config.poolings), (), 0.0, ("cache hit: no model work",))
+        return EmbedResult(plan.path, True, n, tuple(plan.config.poolings), plan.layers, 0.0, ("cache hit: no model work",))
     started = time.perf_counter()
     with store_lock(plan.path):
         for stale in plan.path.parent.glob(f".{plan.path.name}.*.tmp"):  # a final write killed midway

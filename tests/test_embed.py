@@ -267,3 +267,11 @@ def test_typer_usage_errors_are_one_line_too():
     one_line_error(invoke("store", "info"), "Missing argument")
     version = invoke("--version")
     assert version.exit_code == 0 and version.stdout.startswith("mlx ")
+
+
+def test_json_output(tiny_bert, tmp_path):
+    data = write_ag_news_folder(tmp_path / "ag")
+    first = json.loads(invoke(*embed_args(tiny_bert, data, tmp_path / "s.h5", "--json")).stdout)
+    again = json.loads(invoke(*embed_args(tiny_bert, data, tmp_path / "s.h5", "--json")).stdout)
+    assert first["cached"] is False and again["cached"] is True
+    assert first["n_examples"] == {"train": 24, "test": 12} and first["layers"] == [2]
