@@ -87,6 +87,7 @@ def write_store(path: Path, attrs: dict[str, Any], splits: dict[str, SplitArrays
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a store is an ordinary file
     try:
         with h5py.File(tmp_name, "w") as f:
             _write_root_attrs(f, attrs)
@@ -98,6 +99,12 @@ def write_store(path: Path, attrs: dict[str, Any], splits: dict[str, SplitArrays
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_root_attrs(f: h5py.File, attrs: dict[str, Any]) -> None:
