@@ -104,7 +104,7 @@ def test_training_is_float32_seeded_and_learns():
 def test_numpy_and_torch_augmentation_agree():
     images, _ = tiny_images(6, seed=3)
     x = images.astype(np.float32) / 255
-    config = AugmentConfig(max_shift_px=2.5, max_rotation_deg=15, max_scale=0.1)
+    config = AugmentConfig(max_shift_px=2.5, max_rotation_deg=15, max_scale=0.1, elastic_px=1.5)
     warped = augment_numpy(x, config, np.random.default_rng(7))
     warped_torch = torch_augmenter(config, seed=7)(torch.from_numpy(x).unsqueeze(1)).squeeze(1).numpy()
     assert not np.allclose(warped, x)

@@ -12,19 +12,44 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Uniform ranges: shift in pixels (each axis), rotation in degrees, scale as a +/- fraction."""
+    """Uniform ranges: shift in pixels (each axis), rotation in degrees, scale as a +/- fraction.
+
+    ``elastic_px`` adds a smooth random displacement field (Simard et al. 2003, made cheap): uniform
+    displacements of up to that many pixels at a 4x4 grid of control points, bilinearly upsampled.
+    """
 
     max_shift_px: float = 0.0
     max_rotation_deg: float = 0.0
     max_scale: float = 0.0
+    elastic_px: float = 0.0
 
     @property
     def enabled(self) -> bool:
-        return self.max_shift_px > 0 or self.max_rotation_deg > 0 or self.max_scale > 0
+        return self.max_shift_px > 0 or self.max_rotation_deg > 0 or self.max_scale > 0 or self.elastic_px > 0
 
 
 NO_AUGMENT = AugmentConfig()
 SHIFT_ROTATE = AugmentConfig(max_shift_px=2.0, max_rotation_deg=10.0, max_scale=0.08)
+ELASTIC = AugmentConfig(max_shift_px=2.0, max_rotation_deg=10.0, max_scale=0.08, elastic_px=1.5)
+CONTROL_POINTS = 4
+
+
+def upsample_matrix(size: int, n_points: int = CONTROL_POINTS) -> np.ndarray:
+    """(size, n_points) linear interpolation weights, corners aligned (torch's align_corners=True)."""
+    position = np.arange(size) * (n_points - 1) / (size - 1)  # (size,)
+    low = np.minimum(np.floor(position).astype(int), n_points - 2)
+    weights = np.zeros((size, n_points), np.float32)
+    weights[np.arange(size), low] = 1 - (position - low)
+    weights[np.arange(size), low + 1] = position - low
+    return weights
+
+
+def sample_displacement(config: AugmentConfig, n: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray | None:
+    """(n, 2, H, W) float32 smooth displacements in pixels (x then y), or None when elastic is off."""
+    if config.elastic_px <= 0:
+        return None
+    coarse = rng.uniform(-config.elastic_px, config.elastic_px, (n, 2, CONTROL_POINTS, CONTROL_POINTS)).astype(np.float32)
+    return np.einsum("hi,bcij,wj->bchw", upsample_matrix(height), coarse, upsample_matrix(width))
 
 
 def sample_affine(config: AugmentConfig, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -50,6 +75,9 @@ def augment_numpy(images: np.ndarray, config: AugmentConfig, rng: np.random.Gene
     grid = np.stack([xs.ravel() - centre_x, ys.ravel() - centre_y, np.ones(height * width, np.float32)])  # (3, P)
     source = matrix @ grid  # (B, 2, P) input offsets
     src_x, src_y = source[:, 0] + centre_x, source[:, 1] + centre_y  # (B, P)
+    displacement = sample_displacement(config, n, height, width, rng)  # (B, 2, H, W) or None
+    if displacement is not None:
+        src_x, src_y = src_x + displacement[:, 0].reshape(n, -1), src_y + displacement[:, 1].reshape(n, -1)
     x0, y0 = np.floor(src_x), np.floor(src_y)
     wx, wy = src_x - x0, src_y - y0
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
@@ -78,6 +106,10 @@ def torch_augmenter(config: AugmentConfig, seed: int):
         matrix[:, 0, 2] *= 2.0 / width
         matrix[:, 1, 2] *= 2.0 / height
         grid = F.affine_grid(matrix, list(images.shape), align_corners=False)  # (B, H, W, 2)
+        displacement = sample_displacement(config, n, height, width, rng)  # (B, 2, H, W) pixels
+        if displacement is not None:
+            scale = torch.tensor([2.0 / width, 2.0 / height], device=images.device)
+            grid = grid + torch.from_numpy(displacement).to(images.device).permute(0, 2, 3, 1) * scale
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     return transform if config.enabled else None

@@ -19,6 +19,8 @@ class Linear:
         std = init_std(init_scheme, n_in, n_out)
         self.params = {"W": (rng.standard_normal((n_in, n_out)) * std).astype(dtype), "b": np.zeros(n_out, dtype)}
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        # The first layer's input is data: skipping its gradient saves a third of that layer's backward.
+        self.needs_input_grad = True
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x = x  # (B, D_in)
@@ -27,7 +29,7 @@ class Linear:
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         np.matmul(self.x.T, grad_out, out=self.grads["W"])  # (D_in, D_out)
         np.sum(grad_out, axis=0, out=self.grads["b"])  # (D_out,)
-        return grad_out @ self.params["W"].T  # (B, D_in)
+        return grad_out @ self.params["W"].T if self.needs_input_grad else None  # (B, D_in)
 
 
 class ReLU:
@@ -148,6 +150,7 @@ class MLP:
             self.layers += [Linear(fan_in, fan_out, activation.init_scheme, rng, dtype), ACTIVATION_LAYERS[activation]()]
         # The output layer feeds a softmax, not a rectifier: Xavier init.
         self.layers.append(Linear(sizes[-1], n_classes, "xavier", rng, dtype))
+        self.layers[0].needs_input_grad = False
         self.loss_layer = SoftmaxCrossEntropy()
 
     def named_parameters(self):
@@ -165,14 +168,14 @@ class MLP:
     def loss(self, x: np.ndarray, labels: np.ndarray) -> float:
         """Data loss plus the L2 penalty, caching what ``backward`` needs."""
         data_loss = self.loss_layer.forward(self.forward(x), labels)
-        penalty = sum(float(np.sum(p * p)) for name, p, _ in self.named_parameters() if name.endswith(".W"))
+        penalty = sum(float(np.vdot(p, p)) for name, p, _ in self.named_parameters() if name.endswith(".W")) if self.l2 else 0.0
         return data_loss + 0.5 * self.l2 * penalty
 
     def backward(self) -> None:
         """Fill every gradient for the last ``loss`` call."""
         grad = self.loss_layer.backward()
         for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+            grad = layer.backward(grad)  # None after the first layer: nothing below it learns
         if self.l2:
             for name, p, g in self.named_parameters():
                 if name.endswith(".W"):
