@@ -111,8 +111,11 @@ def results_table(report: ProbeReport) -> Table:
     knn = report.config.knn
     table = Table(title=f"probes on {report.store.get('model_id') or report.config.store}, sorted by test accuracy",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), collapse_padding=True,
-                  caption=f"{report.split_note}; k-NN: {knn.metric.value}, {knn.weights.value} weights, {knn.index.value} index; "
-                  "logreg: C chosen on a validation split of train (val acc), fit s includes choosing C")
+                  caption="; ".join([report.split_note]
+                                    + ([f"k-NN: {knn.metric.value}, {knn.weights.value} weights, {knn.index.value} index"]
+                                       if ProbeKind.KNN in report.config.probes else [])
+                                    + (["logreg: C chosen on a validation split of train (val acc); fit s includes choosing C"]
+                                       if ProbeKind.LOGREG in report.config.probes else [])))
     for name in ["", "probe", "pooling", "layer", "setting", "dim", "acc", "macro-F1"] + (["val acc"] if validated else []) \
             + (["recall@k"] if approximate else []) + ["fit s", "pred s"]:
         table.add_column(name, justify="left" if name in ("probe", "pooling", "layer", "setting") else "right")

@@ -1,5 +1,6 @@
 """Synthetic labelled vectors and stores, for tests, benchmarks and trying probes without a model."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -8,21 +9,38 @@ import numpy as np
 from embeddings.store import SplitArrays, write_store
 
 
-def clustered_vectors(n: int, dim: int, n_classes: int, rng: np.random.Generator, *, clusters_per_class: int = 4,
-                      spread: float = 1.0, centres: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, D) float32 unit vectors drawn around per-class cluster centres, (N,) int64 labels, and the centres.
+@dataclass(frozen=True)
+class Mixture:
+    """Labelled clusters in a ``latent_dim``-dimensional space, mapped linearly into ``dim`` dimensions.
 
-    Real sentence embeddings are clustered, not uniform on the sphere; a mixture keeps k-NN accuracy
-    meaningful and gives approximate indexes the structure they rely on. ``spread`` scales the noise
-    (larger = harder). Pass ``centres`` from a first call to draw a test set from the same mixture.
+    Real sentence embeddings are clustered and have a low intrinsic dimension; isotropic noise in all
+    768 dimensions would make every point nearly equidistant from every other, a regime neither k-NN
+    nor approximate indexes meet on real data. ``spread`` is the within-cluster noise in latent units
+    (larger = more class overlap); ``noise`` adds a little full-dimensional noise on top.
     """
-    if centres is None:
-        centres = rng.standard_normal((n_classes * clusters_per_class, dim)).astype(np.float32)  # (K, D)
-    labels = rng.integers(0, n_classes, n)
-    cluster = labels * clusters_per_class + rng.integers(0, clusters_per_class, n)
-    X = centres[cluster] + spread * rng.standard_normal((n, dim)).astype(np.float32)  # (N, D)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X.astype(np.float32), labels.astype(np.int64), centres
+
+    centres: np.ndarray  # (K, L) float32, cluster centres; cluster c belongs to class c // clusters_per_class
+    projection: np.ndarray  # (L, D) float32
+    clusters_per_class: int
+    spread: float
+    noise: float
+
+    @classmethod
+    def random(cls, dim: int, n_classes: int, rng: np.random.Generator, *, latent_dim: int = 48,
+               clusters_per_class: int = 16, spread: float = 1.5, noise: float = 0.05) -> "Mixture":
+        centres = rng.standard_normal((n_classes * clusters_per_class, latent_dim)).astype(np.float32)
+        projection = (rng.standard_normal((latent_dim, dim)) / np.sqrt(latent_dim)).astype(np.float32)
+        return cls(centres, projection, clusters_per_class, spread, noise)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) float32 unit vectors and (N,) int64 labels."""
+        n_classes = len(self.centres) // self.clusters_per_class
+        labels = rng.integers(0, n_classes, n)
+        cluster = labels * self.clusters_per_class + rng.integers(0, self.clusters_per_class, n)
+        Z = self.centres[cluster] + self.spread * rng.standard_normal((n, self.centres.shape[1]), dtype=np.float32)  # (N, L)
+        X = Z @ self.projection + self.noise * rng.standard_normal((n, self.projection.shape[1]), dtype=np.float32)  # (N, D)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        return X.astype(np.float32), labels.astype(np.int64)
 
 
 def write_synthetic_store(path: Path, *, n_train: int = 300, n_test: int = 100, dim: int = 16, n_classes: int = 3,

@@ -7,14 +7,15 @@ from sklearn.neighbors import KNeighborsClassifier
 from probes import KNNProbe, LogRegProbe, select_C
 from probes.knn import recall_at_k, vote, Weights
 from probes.logreg import split_validation
-from probes.synthetic import clustered_vectors
+from probes.synthetic import Mixture
 
 
 @pytest.fixture(scope="module")
 def vectors():
     rng = np.random.default_rng(0)
-    X, y, centres = clustered_vectors(600, 24, 4, rng, spread=0.35)
-    Q, y_q, _ = clustered_vectors(200, 24, 4, rng, spread=0.35, centres=centres)
+    mixture = Mixture.random(24, 4, rng, latent_dim=8, clusters_per_class=4, spread=0.6)
+    X, y = mixture.sample(600, rng)
+    Q, y_q = mixture.sample(200, rng)
     X = X * rng.uniform(0.5, 2.0, (len(X), 1)).astype(np.float32)  # unequal norms, so cosine != l2 ranking
     Q[:5] = X[:5] * 1.5  # exact duplicates in direction: zero cosine distance
     Q[5:10] = X[10:15]  # exact duplicates: zero l2 distance
@@ -70,7 +71,7 @@ def test_recall_at_k_counts_shared_neighbours():
 
 def test_select_C_picks_the_best_validation_accuracy_without_test_data():
     rng = np.random.default_rng(1)
-    X, y, _ = clustered_vectors(400, 32, 3, rng, spread=1.2)
+    X, y = Mixture.random(32, 3, rng, latent_dim=8, clusters_per_class=2, spread=1.2).sample(400, rng)
     Cs = (0.001, 0.1, 10.0)
     chosen = select_C(X, y, Cs, validation_fraction=0.25, seed=3)
     fit_rows, validation_rows = split_validation(y, 0.25, 3)
@@ -85,7 +86,7 @@ def test_select_C_picks_the_best_validation_accuracy_without_test_data():
 
 def test_logreg_probe_standardises_features():
     rng = np.random.default_rng(2)
-    X, y, _ = clustered_vectors(300, 8, 2, rng, spread=0.5)
+    X, y = Mixture.random(8, 2, rng, latent_dim=4, clusters_per_class=2, spread=0.5).sample(300, rng)
     X[:, 0] *= 1e4  # an "outlier dimension" that would swamp an unscaled penalty
     probe = LogRegProbe(C=1.0).fit(X, y)
     assert probe.score(X, y) > 0.9
