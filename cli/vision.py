@@ -16,6 +16,7 @@ vision_app = typer.Typer(help="KMNIST vision baselines: a NumPy MLP from first p
 
 DATASET_HELP = "kmnist (official files in --data-dir) or digits (scikit-learn's 8x8 digits resized to 28x28: NOT KMNIST, an offline stand-in needing no download)."
 DATA_DIR_HELP = "Folder with the KMNIST files (kmnist-*.npz, or *-idx?-ubyte.gz as in torchvision's KMNIST/raw). Default: ./data"
+THREADS_HELP = "CPU threads for torch and NumPy's BLAS (default: the libraries' own, usually one per core). On a CPU shared with other jobs, 1 can be faster."
 OUT_HELP = "Parent folder for the new run folder. Default: $MLX_HOME/runs/vision"
 
 
@@ -94,13 +95,14 @@ def compare(
     val_fraction: float = typer.Option(0.1, help="Share of train carved out (stratified, seeded) for validation."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
     from vision.compare import CompareConfig, prepare_compare, run_compare
 
-    config = CompareConfig(parse_models(models), dataset, data_dir, epochs, augment, val_fraction, seed, device, out)
+    config = CompareConfig(parse_models(models), dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out)
     setup = prepare_compare(config)
     _say_device(setup.device)
     ui.summary_panel("mlx vision compare", setup.summary())
@@ -132,6 +134,7 @@ def sweep(
     val_fraction: float = typer.Option(0.1),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help="The sweep folder; re-running with the same one skips finished configurations. Default: derived from the settings under $MLX_HOME/runs/vision"),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -139,7 +142,7 @@ def sweep(
     from vision.sweep import SweepConfig, prepare_sweep, run_sweep
 
     grid = (_split(depth, "--depth", int), _split(width, "--width", int), _split(activation, "--activation", parse_activation), _split(l2, "--l2", float))
-    setup = prepare_sweep(SweepConfig(model, *grid, dataset, data_dir, epochs, augment, val_fraction, seed, device, out))
+    setup = prepare_sweep(SweepConfig(model, *grid, dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out))
     _say_device(setup.device)
     ui.summary_panel("mlx vision sweep", setup.summary())
     with ui.progress_bar("batch") as progress:

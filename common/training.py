@@ -10,7 +10,8 @@ may be a tensor or a dict of tensors (passed to the model as keyword arguments).
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -95,6 +96,29 @@ def resolve_device(requested: str = "auto") -> torch.device:
         return torch.device(requested)
     except RuntimeError:
         raise ConfigError(f"unknown device {requested!r}; use auto, cpu or cuda[:N]") from None
+
+
+@contextmanager
+def cpu_threads(n_threads: int | None) -> Iterator[int]:
+    """Run the block with ``n_threads`` for torch and the BLAS under NumPy (None: leave both as they are).
+
+    On a CPU shared with other jobs, fewer threads than cores is often faster: a thread pool whose
+    threads wait for each other stalls whenever one of them is descheduled.
+    """
+    if n_threads is None:
+        yield torch.get_num_threads()
+        return
+    if n_threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {n_threads}")
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        with threadpool_limits(n_threads):
+            yield n_threads
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:

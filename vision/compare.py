@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import ConfigError
 from common.progress import ProgressCallback, no_progress
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
@@ -24,6 +25,7 @@ class CompareConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
 
 
@@ -44,6 +46,7 @@ class CompareSetup:
             "epochs": ", ".join(f"{s.model.value}={s.train.n_epochs}" for s in self.specs),
             "device": f"{self.device} (torch models; the NumPy MLP always runs on CPU)",
             "dtype": "float32",
+            "threads": self.config.threads or "library default",
             "seed": self.config.seed,
             "output": self.run_dir,
         }
@@ -76,6 +79,8 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
     from common.training import resolve_device
 
     specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
+    if config.threads is not None and config.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
     run_dir = new_run_dir(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
@@ -84,8 +89,11 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
 
 def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -> CompareResult:
     """Train every spec of ``setup`` in turn; write config.json, per-model folders, figures, metrics.json."""
-    write_json(setup.run_dir / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed}))
-    runs = tuple(run_model(spec, setup.splits, setup.device, setup.run_dir / spec.model.value, progress) for spec in setup.specs)
+    from common.training import cpu_threads
+
+    with cpu_threads(setup.config.threads) as n_threads:
+        write_json(setup.run_dir / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
+        runs = tuple(run_model(spec, setup.splits, setup.device, setup.run_dir / spec.model.value, progress) for spec in setup.specs)
     figures = [plot_learning_curves({r.spec.model.value: r.history for r in runs}, setup.run_dir / "learning_curves.png")]
     for r in runs:
         title = f"{r.spec.model.value}: test accuracy {r.test.accuracy:.2%}"

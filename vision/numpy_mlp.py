@@ -168,6 +168,7 @@ class MLP:
     def loss(self, x: np.ndarray, labels: np.ndarray) -> float:
         """Data loss plus the L2 penalty, caching what ``backward`` needs."""
         data_loss = self.loss_layer.forward(self.forward(x), labels)
+        self.data_loss = data_loss  # reported alone in training curves, like torch's weight decay
         penalty = sum(float(np.vdot(p, p)) for name, p, _ in self.named_parameters() if name.endswith(".W")) if self.l2 else 0.0
         return data_loss + 0.5 * self.l2 * penalty
 

@@ -66,10 +66,10 @@ def fit_numpy(
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = augment_numpy(images[index], augment, rng)  # (B, 28, 28)
             x = ((batch - mean) / std).reshape(len(index), -1)  # (B, 784) float32
-            loss = model.loss(x, labels[index])
+            model.loss(x, labels[index])
             model.backward()
             optimizer.step(lr_at(config, (epoch - 1) * n_steps + step, total_steps))
-            total_loss += loss * len(index)
+            total_loss += model.data_loss * len(index)  # without the L2 term, as torch reports it
             progress(task, (epoch - 1) * n_steps + step + 1, total_steps, epoch=epoch, loss=total_loss / min(len(labels), (step + 1) * config.batch_size), val_acc=val_accuracy)
         train_loss = total_loss / len(labels)
         if not np.isfinite(train_loss):

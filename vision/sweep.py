@@ -45,6 +45,7 @@ class SweepConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # the sweep folder itself; default derived from the settings, so re-runs resume
 
     def base(self) -> dict[str, Any]:
@@ -115,6 +116,8 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     from common.training import resolve_device
 
     specs = build_grid(config)
+    if config.threads is not None and config.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
     sweep_dir = Path(config.out) if config.out else default_sweep_dir(config)
@@ -131,6 +134,13 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
 
 def run_sweep(setup: SweepSetup, progress: ProgressCallback = no_progress) -> SweepResult:
     """Train the missing configurations, rank all by validation accuracy, score the best on test once."""
+    from common.training import cpu_threads
+
+    with cpu_threads(setup.config.threads):
+        return _run_sweep(setup, progress)
+
+
+def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
     rows = []
     for done, spec in enumerate(setup.specs):
         folder = setup.sweep_dir / spec.key()
