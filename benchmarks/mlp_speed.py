@@ -6,7 +6,7 @@ on the same float32 data, batch size, SGD + momentum and L2, one epoch at a time
 epoch of each is a warm-up and not counted; the median of the rest is reported.
 
     python benchmarks/mlp_speed.py                       # 6,000 KMNIST-sized images, 2x1024 ReLU
-    python benchmarks/mlp_speed.py --data-dir /tmp/kmnist-6284 --epochs 5
+    python benchmarks/mlp_speed.py --data-dir /tmp/kmnist-6284 --epochs 5 --threads 1
 """
 
 import argparse
@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.training import ScheduleName, TrainConfig, fit  # noqa: E402
+from common.training import ScheduleName, TrainConfig, cpu_threads, fit  # noqa: E402
 from vision.activations import parse_activation  # noqa: E402
 from vision.data import load_kmnist_split  # noqa: E402
 from vision.numpy_mlp import MLP  # noqa: E402
@@ -37,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per side, after one warm-up epoch")
     parser.add_argument("--n-examples", type=int, default=6000, help="synthetic images when no --data-dir")
     parser.add_argument("--data-dir", type=Path, help="KMNIST folder: time on its training images instead")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for both sides (torch and NumPy's BLAS)")
     return parser.parse_args()
 
 
@@ -52,7 +52,11 @@ def load_images(args) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
+    with cpu_threads(args.threads):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     activation = parse_activation(args.activation)
     images, labels = load_images(args)
     val = (images[:256], labels[:256])  # small: the per-epoch validation pass is part of both loops
@@ -74,7 +78,7 @@ def main() -> None:
 
     numpy_s, torch_s = (statistics.median(seconds[k][1:]) for k in ("numpy", "torch"))
     print(f"MLP {args.depth}x{args.width} {activation.value}, batch {args.batch_size}, {len(labels):,} images, float32, CPU, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, numpy {np.__version__}")
+          f"{args.threads} thread(s) for torch {torch.__version__} and NumPy {np.__version__}'s BLAS")
     print(f"{'side':<8}{'s/epoch (median)':>18}{'all epochs (first = warm-up)':>50}")
     for side in ("numpy", "torch"):
         print(f"{side:<8}{statistics.median(seconds[side][1:]):>18.3f}{'  '.join(f'{s:.2f}' for s in seconds[side]):>50}")
