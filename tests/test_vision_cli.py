@@ -97,6 +97,7 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (("compare", "--val-fraction", "0"), 2, "strictly between 0 and 1"),
         (("compare", "--device", "cuda:7"), 2, "CUDA is not available") ,
         (("gradcheck", "--activation", "softsign"), 2, "unknown activation 'softsign'"),
+        (("compare", "--threads", "0"), 2, "--threads must be at least 1"),
         (("gradcheck", "--width", "0"), 2, "width must be at least 1"),
     ],
 )

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from common import ConfigError
-from common.training import ScheduleName, TrainConfig, evaluate, fit, make_optimizer, predict, resolve_device
+from common.training import ScheduleName, TrainConfig, cpu_threads, evaluate, fit, make_optimizer, predict, resolve_device
 from vision.activations import Activation
 from vision.models import ModelName, load_weights, preset, save_weights, build_model
 from vision.numpy_mlp import MLP
@@ -137,3 +137,16 @@ def test_predict_and_evaluate_keep_order():
     loss, accuracy = evaluate(model, (x, y), nn.functional.cross_entropy, torch.device("cpu"), batch_size=4)
     assert loss == pytest.approx(float(nn.functional.cross_entropy(model(x), y).detach()), rel=1e-5)
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_cpu_threads_sets_and_restores_torch_and_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    with cpu_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="threads must be at least 1"):
+        with cpu_threads(0):
+            pass
