@@ -82,6 +82,8 @@ def _run(config: ProbeRunConfig, as_json: bool, detail: bool) -> None:
     def on_plan(summary: dict) -> None:
         if config.test_fraction is not None:
             ui.say(f"carving a test split: {summary['split']}, seed {config.seed}")
+        for note in summary.pop("notes"):
+            ui.say(note)
         ui.summary_panel(f"mlx probe {config.command}", summary)
 
     with ui.progress_bar(unit="probe") as progress:

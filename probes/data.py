@@ -193,26 +193,59 @@ def test_labels(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingSto
     return y if plan.test_rows is None else y[plan.test_rows]
 
 
-def iter_matrices(store: EmbeddingStore, test_store: EmbeddingStore | None, plan: SplitPlan,
-                  poolings: Sequence[str], selections: Sequence[tuple[int, ...]]) -> Iterator[PooledMatrices]:
-    """Yield one PooledMatrices per pooling x layer selection, reading each dataset once, lazily."""
-    y_train, y_test = train_labels(plan, store), test_labels(plan, store, test_store)
+def stored_layers(store: EmbeddingStore, split: str, pooling: str) -> tuple[int, ...]:
+    """Layers stored for one pooling (``pooler`` exists only for the last layer)."""
+    # EmbeddingStore has no public per-pooling listing yet; the group keys are the store format's own.
+    group = store._file[split]
+    return tuple(sorted(int(key.split("_")[1]) for key in group[pooling])) if pooling in group else ()
+
+
+def pair_poolings_with_layers(store: EmbeddingStore, split: str, poolings: Sequence[str],
+                              selections: Sequence[tuple[int, ...]], explicit_poolings: bool
+                              ) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+    """(pooling, layer selection) pairs that the store holds, and notes on the ones skipped.
+
+    A pooling named with ``--pooling`` must hold every requested layer; with the default (all
+    poolings) a pooling that lacks some layers is probed on the rest, said aloud.
+    """
+    pairs, notes = [], []
     for pooling in poolings:
-        uses = Counter(layer for selection in selections for layer in selection)
-        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for selection in selections:
-            parts = []
-            for layer in selection:
-                pair = cache[layer] if layer in cache else _read_pair(store, test_store, plan, pooling, layer)
-                uses[layer] -= 1
-                if uses[layer] > 0:
-                    cache[layer] = pair
-                else:
-                    cache.pop(layer, None)
-                parts.append(pair)
-            X_train = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts], axis=1)
-            X_test = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=1)
-            yield PooledMatrices(pooling, selection, X_train, y_train, X_test, y_test)
+        available = set(stored_layers(store, split, pooling))
+        missing = [s for s in selections if not set(s) <= available]
+        if missing and explicit_poolings:
+            raise StoreError(f"pooling {pooling!r} in {store.path} has layers {sorted(available)} only, not "
+                             f"{layer_label(missing[0])}; pass --layer with those, or drop --pooling {pooling}")
+        if missing:
+            notes.append(f"pooling {pooling!r} skipped for layer(s) {'; '.join(map(layer_label, missing))} "
+                         f"(stored: {', '.join(map(str, sorted(available)))})")
+        pairs.extend((pooling, s) for s in selections if set(s) <= available)
+    if not pairs:
+        raise StoreError(f"no pooling in {store.path} holds the requested layers; see `mlx store info {store.path}`")
+    return pairs, notes
+
+
+def iter_matrices(store: EmbeddingStore, test_store: EmbeddingStore | None, plan: SplitPlan,
+                  pairs: Sequence[tuple[str, tuple[int, ...]]]) -> Iterator[PooledMatrices]:
+    """Yield one PooledMatrices per (pooling, layer selection), reading each dataset once, lazily.
+
+    ``pairs`` must be grouped by pooling; a layer read for one selection is kept only until its
+    last use within that pooling.
+    """
+    y_train, y_test = train_labels(plan, store), test_labels(plan, store, test_store)
+    uses = Counter((pooling, layer) for pooling, selection in pairs for layer in selection)
+    cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    for pooling, selection in pairs:
+        parts = []
+        for layer in selection:
+            key = (pooling, layer)
+            pair = cache.pop(key) if key in cache else _read_pair(store, test_store, plan, pooling, layer)
+            uses[key] -= 1
+            if uses[key] > 0:
+                cache[key] = pair
+            parts.append(pair)
+        X_train = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts], axis=1)
+        X_test = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=1)
+        yield PooledMatrices(pooling, selection, X_train, y_train, X_test, y_test)
 
 
 def _read_pair(store, test_store, plan: SplitPlan, pooling: str, layer: int) -> tuple[np.ndarray, np.ndarray]:

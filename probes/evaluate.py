@@ -113,6 +113,7 @@ class ProbeReport:
     store: dict[str, Any] = field(default_factory=dict)
     plots: tuple[Path, ...] = ()
     layer_selections: tuple[tuple[int, ...], ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def best(self) -> ProbeResult:
@@ -138,23 +139,25 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
         y_train = data.train_labels(plan, store)
         _check_settings(config, len(y_train))
         label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))
+        explicit = any(p.strip() and p.strip() != "all" for spec in config.poolings for p in spec.split(","))
+        pairs, notes = data.pair_poolings_with_layers(store, plan.train_split, poolings, selections, explicit)
         store_meta = _store_meta(store, test_store)
         if on_plan:
             on_plan({"store": str(store.path), "model": store.info.model_id, "split": plan.describe(),
                      "poolings": ", ".join(poolings), "layers": "; ".join(map(data.layer_label, selections)),
-                     "probes": ", ".join(p.value for p in config.probes), "run folder": str(run_dir)})
+                     "probes": ", ".join(p.value for p in config.probes), "run folder": str(run_dir), "notes": notes})
         with runs.staged_run_dir(run_dir) as staging:
-            results = _evaluate(config, data.iter_matrices(store, test_store, plan, poolings, selections),
-                                len(poolings) * len(selections), label_names, progress)
+            results = _evaluate(config, data.iter_matrices(store, test_store, plan, pairs), len(pairs), label_names, progress)
             results = tuple(sorted(results, key=lambda r: -r.accuracy))
             plots = report.write_plots(staging, results, selections, label_names) if config.plot else ()
-            _write_run(staging, config, results, store_meta, plan)
+            _write_run(staging, config, results, store_meta, plan, notes)
         plots = tuple(run_dir / p.name for p in plots)
     finally:
         store.close()
         if test_store:
             test_store.close()
-    return ProbeReport(config, results, run_dir, plan.describe(), plan.carved_fraction is not None, store_meta, plots, selections)
+    return ProbeReport(config, results, run_dir, plan.describe(), plan.carved_fraction is not None, store_meta, plots,
+                       selections, tuple(notes))
 
 
 def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
@@ -254,11 +257,11 @@ def _store_meta(store, test_store) -> dict[str, Any]:
 
 
 def _write_run(folder: Path, config: ProbeRunConfig, results: tuple[ProbeResult, ...], store_meta: dict[str, Any],
-               plan: data.SplitPlan) -> None:
+               plan: data.SplitPlan, notes: list[str]) -> None:
     runs.write_json(folder / "config.json", {
         "kind": "probe", "command": config.command, "mlx_version": __version__,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": config.to_dict(), "store": store_meta, "split": plan.describe()})
+        "config": config.to_dict(), "store": store_meta, "split": plan.describe(), "notes": notes})
     runs.write_json(folder / "metrics.json", {"mlx_version": __version__, "results": [r.to_dict() for r in results]})
 
 

@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from common import ConfigError, DataError
 
@@ -33,7 +34,9 @@ class LogRegProbe:
             raise ConfigError(f"C must be positive, got {self.C!r}; pass e.g. --C 0.01,0.1,1,10")
         self.scaler_ = StandardScaler().fit(X)
         self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
-        with warnings.catch_warnings(record=True) as caught:
+        # One BLAS thread: lbfgs makes thousands of small (N, D) x (D, C) products, and idle BLAS
+        # threads spinning on busy cores made a 10k x 384 fit 30x slower (12 s instead of 0.4 s).
+        with warnings.catch_warnings(record=True) as caught, threadpool_limits(1, user_api="blas"):
             warnings.simplefilter("always", ConvergenceWarning)
             self.model_.fit(self.scaler_.transform(X), y)
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):

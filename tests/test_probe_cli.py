@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from embeddings.store import EmbeddingStore
+from embeddings.store import EmbeddingStore, SplitArrays, write_store
 from probes import ProbeKind, ProbeRunConfig, run_probes
 from probes.logreg import select_C
 from probes.synthetic import write_synthetic_store
@@ -136,3 +136,26 @@ def test_embed_then_compare_end_to_end(tiny_bert, tmp_path):
     assert all(o["n_train"] == 300 and o["n_test"] == 100 and o["dim"] == 32 for o in objects)
     # a random tiny BERT still separates the demo's four topics better than chance (25%)
     assert max(o["accuracy"] for o in objects) > 0.3
+
+
+def _store_with_pooler_at_last_layer(path):
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", 60), ("test", 20)):
+        labels = np.arange(n) % 2
+        vectors = {("mean", layer): rng.standard_normal((n, 4)).astype(np.float32) + labels[:, None] for layer in (0, 1, 2)}
+        vectors[("pooler", 2)] = rng.standard_normal((n, 4)).astype(np.float32) + labels[:, None]
+        splits[split] = SplitArrays(labels, np.arange(n), vectors)
+    attrs = {"model_id": "m", "label_names": ["a", "b"], "poolings": ["mean", "pooler"], "layers": [0, 1, 2], "n_layers": 2}
+    return write_store(path, attrs, splits)
+
+
+def test_layer_all_probes_each_pooling_on_its_own_layers(tmp_path):
+    store = _store_with_pooler_at_last_layer(tmp_path / "pooler.h5")
+    result = probe("knn", "--store", store, "--layer", "all", "--k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    pairs = {(o["pooling"], o["layer"]) for o in json.loads(result.stdout)}
+    assert pairs == {("mean", 0), ("mean", 1), ("mean", 2), ("pooler", 2)}
+    assert "pooling 'pooler' skipped for layer(s) 0; 1" in result.stderr
+    named = probe("knn", "--store", store, "--pooling", "pooler", "--layer", "1", "--k", "3")
+    assert named.exit_code != 0 and "has layers [2] only" in named.stderr
