@@ -78,18 +78,21 @@ def augment_numpy(images: np.ndarray, config: AugmentConfig, rng: np.random.Gene
     displacement = sample_displacement(config, n, height, width, rng)  # (B, 2, H, W) or None
     if displacement is not None:
         src_x, src_y = src_x + displacement[:, 0].reshape(n, -1), src_y + displacement[:, 1].reshape(n, -1)
+    # Zero fill without masks: sample from a copy with a zero border and clip coordinates into it.
+    # A point clipped onto the border reads zeros, exactly as grid_sample's padding_mode="zeros".
+    pad = 2
+    padded = np.zeros((n, height + 2 * pad, width + 2 * pad), np.float32)  # (B, H + 2p, W + 2p)
+    padded[:, pad:-pad, pad:-pad] = images
+    stride = width + 2 * pad
+    src_x = np.clip(src_x + pad, 0, stride - 1.001)
+    src_y = np.clip(src_y + pad, 0, height + 2 * pad - 1.001)
     x0, y0 = np.floor(src_x), np.floor(src_y)
-    wx, wy = src_x - x0, src_y - y0
-    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    flat = images.reshape(n, -1)  # (B, H*W)
-    rows = np.arange(n)[:, None]
-    out = np.zeros((n, height * width), dtype=np.float32)
-    for dy, dx, weight in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx), (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
-        x, y = x0 + dx, y0 + dy
-        inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)  # zero fill outside
-        index = np.where(inside, y * width + x, 0)
-        out += np.where(inside, weight * flat[rows, index], 0.0)
-    return out.reshape(n, height, width)
+    wx, wy = src_x - x0, src_y - y0  # (B, P) bilinear weights
+    index = (np.arange(n)[:, None] * padded[0].size + y0.astype(np.int64) * stride + x0.astype(np.int64)).ravel()
+    flat = padded.ravel()
+    top = (1 - wx.ravel()) * flat[index] + wx.ravel() * flat[index + 1]
+    bottom = (1 - wx.ravel()) * flat[index + stride] + wx.ravel() * flat[index + stride + 1]
+    return ((1 - wy.ravel()) * top + wy.ravel() * bottom).reshape(n, height, width)
 
 
 def torch_augmenter(config: AugmentConfig, seed: int):
