@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from common.training import TrainConfig
 from vision.activations import Activation
-from vision.augment import AugmentConfig, augment_numpy, torch_augmenter
+from vision.augment import AugmentConfig, augment_numpy, stroke_numpy, torch_augmenter
 from vision.gradcheck import GradcheckConfig, run_gradcheck
 from vision.numpy_mlp import MLP, SGD, ReLU
 from vision.numpy_train import fit_numpy
@@ -104,11 +104,23 @@ def test_training_is_float32_seeded_and_learns():
 def test_numpy_and_torch_augmentation_agree():
     images, _ = tiny_images(6, seed=3)
     x = images.astype(np.float32) / 255
-    config = AugmentConfig(max_shift_px=2.5, max_rotation_deg=15, max_scale=0.1, elastic_px=1.5)
+    config = AugmentConfig(max_shift_px=2.5, max_rotation_deg=15, max_scale=0.1, elastic_px=1.5, stroke_prob=0.3)
     warped = augment_numpy(x, config, np.random.default_rng(7))
     warped_torch = torch_augmenter(config, seed=7)(torch.from_numpy(x).unsqueeze(1)).squeeze(1).numpy()
     assert not np.allclose(warped, x)
     np.testing.assert_allclose(warped, warped_torch, atol=1e-4)
+
+
+def test_stroke_width_changes_match_torch_pooling():
+    images, _ = tiny_images(4, seed=5)
+    x = images.astype(np.float32) / 255
+    ops = np.array([1, -1, 0, 1])
+    changed = stroke_numpy(x, ops)
+    tx = torch.from_numpy(x).unsqueeze(1)
+    np.testing.assert_allclose(changed[0], torch.nn.functional.max_pool2d(tx, 3, 1, 1)[0, 0].numpy())
+    np.testing.assert_allclose(changed[1], -torch.nn.functional.max_pool2d(-tx, 3, 1, 1)[1, 0].numpy())
+    np.testing.assert_array_equal(changed[2], x[2])
+    assert changed[0].sum() > x[0].sum() > changed[1].sum()
 
 
 def test_pure_integer_shift_moves_pixels():

@@ -22,15 +22,18 @@ class AugmentConfig:
     max_rotation_deg: float = 0.0
     max_scale: float = 0.0
     elastic_px: float = 0.0
+    stroke_prob: float = 0.0  # probability of thickening strokes (3x3 dilation), and again of thinning them
 
     @property
     def enabled(self) -> bool:
-        return self.max_shift_px > 0 or self.max_rotation_deg > 0 or self.max_scale > 0 or self.elastic_px > 0
+        return self.max_shift_px > 0 or self.max_rotation_deg > 0 or self.max_scale > 0 or self.elastic_px > 0 or self.stroke_prob > 0
 
 
 NO_AUGMENT = AugmentConfig()
 SHIFT_ROTATE = AugmentConfig(max_shift_px=2.0, max_rotation_deg=10.0, max_scale=0.08)
 ELASTIC = AugmentConfig(max_shift_px=2.0, max_rotation_deg=10.0, max_scale=0.08, elastic_px=1.5)
+# For the strong CNN: larger affine ranges, the elastic warp, and pen-width changes.
+STRONG = AugmentConfig(max_shift_px=2.5, max_rotation_deg=15.0, max_scale=0.12, elastic_px=1.5, stroke_prob=0.25)
 CONTROL_POINTS = 4
 
 
@@ -64,11 +67,41 @@ def sample_affine(config: AugmentConfig, n: int, rng: np.random.Generator) -> np
     return matrix
 
 
+def sample_stroke_ops(config: AugmentConfig, n: int, rng: np.random.Generator) -> np.ndarray | None:
+    """(n,) int: +1 dilate, -1 erode, 0 keep; None when stroke changes are off."""
+    if config.stroke_prob <= 0:
+        return None
+    u = rng.random(n)
+    return np.where(u < config.stroke_prob, 1, np.where(u < 2 * config.stroke_prob, -1, 0))
+
+
+def stroke_numpy(images: np.ndarray, ops: np.ndarray) -> np.ndarray:
+    """Grey-level 3x3 dilation (ops == 1) or erosion (ops == -1) per image: pen width varies across writers.
+
+    The window ignores pixels outside the image, as torch's max_pool2d does with its padding.
+    """
+    height, width = images.shape[1:]
+
+    def windows(fill: float) -> np.ndarray:  # (9, B, H, W)
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), constant_values=fill)
+        return np.stack([padded[:, dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)])
+
+    out = images.copy()
+    if (ops == 1).any():
+        out[ops == 1] = windows(-np.inf)[:, ops == 1].max(axis=0)
+    if (ops == -1).any():
+        out[ops == -1] = windows(np.inf)[:, ops == -1].min(axis=0)
+    return out
+
+
 def augment_numpy(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """Warp a batch with bilinear sampling and zero fill. images: (B, H, W) float32 → (B, H, W) float32."""
     if not config.enabled:
         return images
     n, height, width = images.shape
+    ops = sample_stroke_ops(config, n, rng)
+    if ops is not None:
+        images = stroke_numpy(images, ops)
     matrix = sample_affine(config, n, rng)  # (B, 2, 3)
     ys, xs = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
     centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
@@ -104,6 +137,11 @@ def torch_augmenter(config: AugmentConfig, seed: int):
 
     def transform(images: "torch.Tensor") -> "torch.Tensor":
         n, _, height, width = images.shape
+        ops = sample_stroke_ops(config, n, rng)
+        if ops is not None:
+            ops = torch.from_numpy(ops).to(images.device).view(n, 1, 1, 1)
+            dilated, eroded = F.max_pool2d(images, 3, 1, 1), -F.max_pool2d(-images, 3, 1, 1)
+            images = torch.where(ops == 1, dilated, torch.where(ops == -1, eroded, images))
         matrix = torch.from_numpy(sample_affine(config, n, rng)).to(images.device)  # (B, 2, 3) pixels
         # affine_grid works in [-1, 1] coordinates: a shift of t pixels is 2t / size.
         matrix[:, 0, 2] *= 2.0 / width
