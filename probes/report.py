@@ -56,18 +56,29 @@ def _plot_confusion(path: Path, result, label_names: Sequence[str]) -> Path:
 
 
 def _plot_layers(path: Path, columns: list[str], rows: list[tuple[str, list[float | None]]]) -> Path:
+    """Two panels, one colour per pooling: logistic regression, and k-NN at its largest k."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
     x = [int(c) for c in columns]
-    for name, values in rows:
-        points = [(layer, v) for layer, v in zip(x, values) if v is not None]
-        ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=name)
-    ax.set_xlabel("hidden layer (0 = embedding output)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(x)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    k_max = max((int(name.split("k=")[1]) for name, _ in rows if " knn k=" in name), default=None)
+    panels = [("logistic regression (C on validation)", " logreg "), (f"k-NN, k={k_max}", f" knn k={k_max}")]
+    panels = [(title, tag) for title, tag in panels if any(tag in name + " " for name, _ in rows)]
+    poolings = list(dict.fromkeys(name.split(" ")[0] for name, _ in rows))
+    colours = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(poolings)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (title, tag) in zip(axes[0], panels):
+        for name, values in rows:
+            if tag in name + " ":
+                points = [(layer, 100 * v) for layer, v in zip(x, values) if v is not None]
+                pooling = name.split(" ")[0]
+                ax.plot(*zip(*points), marker="o", color=colours[pooling], label=pooling)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("hidden layer (0 = embedding output)")
+        ax.set_xticks(x)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
