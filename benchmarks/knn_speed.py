@@ -35,6 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--spread", type=float, default=1.5, help="class overlap of the synthetic vectors")
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default: the probe's rule)")
     parser.add_argument("--nprobe", type=int, default=None, help="IVF lists searched per query (default: the probe's)")
+    parser.add_argument("--refine", type=int, default=None, help="IVF: exact re-ranking of k x this many candidates")
     parser.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch (default: the probe's)")
     parser.add_argument("--skip-sklearn", action="store_true", help="only time the FAISS probes")
     return parser.parse_args()
@@ -95,7 +96,7 @@ def main() -> None:
         exact = KNNProbe(k=args.k, metric=args.metric, index="flat")
         rows.append(("mlx FAISS flat (exact)", *timed(exact, X, y, Q), None))
         params = ApproximateParams()
-        overrides = {"ivf_lists": args.nlist, "ivf_nprobe": args.nprobe, "hnsw_ef_search": args.ef_search}
+        overrides = {"ivf_lists": args.nlist, "ivf_nprobe": args.nprobe, "ivf_refine_factor": args.refine, "hnsw_ef_search": args.ef_search}
         params = ApproximateParams(**{**params.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         approximate = KNNProbe(k=args.k, metric=args.metric, index=args.approximate, params=params, seed=args.seed)
         y_approx, fit_seconds, predict_seconds = timed(approximate, X, y, Q)
