@@ -143,7 +143,9 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
         pairs, notes = data.pair_poolings_with_layers(store, plan.train_split, poolings, selections, explicit)
         store_meta = _store_meta(store, test_store)
         if on_plan:
+            n_test = len(data.test_labels(plan, store, test_store))
             on_plan({"store": str(store.path), "model": store.info.model_id, "split": plan.describe(),
+                     "rows": f"{len(y_train):,} train / {n_test:,} test, {len(label_names)} classes, seed {config.seed}",
                      "poolings": ", ".join(poolings), "layers": "; ".join(map(data.layer_label, selections)),
                      "probes": ", ".join(p.value for p in config.probes), "run folder": str(run_dir), "notes": notes})
         with runs.staged_run_dir(run_dir) as staging:
