@@ -108,10 +108,20 @@ def test_test_fraction_carves_stratified_split_aloud(tmp_path):
     assert again[0]["accuracy"] == o["accuracy"]  # seeded
 
 
-def test_approximate_index_reports_recall(store):
-    result = probe("knn", "--store", store, "--index", "hnsw", "--k", "5", "--json")
+@pytest.mark.parametrize("index", ["hnsw", "ivf"])
+def test_approximate_index_reports_recall(store, index):
+    result = probe("knn", "--store", store, "--index", index, "--k", "5", "--json")
     assert result.exit_code == 0, result.output
-    assert all(0.9 <= o["recall_at_k"] <= 1.0 for o in json.loads(result.stdout))
+    assert all(0.9 <= o["recall_at_k"] <= 1.0 and o["params"]["index"] == index for o in json.loads(result.stdout))
+
+
+def test_test_split_from_another_store(tmp_path):
+    train = write_synthetic_store(tmp_path / "train.h5", splits=("train",), seed=0)
+    test = write_synthetic_store(tmp_path / "test.h5", splits=("test",), seed=0)
+    result = probe("knn", "--store", train, "--test-store", test, "--pooling", "mean", "--k", "5", "--json")
+    assert result.exit_code == 0, result.output
+    (o,) = json.loads(result.stdout)
+    assert (o["n_train"], o["n_test"]) == (300, 100)
 
 
 def test_explicit_out_is_used_and_never_overwritten(store, tmp_path):
