@@ -177,6 +177,11 @@ class EmbeddingStore:
         dataset.read_direct(matrix)
         return matrix
 
+    def layers_of(self, split: str, pooling: str) -> tuple[int, ...]:
+        """Layers stored for one pooling in ``split`` (``pooler`` exists only at the last layer)."""
+        group = self._group(split)
+        return tuple(sorted(int(key.split("_")[1]) for key in group[pooling])) if pooling in group else ()
+
     def _group(self, split: str) -> h5py.Group:
         if split not in self.info.splits:
             raise StoreError(f"split {split!r} is not in {self.path}; it holds: {', '.join(self.info.splits)}")

@@ -195,9 +195,7 @@ def test_labels(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingSto
 
 def stored_layers(store: EmbeddingStore, split: str, pooling: str) -> tuple[int, ...]:
     """Layers stored for one pooling (``pooler`` exists only for the last layer)."""
-    # EmbeddingStore has no public per-pooling listing yet; the group keys are the store format's own.
-    group = store._file[split]
-    return tuple(sorted(int(key.split("_")[1]) for key in group[pooling])) if pooling in group else ()
+    return store.layers_of(split, pooling)
 
 
 def pair_poolings_with_layers(store: EmbeddingStore, split: str, poolings: Sequence[str],
