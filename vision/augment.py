@@ -31,9 +31,6 @@ class AugmentConfig:
 
 NO_AUGMENT = AugmentConfig()
 SHIFT_ROTATE = AugmentConfig(max_shift_px=2.0, max_rotation_deg=10.0, max_scale=0.08)
-ELASTIC = AugmentConfig(max_shift_px=2.0, max_rotation_deg=10.0, max_scale=0.08, elastic_px=1.5)
-# For the strong CNN: larger affine ranges, the elastic warp, and pen-width changes.
-STRONG = AugmentConfig(max_shift_px=2.5, max_rotation_deg=15.0, max_scale=0.12, elastic_px=1.5, stroke_prob=0.25)
 CONTROL_POINTS = 4
 
 
