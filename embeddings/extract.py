@@ -128,12 +128,12 @@ def _is_cached(path: Path, key: str, config: EmbedConfig) -> bool:
     if not path.exists():
         return False
     stored_key = _stored_key(path)
+    if stored_key is None:  # not ours: never overwritten, --force or not
+        raise StoreError(f"{path} exists and is not a complete mlx embedding store; refusing to overwrite it (choose another --out)")
     if stored_key == key:
         return not config.force
     if config.force:
         return False
-    if stored_key is None:
-        raise StoreError(f"{path} exists and is not an mlx embedding store; refusing to overwrite it (choose another --out)")
     raise StoreError(f"{path} holds a different extraction (other data, model or options); pass --force to replace it or choose another --out")
 
 

@@ -212,7 +212,8 @@ def test_refuses_to_overwrite_a_foreign_file(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "ag")
     out = tmp_path / "precious.h5"
     out.write_bytes(b"my thesis")
-    one_line_error(invoke(*embed_args(tiny_bert, data, out)), "not an mlx embedding store")
+    one_line_error(invoke(*embed_args(tiny_bert, data, out)), "not a complete mlx embedding store")
+    one_line_error(invoke(*embed_args(tiny_bert, data, out, "--force")), "refusing to overwrite")
     assert out.read_bytes() == b"my thesis"
 
 
