@@ -46,8 +46,12 @@ def embed(
         "layer": layer, "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
         "batch / max length": f"{batch_size} / {max_length}", "output": plan.path,
     })
-    with ui.progress_bar("sent") as progress:
-        result = extract_embeddings(plan, progress)
+    try:
+        with ui.progress_bar("sent") as progress:
+            result = extract_embeddings(plan, progress)
+    except KeyboardInterrupt:
+        ui.warn("interrupted: finished shards are kept; run the same command again to resume")
+        raise typer.Exit(130) from None
     for note in result.notes:
         ui.warn(note)
     ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s)")
