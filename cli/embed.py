@@ -20,7 +20,7 @@ def embed(
     seed: int = typer.Option(0, help="Seed for --limit."),
     text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option("label", help="Label column of a CSV/JSONL/Parquet file (integers 0..C-1 or class names)."),
-    max_length: int = typer.Option(256, help="Truncate texts to this many tokens."),
+    max_length: int = typer.Option(None, help="Truncate texts to this many tokens. Default: 256, or the model's limit if lower."),
     batch_size: int = typer.Option(64, help="Texts per forward pass (length-sorted, padded per batch)."),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. Vectors are always stored as float32."),
@@ -44,7 +44,7 @@ def embed(
     ui.summary_panel("mlx embed", {
         "model": f"{model} ({plan.model_revision})", "data": f"{plan.dataset.name}: {sizes}", "pooling": ", ".join(pooling),
         "layer": layer, "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
-        "batch / max length": f"{batch_size} / {max_length}", "output": plan.path,
+        "batch / max length": f"{batch_size} / {plan.config.max_length}", "output": plan.path,
     })
     try:
         with ui.progress_bar("sent") as progress:

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
 def _numbers(text: str, kind: type, option: str) -> tuple:
     try:
-        return tuple(kind(part) for part in text.split(",") if part.strip())
+        return tuple(dict.fromkeys(kind(part) for part in text.split(",") if part.strip()))
     except ValueError:
         raise ConfigError(f"cannot read {option} {text!r}; give comma-separated {kind.__name__} values such as "
                           f"{'1,5,10,20' if kind is int else '0.01,0.1,1,10'}") from None

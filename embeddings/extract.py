@@ -6,6 +6,7 @@ only the missing shards; the shards are deterministic, so the result equals an u
 The final store is assembled from the shards and renamed into place only when complete.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,13 +26,14 @@ from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
 from embeddings.locking import store_lock
-from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, count_layers, load_model, model_revision, resolve_model
+from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, load_model, model_shape, model_revision, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import FORMAT_NAME, SplitArrays, write_store
 
 log = logging.getLogger(__name__)
 
-SHARD_BATCHES = 16  # batches per shard: the unit of resumption
+SHARD_BATCHES = 16
+DEFAULT_MAX_LENGTH = 256  # batches per shard: the unit of resumption
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class EmbedConfig:
     model: str = DEFAULT_MODEL
     poolings: tuple[str, ...] = ("mean",)
     layer: str = "last"  # "last", "all", or comma-separated hidden-state indices
-    max_length: int = 256
+    max_length: int | None = None  # None: DEFAULT_MAX_LENGTH, or the model's limit if lower
     batch_size: int = 64
     device: Device = Device.AUTO
     dtype: DType = DType.AUTO
@@ -86,12 +88,18 @@ class EmbedResult:
 
 def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     """Load the data, resolve model identity, device, dtype and output path; check the cache."""
-    if config.max_length < 2 or config.batch_size < 1:
-        raise ConfigError("--max-length must be at least 2 and --batch-size at least 1")
+    if (config.max_length is not None and config.max_length < 2) or config.batch_size < 1 or config.seed < 0:
+        raise ConfigError("--max-length must be at least 2, --batch-size at least 1 and --seed 0 or more")
     parse_poolings(list(config.poolings))  # fail on a bad name before any loading
     dataset = load_text_dataset(config.dataset, config.splits, config.text_column, config.label_column, config.limit, config.seed)
     source = resolve_model(config.model)
-    layers = resolve_layers(config.layer, count_layers(config.model))
+    shape = model_shape(config.model)
+    layers = resolve_layers(config.layer, shape.n_layers)
+    if config.max_length is None:
+        limit = shape.max_positions or DEFAULT_MAX_LENGTH
+        config = dataclasses.replace(config, max_length=min(DEFAULT_MAX_LENGTH, limit))
+    elif shape.max_positions and config.max_length > shape.max_positions:
+        raise ConfigError(f"--max-length {config.max_length} is more than model {config.model!r} takes ({shape.max_positions} tokens); pass --max-length {shape.max_positions} or less")
     revision = model_revision(source)
     device = choose_device(config.device)
     dtype = choose_dtype(config.dtype, device)

@@ -117,15 +117,24 @@ def weights_sha256(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def count_layers(model_id: str) -> int:
-    """Number of transformer layers, read from the model's config alone (no weights loaded)."""
+@dataclass(frozen=True)
+class ModelShape:
+    n_layers: int
+    max_positions: int  # longest input in tokens; 0 when the config does not say
+
+
+def model_shape(model_id: str) -> ModelShape:
+    """Layer count and input limit, read from the model's config alone (no weights loaded)."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(resolve_model(model_id))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure_message(model_id, exc)) from None
-    return int(getattr(config, "num_hidden_layers", 0))
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # their position ids start after the padding index
+    return ModelShape(int(getattr(config, "num_hidden_layers", 0)), max(positions, 0))
 
 
 def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:

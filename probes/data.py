@@ -87,6 +87,8 @@ def _parse_one(spec: str, stored: tuple[int, ...], where: object) -> tuple[int, 
         for part in spec.split(","):
             if "-" in part.strip("-"):
                 low, high = (int(x) for x in part.split("-"))
+                if low > high:
+                    raise ValueError(part)
                 layers.extend(range(low, high + 1))
             else:
                 layers.append(int(part))

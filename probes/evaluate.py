@@ -170,8 +170,10 @@ def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
             raise ConfigError(f"k={max(config.knn.ks)} is larger than the training set ({n_train} rows); "
                               f"choose --k values of at most {n_train}")
     if ProbeKind.LOGREG in config.probes:
-        if not config.logreg.Cs or min(config.logreg.Cs) <= 0:
-            raise ConfigError(f"--C needs positive numbers such as 0.01,0.1,1,10, got {list(config.logreg.Cs)}")
+        if not config.logreg.Cs or not all(0 < c < float("inf") for c in config.logreg.Cs):
+            raise ConfigError(f"--C needs positive finite numbers such as 0.01,0.1,1,10, got {list(config.logreg.Cs)}")
+    if config.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {config.seed}")
 
 
 def _evaluate(config: ProbeRunConfig, matrices: Iterator[data.PooledMatrices], n_matrices: int,
@@ -241,7 +243,8 @@ def _result(kind: ProbeKind, m: data.PooledMatrices, setting: str, params: dict[
     return ProbeResult(
         probe=kind.value, pooling=m.pooling, layers=m.layers, setting=setting, params=params,
         accuracy=float(np.mean(y_pred == m.y_test)),
-        macro_f1=float(f1_score(m.y_test, y_pred, labels=labels, average="macro", zero_division=0)),
+        # Classes absent from both truth and predictions have no F1: averaging their 0 would understate it.
+        macro_f1=float(f1_score(m.y_test, y_pred, labels=np.union1d(m.y_test, y_pred), average="macro", zero_division=0)),
         per_class=per_class, confusion=tuple(tuple(int(v) for v in row) for row in confusion),
         fit_seconds=fit_s, predict_seconds=predict_s, n_train=len(m.y_train), n_test=len(m.y_test),
         dim=int(m.X_train.shape[1]), **extra)

@@ -30,6 +30,9 @@ class Weights(str, Enum):
     DISTANCE = "distance"
 
 
+MIN_IVF_ROWS = 16
+
+
 class IndexKind(str, Enum):
     FLAT = "flat"
     HNSW = "hnsw"
@@ -90,6 +93,8 @@ def build_index(X: np.ndarray, metric: Metric, kind: IndexKind, params: Approxim
 
 def _ivf_index(X: np.ndarray, faiss_metric: int, params: ApproximateParams, seed: int):
     n, d = X.shape
+    if n < MIN_IVF_ROWS:  # 4-bit PQ trains 16 centroids per sub-quantiser
+        raise ConfigError(f"--index ivf needs at least {MIN_IVF_ROWS} training rows, the store has {n}; use --index flat (exact, and fast at this size)")
     n_lists = max(1, min(params.ivf_lists or int(math.sqrt(n) / 2.7), n // 39))
     n_codes = max(m for m in range(1, max(1, d // 8) + 1) if d % m == 0)  # ~8 dimensions per 4-bit code
     index = faiss.index_factory(d, f"IVF{n_lists},PQ{n_codes}x4fs,RFlat", faiss_metric)

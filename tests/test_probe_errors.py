@@ -109,3 +109,20 @@ def test_bad_option_values(tmp_path, isolated_home):
     fails_cleanly(["knn", "--store", path, "--k", "five"], isolated_home, "--k", "1,5,10,20")
     fails_cleanly(["logreg", "--store", path, "--C", "0,1"], isolated_home, "--C", "positive")
     fails_cleanly(["knn", "--store", path, "--test-fraction", "0.2"], isolated_home, "already has a test split")
+
+
+def test_review_findings_fail_cleanly(tmp_path, isolated_home):
+    path = _store(tmp_path / "s.h5")
+    fails_cleanly(["knn", "--store", path, "--layer", "3-1"], isolated_home, "cannot read --layer '3-1'")
+    tiny = _store(tmp_path / "tiny.h5", train_labels=np.array([0, 1] * 5))
+    fails_cleanly(["knn", "--store", tiny, "--index", "ivf", "--k", "1"], isolated_home, "needs at least 16", "--index flat")
+    fails_cleanly(["logreg", "--store", path, "--C", "inf"], isolated_home, "positive finite")
+    fails_cleanly(["logreg", "--store", path, "--seed", "-1"], isolated_home, "--seed must be 0 or more")
+
+
+def test_repeated_k_is_probed_once(tmp_path, isolated_home):
+    import json
+
+    result = runner.invoke(app, ["probe", "knn", "--store", str(_store(tmp_path / "s.h5")), "--k", "1,1,3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(r["setting"] for r in json.loads(result.stdout)) == ["k=1", "k=3"]

@@ -91,3 +91,17 @@ def test_logreg_probe_standardises_features():
     probe = LogRegProbe(C=1.0).fit(X, y)
     assert probe.score(X, y) > 0.9
     np.testing.assert_allclose(probe.scaler_.transform(X).std(axis=0), 1.0, atol=1e-3)
+
+
+
+def test_macro_f1_ignores_classes_absent_from_test_and_predictions():
+    """Six named classes, only two in play: a perfect probe scores macro-F1 1.0, not 2/6."""
+    from types import SimpleNamespace
+
+    from probes.evaluate import ProbeKind, _result
+
+    y = np.array([0, 5, 0, 5])
+    m = SimpleNamespace(pooling="mean", layers=(1,), y_test=y, y_train=y, X_train=np.zeros((4, 3)))
+    result = _result(ProbeKind.KNN, m, "k=1", {}, y.copy(), 0.0, 0.0, {}, tuple("abcdef"))
+    assert result.accuracy == 1.0 and result.macro_f1 == 1.0
+    assert len(result.per_class) == 6  # the per-class table still lists every named class
