@@ -14,7 +14,7 @@ def embed(
     dataset: str = typer.Option("demo", help="'ag_news' (Hugging Face hub), 'demo' (bundled smoke-test headlines), or a path: a folder of train.csv/test.csv in the AG News layout, or one CSV/JSONL/Parquet file."),
     model: str = typer.Option(DEFAULT_MODEL, help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline)."),
     pooling: list[str] = typer.Option(["mean"], help=f"Pooling strategy, repeatable or comma-separated: {', '.join(ALL_POOLINGS)}, or 'all'. All come from one forward pass."),
-    layer: str = typer.Option("last", help="Hidden layer to pool: 'last', 'all' (every layer, for layer-wise probing), or numbers like 4,5,6 (0 = embedding output)."),
+    layer: str = typer.Option("last", help="Hidden layer to pool: 'last', 'all' (every layer, for layer-wise probing), or numbers like 4,5,6 or 4-6 (0 = embedding output)."),
     split: list[str] = typer.Option([], help="Split to embed (repeatable). Default: every split present."),
     limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N rows per split."),
     seed: int = typer.Option(0, help="Seed for --limit."),

@@ -200,6 +200,10 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
         split, names = _load_file(file, name, text_column, label_column, names)
         splits[name] = split
     _check_labels(splits, names)
+    seen = set().union(*(set(np.unique(s.labels).tolist()) for s in splits.values()))
+    empty = [name for i, name in enumerate(names) if i not in seen]
+    if empty:
+        notes.append(f"classes with no examples in any split: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
     ordered = {s: splits[s] for s in sorted(splits, key=lambda s: (CANONICAL_SPLITS.index(s) if s in CANONICAL_SPLITS else 9, s))}
     return TextDataset(path.name or str(path), ordered, tuple(names), tuple(notes))
 

@@ -181,15 +181,21 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
 
 
 def resolve_layers(layer: str, n_layers: int) -> tuple[int, ...]:
-    """'last' -> (n,), 'all' -> (0..n), '4,5,6' -> (4, 5, 6); 0 is the embedding output."""
+    """'last' -> (n,), 'all' -> (0..n), '4,5,6' or '4-6' -> (4, 5, 6); 0 is the embedding output."""
     if layer == "last":
         return (n_layers,)
     if layer == "all":
         return tuple(range(n_layers + 1))
+    wanted: set[int] = set()
     try:
-        layers = tuple(sorted({int(part) for part in layer.split(",") if part.strip()}))
+        for part in (p.strip() for p in layer.split(",") if p.strip()):
+            low, _, high = part.partition("-")
+            if high and int(low) > int(high):
+                raise ValueError(part)
+            wanted.update(range(int(low), int(high or low) + 1))
     except ValueError:
-        raise ConfigError(f"--layer {layer!r} is not 'last', 'all' or layer numbers like 4,5,6") from None
+        raise ConfigError(f"--layer {layer!r} is not 'last', 'all' or layer numbers like 4,5,6 or 4-6") from None
+    layers = tuple(sorted(wanted))
     bad = [x for x in layers if not 0 <= x <= n_layers]
     if not layers or bad:
         raise ConfigError(f"--layer {layer!r}: this model has layers 0..{n_layers} (0 = embeddings, {n_layers} = last)")

@@ -71,3 +71,17 @@ def test_ag_news_hub_offline_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="offline alternatives: --dataset demo"):
         load_text_dataset("ag_news")
+
+
+def test_sparse_integer_labels_are_said_aloud(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\nalpha,0\nbeta,5\n")
+    dataset = load_text_dataset(str(tmp_path / "train.csv"))
+    assert len(dataset.label_names) == 6
+    assert any("no examples" in note and "1, 2, 3, 4" in note for note in dataset.notes)
+
+
+def test_layer_ranges():
+    from embeddings.extract import resolve_layers
+
+    assert resolve_layers("4-6", 6) == (4, 5, 6) and resolve_layers("1,3-4", 6) == (1, 3, 4)
+    assert resolve_layers("last", 6) == (6,) and resolve_layers("all", 2) == (0, 1, 2)

@@ -174,6 +174,7 @@ def test_ag_news_label_out_of_range(tiny_bert, tmp_path):
     [
         (["--pooling", "avg"], ["unknown pooling 'avg'", "mean-max"]),
         (["--layer", "7"], ["layers 0..2"]),
+        (["--layer", "2-1"], ["not 'last', 'all'"]),
         (["--split", "dev"], ["split 'dev' is not in"]),
         (["--max-length", "129"], ["more than model", "128 tokens"]),
         (["--limit", "5", "--seed", "-1"], ["--seed 0 or more"]),
