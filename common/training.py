@@ -60,10 +60,15 @@ class TrainConfig:
             raise ConfigError(f"epochs must be at least 1, got {self.n_epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight decay / L2 must be >= 0, got {self.weight_decay}")
+        # ``not x > 0`` alone lets inf through, and ``x < 0`` lets nan through: both poison every weight.
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a positive finite number, got {self.lr}; e.g. 0.05")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay / L2 must be a finite number >= 0, got {self.weight_decay}; e.g. 0 or 1e-4")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum}; e.g. 0.9")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer (NumPy's generators reject negative seeds), got {self.seed}; use --seed 0 or above")
         return self
 
 

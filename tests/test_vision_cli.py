@@ -91,7 +91,13 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (("sweep", "--model", "mlp-torch", "--width", "0"), 2, "width must be at least 1"),
         (("sweep", "--model", "cnn", "--depth", "0,1"), 2, "depth must be at least 1"),
         (("sweep", "--model", "mlp-numpy", "--depth", ","), 2, "the sweep grid is empty: --depth has no values"),
-        (("sweep", "--model", "mlp-numpy", "--l2", "-1"), 2, "L2 must be >= 0"),
+        (("sweep", "--model", "mlp-numpy", "--l2", "-1"), 2, "L2 must be a finite number >= 0, got -1.0"),
+        (("sweep", "--model", "mlp-numpy", "--l2", "nan"), 2, "L2 must be a finite number >= 0, got nan"),
+        (("sweep", "--model", "mlp-torch", "--depth", "1", "--width", "4", "--epochs", "1", "--l2", "0,inf"), 2, "L2 must be a finite number >= 0, got inf"),
+        (("gradcheck", "--l2", "nan"), 2, "L2 must be a finite number >= 0, got nan"),
+        (("compare", "--seed", "-1"), 2, "seed must be a non-negative integer"),
+        (("sweep", "--model", "mlp-torch", "--seed", "-1"), 2, "seed must be a non-negative integer"),
+        (("gradcheck", "--seed", "-1"), 2, "seed must be a non-negative integer"),
         (("sweep", "--model", "mlp-numpy", "--width", "a,b"), 2, "--width: cannot read 'a'"),
         (("compare", "--epochs", "0"), 2, "epochs must be at least 1"),
         (("compare", "--val-fraction", "0"), 2, "strictly between 0 and 1"),
@@ -117,3 +123,20 @@ def test_unknown_model_for_sweep_is_typers_choice_error():
     result = invoke("sweep", "--model", "vit")
     assert result.exit_code == 2
     assert "vit" in result.output
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatch, interrupt):
+    import common.training
+
+    calls = []
+
+    def stopped_fit(*args, **kwargs):  # the torch model, trained after the NumPy one, is stopped as by Ctrl-C
+        calls.append(args[0])
+        raise interrupt("stopped")
+
+    monkeypatch.setattr(common.training, "fit", stopped_fit)
+    out = tmp_path / "runs"
+    result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy,mlp-torch", "--epochs", "1", "--out", out, "--device", "cpu")
+    assert result.exit_code != 0 and len(calls) == 1, result.output
+    assert list(out.iterdir()) == []  # neither a half run under its final name nor the hidden staging folder

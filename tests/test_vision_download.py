@@ -115,3 +115,20 @@ def test_cli_unreachable_host_and_missing_file(tmp_path, server):
     dead = runner.invoke(app, ["vision", "download", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9/none"])
     assert dead.exit_code == 1
     assert "cannot reach" in dead.output
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://example.org/kmnist", "/tmp/kmnist"])
+def test_cli_url_without_a_supported_scheme_is_one_line(tmp_path, url):
+    result = runner.invoke(app, ["vision", "download", "--data-dir", str(tmp_path / "x"), "--url", url])
+    assert result.exit_code == 2, result.output
+    assert "is not a URL mlx can download from; give one starting with http://, https://, file://" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+
+
+def test_file_url_downloads(tmp_path):
+    source = tmp_path / "mirror"
+    source.mkdir()
+    (source / "blob.bin").write_bytes(PAYLOAD)
+    remote = RemoteFile("blob.bin", hashlib.md5(PAYLOAD).hexdigest())
+    (result,) = download_kmnist(tmp_path / "data", base_url=source.as_uri(), files=(remote,))
+    assert result.outcome == Outcome.downloaded and result.path.read_bytes() == PAYLOAD

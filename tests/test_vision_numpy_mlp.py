@@ -1,17 +1,21 @@
 """The NumPy MLP against finite differences and PyTorch autograd (float64), its optimiser and training."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from common.training import TrainConfig
+from common import ConfigError
+from common.training import ScheduleName, TrainConfig, make_optimizer
 from vision.activations import Activation
 from vision.augment import AugmentConfig, augment_numpy, stroke_numpy, torch_augmenter
 from vision.gradcheck import GradcheckConfig, run_gradcheck
 from vision.numpy_mlp import MLP, SGD, ReLU
-from vision.numpy_train import fit_numpy
+from vision.models import PRESETS, ModelName
+from vision.numpy_train import NUMPY_SCHEDULES, fit_numpy, lr_at
 from vision.torch_models import TorchMLP
 from vision_helpers import tiny_images
 
@@ -147,3 +151,30 @@ def test_gradcheck_cli_passes_and_fails(monkeypatch):
     bad = runner.invoke(app, ["vision", "gradcheck", "--depth", "2", "--width", "6", "--activation", "relu"])
     assert bad.exit_code == 1
     assert "gradient check failed" in bad.output
+
+
+@pytest.mark.parametrize("schedule", NUMPY_SCHEDULES)
+@pytest.mark.parametrize("n_epochs, steps_per_epoch", [(1, 7), (3, 5), (40, 50)])
+def test_lr_at_matches_torch_scheduler_step_by_step(schedule, n_epochs, steps_per_epoch):
+    config = TrainConfig(n_epochs=n_epochs, lr=0.05, schedule=schedule)
+    optimizer, scheduler = make_optimizer(torch.nn.Linear(2, 2), config, steps_per_epoch)
+    total_steps = n_epochs * steps_per_epoch
+    for step in range(total_steps):
+        torch_lr = optimizer.param_groups[0]["lr"]  # the LR optimizer.step() uses at this step
+        assert lr_at(config, step, total_steps) == pytest.approx(torch_lr, rel=1e-9, abs=1e-12), step
+        optimizer.step()
+        scheduler.step()
+
+
+def test_numpy_mlp_refuses_schedules_it_does_not_reproduce():
+    assert ScheduleName.onecycle not in NUMPY_SCHEDULES  # torch's OneCycleLR also cycles momentum
+    config = TrainConfig(schedule=ScheduleName.onecycle)
+    with pytest.raises(ConfigError, match="NumPy MLP supports the schedules constant, cosine, not onecycle"):
+        lr_at(config, 0, 10)
+    x, y = np.zeros((4, 28, 28), np.float32), np.zeros(4, np.int64)
+    model = MLP(1, 4, Activation.relu, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="not onecycle"):
+        fit_numpy(model, (x, y), (x, y), config, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="not onecycle"):
+        dataclasses.replace(PRESETS[ModelName.mlp_numpy], train=config).check()
+    dataclasses.replace(PRESETS[ModelName.mlp_torch], train=config).check()  # torch models run OneCycleLR itself

@@ -1,16 +1,17 @@
 """`compare`: train several models on the same splits and budget; one row of scores per model."""
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import ConfigError
+from common import ConfigError, StoreError
 from common.progress import ProgressCallback, no_progress
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_learning_curves
-from vision.runs import default_runs_dir, new_run_dir, stamp, write_json
+from vision.runs import default_runs_dir, free_run_name, stamp, staged_run_dir, write_json
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
 
@@ -35,7 +36,7 @@ class CompareSetup:
     specs: tuple[ModelSpec, ...]
     splits: Splits
     device: Any  # torch.device
-    run_dir: Path
+    run_dir: Path  # the final name; created only when the run is complete
 
     def summary(self) -> dict[str, Any]:
         data = data_description(self.splits)
@@ -83,21 +84,34 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
-    run_dir = new_run_dir(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
+    run_dir = free_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
     return CompareSetup(config, specs, splits, device, run_dir)
 
 
 def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -> CompareResult:
-    """Train every spec of ``setup`` in turn; write config.json, per-model folders, figures, metrics.json."""
+    """Train every spec of ``setup`` in turn; write config.json, per-model folders, figures, metrics.json.
+
+    Everything is written to a hidden staging folder that is renamed to ``setup.run_dir`` only once
+    complete, so an interrupted compare leaves no half-written run under a run's name.
+    """
     from common.training import cpu_threads
 
-    with cpu_threads(setup.config.threads) as n_threads:
-        write_json(setup.run_dir / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
-        runs = tuple(run_model(spec, setup.splits, setup.device, setup.run_dir / spec.model.value, progress) for spec in setup.specs)
-    figures = [plot_learning_curves({r.spec.model.value: r.history for r in runs}, setup.run_dir / "learning_curves.png")]
+    final = setup.run_dir
+    if final.exists():
+        raise StoreError(f"{final} already exists; move it away or choose another --out")
+    with staged_run_dir(final) as stage:
+        with cpu_threads(setup.config.threads) as n_threads:
+            write_json(stage / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
+            runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress) for spec in setup.specs)
+        figures = _write_figures(runs, setup.splits.class_names, stage)
+        write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
+    runs = tuple(dataclasses.replace(r, run_dir=final / r.run_dir.name) for r in runs)
+    return CompareResult(runs, final, tuple(final / f.name for f in figures))
+
+
+def _write_figures(runs: tuple[ModelRun, ...], class_names, folder: Path) -> list[Path]:
+    figures = [plot_learning_curves({r.spec.model.value: r.history for r in runs}, folder / "learning_curves.png")]
     for r in runs:
         title = f"{r.spec.model.value}: test accuracy {r.test.accuracy:.2%}"
-        figures.append(plot_confusion(r.test.confusion, setup.splits.class_names, title, setup.run_dir / f"confusion_{r.spec.model.value}.png"))
-    result = CompareResult(runs, setup.run_dir, tuple(figures))
-    write_json(setup.run_dir / "metrics.json", stamp({"rows": result.rows()}))
-    return result
+        figures.append(plot_confusion(r.test.confusion, class_names, title, folder / f"confusion_{r.spec.model.value}.png"))
+    return figures

@@ -9,12 +9,13 @@ import hashlib
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from common import DataError
+from common import ConfigError, DataError
 from common.paths import ensure_writable_dir
 from common.progress import ProgressCallback, no_progress
 
@@ -110,6 +111,17 @@ def fetch(url: str, partial: Path, progress: ProgressCallback, task: str, timeou
     return resumed
 
 
+URL_SCHEMES = ("http", "https", "file")
+
+
+def check_url(url: str) -> str:
+    """``url`` unchanged if urllib can open it; otherwise a ConfigError before any folder is made."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in URL_SCHEMES:
+        raise ConfigError(f"--url {url!r} is not a URL mlx can download from; give one starting with {', '.join(s + '://' for s in URL_SCHEMES)} (default {KMNIST_URL})")
+    return url
+
+
 def download_file(remote: RemoteFile, base_url: str, data_dir: Path, progress: ProgressCallback = no_progress, timeout_s: float = 60.0) -> Downloaded:
     """Download one file into ``data_dir`` unless a copy with the right MD5 is there already."""
     final = data_dir / remote.name
@@ -130,5 +142,6 @@ def download_file(remote: RemoteFile, base_url: str, data_dir: Path, progress: P
 
 def download_kmnist(data_dir: Path, fmt: FileFormat = FileFormat.npz, base_url: str = KMNIST_URL, progress: ProgressCallback = no_progress, files: tuple[RemoteFile, ...] | None = None) -> tuple[Downloaded, ...]:
     """Fetch the four KMNIST files of ``fmt`` (or ``files``) into ``data_dir``, checking each MD5."""
+    check_url(base_url)
     ensure_writable_dir(Path(data_dir))
     return tuple(download_file(remote, base_url, Path(data_dir), progress) for remote in (files or KMNIST_FILES[fmt]))

@@ -1,5 +1,6 @@
 """Check the NumPy MLP's backward pass against central differences in float64."""
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,10 @@ class GradcheckConfig:
                 raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if not (self.epsilon > 0 and self.tolerance > 0):
             raise ConfigError("epsilon and tolerance must be positive")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ConfigError(f"L2 must be a finite number >= 0, got {self.l2}; e.g. --l2 1e-3")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}; use --seed 0 or above")
         return self
 
 

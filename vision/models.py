@@ -6,6 +6,7 @@ KMNIST (see docs/vision.md for what they reach).
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -17,6 +18,7 @@ from common import ConfigError
 from common.training import OptimizerName, ScheduleName, TrainConfig
 from vision.activations import Activation, check_architecture
 from vision.augment import NO_AUGMENT, SHIFT_ROTATE, AugmentConfig
+from vision.numpy_train import check_numpy_schedule
 
 
 class ModelName(str, Enum):
@@ -51,8 +53,10 @@ class ModelSpec:
 
     def check(self) -> "ModelSpec":
         check_architecture(self.depth, self.width)
-        if self.l2 < 0:
-            raise ConfigError(f"L2 must be >= 0, got {self.l2}")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ConfigError(f"L2 must be a finite number >= 0, got {self.l2}; e.g. --l2 0 or --l2 1e-4")
+        if self.model == ModelName.mlp_numpy:
+            check_numpy_schedule(self.train)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.model.is_cnn and self.depth > 5:
