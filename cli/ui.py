@@ -1,7 +1,6 @@
 """Rendering shared by every command: consoles, the error line, progress bars, summaries, JSON."""
 
 import json
-import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -91,11 +90,3 @@ def progress_bar(unit: str = "it") -> Iterator:
     with progress:
         yield callback
 
-
-class Stopwatch:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
