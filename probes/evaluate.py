@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from common import ConfigError, __version__
+from common import runs as common_runs
 from common.progress import ProgressCallback, no_progress
 from probes import data, report, runs
 from probes.knn import ApproximateParams, IndexKind, KNNProbe, Metric, Weights, recall_at_k
@@ -129,7 +130,7 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
 
     ``on_plan`` is called with a summary (sizes, poolings, layers, output folder) before the long work.
     """
-    run_dir = runs.check_new(config.out or runs.default_run_dir(config.command))
+    run_dir = common_runs.check_new(config.out or runs.default_run_dir(config.command))
     store = data.open_store(config.store)
     test_store = data.open_store(config.test_store) if config.test_store else None
     try:
@@ -148,7 +149,7 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
                      "rows": f"{len(y_train):,} train / {n_test:,} test, {len(label_names)} classes, seed {config.seed}",
                      "poolings": ", ".join(poolings), "layers": "; ".join(map(data.layer_label, selections)),
                      "probes": ", ".join(p.value for p in config.probes), "run folder": str(run_dir), "notes": notes})
-        with runs.staged_run_dir(run_dir) as staging:
+        with common_runs.staged_run_dir(run_dir) as staging:
             results = _evaluate(config, data.iter_matrices(store, test_store, plan, pairs), len(pairs), label_names, progress)
             results = tuple(sorted(results, key=lambda r: -r.accuracy))
             plots = report.write_plots(staging, results, selections, label_names) if config.plot else ()
@@ -263,11 +264,11 @@ def _store_meta(store, test_store) -> dict[str, Any]:
 
 def _write_run(folder: Path, config: ProbeRunConfig, results: tuple[ProbeResult, ...], store_meta: dict[str, Any],
                plan: data.SplitPlan, notes: list[str]) -> None:
-    runs.write_json(folder / "config.json", {
+    common_runs.write_json(folder / "config.json", {
         "kind": "probe", "command": config.command, "mlx_version": __version__,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_dict(), "store": store_meta, "split": plan.describe(), "notes": notes})
-    runs.write_json(folder / "metrics.json", {"mlx_version": __version__, "results": [r.to_dict() for r in results]})
+    common_runs.write_json(folder / "metrics.json", {"mlx_version": __version__, "results": [r.to_dict() for r in results]})
 
 
 def _plain(obj: Any) -> Any:

@@ -11,7 +11,8 @@ from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_learning_curves
-from vision.runs import default_runs_dir, free_run_name, stamp, staged_run_dir, write_json
+from common.runs import staged_run_dir, write_json
+from vision.runs import default_runs_dir, free_run_name, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
 

@@ -18,7 +18,8 @@ from common.progress import ProgressCallback, no_progress
 from common.training import TrainHistory
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
-from vision.runs import stamp, write_json
+from common.runs import write_json
+from vision.runs import stamp
 
 log = logging.getLogger(__name__)
 
