@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.devices import resolve_device  # noqa: F401  (re-exported: the one resolver lives in common.devices)
 from common.errors import ConfigError
 from common.progress import ProgressCallback, no_progress
 
@@ -89,18 +90,6 @@ class TrainHistory:
     @property
     def seconds_per_epoch(self) -> float:
         return self.seconds / max(1, len(self.epochs))
-
-
-def resolve_device(requested: str = "auto") -> torch.device:
-    """'auto' → CUDA when present, else CPU; the caller says the choice aloud."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {requested!r} requested but CUDA is not available here; use --device cpu or auto")
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {requested!r}; use auto, cpu or cuda[:N]") from None
 
 
 @contextmanager

@@ -8,29 +8,16 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import torch
 
 from common import ConfigError, ModelLoadError
+from common.devices import Device, DType, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "bert-base-uncased"
-
-
-class Device(str, Enum):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class DType(str, Enum):
-    AUTO = "auto"
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
 
 
 TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16, DType.FP16: torch.float16}
@@ -60,20 +47,12 @@ def resolve_model(name: str) -> str:
 
 
 def choose_device(device: Device | str) -> str:
-    device = Device(device)
-    if device is Device.CUDA and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    if device is Device.AUTO:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device.value
+    return str(resolve_device(device))
 
 
 def choose_dtype(dtype: DType | str, device: str) -> DType:
     """auto: bf16 on CUDA (fast and safe for inference), fp32 on CPU (bf16 there is opt-in)."""
-    dtype = DType(dtype)
-    if dtype is DType.AUTO:
-        return DType.BF16 if device == "cuda" else DType.FP32
-    return dtype
+    return resolve_dtype(dtype, device)
 
 
 @dataclass

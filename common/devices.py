@@ -1,0 +1,70 @@
+"""The one device and dtype resolver for embed, finetune, attention and vision.
+
+Enums are importable without torch (the CLI builds its options from them at start-up); torch is
+imported only when a choice is resolved.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from common.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Device(str, Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class DType(str, Enum):
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+DEVICE_CHOICES = ", ".join(d.value for d in Device)
+
+
+def resolve_device(requested: Device | str = "auto") -> "torch.device":
+    """'auto' -> CUDA when present, else CPU; 'cuda' without CUDA and unknown names are refused.
+
+    ``cuda:N`` is accepted for a given GPU. The caller says the choice aloud.
+    """
+    import torch
+
+    name = requested.value if isinstance(requested, Device) else str(requested).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base, _, index = name.partition(":")
+    if base not in ("cpu", "cuda") or (index and not index.isdigit()) or (base == "cpu" and index):
+        raise ConfigError(f"unknown device {requested!s}; choose one of {DEVICE_CHOICES} (or cuda:N)")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
+    if base == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device(name)
+
+
+def resolve_dtype(requested: DType | str, device: "torch.device | str", cpu_default: DType = DType.FP32) -> DType:
+    """'auto' -> bf16 on CUDA, ``cpu_default`` on CPU; an explicit choice is kept as it is."""
+    try:
+        dtype = DType(requested)
+    except ValueError:
+        raise ConfigError(f"unknown dtype {requested!s}; choose one of {', '.join(d.value for d in DType)}") from None
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    if dtype is DType.AUTO:
+        return DType.BF16 if device_type == "cuda" else cpu_default
+    return dtype
+
+
+def torch_dtype(dtype: DType) -> "torch.dtype":
+    """The torch dtype of a resolved (non-auto) DType."""
+    import torch
+
+    return {DType.FP32: torch.float32, DType.BF16: torch.bfloat16, DType.FP16: torch.float16}[DType(dtype)]
