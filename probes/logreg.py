@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from common.splits import stratified_split
 from common import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -62,19 +63,8 @@ class CSelection:
 
 
 def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded (fit_rows, validation_rows) of a label vector (N,)."""
-    if not 0 < fraction < 1:
-        raise ConfigError(f"validation fraction must be between 0 and 1, got {fraction}")
-    counts = np.bincount(np.unique(y, return_inverse=True)[1])
-    if counts.min() < 2:
-        raise DataError("a class has fewer than 2 training examples, so no stratified validation split can hold it; "
-                        "add examples or drop the class")
-    rows = np.arange(len(y))
-    try:
-        fit_rows, validation_rows = train_test_split(rows, test_size=fraction, stratify=y, random_state=seed)
-    except ValueError as exc:  # too few rows for one per class on each side
-        raise DataError(f"cannot carve a stratified {fraction:.0%} validation split from {len(y)} rows: {exc}") from None
-    return np.sort(fit_rows), np.sort(validation_rows)
+    """Stratified, seeded (fit_rows, validation_rows) of a label vector (N,): the project's one splitter."""
+    return stratified_split(y, fraction, seed, what="validation")
 
 
 def select_C(X: np.ndarray, y: np.ndarray, Cs: tuple[float, ...], validation_fraction: float = 0.1,
