@@ -65,7 +65,7 @@ class FinetunePlan:
         test = self.dataset.splits[c.test_split]
         batch = f"{c.batch_size} x {self.world_size} rank(s) x {c.grad_accum} accumulation = {self.global_batch} per step"
         return {
-            "model": f"{c.model} ({self.n_layers} layers) -> {self.n_classes} classes",
+            "model": f"{c.model} ({self.n_layers} layers) + a new {self.n_classes}-class head (initialised from the seed)",
             "data": f"{self.dataset.name}: train {len(self.fit_rows):,}, validation {len(self.val_rows):,} (held out of {c.train_split}), test {len(test):,}",
             "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}",
             "batch": batch + f"; max length {c.max_length}, length-grouped",
@@ -90,6 +90,7 @@ class FinetuneResult:
     samples_per_second: float
     history: object  # common.training.TrainHistory
     notes: tuple[str, ...] = ()
+    ranks_in_sync: bool | None = None  # DDP only: the trained parameters are bit-identical on every rank
 
 
 def run_key(config: FinetuneConfig, world_size: int) -> str:
@@ -211,6 +212,7 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
             model, data["train"], data["validation"], torch.nn.functional.cross_entropy, _train_config(plan), device,
             on_step if dist.is_main else no_progress, param_groups=_param_groups(model, plan), checkpoints=checkpoints, dist=dist,
         )
+        in_sync = _ranks_in_sync(model, dist)
         if history.best_step is not None:
             model.load_state_dict(checkpoints.load(history.best_step)["model"])
         from common.training import predict
@@ -219,11 +221,27 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
         logits = predict(model, data["test"], device, autocast=autocast, dist=dist)
     predicted = np.empty(len(logits), dtype=np.int64)
     predicted[data["test_order"]] = logits.argmax(dim=1).numpy()
-    result = _result(plan, model, history, predicted, data["test_split"])
+    result = replace(_result(plan, model, history, predicted, data["test_split"]), ranks_in_sync=in_sync)
     if dist.is_main:
         _write_run(plan, result, model, tokenizer, predicted, data["test_split"])
     barrier()
     return result
+
+
+def _ranks_in_sync(model, dist: DistInfo) -> bool | None:
+    """Under DDP: do all ranks hold bit-identical parameters after training? (None for one process)"""
+    if not dist.enabled:
+        return None
+    import torch.distributed as tdist
+
+    digest = hashlib.sha256()
+    for param in model.parameters():
+        digest.update(param.detach().cpu().numpy().tobytes())
+    digests: list = [None] * dist.world_size
+    tdist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) > 1:
+        log.warning("parameters differ between ranks after training: %s", digests)
+    return len(set(digests)) == 1
 
 
 def _train_config(plan: FinetunePlan):
@@ -263,6 +281,8 @@ def _load(plan: FinetunePlan):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    if not log.isEnabledFor(logging.INFO):
+        hf_logging.set_verbosity_error()  # the load report lists the new head's weights as missing: expected here
     names = plan.dataset.label_names
     torch.manual_seed(plan.config.seed)
     try:
@@ -352,7 +372,7 @@ def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, pre
         "global_batch": plan.global_batch, "accuracy": result.accuracy, "macro_f1": result.macro_f1, "validation_accuracy": result.validation_accuracy,
         "best_step": result.best_step, "n_train": result.n_train, "n_validation": result.n_validation, "n_test": result.n_test,
         "trainable_params": result.trainable_params, "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
-        "n_steps": h.n_steps, "stopped_early": h.stopped_early, "resumed_from_step": h.resumed_from_step,
+        "ranks_in_sync": result.ranks_in_sync, "n_steps": h.n_steps, "stopped_early": h.stopped_early, "resumed_from_step": h.resumed_from_step,
         "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)} for name, p, r, f, s in zip(plan.dataset.label_names, precision, recall, f1, support)},
         "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
         "epochs": [_record_dict(r) for r in h.epochs],
