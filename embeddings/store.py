@@ -147,6 +147,10 @@ class EmbeddingStore:
         """(N,) int64 labels of ``split``."""
         return self._group(split)["labels"][()]
 
+    def split_fingerprint(self, split: str) -> str:
+        """The fingerprint of ``split``'s source rows (texts, labels, row ids); "" in stores that lack it."""
+        return str(self._group(split).attrs.get("fingerprint", ""))
+
     def row_ids(self, split: str) -> np.ndarray:
         """(N,) int64 source row ids of ``split``."""
         return self._group(split)["row_ids"][()]
