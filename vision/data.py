@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ConfigError, DataError
+from common import DataError
+from common.splits import stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, rows: np.ndarray) -> "ImageSet":
+        """The rows ``rows`` (an index array) of this split, same source."""
+        return ImageSet(self.images[rows], self.labels[rows], self.source)
 
 
 @dataclass(frozen=True)
@@ -164,24 +169,6 @@ def load_digits28() -> tuple[ImageSet, ImageSet]:
     )
 
 
-def split_train_val(train: ImageSet, val_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    """Carve a stratified, seeded validation split from ``train``: the same seed gives the same cut."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"validation fraction {val_fraction} must lie strictly between 0 and 1, e.g. 0.1")
-    rng = np.random.default_rng(seed)
-    val_idx = []
-    for label in np.unique(train.labels):
-        members = np.flatnonzero(train.labels == label)
-        n_val = max(1, int(round(len(members) * val_fraction)))
-        if n_val >= len(members):
-            raise DataError(f"class {label} has only {len(members)} training images: too few to carve a validation split")
-        val_idx.append(rng.choice(members, size=n_val, replace=False))
-    val_mask = np.zeros(len(train), dtype=bool)
-    val_mask[np.concatenate(val_idx)] = True
-    pick = lambda mask: ImageSet(train.images[mask], train.labels[mask], train.source)  # noqa: E731
-    return pick(~val_mask), pick(val_mask)
-
-
 def load_splits(dataset: DatasetName, data_dir: Path | None, val_fraction: float, seed: int) -> Splits:
     """Load train/val/test for ``dataset``; ``data_dir`` defaults to ``./data`` (KMNIST only)."""
     if dataset == DatasetName.digits:
@@ -195,7 +182,8 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, val_fraction: float
         class_names = KMNIST_CLASS_NAMES
     check_variance(train)
     fingerprint = fingerprint_arrays(train.images, train.labels, test.images, test.labels)
-    train, val = split_train_val(train, val_fraction, seed)
+    fit_rows, validation_rows = stratified_split(train.labels, val_fraction, seed, what="validation")
+    train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
     return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names, fingerprint=fingerprint)
 
