@@ -45,6 +45,8 @@ def resolve_model(name: str) -> str:
     if path.exists():
         check_model_folder(path)
         return str(path.resolve())
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:  # a path, not a hub id (which is 'org/name')
+        raise ModelLoadError(f"model folder {path} does not exist; check the path, or use --model minilm (bundled, works offline)")
     return name
 
 

@@ -146,6 +146,11 @@ def test_a_damaged_model_folder_is_one_line(tiny_bert, tmp_path, case):
     assert "cache" not in result.stderr
 
 
+def test_a_model_path_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    one_line_error(invoke(*embed_args(tmp_path / "no-such-model", "demo", tmp_path / "s.h5")), "does not exist")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--limit", "0"], "--limit"),
     (["--batch-size", "0"], "--batch-size"),
