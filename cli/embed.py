@@ -5,8 +5,9 @@ from pathlib import Path
 import typer
 
 from cli import ui
-from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
-from embeddings.models import DEFAULT_MODEL, Device, DType
+from common.devices import Device, DType
+from common.options import ALL, layer_text, parse_layer, parse_names
+from embeddings.models import DEFAULT_MODEL
 from embeddings.pooling import ALL_POOLINGS
 
 
@@ -32,7 +33,12 @@ def embed(
 
     Re-running a finished extraction returns at once; re-running an interrupted one resumes it.
     """
-    config = EmbedConfig(dataset, tuple(split), text_column, label_column, limit, seed, model, tuple(pooling), layer, max_length, batch_size, device, dtype, out, force)
+    from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
+
+    config = EmbedConfig(dataset=dataset, splits=tuple(split), text_column=text_column, label_column=label_column, limit=limit,
+                         seed=seed, model=model, poolings=parse_names(pooling, "--pooling", (*ALL_POOLINGS, ALL)),
+                         layer=parse_layer(layer), max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
+                         out=out, force=force)
     plan = plan_extraction(config)
     for note in plan.dataset.notes:
         ui.say(note)
@@ -42,8 +48,8 @@ def embed(
         return
     sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())
     ui.summary_panel("mlx embed", {
-        "model": f"{model} ({plan.model_revision})", "data": f"{plan.dataset.name}: {sizes}", "pooling": ", ".join(pooling),
-        "layer": layer, "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
+        "model": f"{model} ({plan.model_revision})", "data": f"{plan.dataset.name}: {sizes}", "pooling": ", ".join(config.poolings),
+        "layer": layer_text(config.layer), "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
         "batch / max length": f"{batch_size} / {plan.config.max_length}", "output": plan.path,
     })
     try:

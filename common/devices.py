@@ -6,6 +6,7 @@ imported only when a choice is resolved.
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,19 @@ def resolve_device(requested: Device | str = "auto") -> "torch.device":
     if base == "cuda" and index and int(index) >= torch.cuda.device_count():
         raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device(name)
+
+
+def cuda_possible() -> bool:
+    """False when this machine cannot have CUDA (no NVIDIA driver): then 'auto' is CPU without importing torch."""
+    return os.path.exists("/proc/driver/nvidia") or any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl"))
+
+
+def resolve_device_name(requested: Device | str = "auto") -> str:
+    """:func:`resolve_device` as a string; 'cpu', and 'auto' on a machine without an NVIDIA driver, skip torch."""
+    name = requested.value if isinstance(requested, Device) else str(requested).strip().lower()
+    if name == "cpu" or (name == "auto" and not cuda_possible()):
+        return "cpu"
+    return str(resolve_device(requested))
 
 
 def resolve_dtype(requested: DType | str, device: "torch.device | str", cpu_default: DType = DType.FP32) -> DType:

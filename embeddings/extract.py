@@ -19,14 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import ConfigError, StoreError
+from common.devices import Device, DType, resolve_device_name, resolve_dtype
+from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
 from embeddings.locking import store_lock
-from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, load_model, model_shape, model_revision, resolve_model
+from embeddings.models import DEFAULT_MODEL, LoadedModel, load_model, model_revision, model_shape, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import FORMAT_NAME, SplitArrays, write_store
 
@@ -46,7 +47,7 @@ class EmbedConfig:
     seed: int = 0
     model: str = DEFAULT_MODEL
     poolings: tuple[str, ...] = ("mean",)
-    layer: str = "last"  # "last", "all", or comma-separated hidden-state indices
+    layer: LayerSpec = "last"  # "last", "all", or hidden-state indices (common.options.parse_layer)
     max_length: int | None = None  # None: DEFAULT_MAX_LENGTH, or the model's limit if lower
     batch_size: int = 64
     device: Device = Device.AUTO
@@ -101,27 +102,31 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     elif shape.max_positions and config.max_length > shape.max_positions:
         raise ConfigError(f"--max-length {config.max_length} is more than model {config.model!r} takes ({shape.max_positions} tokens); pass --max-length {shape.max_positions} or less")
     revision = model_revision(source)
-    device = choose_device(config.device)
-    dtype = choose_dtype(config.dtype, device)
-    key = cache_key(config, dataset, source, revision, dtype)
+    device = resolve_device_name(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    key = cache_key(config, dataset, source, revision, dtype, layers)
     path = config.out if config.out is not None else default_store_path(dataset.name, config.model, key)
     path = Path(path).expanduser().absolute()
     ensure_writable_dir(path.parent)
     return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, _is_cached(path, key, config), layers)
 
 
-def cache_key(config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType) -> str:
-    """Everything that changes the stored numbers, and nothing else (not device, out or force)."""
+def cache_key(config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType, layers: tuple[int, ...]) -> str:
+    """Everything that changes the stored numbers, and nothing else (not device, out or force).
+
+    Parsed values are hashed, not option text: ``--layer 4-6`` and ``4,5,6`` (and ``last`` and the
+    last layer's number) are one extraction, and so are poolings in any order or repeated.
+    """
     identity = {
         "dataset": dataset.fingerprint,
         "model": source,
         "revision": revision,
         "poolings": sorted(p.value for p in parse_poolings(list(config.poolings))),
-        "layer": config.layer,
+        "layers": sorted(set(layers)),
         "max_length": config.max_length,
         "dtype": dtype.value,
         "batch_size": config.batch_size,  # batch composition changes padding, hence bf16 rounding
-        "schema": 1,
+        "schema": 2,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -180,26 +185,10 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
     return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), layers, time.perf_counter() - started, tuple(notes))
 
 
-def resolve_layers(layer: str, n_layers: int) -> tuple[int, ...]:
-    """'last' -> (n,), 'all' -> (0..n), '4,5,6' or '4-6' -> (4, 5, 6); 0 is the embedding output."""
-    if layer == "last":
-        return (n_layers,)
-    if layer == "all":
-        return tuple(range(n_layers + 1))
-    wanted: set[int] = set()
-    try:
-        for part in (p.strip() for p in layer.split(",") if p.strip()):
-            low, _, high = part.partition("-")
-            if high and int(low) > int(high):
-                raise ValueError(part)
-            wanted.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise ConfigError(f"--layer {layer!r} is not 'last', 'all' or layer numbers like 4,5,6 or 4-6") from None
-    layers = tuple(sorted(wanted))
-    bad = [x for x in layers if not 0 <= x <= n_layers]
-    if not layers or bad:
-        raise ConfigError(f"--layer {layer!r}: this model has layers 0..{n_layers} (0 = embeddings, {n_layers} = last)")
-    return layers
+def resolve_layers(layer: LayerSpec | str, n_layers: int) -> tuple[int, ...]:
+    """'last' -> (n,), 'all' -> (0..n), '4,5,6' or '4-6' -> (4, 5, 6), sorted; 0 is the embedding output."""
+    spec = parse_layer(layer) if isinstance(layer, str) else layer
+    return tuple(sorted(layers_in(spec, n_layers)))
 
 
 def _usable_poolings(names: tuple[str, ...], loaded: LoadedModel) -> tuple[tuple[Pooling, ...], list[str]]:
@@ -256,9 +245,17 @@ def length_order(texts, tokenizer, max_length: int) -> np.ndarray:
     return np.argsort(-np.asarray(lengths), kind="stable")
 
 
-@torch.inference_mode()
 def _embed_texts(texts: list[str], loaded: LoadedModel, poolings, layers, config, batch_done) -> dict[str, np.ndarray]:
     """One forward pass per batch serves every pooling and layer. Keys are 'pooling@layer'."""
+    import torch
+
+    with torch.inference_mode():
+        return _forward_batches(texts, loaded, poolings, layers, config, batch_done)
+
+
+def _forward_batches(texts, loaded: LoadedModel, poolings, layers, config, batch_done) -> dict[str, np.ndarray]:
+    import torch
+
     need_all_states = layers != (loaded.n_layers,) or Pooling.FIRST_LAST_AVG in poolings
     layer_poolings = tuple(p for p in poolings if p is not Pooling.POOLER)
     chunks: dict[str, list[torch.Tensor]] = {}

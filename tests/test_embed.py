@@ -172,9 +172,9 @@ def test_ag_news_label_out_of_range(tiny_bert, tmp_path):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["--pooling", "avg"], ["unknown pooling 'avg'", "mean-max"]),
+        (["--pooling", "avg"], ["--pooling: unknown value 'avg'", "mean-max"]),
         (["--layer", "7"], ["layers 0..2"]),
-        (["--layer", "2-1"], ["not 'last', 'all'"]),
+        (["--layer", "2-1"], ["cannot read --layer '2-1'", "'last' or 'all'"]),
         (["--split", "dev"], ["split 'dev' is not in"]),
         (["--max-length", "129"], ["more than model", "128 tokens"]),
         (["--limit", "5", "--seed", "-1"], ["--seed 0 or more"]),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ConfigError, StoreError
+from common.devices import Device
 from common.progress import ProgressCallback, no_progress
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
@@ -24,9 +25,9 @@ class CompareConfig:
     data_dir: Path | None = None
     n_epochs: int | None = None  # None: each preset's own default
     augment: bool | None = None  # None: each preset's own default
-    val_fraction: float = 0.1
+    validation_fraction: float = 0.1
     seed: int = 0
-    device: str = "auto"
+    device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
 
@@ -66,7 +67,7 @@ class CompareResult:
                 "model": r.spec.model.value,
                 "test_accuracy": r.test.accuracy if r.test else None,
                 "test_macro_f1": r.test.macro_f1 if r.test else None,
-                "val_accuracy": r.val_accuracy,
+                "validation_accuracy": r.validation_accuracy,
                 "n_parameters": r.n_parameters,
                 "train_seconds": r.history.seconds,
                 "seconds_per_epoch": r.history.seconds_per_epoch,
@@ -78,13 +79,13 @@ class CompareResult:
 
 def prepare_compare(config: CompareConfig) -> CompareSetup:
     """Validate everything, load the data and pick the device before any folder is made or time spent."""
-    from common.training import resolve_device
+    from common.devices import resolve_device
 
     specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
     run_dir = free_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
     return CompareSetup(config, specs, splits, device, run_dir)
 

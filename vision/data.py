@@ -156,7 +156,7 @@ def load_digits28() -> tuple[ImageSet, ImageSet]:
     )
 
 
-def load_splits(dataset: DatasetName, data_dir: Path | None, val_fraction: float, seed: int) -> Splits:
+def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction: float, seed: int) -> Splits:
     """Load train/val/test for ``dataset``; ``data_dir`` defaults to ``./data`` (KMNIST only)."""
     if dataset == DatasetName.digits:
         train, test = load_digits28()
@@ -165,7 +165,7 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, val_fraction: float
         folder = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
         train, test = load_kmnist_split(folder, "train"), load_kmnist_split(folder, "test")
         class_names = KMNIST_CLASS_NAMES
-    fit_rows, validation_rows = stratified_split(train.labels, val_fraction, seed, what="validation")
+    fit_rows, validation_rows = stratified_split(train.labels, validation_fraction, seed, what="validation")
     train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
     return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names)

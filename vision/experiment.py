@@ -36,7 +36,7 @@ class ModelRun:
     spec: ModelSpec
     history: TrainHistory
     n_parameters: int
-    val_accuracy: float
+    validation_accuracy: float
     test: TestScores | None
     run_dir: Path
 
@@ -45,7 +45,7 @@ class ModelRun:
         return {
             "model": self.spec.model.value,
             "n_parameters": self.n_parameters,
-            "val_accuracy": self.val_accuracy,
+            "validation_accuracy": self.validation_accuracy,
             **scores,
             "train_seconds": self.history.seconds,
             "seconds_per_epoch": self.history.seconds_per_epoch,
@@ -125,9 +125,9 @@ def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "device": str(device)}))
     model, history = train_model(spec, splits, device, progress, task=spec.key())
-    val_accuracy = history.epochs[-1].val_accuracy
+    validation_accuracy = history.epochs[-1].val_accuracy
     test = score(model, spec, splits.test, device) if score_test else None
     save_weights(model, spec, run_dir)
-    run = ModelRun(spec, history, n_parameters(model, spec), val_accuracy, test, run_dir)
+    run = ModelRun(spec, history, n_parameters(model, spec), validation_accuracy, test, run_dir)
     write_json(run_dir / "metrics.json", stamp(run.metrics()))
     return run
