@@ -11,8 +11,8 @@ _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
 UsageError = _click_exceptions.UsageError
 NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
-from cli import embed, probe, store, ui, vision
-from common import MlxError, __version__
+from cli import embed, probe, store, ui, vision  # noqa: E402  (after the click shims above)
+from common import MlxError, __version__  # noqa: E402
 
 
 class MlxGroup(TyperGroup):

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from cli import ui
 from common.options import parse_floats, parse_ints, parse_layers, parse_names
-from probes.knn import IndexKind, Metric, Weights
+from probes.choices import IndexKind, Metric, Weights
 
 probe_app = typer.Typer(help="Probe stored embeddings: FAISS k-NN, logistic regression, and a comparison of both.",
                         no_args_is_help=True)

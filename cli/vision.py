@@ -9,9 +9,8 @@ from cli import ui
 from common.devices import Device
 from common.options import parse_floats, parse_ints, parse_list
 from vision.activations import parse_activation
-from vision.data import DatasetName
 from vision.download import KMNIST_URL, FileFormat
-from vision.names import ModelName, parse_models
+from vision.names import DatasetName, ModelName, parse_models
 
 vision_app = typer.Typer(help="KMNIST vision baselines: a NumPy MLP from first principles, PyTorch MLPs and CNNs.", no_args_is_help=True)
 

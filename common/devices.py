@@ -32,7 +32,7 @@ class DType(str, Enum):
 DEVICE_CHOICES = ", ".join(d.value for d in Device)
 
 
-def resolve_device(requested: Device | str = "auto") -> "torch.device":
+def resolve_device(requested: Device | str = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU; 'cuda' without CUDA and unknown names are refused.
 
     ``cuda:N`` is accepted for a given GPU. The caller says the choice aloud.
@@ -65,7 +65,7 @@ def resolve_device_name(requested: Device | str = "auto") -> str:
     return str(resolve_device(requested))
 
 
-def resolve_dtype(requested: DType | str, device: "torch.device | str", cpu_default: DType = DType.FP32) -> DType:
+def resolve_dtype(requested: DType | str, device: torch.device | str, cpu_default: DType = DType.FP32) -> DType:
     """'auto' -> bf16 on CUDA, ``cpu_default`` on CPU; an explicit choice is kept as it is."""
     try:
         dtype = DType(requested)
@@ -77,7 +77,7 @@ def resolve_dtype(requested: DType | str, device: "torch.device | str", cpu_defa
     return dtype
 
 
-def torch_dtype(dtype: DType) -> "torch.dtype":
+def torch_dtype(dtype: DType) -> torch.dtype:
     """The torch dtype of a resolved (non-auto) DType."""
     import torch
 

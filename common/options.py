@@ -10,7 +10,8 @@ Layer grammar: ``4`` (one layer), ``4,5,6`` or ``4-6`` (a selection), ``last``, 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, TypeVar, Union
+from collections.abc import Callable, Iterable
+from typing import TypeVar, Union
 
 from common.errors import ConfigError
 

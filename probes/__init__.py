@@ -12,7 +12,8 @@ import importlib
 _HOMES = {
     **dict.fromkeys(("ClassMetrics", "KNNConfig", "LogRegConfig", "ProbeKind", "ProbeReport", "ProbeResult", "ProbeRunConfig",
                      "run_probes"), "probes.evaluate"),
-    **dict.fromkeys(("ApproximateParams", "IndexKind", "KNNProbe", "Metric", "Weights"), "probes.knn"),
+    **dict.fromkeys(("ApproximateParams", "KNNProbe"), "probes.knn"),
+    **dict.fromkeys(("IndexKind", "Metric", "Weights"), "probes.choices"),
     **dict.fromkeys(("LogRegProbe", "select_C"), "probes.logreg"),
 }
 

@@ -10,32 +10,16 @@ are approximate; ``recall_at_k`` measures them against an exact search.
 import logging
 import math
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
 from common import ConfigError, DataError
+from probes.choices import IndexKind, Metric, Weights  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
-class Metric(str, Enum):
-    COSINE = "cosine"
-    L2 = "l2"
-
-
-class Weights(str, Enum):
-    UNIFORM = "uniform"
-    DISTANCE = "distance"
-
-
 MIN_IVF_ROWS = 16
-
-
-class IndexKind(str, Enum):
-    FLAT = "flat"
-    HNSW = "hnsw"
-    IVF = "ivf"
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,18 @@ def test_second_run_is_a_cache_hit_without_model_work(tiny_bert, tmp_path, monke
     assert out.stat().st_mtime_ns == before
 
 
+def test_parsed_options_share_one_cache_key(tiny_bert, tmp_path, monkeypatch):
+    """--layer 1-2 == --layer 2,1,1 == ... and pooling order/repetition: one extraction, one cache entry."""
+    data = write_ag_news_folder(tmp_path / "ag", n_train=8, n_test=4)
+    first = invoke(*embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", "1-2", "--pooling", "mean,cls", "--json"))
+    assert first.exit_code == 0, first.output
+    monkeypatch.setattr(extract, "load_model", lambda *a, **k: pytest.fail("a cache hit must not load the model"))
+    for layer, pooling in (("1,2", ["cls", "--pooling", "mean"]), ("2,1,1", ["mean,cls,mean"])):
+        again = invoke(*embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", layer, "--pooling", *pooling, "--json"))
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["cached"] is True
+
+
 def test_default_output_lives_under_mlx_home(tiny_bert, tmp_path, isolated_home):
     data = write_ag_news_folder(tmp_path / "ag")
     result = invoke("embed", "--model", tiny_bert, "--dataset", data, "--batch-size", "8")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from probes import KNNProbe, LogRegProbe, select_C
-from probes.knn import recall_at_k, vote, Weights
 from common.splits import stratified_split
+from probes import KNNProbe, LogRegProbe, select_C
+from probes.knn import Weights, recall_at_k, vote
 from probes.synthetic import Mixture
 
 

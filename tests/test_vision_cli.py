@@ -4,9 +4,9 @@ import json
 
 import pytest
 from typer.testing import CliRunner
+from vision_helpers import write_npz_dataset
 
 from cli.main import app
-from vision_helpers import write_npz_dataset
 
 runner = CliRunner()
 

@@ -8,11 +8,11 @@ from typing import Any
 from common import ConfigError, StoreError
 from common.devices import Device
 from common.progress import ProgressCallback, no_progress
+from common.runs import staged_run_dir, write_json
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_learning_curves
-from common.runs import staged_run_dir, write_json
 from vision.runs import default_runs_dir, free_run_name, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)

@@ -8,13 +8,13 @@ import gzip
 import logging
 import zipfile
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from common import DataError
 from common.splits import stratified_split
+from vision.names import DatasetName  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,6 @@ IDX_NAMES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-
-
-class DatasetName(str, Enum):
-    kmnist = "kmnist"
-    digits = "digits"
 
 
 @dataclass(frozen=True)

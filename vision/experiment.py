@@ -15,10 +15,10 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from common.progress import ProgressCallback, no_progress
+from common.runs import write_json
 from common.training import TrainHistory
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
-from common.runs import write_json
 from vision.runs import stamp
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import numpy as np
 from common import ConfigError
 from common.training import OptimizerName, ScheduleName, TrainConfig
 from vision.activations import Activation, check_architecture
-from vision.names import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
 from vision.augment import NO_AUGMENT, SHIFT_ROTATE, AugmentConfig
+from vision.names import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
 from vision.numpy_train import check_numpy_schedule
 
 

@@ -1,8 +1,13 @@
-"""Model names of the vision commands, importable without torch (the CLI builds its options from them)."""
+"""Dataset and model names of the vision commands, importable without torch (the CLI builds its options from them)."""
 
 from enum import Enum
 
 from common.options import parse_names
+
+
+class DatasetName(str, Enum):
+    kmnist = "kmnist"
+    digits = "digits"
 
 
 class ModelName(str, Enum):

@@ -22,12 +22,12 @@ from typing import Any
 from common import ConfigError, StoreError
 from common.devices import Device
 from common.progress import ProgressCallback, no_progress
+from common.runs import write_json
 from vision.activations import Activation
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import TestScores, data_description, run_model, score
 from vision.models import ModelName, ModelSpec, load_weights, preset
 from vision.plots import plot_factor_effects
-from common.runs import write_json
 from vision.runs import default_runs_dir, new_run_dir, read_json, stamp
 
 FACTORS = ("depth", "width", "activation", "l2")
