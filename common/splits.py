@@ -32,3 +32,23 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int, what: str =
     except ValueError as exc:  # too few rows for one per class on each side
         raise DataError(f"cannot carve a stratified {fraction:.0%} {what} split from {len(labels)} rows: {exc}") from None
     return np.sort(kept), np.sort(held_out)
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted rows of a stratified, seeded subset of ``n`` of the (N,) ``labels`` (all rows when n == N).
+
+    Probes and ``mlx finetune`` at one training-set size train on these same rows.
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    if not 0 < n <= len(labels):
+        raise ConfigError(f"a training subset of {n} rows needs 1 to {len(labels)} (the training rows)")
+    rows = np.arange(len(labels))
+    if n == len(labels):
+        return rows
+    try:
+        kept, _ = train_test_split(rows, train_size=n, stratify=labels, random_state=seed)
+    except ValueError as exc:  # fewer rows than classes, or a class with one example
+        raise DataError(f"cannot draw a stratified subset of {n} of {len(labels)} training rows: {exc}; choose a larger size") from None
+    return np.sort(kept)
