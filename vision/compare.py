@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ConfigError, StoreError
+from common import record as run_record
 from common.progress import ProgressCallback, no_progress
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
@@ -59,6 +60,7 @@ class CompareResult:
     runs: tuple[ModelRun, ...]
     run_dir: Path
     figures: tuple[Path, ...]
+    record: run_record.RunRecord | None = None  # what run.json holds; ``--json`` prints it
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -96,7 +98,9 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     complete, so an interrupted compare leaves no half-written run under a run's name.
     """
     from common.training import cpu_threads
+    from vision.record import compare_record
 
+    started_at = run_record.now()
     final = setup.run_dir
     if final.exists():
         raise StoreError(f"{final} already exists; move it away or choose another --out")
@@ -106,8 +110,12 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
             runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress) for spec in setup.specs)
         figures = _write_figures(runs, setup.splits.class_names, stage)
         write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
+        config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
+        record, predictions = compare_record(runs, setup.splits, config, str(setup.device),
+                                             [f.relative_to(stage) for f in figures], started_at)
+        run_record.write_record(stage, record, predictions)
     runs = tuple(dataclasses.replace(r, run_dir=final / r.run_dir.name) for r in runs)
-    return CompareResult(runs, final, tuple(final / f.name for f in figures))
+    return CompareResult(runs, final, tuple(final / f.name for f in figures), record)
 
 
 def _write_figures(runs: tuple[ModelRun, ...], class_names, folder: Path) -> list[Path]:

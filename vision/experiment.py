@@ -29,6 +29,7 @@ class TestScores:
     accuracy: float
     macro_f1: float
     confusion: np.ndarray  # (C, C) int64, rows = true class
+    predicted: np.ndarray | None = None  # (N,) int64 predicted labels, saved in the run's predictions.npz
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def score(model, spec: ModelSpec, split: ImageSet, device) -> TestScores:
         accuracy=float((predicted == split.labels).mean()),
         macro_f1=float(f1_score(split.labels, predicted, average="macro")),
         confusion=confusion_matrix(split.labels, predicted, labels=list(range(N_CLASSES))),
+        predicted=predicted.astype(np.int64),
     )
 
 

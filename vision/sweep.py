@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ConfigError, StoreError
+from common import record as run_record
 from common.progress import ProgressCallback, no_progress
 from vision.activations import Activation
 from vision.data import DatasetName, Splits, load_splits
@@ -84,6 +85,7 @@ class SweepResult:
     n_skipped: int
     report_dir: Path
     figure: Path
+    record: run_record.RunRecord | None = None  # what report-*/run.json holds; ``--json`` prints it
 
 
 def build_grid(config: SweepConfig) -> tuple[ModelSpec, ...]:
@@ -142,6 +144,9 @@ def run_sweep(setup: SweepSetup, progress: ProgressCallback = no_progress) -> Sw
 
 
 def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
+    from vision.record import sweep_record
+
+    started_at = run_record.now()
     rows = []
     for done, spec in enumerate(setup.specs):
         folder = setup.sweep_dir / spec.key()
@@ -159,4 +164,8 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
     figure = plot_factor_effects(rows, FACTORS, report_dir / "factor_effects.png")
     write_json(report_dir / "config.json", stamp({"command": "sweep", "base": setup.config.base(), "grid": [s.key() for s in setup.specs]}))
     write_json(report_dir / "metrics.json", stamp({"rows": rows, "best": rows[0]["key"], "best_test_accuracy": best_test.accuracy}))
-    return SweepResult(tuple(rows), best_test, len(setup.completed), report_dir, figure)
+    config = {**dataclasses.asdict(setup.config), "n_skipped": len(setup.completed), "sweep_dir": setup.sweep_dir}
+    record, predictions = sweep_record(rows, setup.specs, best_test, setup.splits, config, str(setup.device),
+                                       [figure.relative_to(report_dir)], started_at)
+    run_record.write_record(report_dir, record, predictions)
+    return SweepResult(tuple(rows), best_test, len(setup.completed), report_dir, figure, record)
