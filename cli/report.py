@@ -41,7 +41,8 @@ def report_table(result) -> Table:
     table = Table(title=f"probe vs fine-tune on {result.data_name}", caption=caption(result), box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
     for name in header:
-        table.add_column(name, justify="left" if name in ("method", "setting", "model", "device", "McNemar p") else "right")
+        table.add_column(name, justify="left" if name in ("method", "model", "device", "McNemar p") else "right",
+                         no_wrap=name.startswith("acc"))
     for row, line in zip(result.rows, cells):
         table.add_row(*line, style="bold" if row.is_reference else None)
     return table

@@ -142,7 +142,8 @@ def _chosen_rows(record: RunRecord, all_rows: bool) -> list[tuple[ResultRow, str
         if len(candidates) == 1:
             chosen.append((candidates[0], "-"))
         elif all(r.validation_accuracy is not None for r in candidates):
-            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, r.accuracy)), "validation"))
+            # ties on validation are broken by name, never by test accuracy
+            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, r.name)), "validation"))
         else:
             chosen.append((max(candidates, key=lambda r: r.accuracy), "test"))
     return chosen
@@ -157,7 +158,7 @@ def describe(r: ResultRow) -> str:
     p = r.params
     if "pooling" in p and "layers" in p:
         layers = p["layers"] if isinstance(p["layers"], list) else [p["layers"]]
-        return f"{p['pooling']}, layer {','.join(map(str, layers))}, {r.setting}"
+        return f"{p['pooling']} L{','.join(map(str, layers))} {r.setting}"
     return r.setting
 
 
