@@ -30,6 +30,7 @@ from common.runs import write_json
 
 log = logging.getLogger(__name__)
 
+VALIDATION_FRACTION = 0.1  # the logistic-regression probe's and fine-tuning's validation share
 N_CONCAT_LAYERS = 3  # the best layers of the best pooling, concatenated
 
 
@@ -126,6 +127,12 @@ def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
     if too_big:
         raise ConfigError(f"--train-sizes {too_big[0]} is larger than the {n_train:,} rows of the training split of "
                           f"{dataset.name}; use sizes up to {n_train:,}, or 'all'")
+    n_classes = len(dataset.label_names)
+    smallest = min((n for n in config.train_sizes if n is not None), default=n_train)
+    if smallest * VALIDATION_FRACTION < n_classes:
+        # the probes' and fine-tuning's validation split holds 10% of the rows, stratified: one per class at least
+        raise ConfigError(f"--train-sizes {smallest} is too small for {n_classes} classes: the 10% validation split needs a row "
+                          f"of each class; use at least {int(n_classes / VALIDATION_FRACTION)}")
     sizes = tuple(dict.fromkeys(None if n == n_train else n for n in config.train_sizes))
     sizes = tuple(sorted(sizes, key=lambda n: n_train if n is None else n))
     model_shape(config.model)  # a bad model name fails here, not after the first step
