@@ -145,6 +145,8 @@ def sweep(
     grid = (_split(depth, "--depth", int), _split(width, "--width", int), _split(activation, "--activation", parse_activation), _split(l2, "--l2", float))
     setup = prepare_sweep(SweepConfig(model, *grid, dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out))
     _say_device(setup.device)
+    for note in setup.notes:
+        ui.say(note)
     ui.summary_panel("mlx vision sweep", setup.summary())
     with ui.progress_bar("batch") as progress:
         result = run_sweep(setup, progress)

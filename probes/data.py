@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from common import ConfigError, DataError, StoreError
 from common.record import SplitRef, subset_fingerprint
-from common.splits import stratified_subset
+from common.splits import stratified_split, stratified_subsample
 from embeddings.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -157,11 +156,10 @@ def _carve(store: EmbeddingStore, split: str, fraction: float, seed: int) -> Spl
     labels = store.labels(split)
     _check_classes(labels, split, store)
     try:
-        train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"cannot carve a stratified {fraction:g} test split from {len(labels)} rows of {split!r}: {exc}; "
-                        "use a larger store or another --test-fraction") from None
-    return SplitPlan(split, split, False, fraction, np.sort(train_rows), np.sort(test_rows))
+        train_rows, test_rows = stratified_split(labels, fraction, seed, what="test")
+    except DataError as exc:
+        raise DataError(f"split {split!r} of {store.path}: {exc}; use a larger store or another --test-fraction") from None
+    return SplitPlan(split, split, False, fraction, train_rows, test_rows)
 
 
 def _check_same_model(store: EmbeddingStore, other: EmbeddingStore) -> None:
@@ -196,7 +194,7 @@ def limit_train(plan: SplitPlan, store: EmbeddingStore, n: int | None, seed: int
         raise ConfigError(f"train size {n} must be between 1 and the {len(y)} training rows of {store.path}")
     if n == len(y):
         return plan
-    kept = stratified_subset(y, n, seed)
+    kept = stratified_subsample(y, n, seed)
     rows = kept if plan.train_rows is None else plan.train_rows[kept]
     return replace(plan, train_rows=rows, limited_to=n)
 

@@ -5,15 +5,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import ConfigError, StoreError
+from common import ConfigError
 from common import record as run_record
 from common.progress import ProgressCallback, no_progress
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_learning_curves
-from common.runs import staged_run_dir, write_json
-from vision.runs import default_runs_dir, free_run_name, stamp
+from common.runs import new_run_name, staged_run_dir, write_json
+from vision.runs import default_runs_dir, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
 
@@ -87,7 +87,7 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
-    run_dir = free_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
+    run_dir = new_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
     return CompareSetup(config, specs, splits, device, run_dir)
 
 
@@ -102,8 +102,6 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
 
     started_at = run_record.now()
     final = setup.run_dir
-    if final.exists():
-        raise StoreError(f"{final} already exists; move it away or choose another --out")
     with staged_run_dir(final) as stage:
         with cpu_threads(setup.config.threads) as n_threads:
             write_json(stage / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))

@@ -1,29 +1,20 @@
 """The run record (common/record.py) of `vision compare` and `vision sweep`: one result row per model."""
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common import record as run_record
-from vision.data import ImageSet, Splits
+from vision.data import Splits, fingerprint_arrays
 from vision.experiment import ModelRun, TestScores
 from vision.models import ModelSpec
 
 
-def image_fingerprint(split: ImageSet) -> str:
-    """sha256 over the images and labels of a split: equal data, equal fingerprint."""
-    digest = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
-    digest.update(np.asarray(split.labels, dtype=np.int64).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def data_ref(splits: Splits) -> run_record.DataRef:
-    refs = tuple(run_record.SplitRef(name, image_fingerprint(s), len(s))
+    refs = tuple(run_record.SplitRef(name, fingerprint_arrays(s.images, s.labels), len(s))
                  for name, s in (("train", splits.train), ("validation", splits.val), ("test", splits.test)))
-    whole = hashlib.sha256("|".join([splits.dataset, *(r.fingerprint for r in refs)]).encode()).hexdigest()[:16]
-    return run_record.DataRef(splits.dataset, whole, refs, tuple(splits.class_names))
+    return run_record.DataRef(splits.dataset, splits.fingerprint, refs, tuple(splits.class_names))
 
 
 def result_row(spec: ModelSpec, n_parameters: int, train_seconds: float, validation_accuracy: float,
