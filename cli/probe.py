@@ -26,9 +26,10 @@ CS = typer.Option(None, "--C", help="Comma-separated inverse regularisation stre
                   "Default: 19 log-spaced values 1e-4..1e2 (fitted with warm starts); a C on the grid's edge is warned about.")
 TEST_FRACTION = typer.Option(None, "--test-fraction", help="For a one-split store: carve a stratified, seeded test split of this fraction.")
 TEST_STORE = typer.Option(None, "--test-store", help="Take the test split from this store (same model and labels).")
+TRAIN_SIZE = typer.Option(None, "--train-size", min=1, help="Train on a stratified, seeded subset of this many training rows (data-efficiency studies).")
 SEED = typer.Option(0, "--seed", help="Seed for the validation and carved test splits.")
 OUT = typer.Option(None, "--out", help="Run folder to create (must not exist); default $MLX_HOME/runs/probe/<time>-<command>-<id>.")
-JSON = typer.Option(False, "--json", help="Print results as JSON on stdout (one object per pooling x layer x probe x setting).")
+JSON = typer.Option(False, "--json", help="Print the run record (run.json: one result row per pooling x layer x probe x setting) on stdout.")
 DETAIL = typer.Option(False, "--detail", help="Also print per-class precision/recall/F1 and the confusion matrix of the best result of each probe.")
 PLOT = typer.Option(False, "--plot", help="Write confusion-matrix PNGs (and accuracy-by-layer with several layers) into the run folder.")
 
@@ -36,7 +37,7 @@ PLOT = typer.Option(False, "--plot", help="Write confusion-matrix PNGs (and accu
 @probe_app.command()
 def knn(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, k: str = K,
         metric: Metric = METRIC, weights: Weights = WEIGHTS, index: IndexKind = INDEX, test_fraction: Optional[float] = TEST_FRACTION,
-        test_store: Optional[Path] = TEST_STORE, seed: int = SEED, out: Optional[Path] = OUT,
+        test_store: Optional[Path] = TEST_STORE, train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED, out: Optional[Path] = OUT,
         json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """k-nearest-neighbour probe on a FAISS index (flat = exact, equal to scikit-learn brute force)."""
     _run("knn", locals())
@@ -44,8 +45,9 @@ def knn(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Opti
 
 @probe_app.command()
 def logreg(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, c: Optional[str] = CS,
-           test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, seed: int = SEED,
-           out: Optional[Path] = OUT, json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
+           test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE,
+           train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED, out: Optional[Path] = OUT, json_: bool = JSON,
+           detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """Multinomial logistic regression on standardised features; C chosen on a validation split of train."""
     _run("logreg", locals())
 
@@ -53,8 +55,9 @@ def logreg(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: O
 @probe_app.command()
 def compare(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, k: str = K,
             metric: Metric = METRIC, weights: Weights = WEIGHTS, index: IndexKind = INDEX, c: Optional[str] = CS,
-            test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, seed: int = SEED,
-            out: Optional[Path] = OUT, json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
+            test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE,
+            train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED, out: Optional[Path] = OUT, json_: bool = JSON,
+            detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """Every probe over every pooling (and layer) in one table sorted by test accuracy, best marked."""
     _run("compare", locals())
 
@@ -76,7 +79,8 @@ def _config(command: str, options: dict):
     poolings = parse_names(options["pooling"], "--pooling") if options["pooling"] else ()
     return ProbeRunConfig(command=command, store=options["store"], probes=kinds, poolings=poolings,
                           layers=parse_layers(options["layer"] or ()), knn=knn, logreg=logreg,
-                          test_fraction=options["test_fraction"], test_store=options["test_store"], seed=options["seed"],
+                          test_fraction=options["test_fraction"], test_store=options["test_store"],
+                          train_size=options["train_size"], seed=options["seed"],
                           out=options["out"], plot=options["plot"])
 
 
@@ -97,7 +101,7 @@ def _run(command: str, options: dict) -> None:
     for warning in report.warnings:
         ui.warn(warning)
     if as_json:
-        ui.print_json([r.to_dict() for r in report.results])
+        ui.print_json(report.record.to_dict())
     else:
         _render(report, detail)
     ui.say(f"run saved to {report.run_dir}")

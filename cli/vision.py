@@ -85,7 +85,7 @@ def compare(
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
-    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
 ) -> None:
     """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
     from vision.compare import CompareConfig, prepare_compare, run_compare
@@ -98,7 +98,8 @@ def compare(
     with ui.progress_bar("batch") as progress:
         result = run_compare(setup, progress)
     if json_:
-        ui.print_json({"run_dir": result.run_dir, "rows": result.rows(), "figures": result.figures})
+        ui.print_json(result.record.to_dict())
+        ui.say(f"run folder: {result.run_dir}")
         return
     table = Table(title=f"{setup.splits.dataset}: {len(setup.splits.train)} train images, test on {len(setup.splits.test)}")
     for column in ("model", "test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs"):
@@ -125,7 +126,7 @@ def sweep(
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help="The sweep folder; re-running with the same one skips finished configurations. Default: derived from the settings under $MLX_HOME/runs/vision"),
-    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_: bool = typer.Option(False, "--json", help="Print the run record (report-*/run.json) instead of a table."),
 ) -> None:
     """Train every combination, rank by validation accuracy, score only the best on test; resumable."""
     from vision.sweep import SweepConfig, prepare_sweep, run_sweep
@@ -137,11 +138,14 @@ def sweep(
                          augment=augment, validation_fraction=validation_fraction, seed=seed, device=device, threads=threads, out=out)
     setup = prepare_sweep(config)
     _say_device(setup.device)
+    for note in setup.notes:
+        ui.say(note)
     ui.summary_panel("mlx vision sweep", setup.summary())
     with ui.progress_bar("batch") as progress:
         result = run_sweep(setup, progress)
     if json_:
-        ui.print_json({"rows": result.rows, "report_dir": result.report_dir, "figure": result.figure, "n_skipped": result.n_skipped})
+        ui.print_json(result.record.to_dict())
+        ui.say(f"report: {result.report_dir}")
         return
     table = Table(title=f"sweep {model.value}: {len(result.rows)} configurations by validation accuracy ({result.n_skipped} resumed from disk)")
     for column in ("depth", "width", "activation", "L2", "params", "validation accuracy", "test accuracy", "train s"):

@@ -22,11 +22,11 @@ import numpy as np
 
 from common import ConfigError, StoreError
 from common.devices import Device, DType, resolve_device_name, resolve_dtype
+from common.locking import store_lock
 from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
-from embeddings.locking import store_lock
 from embeddings.models import DEFAULT_MODEL, LoadedModel, load_model, model_revision, model_shape, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import FORMAT_NAME, SplitArrays, write_store

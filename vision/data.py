@@ -5,6 +5,7 @@ labels in 0..9, checked on the way in so a malformed file fails with one clear m
 """
 
 import gzip
+import hashlib
 import logging
 import zipfile
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DataError
+from common import ConfigError, DataError
 from common.splits import stratified_split
 from vision.names import DatasetName  # noqa: F401  (re-exported)
 
@@ -60,6 +61,16 @@ class Splits:
     test: ImageSet
     dataset: str
     class_names: tuple[str, ...]
+    fingerprint: str = ""  # sha256 over every split's images and labels: equal data, equal fingerprint
+
+
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """sha256 over shapes, dtypes and bytes of ``arrays`` (about 0.1 s for all of KMNIST)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +83,8 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np
         raise DataError(f"{where}: labels have shape {labels.shape} and dtype {labels.dtype}, expected (N,) integers")
     if len(labels) != len(images):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels; the two files must belong together")
+    if len(labels) == 0:
+        raise DataError(f"{where}: holds zero images; the file is empty or truncated, delete it and run `mlx vision download`")
     if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
         raise DataError(f"{where}: labels range {labels.min()}..{labels.max()}, expected 0..{N_CLASSES - 1}")
     return images, labels.astype(np.int64)
@@ -154,13 +167,24 @@ def load_digits28() -> tuple[ImageSet, ImageSet]:
 def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction: float, seed: int) -> Splits:
     """Load train/val/test for ``dataset``; ``data_dir`` defaults to ``./data`` (KMNIST only)."""
     if dataset == DatasetName.digits:
+        if data_dir is not None:
+            raise ConfigError(f"--data-dir {data_dir} is only read with --dataset kmnist (digits is bundled); pass --dataset kmnist or drop --data-dir")
         train, test = load_digits28()
         class_names = tuple(str(i) for i in range(N_CLASSES))
     else:
         folder = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
         train, test = load_kmnist_split(folder, "train"), load_kmnist_split(folder, "test")
         class_names = KMNIST_CLASS_NAMES
+    check_variance(train)
+    fingerprint = fingerprint_arrays(train.images, train.labels, test.images, test.labels)
     fit_rows, validation_rows = stratified_split(train.labels, validation_fraction, seed, what="validation")
     train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
-    return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names)
+    return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names, fingerprint=fingerprint)
+
+
+def check_variance(train: ImageSet) -> None:
+    """Every model standardises by the training set's std: identical images (all black) leave nothing to learn."""
+    if train.images.min() == train.images.max():
+        raise DataError(f"{train.source}: all {len(train)} training images are identical (every pixel {int(train.images.min())}); "
+                        "nothing can be learned from them, so check the image files")
