@@ -6,6 +6,7 @@ only the missing shards; the shards are deterministic, so the result equals an u
 The final store is assembled from the shards and renamed into place only when complete.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,6 +23,7 @@ import numpy as np
 
 from common import ConfigError, StoreError
 from common.devices import Device, DType, resolve_device_name, resolve_dtype
+from common.distributed import DistInfo, barrier, init_distributed
 from common.locking import store_lock
 from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
@@ -163,26 +165,39 @@ def _stored_key(path: Path) -> str | None:
 
 
 def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress) -> EmbedResult:
-    """Run the plan: model forward passes shard by shard, then the atomic store write."""
+    """Run the plan: model forward passes shard by shard, then the atomic store write.
+
+    Under torchrun (WORLD_SIZE > 1) rank r computes the shards whose index is r modulo the world
+    size, every rank writes into the same ``.partial/`` folder (a shared filesystem across nodes),
+    and rank 0 assembles the store after a barrier. Shards are the same whatever the world size,
+    so the store equals a one-process store and a re-run after a crash resumes from the shards.
+    """
+    n = {s: len(split) for s, split in plan.dataset.splits.items()}
     if plan.cached:
-        n = {s: len(split) for s, split in plan.dataset.splits.items()}
         return EmbedResult(plan.path, True, n, tuple(plan.config.poolings), plan.layers, 0.0, ("cache hit: no model work",))
     started = time.perf_counter()
-    with store_lock(plan.path):
-        for stale in plan.path.parent.glob(f".{plan.path.name}.*.tmp"):  # a final write killed midway
-            stale.unlink(missing_ok=True)
-        loaded = load_model(plan.config.model, plan.device, plan.dtype)
+    info = init_distributed(plan.device.split(":")[0])
+    # Only rank 0 holds the store lock: it guards against another *command*, not against our own ranks.
+    with store_lock(plan.path) if info.is_main else contextlib.nullcontext():
+        if info.is_main:
+            for stale in plan.path.parent.glob(f".{plan.path.name}.*.tmp"):  # a final write killed midway
+                stale.unlink(missing_ok=True)
+            _partial_dir(plan)
+        barrier()  # the shard folder exists and is this extraction's before any rank writes into it
+        partial = plan.path.parent / f".{plan.path.name}.partial"
+        device = f"cuda:{info.local_rank}" if plan.device == "cuda" and info.enabled else plan.device
+        loaded = load_model(plan.config.model, device, plan.dtype)
         poolings, notes = _usable_poolings(plan.config.poolings, loaded)
-        layers = plan.layers
-        partial = _partial_dir(plan)
-        splits = {}
-        for name, split in plan.dataset.splits.items():
-            vectors = _embed_split(split, loaded, poolings, layers, plan.config, partial, progress)
-            splits[name] = SplitArrays(split.labels, split.row_ids, vectors, split.fingerprint)
-        write_store(plan.path, _root_attrs(plan, loaded, poolings, layers), splits)
-        shutil.rmtree(partial, ignore_errors=True)
-    n = {s: len(split) for s, split in plan.dataset.splits.items()}
-    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), layers, time.perf_counter() - started, tuple(notes))
+        shards = {name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
+                  for name, split in plan.dataset.splits.items()}
+        barrier()  # every shard is on disk
+        if info.is_main:
+            splits = {name: SplitArrays(split.labels, split.row_ids, _assemble(*shards[name]), split.fingerprint)
+                      for name, split in plan.dataset.splits.items()}
+            write_store(plan.path, _root_attrs(plan, loaded, poolings, plan.layers), splits)
+            shutil.rmtree(partial, ignore_errors=True)
+        barrier()  # the store is complete before any rank reports success
+    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), plan.layers, time.perf_counter() - started, tuple(notes))
 
 
 def resolve_layers(layer: LayerSpec | str, n_layers: int) -> tuple[int, ...]:
@@ -219,14 +234,18 @@ def _resumable(meta: Path, key: str) -> bool:
         return False
 
 
-def _embed_split(split: TextSplit, loaded, poolings, layers, config, partial: Path, progress) -> dict[tuple[str, int], np.ndarray]:
-    """(pooling, layer) -> (N, D) float32 in the split's original row order."""
+def _embed_shards(split: TextSplit, loaded, poolings, layers, config, partial: Path, progress,
+                  info: DistInfo = DistInfo()) -> tuple[list[Path], np.ndarray]:
+    """Compute this rank's missing shards of ``split``; return every shard file (all ranks') and the row order."""
     order = length_order(split.texts, loaded.tokenizer, config.max_length)
     shard_size = config.batch_size * SHARD_BATCHES
     task, total = f"embed {split.name}", len(order)
     shards = []
-    for start in range(0, total, shard_size):
-        shard_file = partial / f"{split.name}-{start // shard_size:05d}.npz"
+    for index, start in enumerate(range(0, total, shard_size)):
+        shard_file = partial / f"{split.name}-{index:05d}.npz"
+        shards.append(shard_file)
+        if index % info.world_size != info.rank:
+            continue
         if not shard_file.exists():
             texts = [split.texts[i] for i in order[start : start + shard_size]]
 
@@ -234,9 +253,8 @@ def _embed_split(split: TextSplit, loaded, poolings, layers, config, partial: Pa
                 progress(task, offset + n_done, total)
 
             _save_atomic(shard_file, _embed_texts(texts, loaded, poolings, layers, config, batch_done))
-        shards.append(shard_file)
         progress(task, min(start + shard_size, total), total)
-    return _assemble(shards, order)
+    return shards, order
 
 
 def length_order(texts, tokenizer, max_length: int) -> np.ndarray:
@@ -289,6 +307,7 @@ def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _assemble(shards: list[Path], order: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    """(pooling, layer) -> (N, D) float32 from the shard files, back in the split's source row order."""
     parts: dict[str, list[np.ndarray]] = {}
     for shard in shards:
         with np.load(shard) as arrays:
