@@ -221,7 +221,7 @@ def test_output_folder_not_writable(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "ag")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    one_line_error(invoke(*embed_args(tiny_bert, data, blocker / "s.h5")), "cannot create folder")
+    one_line_error(invoke(*embed_args(tiny_bert, data, blocker / "s.h5")), "is a file, not a folder")
 
 
 def test_refuses_to_overwrite_a_foreign_file(tiny_bert, tmp_path):

@@ -56,7 +56,7 @@ def test_probe_layer_forms_give_one_selection_and_edge_C_is_warned(tmp_path):
     store = write_synthetic_store(tmp_path / "s.h5")
     result = invoke("probe", "logreg", "--store", store, "--pooling", "mean", "--layer", "1-2", "--layer", "1,2,2", "--C", "1e-6,1e-5", "--json")
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)
-    assert row["layer"] == [1, 2] and row["params"]["C_grid"] == [1e-06, 1e-05]
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["params"]["layers"] == [1, 2] and row["params"]["C_grid"] == [1e-06, 1e-05]
     assert row["params"]["C_on_grid_edge"] is True
     assert "on the edge of the C grid" in result.stderr and "widen --C" in result.stderr
