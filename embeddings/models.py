@@ -116,8 +116,12 @@ def model_shape(model_id: str) -> ModelShape:
     return ModelShape(int(getattr(config, "num_hidden_layers", 0)), max(positions, 0))
 
 
-def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
-    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix."""
+def load_model(model_id: str, device: str, dtype: DType, attn_implementation: str | None = None) -> LoadedModel:
+    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix.
+
+    ``attn_implementation``: None keeps transformers' default (sdpa); "eager" is the one that can
+    return attention weights (mlx attention).
+    """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -125,7 +129,8 @@ def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
     source = resolve_model(model_id)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model, info = AutoModel.from_pretrained(source, dtype=TORCH_DTYPES[dtype], output_loading_info=True)
+        options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model, info = AutoModel.from_pretrained(source, dtype=TORCH_DTYPES[dtype], output_loading_info=True, **options)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure_message(model_id, exc)) from None
     if not getattr(tokenizer, "is_fast", False):
