@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from attention.heads import HeadDivergence
-from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir
+from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
 from attention.model import STATS_MAX_LENGTH, AttentionModel, TokenisedTexts, batches, load_attention_model, pad_id, resolve_max_length, tokenise
-from common import ConfigError
+from common import ConfigError, record
 from common.devices import Device, DType, resolve_device, resolve_dtype
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
@@ -62,6 +62,7 @@ class DiffResult:
     n_texts: int
     n_tokens: int
     seconds: float
+    started_at: str = ""
 
     def array(self) -> np.ndarray:
         return np.asarray(self.divergence)
@@ -103,7 +104,7 @@ def check_comparable(first: AttentionModel, second: AttentionModel, texts, max_l
 
 
 def run_diff(plan: DiffPlan, progress: ProgressCallback = no_progress) -> DiffResult:
-    start = time.perf_counter()
+    started_at, start = record.now(), time.perf_counter()
     totals = HeadDivergence(plan.first.n_layers, plan.first.n_heads)
     done = 0
     for batch in batches(plan.tokens, plan.config.batch_size, pad_id(plan.first.tokenizer)):
@@ -112,11 +113,11 @@ def run_diff(plan: DiffPlan, progress: ProgressCallback = no_progress) -> DiffRe
         totals.add(first, second, batch.attention_mask)
         done += len(batch.rows)
         progress("attention", done, len(plan.tokens.ids))
-    return DiffResult(totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, time.perf_counter() - start)
+    return DiffResult(totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, time.perf_counter() - start, started_at)
 
 
 def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
-    """diff.json and diff_js.png in the plan's run folder, renamed into place when complete."""
+    """diff.json, diff_js.png and run.json in the plan's run folder, renamed into place when complete."""
     from attention.plots import save_layer_head_heatmap
 
     a, b = plan.config.models
@@ -135,4 +136,6 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
     with staged_run_dir(plan.run_dir) as staging:
         write_json(staging / "diff.json", document)
         save_layer_head_heatmap(result.array(), staging / "diff_js.png", f"JS divergence (bits): {a} vs {b}")
+        notes = (*plan.notes, f"model B: {b} ({plan.second.loaded.revision})")
+        write_run_record(staging, "diff", plan.config, plan.first, plan.texts.data_ref(), plan.device, result.started_at, ("diff.json", "diff_js.png"), notes)
     return plan.run_dir

@@ -10,16 +10,17 @@ and writes, into a run folder that appears only when complete:
 - attention.html: the viewer (head view with hover, model view, rollout strip).
 """
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from attention.inputs import TextSource, load_texts, output_dir
+from attention.inputs import TextSource, load_texts, output_dir, write_run_record
 from attention.model import DEFAULT_MAX_LENGTH, AttentionModel, TokenisedTexts, load_attention_model, resolve_max_length, tokenise
 from attention.rollout import attention_rollout
-from common import ConfigError, DataError
+from common import ConfigError, DataError, record
 from common.devices import Device, resolve_device
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
@@ -121,7 +122,7 @@ def check_index(option: str, value: int | None, count: int, what: str) -> None:
 def run_show(plan: ShowPlan, progress: ProgressCallback = no_progress) -> ShowResult:
     import torch
 
-    start = time.perf_counter()
+    started_at, start = record.now(), time.perf_counter()
     ids = torch.tensor([plan.tokens.ids[0]])
     weights = plan.model.attentions(ids, torch.ones_like(ids))  # L x (1, H, T, T)
     attentions = torch.stack([w[0] for w in weights]).cpu().numpy()  # (L, H, T, T)
@@ -133,6 +134,8 @@ def run_show(plan: ShowPlan, progress: ProgressCallback = no_progress) -> ShowRe
         progress("attention", 2, 3)
         html_bytes = _write_html(plan, attentions, tokens, rollout, staging / HTML_FILE)
         write_json(staging / "show.json", _document(plan, tokens, rollout))
+        text_ref = record.DataRef(plan.where, hashlib.sha256(plan.text.encode("utf-8")).hexdigest()[:16])
+        write_run_record(staging, "show", plan.config, plan.model, text_ref, plan.device, started_at, (HTML_FILE, *(p.name for p in pngs), "show.json"), plan.notes)
     progress("attention", 3, 3)
     final_pngs = tuple(plan.run_dir / p.name for p in pngs)
     return ShowResult(plan.run_dir, plan.run_dir / HTML_FILE, html_bytes, final_pngs, len(tokens), plan.truncated, time.perf_counter() - start)

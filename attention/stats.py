@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from attention.heads import DESCRIPTIONS, STATISTICS, HeadStatistics
-from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir
+from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
 from attention.model import STATS_MAX_LENGTH, AttentionModel, TokenisedTexts, batches, load_attention_model, pad_id, resolve_max_length, token_roles, tokenise
-from common import ConfigError
+from common import ConfigError, record
 from common.devices import Device, DType, resolve_device, resolve_dtype
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
@@ -72,6 +72,7 @@ class StatsResult:
     seconds: float
     dtype: DType
     precision_check: dict[str, float] = field(default_factory=dict)  # statistic -> max |dtype - fp32|; empty for fp32
+    started_at: str = ""
 
     def array(self, statistic: str) -> np.ndarray:
         return np.asarray(self.means[statistic])  # (L, H)
@@ -118,11 +119,11 @@ def prepare_stats(config: StatsConfig) -> StatsPlan:
 
 def run_stats(plan: StatsPlan, progress: ProgressCallback = no_progress) -> StatsResult:
     """Per-head statistics over every text of the plan."""
-    start = time.perf_counter()
+    started_at, start = record.now(), time.perf_counter()
     totals = head_statistics(plan.model, plan.tokens, plan.config.batch_size, plan.dtype, progress)
     seconds = time.perf_counter() - start
     check = precision_check(plan.model, plan.tokens, plan.config.batch_size, plan.dtype) if plan.dtype is not DType.FP32 else {}
-    return StatsResult(totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, plan.tokens.n_truncated, seconds, plan.dtype, check)
+    return StatsResult(totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, plan.tokens.n_truncated, seconds, plan.dtype, check, started_at)
 
 
 def head_statistics(model: AttentionModel, tokens: TokenisedTexts, batch_size: int, dtype: DType, progress: ProgressCallback = no_progress) -> HeadStatistics:
@@ -166,11 +167,13 @@ def stats_document(plan: StatsPlan, result: StatsResult) -> dict:
 
 
 def write_stats_run(plan: StatsPlan, result: StatsResult) -> Path:
-    """stats.json and stats_<statistic>.png in the plan's run folder, renamed into place when complete."""
+    """stats.json, stats_<statistic>.png and run.json in the plan's run folder, renamed into place when complete."""
     from attention.plots import save_layer_head_heatmap
 
+    artifacts = ("stats.json", *(f"stats_{name}.png" for name in STATISTICS))
     with staged_run_dir(plan.run_dir) as staging:
         write_json(staging / "stats.json", stats_document(plan, result))
         for name in STATISTICS:
             save_layer_head_heatmap(result.array(name), staging / f"stats_{name}.png", f"{plan.config.model}: {DESCRIPTIONS[name]}")
+        write_run_record(staging, "stats", plan.config, plan.model, plan.texts.data_ref(), plan.device, result.started_at, artifacts, plan.notes)
     return plan.run_dir

@@ -109,7 +109,7 @@ def test_show_writes_pngs_and_a_self_contained_viewer(tiny_bert, tmp_path):
     result = invoke("attention", "show", "--model", tiny_bert, "--text", "the team wins the cup, says the coach.", "--head", "2", "--out", out)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
-    assert {p.name for p in out.iterdir()} == {"attention.html", "attention_grid.png", "attention_head.png", "rollout.png", "show.json"}
+    assert {p.name for p in out.iterdir()} == {"attention.html", "attention_grid.png", "attention_head.png", "rollout.png", "show.json", "run.json"}
     page = (out / "attention.html").read_text()
     assert "MB" in result.stderr and "attention.html" in result.stderr  # its size is said
     assert "<script src" not in page and "<link" not in page and "http://" not in page and "https://" not in page
@@ -141,6 +141,9 @@ def test_stats_end_to_end(tiny_bert, tmp_path):
     assert set(document["means"]) == set(STATISTICS)
     assert np.asarray(document["means"]["cls"]).shape == (2, 2)
     assert document == json.loads((out / "stats.json").read_text())
+    listed = invoke("runs", "list", "--kind", "attention", "--root", tmp_path, "--json")
+    assert listed.exit_code == 0, listed.output
+    assert str(out) in listed.stdout and "attention stats" in listed.stdout
     assert {f"stats_{name}.png" for name in STATISTICS} <= {p.name for p in out.iterdir()}
     shares = sum(np.asarray(document["means"][name]) for name in ("cls", "sep"))
     assert (shares <= 1 + 1e-6).all()
@@ -241,8 +244,8 @@ def test_a_model_without_attention_weights_is_refused(tiny_bert, monkeypatch):
 
 
 def test_no_half_written_viewer_under_the_final_name(tiny_bert, tmp_path, monkeypatch):
+    """A disk that fills up half-way through the HTML: one line, no folder under the final name, no staging left."""
     import attention.show
-    from attention.show import ShowConfig, prepare_show, run_show
 
     def broken_writer(plan, attentions, tokens, rollout, path):
         path.write_text("<!DOCTYPE html><html><body>half")
@@ -250,10 +253,8 @@ def test_no_half_written_viewer_under_the_final_name(tiny_bert, tmp_path, monkey
 
     monkeypatch.setattr(attention.show, "_write_html", broken_writer)
     out = tmp_path / "runs" / "show"
-    plan = prepare_show(ShowConfig(model=str(tiny_bert), text="the cup", out=out))
-    with pytest.raises(OSError):
-        run_show(plan)
-    assert not out.exists() and list(out.parent.iterdir()) == []  # no final folder, no staging left
+    fails_cleanly(["show", "--model", tiny_bert, "--text", "the cup", "--out", out], "full")
+    assert not out.exists() and list(out.parent.iterdir()) == []
 
 
 def test_cli_module_imports_no_heavy_library():

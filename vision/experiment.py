@@ -29,6 +29,7 @@ class TestScores:
     accuracy: float
     macro_f1: float
     confusion: np.ndarray  # (C, C) int64, rows = true class
+    predicted: np.ndarray | None = None  # (N,) int64 predicted labels, saved in the run's predictions.npz
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def score(model, spec: ModelSpec, split: ImageSet, device) -> TestScores:
         accuracy=float((predicted == split.labels).mean()),
         macro_f1=float(f1_score(split.labels, predicted, average="macro")),
         confusion=confusion_matrix(split.labels, predicted, labels=list(range(N_CLASSES))),
+        predicted=predicted.astype(np.int64),
     )
 
 
@@ -123,7 +125,7 @@ def data_description(splits: Splits) -> dict[str, Any]:
 def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: ProgressCallback = no_progress, score_test: bool = True) -> ModelRun:
     """Train, score and save one model into ``run_dir`` (config.json first, metrics.json last)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "device": str(device)}))
+    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "data_fingerprint": splits.fingerprint, "device": str(device)}))
     model, history = train_model(spec, splits, device, progress, task=spec.key())
     val_accuracy = history.epochs[-1].val_accuracy
     test = score(model, spec, splits.test, device) if score_test else None
