@@ -208,8 +208,8 @@ def test_bad_input(tiny_bert, tmp_path, isolated_home):
     fails_cleanly(["show", *model, "--dataset", data, "--split", "dev", "--row", "0"], "split 'dev'")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    fails_cleanly(["show", *model, "--text", "the cup", "--out", blocker / "run"], "cannot create folder")
-    fails_cleanly(["stats", *model, "--dataset", data, "--out", blocker / "run"], "cannot create folder")
+    fails_cleanly(["show", *model, "--text", "the cup", "--out", blocker / "run"], "is a file, not a folder")
+    fails_cleanly(["stats", *model, "--dataset", data, "--out", blocker / "run"], "is a file, not a folder")
     existing = tmp_path / "existing"
     existing.mkdir()
     fails_cleanly(["show", *model, "--text", "the cup", "--out", existing], "already exists")
