@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from vision_helpers import idx_bytes, tiny_images, write_npz_dataset
 
 from cli.main import app
-from vision_helpers import idx_bytes, tiny_images, write_npz_dataset
 
 runner = CliRunner()
 
@@ -48,7 +48,7 @@ def test_sweep_default_folder_follows_the_data(data_dir, tmp_path):
     np.savez_compressed(data_dir / "kmnist-train-imgs.npz", images)
     np.savez_compressed(data_dir / "kmnist-train-labels.npz", labels)
     second = json.loads(invoke(*args).stdout)
-    assert second["n_skipped"] == 0 and first["report_dir"].split("/")[-2] != second["report_dir"].split("/")[-2]
+    assert second["config"]["n_skipped"] == 0 and first["config"]["sweep_dir"] != second["config"]["sweep_dir"]
 
 
 def test_grid_values_that_print_alike_get_their_own_folders(data_dir, tmp_path):
@@ -56,10 +56,10 @@ def test_grid_values_that_print_alike_get_their_own_folders(data_dir, tmp_path):
     out = tmp_path / "sweep"
     result = invoke(*sweep_args(data_dir, out, "--l2", "0.001,0.0010000001,1e-3", "--depth", "1,1"))
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["rows"]
-    assert len(rows) == 2 and len({r["key"] for r in rows}) == 2
+    rows = json.loads(result.stdout)["results"]
+    assert len(rows) == 2 and len({r["name"] for r in rows}) == 2
     again = invoke(*sweep_args(data_dir, out, "--l2", "0.001,0.0010000001,1e-3", "--depth", "1,1"))
-    assert again.exit_code == 0 and json.loads(again.stdout)["n_skipped"] == 2
+    assert again.exit_code == 0 and json.loads(again.stdout)["config"]["n_skipped"] == 2
 
 
 def test_an_interrupted_sweep_leaves_no_report_folder_and_the_next_run_cleans_up(data_dir, tmp_path, monkeypatch):
@@ -160,8 +160,8 @@ def _file(tmp_path):
 
 
 HOSTILE_OPTIONS = {
-    "device mps": (lambda t: ("--device", "mps"), "unknown device"),
-    "device tpu": (lambda t: ("--device", "tpu"), "auto, cpu, cuda"),
+    "device mps": (lambda t: ("--device", "mps"), "'mps' is not one of 'auto', 'cpu', 'cuda'"),
+    "device tpu": (lambda t: ("--device", "tpu"), "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
     "out is a file": (lambda t: ("--out", _file(t)), "it is a file"),
     "out under a file": (lambda t: ("--out", _file(t) / "sub"), "cannot create folder"),
     "data-dir with digits": (lambda t: ("--dataset", "digits", "--data-dir", t), "only read with --dataset kmnist"),
