@@ -32,7 +32,6 @@ def test_an_error_caused_by_the_interrupt_is_the_interrupt(monkeypatch):
         raise ImportError("cannot import name '_fblas' from partially initialized module")
 
     monkeypatch.setattr(embeddings.store, "list_stores", broken_import)
-    monkeypatch.setattr("cli.store.list_stores", broken_import)
     monkeypatch.setattr(cli, "_interrupted", True)
     result = invoke("store", "list")
     assert result.exit_code == 130 and "Traceback" not in result.output
@@ -42,6 +41,6 @@ def test_keyboard_interrupt_inside_a_command_exits_130(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cli.store.list_stores", interrupted)
+    monkeypatch.setattr("embeddings.store.list_stores", interrupted)
     result = invoke("store", "list")
     assert result.exit_code == 130 and result.output.strip() == ""

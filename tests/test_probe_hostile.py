@@ -49,7 +49,7 @@ def test_overlapping_rows_are_said_aloud(tmp_path, isolated_home):
     result = probe("knn", "--store", train, "--test-store", test, "--k", "1")
     assert result.exit_code == 0, result.output
     assert "30 of 30 test rows are also train rows" in result.stderr
-    config = json.loads(next((isolated_home / "runs" / "probe").glob("*/config.json")).read_text())
+    config = json.loads(next((isolated_home / "runs" / "probe").glob("*/run.json")).read_text())
     assert any("also train rows" in note for note in config["notes"])
 
 
