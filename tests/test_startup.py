@@ -21,3 +21,13 @@ def test_help_and_version_pull_no_heavy_library():
     code = "import sys\nfrom cli.main import app\nfor args in (['--help'], ['--version'], ['embed', '--help'], ['probe', 'compare', '--help']):\n" \
            "    try:\n        app(args)\n    except SystemExit:\n        pass"
     assert imported_after(code) == set()
+
+
+def test_weights_hash_is_remembered_and_follows_changed_files(tmp_path):
+    from embeddings.models import _memo_path, weights_sha256
+
+    (tmp_path / "model.safetensors").write_bytes(b"a" * 1000)
+    first = weights_sha256(tmp_path)
+    assert _memo_path().exists() and weights_sha256(tmp_path) == first
+    (tmp_path / "model.safetensors").write_bytes(b"b" * 1001)  # other size: hashed again
+    assert weights_sha256(tmp_path) != first
