@@ -171,8 +171,12 @@ def _local_config(source: str) -> dict | None:
     return config if isinstance(config, dict) and "num_hidden_layers" in config else None
 
 
-def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
-    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix."""
+def load_model(model_id: str, device: str, dtype: DType, attn_implementation: str | None = None) -> LoadedModel:
+    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix.
+
+    ``attn_implementation``: None keeps transformers' default (sdpa); "eager" is the one that can
+    return attention weights (mlx attention).
+    """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -180,7 +184,8 @@ def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
     source = resolve_model(model_id)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model, info = AutoModel.from_pretrained(source, dtype=torch_dtype(dtype), output_loading_info=True)
+        options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model, info = AutoModel.from_pretrained(source, dtype=torch_dtype(dtype), output_loading_info=True, **options)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure_message(model_id, exc)) from None
     if not getattr(tokenizer, "is_fast", False):
