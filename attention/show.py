@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from attention.inputs import TextSource, load_texts, output_dir, write_run_record
-from attention.model import DEFAULT_MAX_LENGTH, AttentionModel, TokenisedTexts, load_attention_model, resolve_max_length, tokenise
+from attention.model import (
+    DEFAULT_MAX_LENGTH,
+    AttentionModel,
+    TokenisedTexts,
+    load_attention_model,
+    resolve_max_length,
+    tokenise,
+)
 from attention.rollout import attention_rollout
 from common import ConfigError, DataError, record
 from common.devices import Device, resolve_device
