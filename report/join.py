@@ -77,11 +77,12 @@ def build_report(config: ReportConfig) -> Report:
     records = _select(config)
     predictions = _check_same_test_rows(records)
     rows, layer_rows = [], []
+    finetuned = _finetuned_models(records)
     for record in records:
         for result, chosen_on in _chosen_rows(record, config.all_rows):
             correct = predictions[record.run_dir].by_row[result.name] == predictions[record.run_dir].y_true  # (N,) bool
             low, high = stats.bootstrap_ci(correct, config.n_bootstrap, seed=config.seed)
-            rows.append((_row(record, result, chosen_on, low, high), correct))
+            rows.append((_row(record, result, chosen_on, low, high, finetuned), correct))
         layer_rows += [(record, r) for r in record.results if r.accuracy is not None]
     if len(rows) < 2:
         raise ConfigError(f"nothing to compare: the run(s) {', '.join(Path(r.run_dir).name for r in records)} give "
@@ -94,7 +95,7 @@ def build_report(config: ReportConfig) -> Report:
         from report import plots as plotting
 
         out = _out_dir(config)
-        plots = plotting.write_plots(out, table, layer_rows, _finetuned_models(records))
+        plots = plotting.write_plots(out, table, layer_rows, finetuned)
     report = Report(tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), out, plots)
     if config.markdown:
         from report.markdown import write_markdown
@@ -142,16 +143,22 @@ def _chosen_rows(record: RunRecord, all_rows: bool) -> list[tuple[ResultRow, str
         if len(candidates) == 1:
             chosen.append((candidates[0], "-"))
         elif all(r.validation_accuracy is not None for r in candidates):
-            # ties on validation are broken by name, never by test accuracy
-            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, r.name)), "validation"))
+            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, *_tie_break(r))), "validation"))
         else:
             chosen.append((max(candidates, key=lambda r: r.accuracy), "test"))
     return chosen
 
 
-def _row(record: RunRecord, r: ResultRow, chosen_on: str, low: float, high: float) -> ReportRow:
-    return ReportRow(record.run_dir, record.kind, r.method, describe(r), _model_name(record), r.n_train, r.accuracy, low, high,
-                     r.macro_f1, r.trainable_params, r.train_seconds, record.device, chosen_on, row_name=r.name)
+def _tie_break(r: ResultRow) -> tuple:
+    """Among equal validation accuracies (common on small validation splits) prefer mean pooling and later
+    layers, the usual default, then the name: never the test accuracy."""
+    layers = r.params.get("layers") if isinstance(r.params.get("layers"), list) else []
+    return (r.params.get("pooling") == "mean", max(layers, default=0), -len(layers), r.name)
+
+
+def _row(record: RunRecord, r: ResultRow, chosen_on: str, low: float, high: float, finetuned: dict[str, str]) -> ReportRow:
+    return ReportRow(record.run_dir, record.kind, r.method, describe(r), model_label(record, finetuned), r.n_train, r.accuracy,
+                     low, high, r.macro_f1, r.trainable_params, r.train_seconds, record.device, chosen_on, row_name=r.name)
 
 
 def describe(r: ResultRow) -> str:
@@ -162,17 +169,28 @@ def describe(r: ResultRow) -> str:
     return r.setting
 
 
-def _model_name(record: RunRecord) -> str:
-    return record.model.id if record.model else record.data.name
+def model_label(record: RunRecord, finetuned: dict[str, str]) -> str:
+    """The model id, or ``<base> fine-tuned (n=N)`` for a store embedded with a fine-tuned model of these runs."""
+    if record.model is None:
+        return record.data.name
+    return finetuned.get(resolved(record.model.id), record.model.id)
+
+
+def resolved(model_id: str) -> str:
+    try:
+        return str(Path(model_id).resolve()) if Path(model_id).exists() else model_id
+    except OSError:
+        return model_id
 
 
 def _finetuned_models(records) -> dict[str, str]:
-    """Model folders written by fine-tune runs (as a store's model id would name them) -> the run folder."""
+    """Model folders written by fine-tune runs (as a store's model id names them) -> ``<base> fine-tuned (n=N)``."""
     found = {}
     for r in records:
-        if r.kind == "finetune":
+        if r.kind == "finetune" and r.model:
+            size = f" (n={r.best.n_train:,})" if r.best and r.best.n_train else ""
             for artifact in r.artifacts:
-                found[str((Path(r.run_dir) / artifact).resolve())] = r.run_dir
+                found[str((Path(r.run_dir) / artifact).resolve())] = f"{Path(r.model.id).name or r.model.id} fine-tuned{size}"
     return found
 
 

@@ -16,7 +16,7 @@ def format_rows(report) -> tuple[list[str], list[list[str]]]:
     for r in report.rows:
         p = "ref" if r.is_reference else "-" if r.p_value is None else f"{r.p_value:.2g} ({r.only_this}/{r.only_reference})"
         cells.append([f"{r.method} {r.detail}" + (" *" if r.chosen_on == "test" else ""),
-                      *([Path(r.model).name or r.model] if several_models else []), _maybe(r.n_train, "{:,}"),
+                      *([r.model] if several_models else []), _maybe(r.n_train, "{:,}"),
                       f"{100 * r.accuracy:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]",
                       _maybe(None if r.macro_f1 is None else 100 * r.macro_f1, "{:.1f}"), _maybe(r.trainable_params, "{:,}"),
                       _maybe(r.train_seconds, "{:.1f}"), *([r.device] if several_devices else []), p])
@@ -24,7 +24,7 @@ def format_rows(report) -> tuple[list[str], list[list[str]]]:
 
 
 def models_and_devices(report) -> str:
-    models = sorted({Path(r.model).name or r.model for r in report.rows})
+    models = sorted({r.model for r in report.rows})
     devices = sorted({r.device for r in report.rows})
     return f"model {', '.join(models)}; device {', '.join(devices)}"
 
@@ -45,7 +45,7 @@ def write_markdown(path: Path, report) -> Path:
     lines += ["", caption(report), ""]
     for plot in report.plots:
         lines += [f"![{plot.stem}]({os.path.relpath(plot, path.parent)})", ""]
-    lines += ["Runs: " + ", ".join(f"`{Path(r).name}`" for r in report.runs), ""]
+    lines += ["Runs: " + ", ".join(f"`{os.path.relpath(r, path.parent)}`" for r in report.runs), ""]
     ensure_writable_dir(path.parent)
     path.write_text("\n".join(lines))
     return path

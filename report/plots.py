@@ -4,6 +4,9 @@ from pathlib import Path
 from typing import Sequence
 
 from common.record import ResultRow, RunRecord
+from report.join import resolved
+
+LAYER_PLOT_POOLINGS = ("mean", "cls")  # two poolings keep the layer plot readable; the table has them all
 
 
 def write_plots(folder: Path, rows: Sequence, layer_rows: Sequence[tuple[RunRecord, ResultRow]],
@@ -43,21 +46,18 @@ def layer_curves(layer_rows: Sequence[tuple[RunRecord, ResultRow]], finetuned_mo
         if (r.n_train or 0) != largest:
             continue
         model_id = rec.model.id if rec.model else ""
-        state = "fine-tuned" if _resolved(model_id) in finetuned_models else "frozen"
+        state = "fine-tuned" if resolved(model_id) in finetuned_models else "frozen"
         key = (state, r.params["pooling"], r.params["layers"][0])
         candidate = (r.method == "logreg", r.accuracy)
         cells[key] = max(cells.get(key, candidate), candidate)
+    poolings = {pooling for _, pooling, _ in cells}
+    shown = [p for p in LAYER_PLOT_POOLINGS if p in poolings] or sorted(poolings)[:2]
     curves: dict[str, dict[int, float]] = {}
     for (state, pooling, layer), (_, accuracy) in sorted(cells.items()):
+        if pooling not in shown:
+            continue
         curves.setdefault(f"{state} {pooling}", {})[layer] = accuracy
     return curves
-
-
-def _resolved(model_id: str) -> str:
-    try:
-        return str(Path(model_id).resolve()) if Path(model_id).exists() else model_id
-    except OSError:
-        return model_id
 
 
 def _plot_methods(path: Path, rows: Sequence) -> Path:
@@ -111,7 +111,7 @@ def _plot_sizes(path: Path, rows: Sequence) -> Path:
 
     series: dict[str, dict[int, object]] = {}
     for r in rows:
-        name = "fine-tune" if r.method == "finetune" else f"{r.method} on {Path(r.model).name or r.model}"
+        name = "fine-tune" if r.method == "finetune" else f"{r.method} probe on {r.model.split(' (n=')[0]}"
         best = series.setdefault(name, {}).get(r.n_train)
         if best is None or r.accuracy > best.accuracy:
             series[name][r.n_train] = r
