@@ -15,6 +15,7 @@ study_app = typer.Typer(help="Run a whole study end to end, every step cached: r
 def text(
     model: str = typer.Option("minilm", "--model", help="Hugging Face model id, local folder, or 'minilm' (bundled, offline)."),
     dataset: str = typer.Option("demo", "--dataset", help="'demo', 'ag_news', or a path (folder with train.csv/test.csv, or a file)."),
+    pooling: str = typer.Option("all", "--pooling", help="Poolings to embed and probe, comma-separated, or 'all'."),
     train_sizes: str = typer.Option("all", "--train-sizes", help="Comma-separated training-set sizes, e.g. 100,1000,all (stratified, seeded subsets)."),
     epochs: int = typer.Option(3, "--epochs", help="Fine-tuning epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: by model size)."),
@@ -30,7 +31,8 @@ def text(
     embed the fine-tuned model -> probe it -> report, at each training-set size."""
     from study.text import TextStudyConfig, parse_train_sizes, prepare_text_study, run_text_study
 
-    config = TextStudyConfig(model=model, dataset=dataset, train_sizes=parse_train_sizes(train_sizes), text_column=text_column,
+    config = TextStudyConfig(model=model, dataset=dataset, train_sizes=parse_train_sizes(train_sizes),
+                             poolings=tuple(p.strip() for p in pooling.split(",") if p.strip()), text_column=text_column,
                              label_column=label_column, n_epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
                              seed=seed, finetune=finetune, out=out)
     plan = prepare_text_study(config)

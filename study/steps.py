@@ -18,7 +18,7 @@ def embed(config, model: str, path: Path, progress: ProgressCallback) -> bool:
     from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 
     plan = plan_extraction(EmbedConfig(dataset=config.dataset, text_column=config.text_column, label_column=config.label_column,
-                                       seed=config.seed, model=model, poolings=("all",), layer="all",
+                                       seed=config.seed, model=model, poolings=tuple(config.poolings), layer="all",
                                        max_length=config.max_length, out=path))
     if plan.cached:
         return False

@@ -39,6 +39,7 @@ class TextStudyConfig:
     model: str = "minilm"
     dataset: str = "demo"
     train_sizes: tuple[int | None, ...] = (None,)  # None: every training row
+    poolings: tuple[str, ...] = ("all",)  # embedded (and so probed) poolings
     text_column: str = "text"
     label_column: str = "label"
     n_epochs: int = 3  # fine-tuning epochs
@@ -51,7 +52,7 @@ class TextStudyConfig:
 
     def base(self) -> dict:
         """What every result of the folder depends on (not the list of sizes: sizes can be added later)."""
-        keys = ("model", "dataset", "text_column", "label_column", "n_epochs", "lr", "batch_size", "max_length", "seed")
+        keys = ("model", "dataset", "poolings", "text_column", "label_column", "n_epochs", "lr", "batch_size", "max_length", "seed")
         return {k: to_plain(getattr(self, k)) for k in keys}
 
 

@@ -14,7 +14,7 @@ def news(tmp_path):
 
 
 def study_args(tiny_bert, news, out, *extra):
-    return ("study", "text", "--model", tiny_bert, "--dataset", news, "--train-sizes", "40,all", "--epochs", "1",
+    return ("study", "text", "--model", tiny_bert, "--dataset", news, "--train-sizes", "40,all", "--pooling", "mean,cls", "--epochs", "1",
             "--batch-size", "8", "--max-length", "32", "--out", out, *extra)
 
 
@@ -101,12 +101,12 @@ def test_interrupted_probe_step_leaves_no_run_and_resumes(tiny_bert, news, tmp_p
         return original(*args, **kwargs)
 
     monkeypatch.setattr(probes.evaluate, "_evaluate", interrupted_second_time)
-    first = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
+    first = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune", "--pooling", "mean")
     assert first.exit_code == 130 and "run the same command again to resume" in first.stderr
     assert (out / "n-all" / "probe-layers" / "run.json").exists() and not (out / "n-all" / "probe-concat").exists()
     assert not list((out / "n-all").glob(".*partial*"))
     monkeypatch.setattr(probes.evaluate, "_evaluate", original)
-    again = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
+    again = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune", "--pooling", "mean")
     assert again.exit_code == 0, again.output
     assert "cached: n=all: probes on every layer" in again.stderr and (out / "n-all" / "probe-concat" / "run.json").exists()
 
