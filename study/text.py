@@ -18,9 +18,9 @@ Layout of a study folder (each step's output is its cache: a finished step is ne
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from common.errors import ConfigError, DataError, StoreError
 from common.paths import ensure_writable_dir, mlx_home

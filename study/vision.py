@@ -5,9 +5,9 @@ its latest ``report-*/run.json`` is reused), ``report/`` (report.md and the PNGs
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from common.errors import StoreError
 from common.paths import ensure_writable_dir, mlx_home

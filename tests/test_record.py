@@ -7,8 +7,18 @@ import pytest
 
 from common import StoreError
 from common.record import (
-    DataRef, ModelRef, Predictions, ResultRow, RunRecord, SplitRef, command_line, read_predictions, read_record,
-    subset_fingerprint, validate, write_record,
+    DataRef,
+    ModelRef,
+    Predictions,
+    ResultRow,
+    RunRecord,
+    SplitRef,
+    command_line,
+    read_predictions,
+    read_record,
+    subset_fingerprint,
+    validate,
+    write_record,
 )
 
 

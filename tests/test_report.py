@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import invoke
 
 from common.record import DataRef, ModelRef, Predictions, ResultRow, RunRecord, SplitRef, read_record, write_record
-from helpers import invoke
 from report import stats
 from report.join import ReportConfig, build_report
 

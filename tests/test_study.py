@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from helpers import invoke, write_ag_news_folder
 
 from common.record import read_record
-from helpers import invoke, write_ag_news_folder
 
 
 @pytest.fixture

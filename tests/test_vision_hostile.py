@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from vision_helpers import idx_bytes, tiny_images, write_npz_dataset
 
 from cli.main import app
-from vision_helpers import idx_bytes, tiny_images, write_npz_dataset
 
 runner = CliRunner()
 
@@ -160,8 +160,8 @@ def _file(tmp_path):
 
 
 HOSTILE_OPTIONS = {
-    "device mps": (lambda t: ("--device", "mps"), "unknown device"),
-    "device tpu": (lambda t: ("--device", "tpu"), "auto, cpu, cuda"),
+    "device mps": (lambda t: ("--device", "mps"), "'mps' is not one of 'auto', 'cpu', 'cuda'"),
+    "device tpu": (lambda t: ("--device", "tpu"), "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
     "out is a file": (lambda t: ("--out", _file(t)), "is a file"),
     "out under a file": (lambda t: ("--out", _file(t) / "sub"), "cannot create folder"),
     "data-dir with digits": (lambda t: ("--dataset", "digits", "--data-dir", t), "only read with --dataset kmnist"),

@@ -19,22 +19,8 @@ from common.runs import atomic_file, write_npz
 from common.training import OptimizerName, ScheduleName, TrainConfig
 from vision.activations import Activation, check_architecture
 from vision.augment import NO_AUGMENT, SHIFT_ROTATE, AugmentConfig
+from vision.names import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
 from vision.numpy_train import check_numpy_schedule
-
-
-class ModelName(str, Enum):
-    mlp_numpy = "mlp-numpy"
-    mlp_torch = "mlp-torch"
-    cnn = "cnn"
-    cnn_strong = "cnn-strong"
-
-    @property
-    def is_torch(self) -> bool:
-        return self != ModelName.mlp_numpy
-
-    @property
-    def is_cnn(self) -> bool:
-        return self in (ModelName.cnn, ModelName.cnn_strong)
 
 
 @dataclass(frozen=True)
@@ -117,20 +103,6 @@ def preset(model: ModelName, n_epochs: int | None = None, augment: bool | None =
     if augment is not None:
         overrides["augment"] = (spec.augment if spec.augment.enabled else SHIFT_ROTATE) if augment else NO_AUGMENT
     return dataclasses.replace(spec, train=train, **overrides).check()
-
-
-def parse_models(text: str) -> tuple[ModelName, ...]:
-    """'mlp-numpy,cnn' → (ModelName.mlp_numpy, ModelName.cnn); unknown names raise ConfigError listing choices."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise ConfigError("no model names given; choose from: " + ", ".join(m.value for m in ModelName))
-    models = []
-    for name in names:
-        try:
-            models.append(ModelName(name))
-        except ValueError:
-            raise ConfigError(f"unknown model {name!r}; choose from: {', '.join(m.value for m in ModelName)}") from None
-    return tuple(dict.fromkeys(models))
 
 
 def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int):

@@ -29,7 +29,7 @@ def result_row(spec: ModelSpec, n_parameters: int, train_seconds: float, validat
 
 def compare_record(runs: tuple[ModelRun, ...], splits: Splits, config: dict[str, Any], device: str, artifacts: list[Path],
                    started_at: str) -> tuple[run_record.RunRecord, run_record.Predictions]:
-    rows = tuple(result_row(r.spec, r.n_parameters, r.history.seconds, r.val_accuracy, r.test, splits,
+    rows = tuple(result_row(r.spec, r.n_parameters, r.history.seconds, r.validation_accuracy, r.test, splits,
                             {"seconds_per_epoch": r.history.seconds_per_epoch, "n_epochs": len(r.history.epochs)}) for r in runs)
     record = _record("vision compare", rows, splits, config, device, artifacts, started_at)
     return record, _predictions(splits, {r.spec.key(): r.test for r in runs if r.test})
@@ -40,7 +40,7 @@ def sweep_record(rows: list[dict[str, Any]], specs: tuple[ModelSpec, ...], best_
                  ) -> tuple[run_record.RunRecord, run_record.Predictions]:
     """Every configuration with its validation accuracy; only the best (rows[0]) has test scores."""
     by_key = {s.key(): s for s in specs}
-    result_rows = tuple(result_row(by_key[row["key"]], row["n_parameters"], row["train_seconds"], row["val_accuracy"],
+    result_rows = tuple(result_row(by_key[row["key"]], row["n_parameters"], row["train_seconds"], row["validation_accuracy"],
                                    best_test if i == 0 else None, splits) for i, row in enumerate(rows))
     record = _record("vision sweep", result_rows, splits, config, device, artifacts, started_at)
     return record, _predictions(splits, {rows[0]["key"]: best_test})
