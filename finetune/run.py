@@ -51,6 +51,7 @@ class FinetunePlan:
     out: Path
     partial: Path
     resume_step: int | None  # the checkpoint a resumed run starts from
+    started_at: str = ""
 
     @property
     def n_classes(self) -> int:
@@ -129,7 +130,9 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     out = Path(config.out).expanduser() if config.out else default_out(config, world_size)
     partial = out.parent / f".{out.name}.partial"
     resume_step = _check_run_folder(config, out, partial, world_size)
-    return FinetunePlan(config, dataset, fit_rows, val_rows, source, shape.n_layers, str(device), dtype, world_size, n_batches, out, partial, resume_step)
+    from common.record import now
+
+    return FinetunePlan(config, dataset, fit_rows, val_rows, source, shape.n_layers, str(device), dtype, world_size, n_batches, out, partial, resume_step, now())
 
 
 class _LenOnly:
@@ -353,38 +356,61 @@ def _result(plan: FinetunePlan, model, history, predicted: np.ndarray, test) -> 
 
 
 def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, predicted: np.ndarray, test) -> None:
+    """Everything into the partial folder, run.json (common/record.py) last, then rename it into place."""
+    from common import record as run_record
     from common.checkpoints import CheckpointDir
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     from finetune.plots import plot_learning_curve
 
     folder = plan.partial
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
-    np.savez(folder / "predictions.npz", row_ids=test.row_ids, predicted=predicted, labels=test.labels)
-    classes = list(range(plan.n_classes))
-    precision, recall, f1, support = precision_recall_fscore_support(test.labels, predicted, labels=classes, zero_division=0)
-    h = result.history
-    record = {
-        "command": "finetune", "mlx_version": __version__, "config": plan.config.as_dict(),
-        "model": plan.config.model, "model_source": plan.source, "dataset": plan.dataset.name, "dataset_fingerprint": plan.dataset.fingerprint,
-        "label_names": list(plan.dataset.label_names), "device": plan.device, "dtype": plan.dtype.value, "world_size": plan.world_size,
-        "global_batch": plan.global_batch, "accuracy": result.accuracy, "macro_f1": result.macro_f1, "validation_accuracy": result.validation_accuracy,
-        "best_step": result.best_step, "n_train": result.n_train, "n_validation": result.n_validation, "n_test": result.n_test,
-        "trainable_params": result.trainable_params, "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
-        "ranks_in_sync": result.ranks_in_sync, "n_steps": h.n_steps, "stopped_early": h.stopped_early, "resumed_from_step": h.resumed_from_step,
-        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)} for name, p, r, f, s in zip(plan.dataset.label_names, precision, recall, f1, support)},
-        "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
-        "epochs": [_record_dict(r) for r in h.epochs],
-        "evals": [_record_dict(r) for r in h.evals],
-        "predictions": "predictions.npz", "learning_curve": "learning_curve.png", "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    plot_learning_curve(h, folder / "learning_curve.png", title=f"{plan.config.model} on {plan.dataset.name}")
-    write_json(folder / "run.json", record)
+    plot_learning_curve(result.history, folder / "learning_curve.png", title=f"{plan.config.model} on {plan.dataset.name}")
+    record = _run_record(plan, result, predicted, test)
+    run_record.write_record(folder, record, run_record.Predictions(test.row_ids, test.labels, {"finetune": predicted}))
     if plan.out.exists():  # --force on a finished run: replaced only now that the new one is whole
         shutil.rmtree(plan.out)
     folder.rename(plan.out)
     shutil.rmtree(CheckpointDir(plan.out / "checkpoints").folder, ignore_errors=True)
+
+
+def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarray, test):
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from common import record as run_record
+    from embeddings.models import model_revision
+
+    c, h = plan.config, result.history
+    classes = list(range(plan.n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(test.labels, predicted, labels=classes, zero_division=0)
+    train = plan.dataset.splits[c.train_split]
+    details = {
+        "best_step": result.best_step, "n_validation": result.n_validation, "samples_per_second": result.samples_per_second,
+        "n_steps": h.n_steps, "stopped_early": h.stopped_early, "resumed_from_step": h.resumed_from_step,
+        "world_size": plan.world_size, "global_batch": plan.global_batch, "ranks_in_sync": result.ranks_in_sync, "dtype": plan.dtype.value,
+        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+                      for name, p, r, f, n in zip(plan.dataset.label_names, precision, recall, f1, support)},
+        "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
+        "epochs": [_record_dict(r) for r in h.epochs], "evals": [_record_dict(r) for r in h.evals],
+    }
+    params = {"lr": c.lr, "n_epochs": c.n_epochs, "batch_size": c.batch_size, "grad_accum": c.grad_accum, "global_batch": plan.global_batch,
+              "max_length": c.max_length, "warmup": c.warmup, "weight_decay": c.weight_decay, "layer_lr_decay": c.layer_lr_decay, "dtype": plan.dtype.value}
+    row = run_record.ResultRow(
+        name="finetune", method="finetune", setting=f"lr={c.lr:g} epochs={c.n_epochs}", params=params, accuracy=result.accuracy,
+        macro_f1=result.macro_f1, validation_accuracy=result.validation_accuracy if result.best_step is not None else None,
+        n_train=result.n_train, n_test=result.n_test, trainable_params=result.trainable_params, train_seconds=result.train_seconds,
+        details=run_record.to_plain(details),
+    )
+    splits = (
+        run_record.SplitRef("train", run_record.subset_fingerprint(train.fingerprint, plan.fit_rows), len(plan.fit_rows)),
+        run_record.SplitRef("validation", run_record.subset_fingerprint(train.fingerprint, plan.val_rows), len(plan.val_rows)),
+        run_record.SplitRef("test", plan.dataset.splits[c.test_split].fingerprint, len(test)),
+    )
+    return run_record.RunRecord(
+        kind="finetune", command="finetune", command_line=run_record.command_line(), started_at=plan.started_at, finished_at=run_record.now(),
+        config=plan.config.as_dict(), model=run_record.ModelRef(c.model, model_revision(plan.source)),
+        data=run_record.DataRef(plan.dataset.name, plan.dataset.fingerprint, splits, plan.dataset.label_names), device=plan.device,
+        results=(row,), artifacts=("model", "learning_curve.png", run_record.PREDICTIONS_FILE), notes=result.notes,
+    )
 
 
 def _record_dict(record) -> dict:

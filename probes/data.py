@@ -7,14 +7,16 @@ its last use.
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from common import ConfigError, DataError, StoreError
+from common.options import ALL, LAST, LayerSpec, parse_layer
+from common.record import SplitRef, subset_fingerprint
+from common.splits import stratified_split, stratified_subsample
 from embeddings.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,12 @@ class SplitPlan:
     carved_fraction: float | None
     train_rows: np.ndarray | None
     test_rows: np.ndarray | None
+    limited_to: int | None = None  # --train-size: train_rows is a stratified subset of this many rows
+    notes: tuple[str, ...] = ()  # warnings to say aloud (test rows that are also train rows)
 
     def describe(self) -> str:
+        if self.limited_to is not None:
+            return f"{replace(self, limited_to=None).describe()}; a stratified subset of {self.limited_to} training rows"
         if self.carved_fraction is not None:
             return (f"split {self.train_split!r} carved into {len(self.train_rows)} train / {len(self.test_rows)} test rows "
                     f"(stratified, {self.carved_fraction:g} test fraction)")
@@ -59,55 +65,34 @@ def layer_label(layers: Sequence[int]) -> str:
     return ",".join(str(layer) for layer in layers)
 
 
-def parse_layers(specs: Sequence[str], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
-    """Layer selections from ``--layer`` values.
+def parse_layers(specs: Sequence[LayerSpec], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
+    """Layer selections from parsed ``--layer`` values (common.options.parse_layers).
 
     ``all`` = every stored layer on its own; ``last`` (the default) = the last stored layer;
-    ``5`` = one layer; ``4,5,6`` or ``4-6`` = those layers' vectors concatenated.
+    ``(5,)`` = one layer; ``(4, 5, 6)`` = those layers' vectors concatenated, in that order.
     """
     stored = tuple(sorted(stored))
     if not stored:
         raise StoreError("the store lists no layers; re-create it with `mlx embed`")
     selections: list[tuple[int, ...]] = []
-    for spec in specs or ["last"]:
-        spec = spec.strip().lower()
-        if spec == "all":
+    for spec in specs or (LAST,):
+        spec = parse_layer(spec) if isinstance(spec, str) else spec  # "4,5,6" from a library caller
+        if spec == ALL:
             selections.extend((layer,) for layer in stored)
-            continue
-        if spec == "last":
+        elif spec == LAST:
             selections.append((stored[-1],))
-            continue
-        selections.append(_parse_one(spec, stored, where))
+        else:
+            missing = [layer for layer in spec if layer not in stored]
+            if missing:
+                raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
+                                 "re-embed with `mlx embed --layer all` to store every layer")
+            selections.append(tuple(spec))
     return tuple(dict.fromkeys(selections))
 
 
-def _parse_one(spec: str, stored: tuple[int, ...], where: object) -> tuple[int, ...]:
-    layers: list[int] = []
-    try:
-        for part in spec.split(","):
-            if "-" in part.strip("-"):
-                low, high = (int(x) for x in part.split("-"))
-                if low > high:
-                    raise ValueError(part)
-                layers.extend(range(low, high + 1))
-            else:
-                layers.append(int(part))
-    except ValueError:
-        raise ConfigError(f"cannot read --layer {spec!r}; use a layer number, a list such as 4,5,6, a range such as 4-6, "
-                          f"'last' or 'all' (stored layers: {list(stored)})") from None
-    missing = [layer for layer in layers if layer not in stored]
-    if missing:
-        raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
-                         "re-embed with `mlx embed --layer all` to store every layer")
-    if len(set(layers)) != len(layers):
-        raise ConfigError(f"--layer {spec!r} repeats a layer; list each layer once")
-    return tuple(layers)
-
-
-def resolve_poolings(specs: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
-    """``all`` or nothing = every stored pooling; otherwise the named ones, each checked."""
-    names = [name.strip() for spec in specs or [] for name in spec.split(",") if name.strip()]
-    if not names or "all" in names:
+def resolve_poolings(names: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
+    """``all`` or nothing = every stored pooling; otherwise the named ones (parsed by the CLI), each checked."""
+    if not names or ALL in names:
         return tuple(stored)
     for name in names:
         if name not in stored:
@@ -125,11 +110,11 @@ def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_f
         _check_same_model(store, test_store)
         train = "train" if "train" in splits else _only_split(store, "--test-store")
         test = "test" if "test" in test_store.splits else _only_split(test_store, "--test-store")
-        return SplitPlan(train, test, True, None, None, None)
+        return SplitPlan(train, test, True, None, None, None, notes=check_disjoint(store, train, test_store, test))
     if "train" in splits and "test" in splits:
         if test_fraction is not None:
             raise ConfigError(f"{store.path} already has a test split; drop --test-fraction (it is for one-split stores)")
-        return SplitPlan("train", "test", False, None, None, None)
+        return SplitPlan("train", "test", False, None, None, None, notes=check_disjoint(store, "train", store, "test"))
     if len(splits) != 1:
         raise StoreError(f"{store.path} has splits {splits} but no train/test pair; a probe needs 'train' and 'test' "
                          "splits, or a store with one split and --test-fraction")
@@ -139,6 +124,27 @@ def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_f
     if not 0 < test_fraction < 1:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     return _carve(store, splits[0], test_fraction, seed)
+
+
+def check_disjoint(store: EmbeddingStore, train: str, test_store: EmbeddingStore, test: str) -> tuple[str, ...]:
+    """Refuse test rows that are the train rows (same split fingerprint); a note when some rows are shared.
+
+    Rows are shared when both splits come from the same split of the same dataset (a store's split
+    keeps its source split's name and row ids), e.g. two --limit subsamples of one train split.
+    """
+    train_print, test_print = store.split_fingerprint(train), test_store.split_fingerprint(test)
+    same_file = Path(store.path).resolve() == Path(test_store.path).resolve() and train == test
+    if same_file or (train_print and train_print == test_print):
+        raise DataError(f"the test rows (split {test!r} of {test_store.path}) are the train rows (split {train!r} of {store.path}): "
+                        "scoring train against itself says nothing; pass a store with other rows, or --test-fraction to carve a test split")
+    if train != test or store.info.dataset_name != test_store.info.dataset_name:
+        return ()
+    shared = np.intersect1d(store.row_ids(train), test_store.row_ids(test))
+    if not len(shared):
+        return ()
+    n_test = test_store.info.splits[test]
+    return (f"warning: {len(shared):,} of {n_test:,} test rows are also train rows (rows of split {train!r} of dataset "
+            f"{store.info.dataset_name!r} in both stores): the test score is inflated",)
 
 
 def _only_split(store: EmbeddingStore, option: str) -> str:
@@ -152,11 +158,10 @@ def _carve(store: EmbeddingStore, split: str, fraction: float, seed: int) -> Spl
     labels = store.labels(split)
     _check_classes(labels, split, store)
     try:
-        train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"cannot carve a stratified {fraction:g} test split from {len(labels)} rows of {split!r}: {exc}; "
-                        "use a larger store or another --test-fraction") from None
-    return SplitPlan(split, split, False, fraction, np.sort(train_rows), np.sort(test_rows))
+        train_rows, test_rows = stratified_split(labels, fraction, seed, what="test")
+    except DataError as exc:
+        raise DataError(f"split {split!r} of {store.path}: {exc}; use a larger store or another --test-fraction") from None
+    return SplitPlan(split, split, False, fraction, train_rows, test_rows)
 
 
 def _check_same_model(store: EmbeddingStore, other: EmbeddingStore) -> None:
@@ -180,6 +185,39 @@ def _check_classes(labels: np.ndarray, split: str, store: EmbeddingStore) -> Non
 def _class_name(store: EmbeddingStore, label: int) -> str:
     names = store.info.label_names
     return repr(names[label]) if 0 <= label < len(names) else str(label)
+
+
+def limit_train(plan: SplitPlan, store: EmbeddingStore, n: int | None, seed: int) -> SplitPlan:
+    """Keep a stratified, seeded subset of ``n`` training rows (the rows ``mlx finetune --train-size n`` uses)."""
+    if n is None:
+        return plan
+    y = train_labels(plan, store)
+    if not 0 < n <= len(y):
+        raise ConfigError(f"train size {n} must be between 1 and the {len(y)} training rows of {store.path}")
+    if n == len(y):
+        return plan
+    kept = stratified_subsample(y, n, seed)
+    rows = kept if plan.train_rows is None else plan.train_rows[kept]
+    return replace(plan, train_rows=rows, limited_to=n)
+
+
+def split_refs(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingStore | None) -> tuple[SplitRef, ...]:
+    """Fingerprint and size of the exact train and test rows (row subsets get their own fingerprint)."""
+    refs = []
+    for role, source, split, rows in (("train", store, plan.train_split, plan.train_rows),
+                                      ("test", test_store or store, plan.test_split, plan.test_rows)):
+        fingerprint = source.split_fingerprint(split)
+        n_rows = source.info.splits[split]
+        if rows is not None:
+            fingerprint, n_rows = subset_fingerprint(fingerprint, rows), len(rows)
+        refs.append(SplitRef(role, fingerprint, n_rows))
+    return tuple(refs)
+
+
+def test_row_ids(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingStore | None) -> np.ndarray:
+    """(N_test,) int64 ids of the test rows in their source split."""
+    ids = (test_store or store).row_ids(plan.test_split)
+    return ids if plan.test_rows is None else ids[plan.test_rows]
 
 
 def train_labels(plan: SplitPlan, store: EmbeddingStore) -> np.ndarray:
@@ -253,6 +291,7 @@ def _read_pair(store, test_store, plan: SplitPlan, pooling: str, layer: int) -> 
         X = _read(store, plan.train_split, pooling, layer)
         return X[plan.train_rows], X[plan.test_rows]
     X_train = _read(store, plan.train_split, pooling, layer)
+    X_train = X_train if plan.train_rows is None else X_train[plan.train_rows]
     X_test = _read(test_store or store, plan.test_split, pooling, layer)
     if X_train.shape[1] != X_test.shape[1]:
         raise StoreError(f"pooling {pooling!r} layer {layer}: train vectors have {X_train.shape[1]} dimensions but test "

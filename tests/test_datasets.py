@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common import DataError
-from embeddings.datasets import load_text_dataset, split_name, stratified_indices
+from embeddings.datasets import load_text_dataset, split_name
 from tests.helpers import write_ag_news_folder
 
 
@@ -55,12 +55,6 @@ def test_limit_is_stratified_seeded_and_keeps_order(tmp_path):
     assert a.fingerprint == b.fingerprint != c.fingerprint
 
 
-def test_stratified_indices_respect_proportions():
-    labels = np.array([0] * 90 + [1] * 10)
-    index = stratified_indices(labels, 20, np.random.default_rng(0))
-    assert len(index) == 20 and np.bincount(labels[index]).tolist() == [18, 2]
-
-
 def test_demo_set_is_bundled():
     dataset = load_text_dataset("demo")
     assert {k: len(v) for k, v in dataset.splits.items()} == {"train": 300, "test": 100}
@@ -73,11 +67,11 @@ def test_ag_news_hub_offline_says_what_to_do(monkeypatch):
         load_text_dataset("ag_news")
 
 
-def test_sparse_integer_labels_are_said_aloud(tmp_path):
+def test_sparse_integer_labels_are_class_names_said_aloud(tmp_path):
     (tmp_path / "train.csv").write_text("text,label\nalpha,0\nbeta,5\n")
     dataset = load_text_dataset(str(tmp_path / "train.csv"))
-    assert len(dataset.label_names) == 6
-    assert any("no examples" in note and "1, 2, 3, 4" in note for note in dataset.notes)
+    assert dataset.label_names == ("0", "5") and list(dataset.splits["train"].labels) == [0, 1]
+    assert any("treated as 2 class names" in note for note in dataset.notes)
 
 
 def test_layer_ranges():

@@ -4,9 +4,10 @@ import json
 
 import pytest
 from typer.testing import CliRunner
+from vision_helpers import write_npz_dataset
 
 from cli.main import app
-from vision_helpers import write_npz_dataset
+from common.record import read_predictions, read_record, validate
 
 runner = CliRunner()
 
@@ -25,14 +26,19 @@ def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
     result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy,mlp-torch,cnn", "--epochs", "3", "--json", "--out", out, "--device", "cpu")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    rows = {row["model"]: row for row in report["rows"]}
+    assert validate(report) == [] and report["kind"] == "vision" and report["command"] == "vision compare"
+    rows = {row["method"]: row for row in report["results"]}
     assert set(rows) == {"mlp-numpy", "mlp-torch", "cnn"}
-    assert rows["mlp-numpy"]["n_parameters"] == rows["mlp-torch"]["n_parameters"] == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
-    assert rows["mlp-numpy"]["test_accuracy"] > 0.5  # chance is 0.1: a square's position gives the class
-    assert rows["mlp-torch"]["test_accuracy"] > 0.5
-    run_dir = out / report["run_dir"].split("/")[-1]
-    for name in ("config.json", "metrics.json", "learning_curves.png", "confusion_cnn.png", "mlp-numpy/weights.npz", "cnn/weights.pt", "cnn/metrics.json"):
+    assert rows["mlp-numpy"]["trainable_params"] == rows["mlp-torch"]["trainable_params"] == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
+    assert rows["mlp-numpy"]["accuracy"] > 0.5  # chance is 0.1: a square's position gives the class
+    assert rows["mlp-torch"]["accuracy"] > 0.5
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    for name in ("config.json", "metrics.json", "run.json", "predictions.npz", "learning_curves.png", "confusion_cnn.png", "mlp-numpy/weights.npz", "cnn/weights.pt", "cnn/metrics.json"):
         assert (run_dir / name).exists(), name
+    assert read_record(run_dir).to_dict() == report
+    predictions = read_predictions(run_dir)
+    for row in report["results"]:
+        assert (predictions.by_row[row["name"]] == predictions.y_true).mean() == pytest.approx(row["accuracy"])
     config = json.loads((run_dir / "config.json").read_text())
     assert "mlx_version" in config and config["data"]["n_train"] == 180
     history = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())["history"]
@@ -57,19 +63,20 @@ def test_sweep_ranks_by_validation_and_resumes(data_dir, tmp_path):
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
-    accuracies = [row["val_accuracy"] for row in report["rows"]]
+    assert validate(report) == [] and report["command"] == "vision sweep"
+    accuracies = [row["validation_accuracy"] for row in report["results"]]
     assert len(accuracies) == 4 and accuracies == sorted(accuracies, reverse=True)
-    assert "test_accuracy" in report["rows"][0] and all("test_accuracy" not in r for r in report["rows"][1:])
-    assert (out / report["rows"][0]["key"] / "weights.npz").exists()
+    assert report["results"][0]["accuracy"] is not None and all(r["accuracy"] is None for r in report["results"][1:])
+    assert (out / report["results"][0]["name"] / "weights.npz").exists()
 
     # An interruption: one configuration lost its metrics (it never finished).
-    victim = out / report["rows"][-1]["key"]
+    victim = out / report["results"][-1]["name"]
     (victim / "metrics.json").unlink()
-    kept = out / report["rows"][0]["key"] / "metrics.json"
+    kept = out / report["results"][0]["name"] / "metrics.json"
     before = kept.stat().st_mtime_ns
     second = invoke(*args)
     assert second.exit_code == 0, second.output
-    assert json.loads(second.stdout)["n_skipped"] == 3
+    assert json.loads(second.stdout)["config"]["n_skipped"] == 3
     assert (victim / "metrics.json").exists() and kept.stat().st_mtime_ns == before
     assert len(list(out.glob("report-*/factor_effects.png"))) == 2
 
@@ -86,14 +93,14 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (("compare", "--models", "mlp-numpy,resnet"), 2, "unknown model 'resnet'; choose from: mlp-numpy, mlp-torch, cnn, cnn-strong"),
+        (("compare", "--models", "mlp-numpy,resnet"), 2, "--models: unknown value 'resnet'; choose from mlp-numpy, mlp-torch, cnn, cnn-strong"),
         (("sweep", "--model", "mlp-numpy", "--activation", "relu,swishy"), 2, "unknown activation 'swishy'; choose one of: relu, leaky-relu, tanh"),
-        (("sweep", "--model", "mlp-torch", "--width", "0"), 2, "width must be at least 1"),
-        (("sweep", "--model", "cnn", "--depth", "0,1"), 2, "depth must be at least 1"),
-        (("sweep", "--model", "mlp-numpy", "--depth", ","), 2, "the sweep grid is empty: --depth has no values"),
+        (("sweep", "--model", "mlp-torch", "--width", "0"), 2, "--width: 0 is below 1"),
+        (("sweep", "--model", "cnn", "--depth", "0,1"), 2, "--depth: 0 is below 1"),
+        (("sweep", "--model", "mlp-numpy", "--depth", ","), 2, "--depth is empty"),
         (("sweep", "--model", "mlp-numpy", "--l2", "-1"), 2, "L2 must be a finite number >= 0, got -1.0"),
-        (("sweep", "--model", "mlp-numpy", "--l2", "nan"), 2, "L2 must be a finite number >= 0, got nan"),
-        (("sweep", "--model", "mlp-torch", "--depth", "1", "--width", "4", "--epochs", "1", "--l2", "0,inf"), 2, "L2 must be a finite number >= 0, got inf"),
+        (("sweep", "--model", "mlp-numpy", "--l2", "nan"), 2, "--l2: nan is not a finite number"),
+        (("sweep", "--model", "mlp-torch", "--depth", "1", "--width", "4", "--epochs", "1", "--l2", "0,inf"), 2, "--l2: inf is not a finite number"),
         (("gradcheck", "--l2", "nan"), 2, "L2 must be a finite number >= 0, got nan"),
         (("compare", "--seed", "-1"), 2, "seed must be a non-negative integer"),
         (("sweep", "--model", "mlp-torch", "--seed", "-1"), 2, "seed must be a non-negative integer"),
@@ -101,7 +108,8 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (("sweep", "--model", "mlp-numpy", "--width", "a,b"), 2, "--width: cannot read 'a'"),
         (("compare", "--epochs", "0"), 2, "epochs must be at least 1"),
         (("compare", "--val-fraction", "0"), 2, "strictly between 0 and 1"),
-        (("compare", "--device", "cuda:7"), 2, "CUDA is not available") ,
+        (("compare", "--device", "cuda"), 2, "CUDA is not available"),
+        (("sweep", "--model", "cnn", "--device", "mps"), 2, "'mps' is not one of 'auto', 'cpu', 'cuda'"),
         (("gradcheck", "--activation", "softsign"), 2, "unknown activation 'softsign'"),
         (("compare", "--threads", "0"), 2, "--threads must be at least 1"),
         (("gradcheck", "--width", "0"), 2, "width must be at least 1"),
@@ -110,7 +118,7 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
 def test_bad_options_are_one_clear_line(args, code, message, isolated_home):
     import torch
 
-    if "cuda:7" in args and torch.cuda.is_available():
+    if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a CUDA machine may have the device")
     result = invoke(*args)
     assert result.exit_code == code, result.output

@@ -5,14 +5,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import ConfigError, StoreError
+from common import ConfigError
+from common import record as run_record
+from common.devices import Device
 from common.progress import ProgressCallback, no_progress
+from common.runs import new_run_name, staged_run_dir, write_json
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_learning_curves
-from common.runs import staged_run_dir, write_json
-from vision.runs import default_runs_dir, free_run_name, stamp
+from vision.runs import default_runs_dir, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
 
@@ -24,9 +26,9 @@ class CompareConfig:
     data_dir: Path | None = None
     n_epochs: int | None = None  # None: each preset's own default
     augment: bool | None = None  # None: each preset's own default
-    val_fraction: float = 0.1
+    validation_fraction: float = 0.1
     seed: int = 0
-    device: str = "auto"
+    device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
 
@@ -59,6 +61,7 @@ class CompareResult:
     runs: tuple[ModelRun, ...]
     run_dir: Path
     figures: tuple[Path, ...]
+    record: run_record.RunRecord | None = None  # what run.json holds; ``--json`` prints it
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -66,7 +69,7 @@ class CompareResult:
                 "model": r.spec.model.value,
                 "test_accuracy": r.test.accuracy if r.test else None,
                 "test_macro_f1": r.test.macro_f1 if r.test else None,
-                "val_accuracy": r.val_accuracy,
+                "validation_accuracy": r.validation_accuracy,
                 "n_parameters": r.n_parameters,
                 "train_seconds": r.history.seconds,
                 "seconds_per_epoch": r.history.seconds_per_epoch,
@@ -78,14 +81,14 @@ class CompareResult:
 
 def prepare_compare(config: CompareConfig) -> CompareSetup:
     """Validate everything, load the data and pick the device before any folder is made or time spent."""
-    from common.training import resolve_device
+    from common.devices import resolve_device
 
     specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
-    run_dir = free_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
+    splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
+    run_dir = new_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
     return CompareSetup(config, specs, splits, device, run_dir)
 
 
@@ -96,18 +99,22 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     complete, so an interrupted compare leaves no half-written run under a run's name.
     """
     from common.training import cpu_threads
+    from vision.record import compare_record
 
+    started_at = run_record.now()
     final = setup.run_dir
-    if final.exists():
-        raise StoreError(f"{final} already exists; move it away or choose another --out")
     with staged_run_dir(final) as stage:
         with cpu_threads(setup.config.threads) as n_threads:
             write_json(stage / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
             runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress) for spec in setup.specs)
         figures = _write_figures(runs, setup.splits.class_names, stage)
         write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
+        config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
+        record, predictions = compare_record(runs, setup.splits, config, str(setup.device),
+                                             [f.relative_to(stage) for f in figures], started_at)
+        run_record.write_record(stage, record, predictions)
     runs = tuple(dataclasses.replace(r, run_dir=final / r.run_dir.name) for r in runs)
-    return CompareResult(runs, final, tuple(final / f.name for f in figures))
+    return CompareResult(runs, final, tuple(final / f.name for f in figures), record)
 
 
 def _write_figures(runs: tuple[ModelRun, ...], class_names, folder: Path) -> list[Path]:

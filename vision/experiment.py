@@ -15,10 +15,10 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from common.progress import ProgressCallback, no_progress
+from common.runs import write_json
 from common.training import TrainHistory
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
-from common.runs import write_json
 from vision.runs import stamp
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class TestScores:
     accuracy: float
     macro_f1: float
     confusion: np.ndarray  # (C, C) int64, rows = true class
+    predicted: np.ndarray | None = None  # (N,) int64 predicted labels, saved in the run's predictions.npz
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ModelRun:
     spec: ModelSpec
     history: TrainHistory
     n_parameters: int
-    val_accuracy: float
+    validation_accuracy: float
     test: TestScores | None
     run_dir: Path
 
@@ -45,7 +46,7 @@ class ModelRun:
         return {
             "model": self.spec.model.value,
             "n_parameters": self.n_parameters,
-            "val_accuracy": self.val_accuracy,
+            "validation_accuracy": self.validation_accuracy,
             **scores,
             "train_seconds": self.history.seconds,
             "seconds_per_epoch": self.history.seconds_per_epoch,
@@ -107,6 +108,7 @@ def score(model, spec: ModelSpec, split: ImageSet, device) -> TestScores:
         accuracy=float((predicted == split.labels).mean()),
         macro_f1=float(f1_score(split.labels, predicted, average="macro")),
         confusion=confusion_matrix(split.labels, predicted, labels=list(range(N_CLASSES))),
+        predicted=predicted.astype(np.int64),
     )
 
 
@@ -123,11 +125,11 @@ def data_description(splits: Splits) -> dict[str, Any]:
 def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: ProgressCallback = no_progress, score_test: bool = True) -> ModelRun:
     """Train, score and save one model into ``run_dir`` (config.json first, metrics.json last)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "device": str(device)}))
+    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "data_fingerprint": splits.fingerprint, "device": str(device)}))
     model, history = train_model(spec, splits, device, progress, task=spec.key())
-    val_accuracy = history.epochs[-1].val_accuracy
+    validation_accuracy = history.epochs[-1].val_accuracy
     test = score(model, spec, splits.test, device) if score_test else None
     save_weights(model, spec, run_dir)
-    run = ModelRun(spec, history, n_parameters(model, spec), val_accuracy, test, run_dir)
+    run = ModelRun(spec, history, n_parameters(model, spec), validation_accuracy, test, run_dir)
     write_json(run_dir / "metrics.json", stamp(run.metrics()))
     return run
