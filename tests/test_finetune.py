@@ -85,11 +85,15 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
 
 
 def test_validation_rows_are_the_logreg_probes_rows(tiny_bert, data, tmp_path):
-    from probes.logreg import split_validation
+    import inspect
+
+    from common.splits import stratified_split
+    from probes.logreg import select_C
 
     plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run"))
+    probe_defaults = inspect.signature(select_C).parameters  # the probe's C-selection split, whatever its defaults become
     labels = plan.dataset.splits["train"].labels
-    fit_rows, val_rows = split_validation(labels, 0.1, 0)
+    fit_rows, val_rows = stratified_split(labels, probe_defaults["validation_fraction"].default, probe_defaults["seed"].default)
     np.testing.assert_array_equal(plan.val_rows, val_rows)
     np.testing.assert_array_equal(plan.fit_rows, fit_rows)
 
@@ -155,7 +159,7 @@ def test_changed_options_on_resume_are_named_and_a_finished_run_is_kept(tiny_ber
     result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--epochs", "3", "--lr", "1e-3",
                     "--batch-size", "8", "--checkpoint-every", "2", "--warmup", "0.1")
     assert result.exit_code != 0
-    assert "other options (--epochs 2 -> 3, --lr 0.002 -> 0.001)" in result.stderr and "Traceback" not in result.output
+    assert "other options (--lr 0.002 -> 0.001, --epochs 2 -> 3)" in result.stderr and "Traceback" not in result.output
     run_finetune(prepare_finetune(config(tiny_bert, data, out)))
     before = (out / "run.json").read_text()
     again = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--batch-size", "8")
@@ -179,7 +183,7 @@ def test_pruning_keeps_the_last_k_and_the_best(tmp_path):
 
 def test_loss_going_nan_stops_and_keeps_the_last_good_checkpoint(tiny_bert, data, tmp_path):
     out = tmp_path / "run"
-    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--lr", "1e38", "--warmup", "0",
+    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--lr", "1e30", "--warmup", "0",
                     "--max-grad-norm", "1e30", "--batch-size", "8", "--checkpoint-every", "1", "--dtype", "fp32")
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     message = result.stderr
