@@ -124,8 +124,10 @@ def run_trainer(plan, work: Path, n_rows: int) -> dict:
     cpu, started = time.process_time(), time.perf_counter()
     trainer.train()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    predicted = trainer.predict(table(test.texts, test.labels)).predictions.argmax(axis=1)
-    accuracy = float(np.mean(predicted == test.labels))
+    # With group_by_length Trainer also length-groups (reorders) evaluation batches: score against its label_ids.
+    output = trainer.predict(table(test.texts, test.labels))
+    predicted, truth = output.predictions.argmax(axis=1), output.label_ids
+    accuracy = float(np.mean(predicted == truth))
     return {"accuracy": round(accuracy, 4), "train_s": round(seconds, 1), "samples_per_s": round(n_rows / seconds, 2),
             "samples_per_cpu_s": round(n_rows / cpu, 2)}
 
