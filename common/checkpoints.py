@@ -57,7 +57,9 @@ class CheckpointDir:
             with atomic_path(target) as temporary:  # fsynced, then renamed: a crash leaves the older checkpoints whole
                 torch.save(state, temporary)
         except OSError as exc:
-            raise StoreError(f"cannot write checkpoint {target} ({exc.strerror}); free disk space and run the same command again to resume") from None
+            raise StoreError(
+                f"cannot write checkpoint {target} ({exc.strerror}); free disk space and run the same command again to resume"
+            ) from None
         if best:
             write_json(self.folder / "best.json", {"step": step, "file": target.name})
         self._prune()
@@ -77,7 +79,9 @@ class CheckpointDir:
         try:
             return torch.load(self.path(step), map_location="cpu", weights_only=False)
         except (OSError, RuntimeError, EOFError) as exc:
-            raise StoreError(f"checkpoint {self.path(step)} cannot be read ({exc}); delete it to resume from an earlier one") from None
+            raise StoreError(
+                f"checkpoint {self.path(step)} cannot be read ({exc}); delete it to resume from an earlier one"
+            ) from None
 
     def load_latest(self) -> dict | None:
         last = self.last_step()

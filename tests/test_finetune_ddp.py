@@ -25,8 +25,26 @@ pytestmark = pytest.mark.slow
 
 
 def finetune_args(model, data, out, *extra) -> list[str]:
-    return ["finetune", "--model", str(model), "--dataset", str(data), "--out", str(out), "--epochs", "2", "--lr", "3e-3",
-            "--batch-size", "4", "--checkpoint-every", "2", "--warmup", "0.1", *extra]
+    return [
+        "finetune",
+        "--model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--warmup",
+        "0.1",
+        *extra,
+    ]
 
 
 def descendants(pid: int) -> list[int]:
@@ -40,7 +58,14 @@ def descendants(pid: int) -> list[int]:
 
 def launch(args, **options) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +84,21 @@ def test_two_processes_stay_in_sync_and_match_one_process_with_the_same_global_b
     record = read_run(out)
     assert record["world_size"] == 2 and record["global_batch"] == 8 and "global batch 8" in stderr
     assert record["ranks_in_sync"] is True  # every rank hashed its trained parameters; all equal
-    single = run_finetune(prepare_finetune(FinetuneConfig(
-        model=str(tiny_bert), dataset=str(data), out=tmp_path / "one", n_epochs=2, lr=3e-3, batch_size=4, grad_accum=2, checkpoint_every=2, warmup=0.1,
-    )))
+    single = run_finetune(
+        prepare_finetune(
+            FinetuneConfig(
+                model=str(tiny_bert),
+                dataset=str(data),
+                out=tmp_path / "one",
+                n_epochs=2,
+                lr=3e-3,
+                batch_size=4,
+                grad_accum=2,
+                checkpoint_every=2,
+                warmup=0.1,
+            )
+        )
+    )
     assert single.history.n_steps == record["n_steps"] == 18
     for one, two in zip(single.history.epochs, record["epochs"]):
         assert abs(one.train_loss - two["train_loss"]) < LOSS_TOLERANCE
