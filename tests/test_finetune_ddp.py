@@ -112,7 +112,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tiny_bert, ddp_run, tmp_pa
     args = finetune_args(tiny_bert, data, out, "--nproc", "2")
     process = launch(args)
     checkpoints = CheckpointDir(tmp_path / ".killed.partial" / "checkpoints")
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while (checkpoints.last_step() or 0) < 4 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     for pid in [process.pid, *descendants(process.pid)]:  # the launcher and both ranks, as a crash would
