@@ -108,6 +108,8 @@ def _choose_text(config: ShowConfig) -> tuple[str, str, list[str]]:
     if (config.text is None) == (config.source is None):
         raise ConfigError("give either --text \"...\" or --dataset D (with --split S and --row N), not both and not neither")
     if config.text is not None:
+        if config.row is not None:
+            raise ConfigError("--row picks a row of --dataset; with --text leave it out")
         if not config.text.strip():
             raise ConfigError("--text is empty; give a text with at least one word")
         return config.text, "--text", []
