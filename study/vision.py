@@ -50,8 +50,11 @@ def default_vision_study_dir(config: VisionStudyConfig) -> Path:
     return mlx_home() / "studies" / f"vision-{config.dataset}-{digest}"
 
 
-def run_vision_study(config: VisionStudyConfig, progress: ProgressCallback = no_progress,
-                     notify: Callable[[str], None] = lambda line: None) -> VisionStudyResult:
+def run_vision_study(
+    config: VisionStudyConfig,
+    progress: ProgressCallback = no_progress,
+    notify: Callable[[str], None] = lambda line: None,
+) -> VisionStudyResult:
     from report.join import ReportConfig, build_report
 
     out = Path(config.out).expanduser() if config.out else default_vision_study_dir(config)
@@ -59,7 +62,9 @@ def run_vision_study(config: VisionStudyConfig, progress: ProgressCallback = no_
     compare_run, did_compare = _compare(config, out / "compare", progress, notify)
     sweep_run, did_sweep = _sweep(config, out / "sweep", progress, notify)
     runs = (compare_run, sweep_run)
-    report = build_report(ReportConfig(runs=tuple(map(str, runs)), out=out / "report", markdown=out / "report" / "report.md"))
+    report = build_report(
+        ReportConfig(runs=tuple(map(str, runs)), out=out / "report", markdown=out / "report" / "report.md")
+    )
     return VisionStudyResult(out, runs, report, did_compare + did_sweep, 2 - did_compare - did_sweep)
 
 
@@ -77,8 +82,10 @@ def _claim(out: Path, base: dict) -> None:
         saved = json.loads(marker.read_text()).get("base") or {}
         if saved != json.loads(json.dumps(base)):
             changed = sorted(k for k in base if saved.get(k) != json.loads(json.dumps(base))[k])
-            raise StoreError(f"{out} holds a study with other settings or data ({', '.join(changed)}; see its study.json); "
-                             "re-run with those to resume, or choose another --out")
+            raise StoreError(
+                f"{out} holds a study with other settings or data ({', '.join(changed)}; see its study.json); "
+                "re-run with those to resume, or choose another --out"
+            )
     elif any(out.iterdir()):
         raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
     else:
@@ -99,9 +106,18 @@ def _compare(config: VisionStudyConfig, parent: Path, progress, notify) -> tuple
     if done:
         notify(f"cached: model comparison ({done})")
         return done, False
-    setup = prepare_compare(CompareConfig(models=tuple(ModelName(m) for m in config.models), dataset=DatasetName(config.dataset),
-                                          data_dir=config.data_dir, n_epochs=config.n_epochs, seed=config.seed,
-                                          device=config.device, threads=config.threads, out=parent))
+    setup = prepare_compare(
+        CompareConfig(
+            models=tuple(ModelName(m) for m in config.models),
+            dataset=DatasetName(config.dataset),
+            data_dir=config.data_dir,
+            n_epochs=config.n_epochs,
+            seed=config.seed,
+            device=config.device,
+            threads=config.threads,
+            out=parent,
+        )
+    )
     result = run_compare(setup, progress)
     notify(f"done: model comparison ({result.run_dir})")
     return result.run_dir, True
@@ -117,9 +133,22 @@ def _sweep(config: VisionStudyConfig, folder: Path, progress, notify) -> tuple[P
     if done:
         notify(f"cached: sweep of {config.sweep_model} ({done})")
         return done, False
-    setup = prepare_sweep(SweepConfig(ModelName(config.sweep_model), config.sweep_depths, config.sweep_widths, (Activation.relu,), (0.0,),
-                                      DatasetName(config.dataset), config.data_dir, config.n_epochs, seed=config.seed,
-                                      device=config.device, threads=config.threads, out=folder))
+    setup = prepare_sweep(
+        SweepConfig(
+            ModelName(config.sweep_model),
+            config.sweep_depths,
+            config.sweep_widths,
+            (Activation.relu,),
+            (0.0,),
+            DatasetName(config.dataset),
+            config.data_dir,
+            config.n_epochs,
+            seed=config.seed,
+            device=config.device,
+            threads=config.threads,
+            out=folder,
+        )
+    )
     result = run_sweep(setup, progress)
     notify(f"done: sweep of {config.sweep_model}, {len(result.rows)} configurations ({result.report_dir})")
     return result.report_dir, True
