@@ -14,8 +14,8 @@ import numpy as np
 
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
-from common.runs import new_run_name, staged_run_dir
 from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
+from common.runs import new_run_name, staged_run_dir
 from report import stats
 from report.runs import find_runs, resolve_run
 

@@ -186,8 +186,22 @@ def test_a_vision_study_on_changed_data_is_refused(tmp_path):
     from vision_helpers import tiny_images, write_npz_dataset
 
     data = write_npz_dataset(tmp_path / "kmnist", n_train=120, n_test=60)
-    args = ("study", "vision", "--dataset", "kmnist", "--data-dir", data, "--models", "mlp-numpy", "--epochs", "1",
-            "--device", "cpu", "--out", tmp_path / "v")
+    args = (
+        "study",
+        "vision",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data,
+        "--models",
+        "mlp-numpy",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "v",
+    )
     assert invoke(*args).exit_code == 0
     images, labels = tiny_images(120, seed=9)
     np.savez_compressed(data / "kmnist-train-imgs.npz", images)
