@@ -35,7 +35,8 @@ def finetune(
     nproc: int = typer.Option(1, help="Launch N processes on this machine with torchrun (DDP; gloo on CPU, nccl on CUDA)."),
     out: Path = typer.Option(None, help="Run folder. Default: $MLX_HOME/finetune/<dataset>-<model>-<key>."),
     force: bool = typer.Option(False, "--force", help="Train again even if the run folder holds a finished run, or start an interrupted one over."),
-    json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    train_size: int = typer.Option(None, "--train-size", help="Train on a stratified, seeded subset of this many training rows (the rows `probe --train-size` uses); its validation rows come from the subset."),
+    json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) on stdout."),
 ) -> None:
     """Fine-tune a Hugging Face encoder end to end; the best checkpoint (by validation accuracy) is scored on test.
 
@@ -48,7 +49,7 @@ def finetune(
     from finetune.run import prepare_finetune, run_finetune
 
     config = FinetuneConfig(
-        model=model, dataset=dataset, splits=tuple(split), text_column=text_column, label_column=label_column, limit=limit,
+        model=model, dataset=dataset, splits=tuple(split), text_column=text_column, label_column=label_column, limit=limit, train_size=train_size,
         n_epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, warmup=warmup,
         weight_decay=weight_decay, layer_lr_decay=layer_lr_decay, max_grad_norm=max_grad_norm, dtype=dtype, device=device, seed=seed,
         eval_every=_eval_every(eval_every), patience=patience, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
@@ -100,12 +101,9 @@ def _render(result, json_: bool) -> None:
         f"{result.validation_accuracy:.4f} at step {result.best_step}); {result.train_seconds:.0f} s, {result.samples_per_second:.1f} samples/s"
     )
     if json_:
-        ui.print_json({
-            "out": str(result.out), "accuracy": result.accuracy, "macro_f1": result.macro_f1, "validation_accuracy": result.validation_accuracy,
-            "best_step": result.best_step, "n_train": result.n_train, "n_validation": result.n_validation, "n_test": result.n_test,
-            "trainable_params": result.trainable_params, "train_seconds": round(result.train_seconds, 2),
-            "samples_per_second": round(result.samples_per_second, 2),
-        })
+        from common.record import read_record
+
+        ui.print_json(read_record(result.out).to_dict())
     else:
         ui.out.print(str(result.out))
 

@@ -25,7 +25,7 @@ from common.errors import ConfigError, DataError, ModelLoadError, StoreError
 from common.paths import ensure_writable_dir, mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
-from common.splits import stratified_split
+from common.splits import stratified_split, stratified_subsample
 from embeddings.datasets import TextDataset, load_text_dataset
 from embeddings.models import model_shape, resolve_model
 from finetune.config import DEFAULT_MAX_LENGTH, RUNTIME_OPTIONS, VALIDATION_FRACTION, VALIDATION_SEED, FinetuneConfig, default_lr, option_name
@@ -115,7 +115,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     present = np.unique(train.labels)
     if len(present) < 2:
         raise DataError(f"split {config.train_split!r} of {dataset.name} has only one class ({dataset.label_names[present[0]]}); a classifier needs at least two")
-    fit_rows, val_rows = stratified_split(train.labels, VALIDATION_FRACTION, VALIDATION_SEED, what="validation")
+    fit_rows, val_rows = _training_rows(train.labels, config.train_size, config.seed)
     shape = model_shape(config.model)
     source = resolve_model(config.model)
     config = replace(config, lr=config.lr or default_lr(_hidden_size(source)), max_length=_max_length(config, shape.max_positions))
@@ -130,6 +130,18 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     partial = out.parent / f".{out.name}.partial"
     resume_step = _check_run_folder(config, out, partial, world_size)
     return FinetunePlan(config, dataset, fit_rows, val_rows, source, shape.n_layers, str(device), dtype, world_size, n_batches, out, partial, resume_step)
+
+
+def _training_rows(labels: np.ndarray, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) rows of the training split; with ``train_size`` both come from the stratified
+    subset ``probe --train-size`` trains on (common.splits.stratified_subsample, same seed)."""
+    rows = np.arange(len(labels))
+    if train_size is not None:
+        if train_size > len(labels):
+            raise ConfigError(f"--train-size {train_size} is larger than the {len(labels)} rows of the training split; pass at most {len(labels)}")
+        rows = stratified_subsample(labels, train_size, seed)
+    fit, validation = stratified_split(labels[rows], VALIDATION_FRACTION, VALIDATION_SEED, what="validation")
+    return rows[fit], rows[validation]
 
 
 class _LenOnly:
@@ -193,8 +205,10 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
     import torch
 
     from common.checkpoints import CheckpointDir
+    from common.record import now
     from common.training import cpu_threads, fit
 
+    started_at = now()
     dist = init_distributed(torch.device(plan.device).type)
     device = torch.device(f"cuda:{dist.local_rank}") if plan.device.startswith("cuda") and dist.enabled else torch.device(plan.device)
     _start_folder(plan, dist)
@@ -223,7 +237,7 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
     predicted[data["test_order"]] = logits.argmax(dim=1).numpy()
     result = replace(_result(plan, model, history, predicted, data["test_split"]), ranks_in_sync=in_sync)
     if dist.is_main:
-        _write_run(plan, result, model, tokenizer, predicted, data["test_split"])
+        _write_run(plan, result, model, tokenizer, predicted, data["test_split"], started_at)
     barrier()
     return result
 
@@ -352,8 +366,10 @@ def _result(plan: FinetunePlan, model, history, predicted: np.ndarray, test) -> 
     )
 
 
-def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, predicted: np.ndarray, test) -> None:
+def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, predicted: np.ndarray, test, started_at: str) -> None:
     from common.checkpoints import CheckpointDir
+    from common.record import write_record
+    from finetune.record import finetune_record
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     from finetune.plots import plot_learning_curve
@@ -361,26 +377,20 @@ def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, pre
     folder = plan.partial
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
-    np.savez(folder / "predictions.npz", row_ids=test.row_ids, predicted=predicted, labels=test.labels)
     classes = list(range(plan.n_classes))
     precision, recall, f1, support = precision_recall_fscore_support(test.labels, predicted, labels=classes, zero_division=0)
     h = result.history
-    record = {
-        "command": "finetune", "mlx_version": __version__, "config": plan.config.as_dict(),
-        "model": plan.config.model, "model_source": plan.source, "dataset": plan.dataset.name, "dataset_fingerprint": plan.dataset.fingerprint,
-        "label_names": list(plan.dataset.label_names), "device": plan.device, "dtype": plan.dtype.value, "world_size": plan.world_size,
-        "global_batch": plan.global_batch, "accuracy": result.accuracy, "macro_f1": result.macro_f1, "validation_accuracy": result.validation_accuracy,
-        "best_step": result.best_step, "n_train": result.n_train, "n_validation": result.n_validation, "n_test": result.n_test,
-        "trainable_params": result.trainable_params, "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
+    details = {
+        "model_source": plan.source, "dtype": plan.dtype.value, "world_size": plan.world_size,
+        "global_batch": plan.global_batch, "best_step": result.best_step, "samples_per_second": result.samples_per_second,
         "ranks_in_sync": result.ranks_in_sync, "n_steps": h.n_steps, "stopped_early": h.stopped_early, "resumed_from_step": h.resumed_from_step,
         "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)} for name, p, r, f, s in zip(plan.dataset.label_names, precision, recall, f1, support)},
         "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
         "epochs": [_record_dict(r) for r in h.epochs],
         "evals": [_record_dict(r) for r in h.evals],
-        "predictions": "predictions.npz", "learning_curve": "learning_curve.png", "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     plot_learning_curve(h, folder / "learning_curve.png", title=f"{plan.config.model} on {plan.dataset.name}")
-    write_json(folder / "run.json", record)
+    write_record(folder, *finetune_record(plan, result, predicted, test, details, started_at))
     if plan.out.exists():  # --force on a finished run: replaced only now that the new one is whole
         shutil.rmtree(plan.out)
     folder.rename(plan.out)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from common.checkpoints import CheckpointDir
 from finetune.config import FinetuneConfig
 from finetune.run import prepare_finetune, run_finetune
-from tests.helpers import invoke, write_ag_news_folder
+from tests.helpers import invoke, run_summary, write_ag_news_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def same_run(a: Path, b: Path) -> None:
     assert first.keys() == second.keys()
     for name in first:
         assert torch.equal(first[name], second[name]), name
-    ra, rb = (json.loads((run / "run.json").read_text()) for run in (a, b))
+    ra, rb = (run_summary(run) for run in (a, b))
     for key in ("accuracy", "macro_f1", "validation_accuracy", "best_step", "evals", "confusion_matrix"):
         assert ra[key] == rb[key], key
     assert [(e["train_loss"], e["val_loss"]) for e in ra["epochs"]] == [(e["train_loss"], e["val_loss"]) for e in rb["epochs"]]
@@ -53,10 +53,10 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
     result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--epochs", "4", "--lr", "3e-3",
                     "--batch-size", "8", "--eval-every", "3", "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    record = json.loads((out / "run.json").read_text())
+    summary = json.loads(result.stdout)["results"][0]
+    record = run_summary(out)
     assert summary["accuracy"] == record["accuracy"] > 0.5  # 4 balanced classes: chance is 0.25
-    assert record["n_train"] == 72 and record["n_validation"] == 8 and record["n_test"] == 24
+    assert record["n_train"] == 80 and record["n_fit"] == 72 and record["n_validation"] == 8 and record["n_test"] == 24
     losses = [e["train_loss"] for e in record["epochs"]]
     assert losses[-1] < losses[0]
     assert record["trainable_params"] > 0 and record["train_seconds"] > 0 and record["dtype"] == "bf16"
@@ -64,7 +64,7 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
     assert sum(map(sum, record["confusion_matrix"])) == 24 and set(record["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
     predictions = np.load(out / "predictions.npz")
     np.testing.assert_array_equal(predictions["row_ids"], np.arange(24))
-    assert np.mean(predictions["predicted"] == predictions["labels"]) == record["accuracy"]
+    assert np.mean(predictions["finetune"] == predictions["y_true"]) == record["accuracy"]
     assert (out / "learning_curve.png").stat().st_size > 0 and not (out / "checkpoints").exists()
     assert not list(tmp_path.glob(".run.partial*"))
     config_json = json.loads((out / "model" / "config.json").read_text())
@@ -153,7 +153,7 @@ def test_changed_options_on_resume_are_named_and_a_finished_run_is_kept(tiny_ber
     assert again.exit_code != 0 and "finished run" in again.stderr and "--force" in again.stderr
     assert (out / "run.json").read_text() == before
     forced = run_finetune(prepare_finetune(config(tiny_bert, data, out, n_epochs=1, force=True)))
-    assert forced.history.n_steps == 9 and json.loads((out / "run.json").read_text())["config"]["n_epochs"] == 1
+    assert forced.history.n_steps == 9 and run_summary(out)["config"]["n_epochs"] == 1
 
 
 def test_pruning_keeps_the_last_k_and_the_best(tmp_path):

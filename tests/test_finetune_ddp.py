@@ -13,7 +13,7 @@ import pytest
 from common.checkpoints import CheckpointDir
 from finetune.config import FinetuneConfig
 from finetune.run import prepare_finetune, run_finetune
-from tests.helpers import write_ag_news_folder
+from tests.helpers import run_summary, write_ag_news_folder
 from tests.test_finetune import same_run, weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def ddp_run(tiny_bert, tmp_path_factory):
 
 def test_two_processes_stay_in_sync_and_match_one_process_with_the_same_global_batch(tiny_bert, ddp_run, tmp_path):
     data, out, stderr = ddp_run
-    record = json.loads((out / "run.json").read_text())
+    record = run_summary(out)
     assert record["world_size"] == 2 and record["global_batch"] == 8 and "global batch 8" in stderr
     assert record["ranks_in_sync"] is True  # every rank hashed its trained parameters; all equal
     single = run_finetune(prepare_finetune(FinetuneConfig(
@@ -87,6 +87,6 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tiny_bert, ddp_run, tmp_pa
     _, stderr = again.communicate(timeout=600)
     assert again.returncode == 0, stderr.decode()
     assert "resuming from step" in stderr.decode()
-    assert json.loads((out / "run.json").read_text())["resumed_from_step"] >= 4
+    assert run_summary(out)["resumed_from_step"] >= 4
     same_run(out, reference)
     assert weights(out).keys() == weights(reference).keys()
