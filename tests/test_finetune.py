@@ -76,11 +76,11 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
 
 
 def test_validation_rows_are_the_logreg_probes_rows(tiny_bert, data, tmp_path):
-    from probes.logreg import split_validation
+    from common.splits import stratified_split  # what the probe's select_C carves its validation rows with
 
     plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run"))
     labels = plan.dataset.splits["train"].labels
-    fit_rows, val_rows = split_validation(labels, 0.1, 0)
+    fit_rows, val_rows = stratified_split(labels, 0.1, 0)
     np.testing.assert_array_equal(plan.val_rows, val_rows)
     np.testing.assert_array_equal(plan.fit_rows, fit_rows)
 
