@@ -14,7 +14,16 @@ import numpy as np
 
 from attention.heads import HeadDivergence
 from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
-from attention.model import STATS_MAX_LENGTH, AttentionModel, TokenisedTexts, batches, load_attention_model, pad_id, resolve_max_length, tokenise
+from attention.model import (
+    STATS_MAX_LENGTH,
+    AttentionModel,
+    TokenisedTexts,
+    batches,
+    load_attention_model,
+    pad_id,
+    resolve_max_length,
+    tokenise,
+)
 from common import ConfigError, record
 from common.devices import Device, DType, resolve_device, resolve_dtype
 from common.progress import ProgressCallback, no_progress

@@ -40,7 +40,8 @@ def save_head_grid(attentions: np.ndarray, layers: list[int], heads: list[int], 
     """attentions: (L, H, T, T) -> a grid of small heatmaps, one per chosen layer (rows) and head (columns); 0-based indices."""
     plt = _pyplot()
     size = 1.1 if len(heads) > 4 else 2.0
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(0.6 + size * len(heads), 0.6 + size * len(layers)), dpi=100, squeeze=False)
+    width = max(5.0, 0.6 + size * len(heads))  # room for the title when one head is drawn
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=(width, 0.8 + size * len(layers)), dpi=100, squeeze=False)
     for row, layer in enumerate(layers):
         for column, head in enumerate(heads):
             ax = axes[row][column]
@@ -51,7 +52,7 @@ def save_head_grid(attentions: np.ndarray, layers: list[int], heads: list[int], 
                 ax.set_title(f"head {head + 1}", fontsize=7)
             if column == 0:
                 ax.set_ylabel(f"layer {layer + 1}", fontsize=7)
-    fig.suptitle(f"{title} (colour: sqrt of the weight)", fontsize=9)
+    fig.suptitle(f"{title}\n(colour: square root of the weight)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from attention.inputs import TextSource, load_texts, output_dir, write_run_record
-from attention.model import DEFAULT_MAX_LENGTH, AttentionModel, TokenisedTexts, load_attention_model, resolve_max_length, tokenise
+from attention.model import (
+    DEFAULT_MAX_LENGTH,
+    AttentionModel,
+    TokenisedTexts,
+    load_attention_model,
+    resolve_max_length,
+    tokenise,
+)
 from attention.rollout import attention_rollout
 from common import ConfigError, DataError, record
 from common.devices import Device, resolve_device
@@ -101,6 +108,8 @@ def _choose_text(config: ShowConfig) -> tuple[str, str, list[str]]:
     if (config.text is None) == (config.source is None):
         raise ConfigError("give either --text \"...\" or --dataset D (with --split S and --row N), not both and not neither")
     if config.text is not None:
+        if config.row is not None:
+            raise ConfigError("--row picks a row of --dataset; with --text leave it out")
         if not config.text.strip():
             raise ConfigError("--text is empty; give a text with at least one word")
         return config.text, "--text", []

@@ -18,7 +18,17 @@ import numpy as np
 
 from attention.heads import DESCRIPTIONS, STATISTICS, HeadStatistics
 from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
-from attention.model import STATS_MAX_LENGTH, AttentionModel, TokenisedTexts, batches, load_attention_model, pad_id, resolve_max_length, token_roles, tokenise
+from attention.model import (
+    STATS_MAX_LENGTH,
+    AttentionModel,
+    TokenisedTexts,
+    batches,
+    load_attention_model,
+    pad_id,
+    resolve_max_length,
+    token_roles,
+    tokenise,
+)
 from common import ConfigError, record
 from common.devices import Device, DType, resolve_device, resolve_dtype
 from common.progress import ProgressCallback, no_progress

@@ -75,13 +75,14 @@ def embed(
         shutdown()
     for note in result.notes:
         ui.warn(note)
-    ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s)")
+    resumed = f"; {result.n_resumed:,} resumed from kept shards, not counted" if result.n_resumed else ""
+    ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s{resumed})")
     _print_result(result, json_)
 
 
 def _print_result(result, json_: bool) -> None:
     if json_:
-        ui.print_json({"path": str(result.path), "cached": result.cached, "n_examples": result.n_examples, "poolings": list(result.poolings),
+        ui.print_json({"path": str(result.path), "cached": result.cached, "n_examples": result.n_examples, "n_resumed": result.n_resumed, "poolings": list(result.poolings),
                        "layers": list(result.layers), "seconds": round(result.seconds, 3), "sentences_per_second": round(result.sentences_per_second, 1)})
     else:
         ui.out.print(str(result.path))

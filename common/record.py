@@ -275,6 +275,8 @@ def write_record(run_dir: Path, record: RunRecord, predictions: Predictions | No
 def _write_predictions(path: Path, record: RunRecord, predictions: Predictions) -> None:
     import numpy as np
 
+    from common.runs import atomic_file
+
     row_ids = np.asarray(predictions.row_ids)
     names = {r.name for r in record.results}
     arrays = {ROW_IDS_KEY: row_ids, Y_TRUE_KEY: np.asarray(predictions.y_true, dtype=np.int64)}
@@ -285,7 +287,7 @@ def _write_predictions(path: Path, record: RunRecord, predictions: Predictions) 
                 f"bug: predictions {name!r} of shape {y_pred.shape} match no result row / {row_ids.shape} test rows"
             )
         arrays[name] = y_pred
-    with open(path, "wb") as stream:
+    with atomic_file(path) as stream:
         np.savez_compressed(stream, **arrays)
 
 

@@ -11,10 +11,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from common.distributed import DistInfo, barrier, init_distributed
 from common.locking import store_lock
 from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
+from common.runs import disk_errors, write_json, write_npz
 from common.progress import ProgressCallback, no_progress
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
 from embeddings.models import DEFAULT_MODEL, LoadedModel, load_model, model_revision, model_shape, resolve_model
@@ -83,10 +82,17 @@ class EmbedResult:
     layers: tuple[int, ...]
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    n_embedded: int | None = None  # texts run through the model in this call (None: all); the rest came from kept shards
+
+    @property
+    def n_resumed(self) -> int:
+        return 0 if self.n_embedded is None else sum(self.n_examples.values()) - self.n_embedded
 
     @property
     def sentences_per_second(self) -> float:
-        return sum(self.n_examples.values()) / self.seconds if self.seconds > 0 else 0.0
+        """Texts the model embedded per second in this call: shards resumed from disk are not counted."""
+        n = sum(self.n_examples.values()) if self.n_embedded is None else self.n_embedded
+        return n / self.seconds if self.seconds > 0 else 0.0
 
 
 def plan_extraction(config: EmbedConfig) -> EmbedPlan:
@@ -190,14 +196,15 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
         poolings, notes = _usable_poolings(plan.config.poolings, loaded)
         shards = {name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
                   for name, split in plan.dataset.splits.items()}
+        n_embedded = sum(n_split for _, _, n_split in shards.values())  # this rank's new work; kept shards are not counted
         barrier()  # every shard is on disk
         if info.is_main:
-            splits = {name: SplitArrays(split.labels, split.row_ids, _assemble(*shards[name]), split.fingerprint)
+            splits = {name: SplitArrays(split.labels, split.row_ids, _assemble(*shards[name][:2]), split.fingerprint)
                       for name, split in plan.dataset.splits.items()}
             write_store(plan.path, _root_attrs(plan, loaded, poolings, plan.layers), splits)
             shutil.rmtree(partial, ignore_errors=True)
         barrier()  # the store is complete before any rank reports success
-    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), plan.layers, time.perf_counter() - started, tuple(notes))
+    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), plan.layers, time.perf_counter() - started, tuple(notes), n_embedded)
 
 
 def resolve_layers(layer: LayerSpec | str, n_layers: int) -> tuple[int, ...]:
@@ -216,14 +223,19 @@ def _usable_poolings(names: tuple[str, ...], loaded: LoadedModel) -> tuple[tuple
 
 
 def _partial_dir(plan: EmbedPlan) -> Path:
-    """Shard folder beside the store; a leftover from another extraction is discarded."""
+    """Shard folder beside the store; a leftover from another extraction is discarded.
+
+    Shards of this very extraction are kept even with --force: --force replaces a finished store,
+    it does not throw away work that equals what it would recompute.
+    """
     partial = plan.path.parent / f".{plan.path.name}.partial"
     meta = partial / "meta.json"
-    if partial.exists() and (plan.config.force or not _resumable(meta, plan.key)):
+    if partial.exists() and not _resumable(meta, plan.key):
         shutil.rmtree(partial)
-    partial.mkdir(exist_ok=True)
+    with disk_errors(partial):
+        partial.mkdir(exist_ok=True)
     if not meta.exists():
-        meta.write_text(json.dumps({"cache_key": plan.key}))
+        write_json(meta, {"cache_key": plan.key})
     return partial
 
 
@@ -235,12 +247,12 @@ def _resumable(meta: Path, key: str) -> bool:
 
 
 def _embed_shards(split: TextSplit, loaded, poolings, layers, config, partial: Path, progress,
-                  info: DistInfo = DistInfo()) -> tuple[list[Path], np.ndarray]:
-    """Compute this rank's missing shards of ``split``; return every shard file (all ranks') and the row order."""
+                  info: DistInfo = DistInfo()) -> tuple[list[Path], np.ndarray, int]:
+    """Compute this rank's missing shards of ``split``; return every shard file (all ranks'), the row order and the texts embedded now."""
     order = length_order(split.texts, loaded.tokenizer, config.max_length)
     shard_size = config.batch_size * SHARD_BATCHES
     task, total = f"embed {split.name}", len(order)
-    shards = []
+    shards, n_embedded = [], 0
     for index, start in enumerate(range(0, total, shard_size)):
         shard_file = partial / f"{split.name}-{index:05d}.npz"
         shards.append(shard_file)
@@ -252,9 +264,10 @@ def _embed_shards(split: TextSplit, loaded, poolings, layers, config, partial: P
             def batch_done(n_done: int, offset: int = start) -> None:
                 progress(task, offset + n_done, total)
 
-            _save_atomic(shard_file, _embed_texts(texts, loaded, poolings, layers, config, batch_done))
+            write_npz(shard_file, _embed_texts(texts, loaded, poolings, layers, config, batch_done))
+            n_embedded += len(texts)
         progress(task, min(start + shard_size, total), total)
-    return shards, order
+    return shards, order, n_embedded
 
 
 def length_order(texts, tokenizer, max_length: int) -> np.ndarray:
@@ -291,19 +304,6 @@ def _forward_batches(texts, loaded: LoadedModel, poolings, layers, config, batch
             chunks.setdefault(f"pooler@{loaded.n_layers}", []).append(output.pooler_output.float().cpu())
         batch_done(min(start + config.batch_size, len(texts)))
     return {key: torch.cat(parts).numpy() for key, parts in chunks.items()}
-
-
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _assemble(shards: list[Path], order: np.ndarray) -> dict[tuple[str, int], np.ndarray]:

@@ -33,6 +33,7 @@ class SplitPlan:
     train_rows: np.ndarray | None
     test_rows: np.ndarray | None
     limited_to: int | None = None  # --train-size: train_rows is a stratified subset of this many rows
+    notes: tuple[str, ...] = ()  # warnings to say aloud (test rows that are also train rows)
 
     def describe(self) -> str:
         if self.limited_to is not None:
@@ -109,11 +110,11 @@ def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_f
         _check_same_model(store, test_store)
         train = "train" if "train" in splits else _only_split(store, "--test-store")
         test = "test" if "test" in test_store.splits else _only_split(test_store, "--test-store")
-        return SplitPlan(train, test, True, None, None, None)
+        return SplitPlan(train, test, True, None, None, None, notes=check_disjoint(store, train, test_store, test))
     if "train" in splits and "test" in splits:
         if test_fraction is not None:
             raise ConfigError(f"{store.path} already has a test split; drop --test-fraction (it is for one-split stores)")
-        return SplitPlan("train", "test", False, None, None, None)
+        return SplitPlan("train", "test", False, None, None, None, notes=check_disjoint(store, "train", store, "test"))
     if len(splits) != 1:
         raise StoreError(f"{store.path} has splits {splits} but no train/test pair; a probe needs 'train' and 'test' "
                          "splits, or a store with one split and --test-fraction")
@@ -123,6 +124,27 @@ def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_f
     if not 0 < test_fraction < 1:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     return _carve(store, splits[0], test_fraction, seed)
+
+
+def check_disjoint(store: EmbeddingStore, train: str, test_store: EmbeddingStore, test: str) -> tuple[str, ...]:
+    """Refuse test rows that are the train rows (same split fingerprint); a note when some rows are shared.
+
+    Rows are shared when both splits come from the same split of the same dataset (a store's split
+    keeps its source split's name and row ids), e.g. two --limit subsamples of one train split.
+    """
+    train_print, test_print = store.split_fingerprint(train), test_store.split_fingerprint(test)
+    same_file = Path(store.path).resolve() == Path(test_store.path).resolve() and train == test
+    if same_file or (train_print and train_print == test_print):
+        raise DataError(f"the test rows (split {test!r} of {test_store.path}) are the train rows (split {train!r} of {store.path}): "
+                        "scoring train against itself says nothing; pass a store with other rows, or --test-fraction to carve a test split")
+    if train != test or store.info.dataset_name != test_store.info.dataset_name:
+        return ()
+    shared = np.intersect1d(store.row_ids(train), test_store.row_ids(test))
+    if not len(shared):
+        return ()
+    n_test = test_store.info.splits[test]
+    return (f"warning: {len(shared):,} of {n_test:,} test rows are also train rows (rows of split {train!r} of dataset "
+            f"{store.info.dataset_name!r} in both stores): the test score is inflated",)
 
 
 def _only_split(store: EmbeddingStore, option: str) -> str:

@@ -170,6 +170,7 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
         label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))
         explicit = any(name != "all" for name in config.poolings)
         pairs, notes = data.pair_poolings_with_layers(store, plan.train_split, poolings, selections, explicit)
+        notes = [*plan.notes, *notes]
         store_meta = _store_meta(store, test_store)
         if on_plan:
             n_test = len(data.test_labels(plan, store, test_store))

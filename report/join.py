@@ -7,7 +7,6 @@ the reason, never silently mixed.
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
+from common.runs import new_run_name, staged_run_dir
 from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
 from report import stats
 from report.runs import find_runs, resolve_run
@@ -97,7 +97,12 @@ def build_report(config: ReportConfig) -> Report:
         from report import plots as plotting
 
         out = _out_dir(config)
-        plots = plotting.write_plots(out, table, layer_rows, finetuned)
+        if config.out or config.markdown:  # a folder the user named: plots go into it
+            plots = plotting.write_plots(out, table, layer_rows, finetuned)
+        else:  # a new report folder: staged, so it appears only when complete
+            with staged_run_dir(out) as staging:
+                plots = plotting.write_plots(staging, table, layer_rows, finetuned)
+            plots = tuple(out / Path(p).name for p in plots)
     report = Report(tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), out, plots)
     if config.markdown:
         from report.markdown import write_markdown
@@ -277,5 +282,4 @@ def _out_dir(config: ReportConfig) -> Path:
         return ensure_writable_dir(Path(config.out))
     if config.markdown:
         return ensure_writable_dir(Path(config.markdown).parent)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return ensure_writable_dir(mlx_home() / "reports" / f"report-{stamp}")
+    return new_run_name(mlx_home() / "reports", "report")

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from common.paths import ensure_writable_dir
+from common.runs import atomic_file
 
 
 def format_rows(report) -> tuple[list[str], list[list[str]]]:
@@ -82,7 +83,8 @@ def write_markdown(path: Path, report) -> Path:
         lines += [f"![{plot.stem}]({os.path.relpath(plot, path.parent)})", ""]
     lines += ["Runs: " + ", ".join(f"`{os.path.relpath(r, path.parent)}`" for r in report.runs), ""]
     ensure_writable_dir(path.parent)
-    path.write_text("\n".join(lines))
+    with atomic_file(path, "w") as stream:
+        stream.write("\n".join(lines))
     return path
 
 

@@ -40,14 +40,18 @@ class ModelSpec:
 
     def check(self) -> "ModelSpec":
         check_architecture(self.depth, self.width)
+        if self.model.is_cnn and self.depth > 5:
+            raise ConfigError(f"CNN depth {self.depth} too large: each block doubles the channels; use 1..5")
+        n_parameters = estimated_parameters(self)
+        if n_parameters > MAX_PARAMETERS:
+            raise ConfigError(f"{self.model.value} depth {self.depth} width {self.width} has about {n_parameters:,.0f} parameters "
+                              f"({n_parameters * 16 / 1e9:,.0f} GB to train); mlx allows up to {MAX_PARAMETERS:,}: choose a smaller --width or --depth")
         if not (math.isfinite(self.l2) and self.l2 >= 0):
             raise ConfigError(f"L2 must be a finite number >= 0, got {self.l2}; e.g. --l2 0 or --l2 1e-4")
         if self.model == ModelName.mlp_numpy:
             check_numpy_schedule(self.train)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.model.is_cnn and self.depth > 5:
-            raise ConfigError(f"CNN depth {self.depth} too large: each block doubles the channels; use 1..5")
         self.train.check()
         return self
 
@@ -57,6 +61,19 @@ class ModelSpec:
     def key(self) -> str:
         """A short folder-safe name, e.g. 'mlp-numpy-d2-w512-relu-l2_0.0001'."""
         return f"{self.model.value}-d{self.depth}-w{self.width}-{self.activation.value}-l2_{exact_number(self.l2)}"
+
+
+MAX_PARAMETERS = 100_000_000  # 1.6 GB of weights, gradients and Adam moments in float32
+
+
+def estimated_parameters(spec: "ModelSpec") -> int:
+    """Parameter count from the architecture alone (nothing allocated): what a model of ``spec`` would weigh."""
+    if spec.model.is_cnn:
+        channels = [1] + [spec.width * 2**i for i in range(spec.depth)]
+        convs = sum(9 * c_in * c_out + 9 * c_out * c_out + 6 * c_out for c_in, c_out in zip(channels, channels[1:]))
+        return convs + channels[-1] * 10 + 10
+    sizes = [784] + [spec.width] * spec.depth + [10]
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
 def exact_number(value: float) -> str:

@@ -82,7 +82,7 @@ class SweepSetup:
         return {
             "model": self.config.model.value,
             "grid": f"{len(self.specs)} configurations ({len(self.completed)} already complete, skipped)",
-            "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test",
+            "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test (fingerprint {self.splits.fingerprint})",
             "epochs": self.specs[0].train.n_epochs,
             "device": f"{self.device}" + (" (unused: the NumPy MLP runs on CPU)" if self.config.model == ModelName.mlp_numpy else ""),
             "seed": self.config.seed,
