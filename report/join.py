@@ -14,8 +14,8 @@ import numpy as np
 
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
-from common.runs import new_run_name, staged_run_dir
 from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
+from common.runs import new_run_name, staged_run_dir
 from report import stats
 from report.runs import find_runs, resolve_run
 
@@ -200,7 +200,7 @@ def describe(r: ResultRow) -> str:
 def model_label(record: RunRecord, finetuned: dict[str, str]) -> str:
     """The model id, or ``<base> fine-tuned (n=N)`` for a store embedded with a fine-tuned model of these runs."""
     if record.model is None:
-        return record.data.name
+        return "-"  # vision models are trained from scratch: the method names the model
     return finetuned.get(resolved(record.model.id), record.model.id)
 
 
