@@ -140,16 +140,8 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
     a, b = plan.config.models
     document = {
         "command": "attention diff",
-        "models": [
-            {"id": m.name, "source": m.loaded.source, "revision": m.loaded.revision} for m in (plan.first, plan.second)
-        ],
-        "data": {
-            "name": plan.texts.dataset_name,
-            "split": plan.texts.split.name,
-            "fingerprint": plan.texts.split.fingerprint,
-            "n_texts": result.n_texts,
-            "n_tokens": result.n_tokens,
-        },
+        "models": [plan.first.describe(), plan.second.describe()],
+        "data": plan.texts.describe(result.n_tokens),
         "config": {
             **dataclasses.asdict(plan.config),
             "max_length": plan.max_length,

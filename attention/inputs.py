@@ -30,6 +30,17 @@ class LoadedTexts:
     notes: tuple[str, ...]
     label_names: tuple[str, ...] = ()
 
+    def describe(self, n_tokens: int) -> dict:
+        """Which rows were read, for the JSON documents."""
+        split = self.split
+        return {
+            "name": self.dataset_name,
+            "split": split.name,
+            "fingerprint": split.fingerprint,
+            "n_texts": len(split),
+            "n_tokens": n_tokens,
+        }
+
     def data_ref(self) -> record.DataRef:
         split = record.SplitRef(self.split.name, self.split.fingerprint, len(self.split))
         return record.DataRef(self.dataset_name, self.dataset_fingerprint, (split,), self.label_names)

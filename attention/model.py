@@ -43,6 +43,17 @@ class AttentionModel:
     def name(self) -> str:
         return self.loaded.model_id
 
+    def describe(self) -> dict:
+        """Identity and shape, for the JSON documents of every command."""
+        loaded = self.loaded
+        return {
+            "id": self.name,
+            "source": loaded.source,
+            "revision": loaded.revision,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+        }
+
     def network(self, dtype: DType) -> torch.nn.Module:
         """The encoder in ``dtype``; bf16/fp16 copies are made once, so fp32 stays available as the reference."""
         if dtype in (DType.FP32, DType.AUTO):

@@ -210,13 +210,7 @@ def _write_html(plan: ShowPlan, attentions: np.ndarray, tokens: list[str], rollo
 def _document(plan: ShowPlan, tokens: list[str], rollout: np.ndarray) -> dict:
     return {
         "command": "attention show",
-        "model": {
-            "id": plan.config.model,
-            "source": plan.model.loaded.source,
-            "revision": plan.model.loaded.revision,
-            "n_layers": plan.model.n_layers,
-            "n_heads": plan.model.n_heads,
-        },
+        "model": plan.model.describe(),
         "text": plan.text,
         "where": plan.where,
         "tokens": tokens,

@@ -192,21 +192,8 @@ def stats_document(plan: StatsPlan, result: StatsResult) -> dict:
     """Everything a reader of stats.json needs: what ran on what, and the (L, H) arrays."""
     return {
         "command": "attention stats",
-        "model": {
-            "id": plan.config.model,
-            "source": plan.model.loaded.source,
-            "revision": plan.model.loaded.revision,
-            "n_layers": plan.model.n_layers,
-            "n_heads": plan.model.n_heads,
-        },
-        "data": {
-            "name": plan.texts.dataset_name,
-            "split": plan.texts.split.name,
-            "fingerprint": plan.texts.split.fingerprint,
-            "n_texts": result.n_texts,
-            "n_tokens": result.n_tokens,
-            "n_truncated": result.n_truncated,
-        },
+        "model": plan.model.describe(),
+        "data": {**plan.texts.describe(result.n_tokens), "n_truncated": result.n_truncated},
         "config": {
             **dataclasses.asdict(plan.config),
             "max_length": plan.max_length,
