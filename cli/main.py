@@ -12,7 +12,7 @@ UsageError = _click_exceptions.UsageError
 NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
 import cli  # noqa: E402
-from cli import attention, embed, probe, report, runs, store, study, ui, vision  # noqa: E402  (after the click shims above)
+from cli import attention, embed, finetune, probe, report, runs, store, study, ui, vision  # noqa: E402  (after the click shims above)
 from common import MlxError, __version__  # noqa: E402
 from common.runs import disk_full_message, is_disk_full  # noqa: E402
 
@@ -98,7 +98,7 @@ def _quiet_hub() -> None:
 
 
 # One module per verb group, each wiring itself onto the app.
-for _module in (embed, store, probe, vision, runs, report, study, attention):
+for _module in (embed, store, probe, vision, finetune, runs, report, study, attention):
     _module.register(app)
 
 

@@ -200,7 +200,7 @@ def describe(r: ResultRow) -> str:
 def model_label(record: RunRecord, finetuned: dict[str, str]) -> str:
     """The model id, or ``<base> fine-tuned (n=N)`` for a store embedded with a fine-tuned model of these runs."""
     if record.model is None:
-        return record.data.name
+        return "-"  # vision models are trained from scratch: the method names the model
     return finetuned.get(resolved(record.model.id), record.model.id)
 
 

@@ -47,8 +47,14 @@ def format_rows(report) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+def title(report) -> str:
+    kinds = {r.kind for r in report.rows}
+    what = "Probe vs fine-tune" if kinds & {"probe", "finetune"} else "Models compared"
+    return f"{what} on {report.data_name}"
+
+
 def models_and_devices(report) -> str:
-    models = sorted({r.model for r in report.rows})
+    models = sorted({r.model for r in report.rows} - {"-"}) or ["trained from scratch"]
     devices = sorted({r.device for r in report.rows})
     return f"model {', '.join(models)}; device {', '.join(devices)}"
 
@@ -66,7 +72,7 @@ def write_markdown(path: Path, report) -> Path:
     path = Path(path)
     header, cells = format_rows(report)
     lines = [
-        f"## Probe vs fine-tune on {report.data_name}",
+        f"## {title(report)}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

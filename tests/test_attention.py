@@ -4,7 +4,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from attention.heads import STATISTICS, HeadStatistics, jensen_shannon, row_statistics
