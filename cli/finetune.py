@@ -9,34 +9,69 @@ from common.devices import Device, DType
 
 
 def finetune(
-    model: str = typer.Option("minilm", help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline)."),
-    dataset: str = typer.Option("demo", help="'ag_news' (hub), 'demo' (bundled), or a path: a folder of train.csv/test.csv, or a CSV/JSONL/Parquet file."),
-    split: list[str] = typer.Option([], help="The training split then the test split (give both). Default: train, test."),
+    model: str = typer.Option(
+        "minilm", help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline)."
+    ),
+    dataset: str = typer.Option(
+        "demo",
+        help="'ag_news' (hub), 'demo' (bundled), or a path: a folder of train.csv/test.csv, or a CSV/JSONL/Parquet file.",
+    ),
+    split: list[str] = typer.Option(
+        [], help="The training split then the test split (give both). Default: train, test."
+    ),
     limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N rows per split."),
     text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option("label", help="Label column (integers 0..C-1 or class names)."),
     epochs: int = typer.Option(3, help="Passes over the training rows."),
-    lr: float = typer.Option(None, help="Peak learning rate. Default by model width: 1e-4 up to hidden size 384 (MiniLM), 5e-5 up to 768 (bert-base), 2e-5 above."),
+    lr: float = typer.Option(
+        None,
+        help="Peak learning rate. Default by model width: 1e-4 up to hidden size 384 (MiniLM), 5e-5 up to 768 (bert-base), 2e-5 above.",
+    ),
     batch_size: int = typer.Option(32, help="Examples per micro-batch and rank."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step (global batch = batch size x ranks x this)."),
-    max_length: int = typer.Option(None, help="Truncate texts to this many tokens. Default: 128, or the model's limit if lower."),
-    warmup: float = typer.Option(0.1, help="Fraction of the steps with a linear warmup; the learning rate then decays linearly to 0."),
+    grad_accum: int = typer.Option(
+        1, help="Micro-batches per optimizer step (global batch = batch size x ranks x this)."
+    ),
+    max_length: int = typer.Option(
+        None, help="Truncate texts to this many tokens. Default: 128, or the model's limit if lower."
+    ),
+    warmup: float = typer.Option(
+        0.1, help="Fraction of the steps with a linear warmup; the learning rate then decays linearly to 0."
+    ),
     weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not on biases and LayerNorm)."),
-    layer_lr_decay: float = typer.Option(1.0, help="Layer-wise learning-rate decay: layer i of L trains at lr x decay^(L-i) (1.0 = off)."),
+    layer_lr_decay: float = typer.Option(
+        1.0, help="Layer-wise learning-rate decay: layer i of L trains at lr x decay^(L-i) (1.0 = off)."
+    ),
     max_grad_norm: float = typer.Option(1.0, help="Clip the gradient norm to this."),
-    dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 autocast on CPU and CUDA (fp32 master weights); fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off."),
+    dtype: DType = typer.Option(
+        DType.AUTO,
+        help="auto: bf16 autocast on CPU and CUDA (fp32 master weights); fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off.",
+    ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     seed: int = typer.Option(0, help="Seed for the head, dropout, the batch order and --limit."),
-    eval_every: str = typer.Option("epoch", help="Validate at each epoch end ('epoch') or also every N optimizer steps."),
+    eval_every: str = typer.Option(
+        "epoch", help="Validate at each epoch end ('epoch') or also every N optimizer steps."
+    ),
     patience: int = typer.Option(None, help="Stop after N validations without a better validation accuracy."),
-    checkpoint_every: int = typer.Option(200, help="Write a checkpoint every N optimizer steps (and at each epoch end)."),
+    checkpoint_every: int = typer.Option(
+        200, help="Write a checkpoint every N optimizer steps (and at each epoch end)."
+    ),
     keep_checkpoints: int = typer.Option(2, help="Keep the last N checkpoints (and always the best)."),
     threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
-    nproc: int = typer.Option(1, help="Launch N processes on this machine with torchrun (DDP; gloo on CPU, nccl on CUDA)."),
+    nproc: int = typer.Option(
+        1, help="Launch N processes on this machine with torchrun (DDP; gloo on CPU, nccl on CUDA)."
+    ),
     out: Path = typer.Option(None, help="Run folder. Default: $MLX_HOME/finetune/<dataset>-<model>-<key>."),
-    force: bool = typer.Option(False, "--force", help="Train again even if the run folder holds a finished run, or start an interrupted one over."),
-    train_size: int = typer.Option(None, "--train-size", help="Train on a stratified, seeded subset of this many training rows (the rows `probe --train-size` uses); its validation rows come from the subset."),
-    json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) on stdout."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Train again even if the run folder holds a finished run, or start an interrupted one over.",
+    ),
+    train_size: int = typer.Option(
+        None,
+        "--train-size",
+        help="Train on a stratified, seeded subset of this many training rows (the rows `probe --train-size` uses).",
+    ),
+    json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Fine-tune a Hugging Face encoder end to end; the best checkpoint (by validation accuracy) is scored on test.
 
@@ -49,11 +84,32 @@ def finetune(
     from finetune.run import prepare_finetune, run_finetune
 
     config = FinetuneConfig(
-        model=model, dataset=dataset, splits=tuple(split), text_column=text_column, label_column=label_column, limit=limit, train_size=train_size,
-        n_epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, warmup=warmup,
-        weight_decay=weight_decay, layer_lr_decay=layer_lr_decay, max_grad_norm=max_grad_norm, dtype=dtype, device=device, seed=seed,
-        eval_every=_eval_every(eval_every), patience=patience, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-        threads=threads, out=out, force=force,
+        model=model,
+        dataset=dataset,
+        splits=tuple(split),
+        text_column=text_column,
+        label_column=label_column,
+        limit=limit,
+        train_size=train_size,
+        n_epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        layer_lr_decay=layer_lr_decay,
+        max_grad_norm=max_grad_norm,
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        eval_every=_eval_every(eval_every),
+        patience=patience,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        threads=threads,
+        out=out,
+        force=force,
     )
     if nproc < 1:
         raise typer.BadParameter(f"must be at least 1, got {nproc}", param_hint="--nproc")
@@ -101,9 +157,21 @@ def _render(result, json_: bool) -> None:
         f"{result.validation_accuracy:.4f} at step {result.best_step}); {result.train_seconds:.0f} s, {result.samples_per_second:.1f} samples/s"
     )
     if json_:
-        from common.record import read_record
-
-        ui.print_json(read_record(result.out).to_dict())
+        ui.print_json(
+            {
+                "out": str(result.out),
+                "accuracy": result.accuracy,
+                "macro_f1": result.macro_f1,
+                "validation_accuracy": result.validation_accuracy,
+                "best_step": result.best_step,
+                "n_train": result.n_train,
+                "n_validation": result.n_validation,
+                "n_test": result.n_test,
+                "trainable_params": result.trainable_params,
+                "train_seconds": round(result.train_seconds, 2),
+                "samples_per_second": round(result.samples_per_second, 2),
+            }
+        )
     else:
         ui.out.print(str(result.out))
 

@@ -98,7 +98,7 @@ def _quiet_hub() -> None:
 
 
 # One module per verb group, each wiring itself onto the app.
-for _module in (embed, store, probe, vision, finetune, runs, report, study, attention):
+for _module in (embed, store, probe, vision, runs, report, study, attention, finetune):
     _module.register(app)
 
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from common.errors import StoreError
-from common.runs import write_json
+from common.runs import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +53,13 @@ class CheckpointDir:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.path(step)
-        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{target.name}.", suffix=".partial")
         try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(state, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
+            with atomic_path(target) as temporary:  # fsynced, then renamed: a crash leaves the older checkpoints whole
+                torch.save(state, temporary)
         except OSError as exc:
-            Path(temporary).unlink(missing_ok=True)
-            raise StoreError(f"cannot write checkpoint {target} ({exc.strerror}); free disk space and run the same command again to resume") from None
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            raise StoreError(
+                f"cannot write checkpoint {target} ({exc.strerror}); free disk space and run the same command again to resume"
+            ) from None
         if best:
             write_json(self.folder / "best.json", {"step": step, "file": target.name})
         self._prune()
@@ -87,7 +79,9 @@ class CheckpointDir:
         try:
             return torch.load(self.path(step), map_location="cpu", weights_only=False)
         except (OSError, RuntimeError, EOFError) as exc:
-            raise StoreError(f"checkpoint {self.path(step)} cannot be read ({exc}); delete it to resume from an earlier one") from None
+            raise StoreError(
+                f"checkpoint {self.path(step)} cannot be read ({exc}); delete it to resume from an earlier one"
+            ) from None
 
     def load_latest(self) -> dict | None:
         last = self.last_step()
@@ -96,5 +90,5 @@ class CheckpointDir:
     def clean_partials(self) -> None:
         """Remove half-written files left by a crash during a save."""
         if self.folder.is_dir():
-            for stale in self.folder.glob(".step-*.partial"):
+            for stale in self.folder.glob(".step-*.partial*"):
                 stale.unlink(missing_ok=True)

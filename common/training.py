@@ -413,6 +413,10 @@ def _save(run: _Run, state: LoopState, best: bool) -> None:
     """Write a checkpoint of the state *between* steps; every rank takes part (RNG states are gathered)."""
     if run.checkpoints is None:
         return
+    if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
+        raise TrainingDiverged(
+            f"training diverged at step {state.step}: the weights became nan or inf; {_kept(run.checkpoints)}lower the learning rate"
+        )
     rng = _gather_rng(run)
     if not run.dist.is_main:
         return
@@ -574,7 +578,7 @@ def fit(
             if n_bad or not math.isfinite(loss_sum):
                 raise TrainingDiverged(
                     f"training diverged at step {state.step + 1} (epoch {epoch}): the loss became {loss_sum / max(1, n_seen)}; "
-                    + (f"the last good checkpoint (step {_last_saved(checkpoints)}) is kept; " if checkpoints is not None else "")
+                    + _kept(checkpoints)
                     + "lower the learning rate"
                 )
             state.step += 1
@@ -617,5 +621,9 @@ def _finish_epoch(run: _Run, val: Data, state: LoopState, epoch: int, seconds: f
     _save(run, state, best=state.best_step == state.step)
 
 
-def _last_saved(checkpoints: Checkpoints) -> Any:
-    return getattr(checkpoints, "last_step", lambda: "none")()
+def _kept(checkpoints: Checkpoints | None) -> str:
+    """Which checkpoint survives a divergence, said in the error."""
+    if checkpoints is None:
+        return ""
+    last = getattr(checkpoints, "last_step", lambda: None)()
+    return f"the last good checkpoint (step {last}) is kept; " if last is not None else "no checkpoint had been written yet; "

@@ -27,7 +27,12 @@ class FinetuneConfig:
     text_column: str = "text"
     label_column: str = "label"
     limit: int | None = None
-    train_size: int | None = None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
+    train_size: int | None = (
+        None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
+    )
+    train_size: int | None = (
+        None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
+    )
     n_epochs: int = 3
     lr: float | None = None  # None: by model size (default_lr)
     batch_size: int = 32
@@ -56,15 +61,24 @@ class FinetuneConfig:
     def test_split(self) -> str:
         return (self.splits or ("train", "test"))[1]
 
-    def check(self) -> "FinetuneConfig":
+    def check(self) -> FinetuneConfig:
         """Cheap checks of option values alone (data and model checks come in prepare_finetune)."""
         if self.splits and len(self.splits) != 2:
-            raise ConfigError(f"--split takes the training split then the test split (two values), got {len(self.splits)}: {', '.join(self.splits)}")
+            raise ConfigError(
+                f"--split takes the training split then the test split (two values), got {len(self.splits)}: {', '.join(self.splits)}"
+            )
         if self.n_epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.n_epochs}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive finite number, got {self.lr}; e.g. 1e-4 for MiniLM, 3e-5 for bert-base")
-        for name, value in (("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum), ("--keep-checkpoints", self.keep_checkpoints), ("--checkpoint-every", self.checkpoint_every)):
+            raise ConfigError(
+                f"--lr must be a positive finite number, got {self.lr}; e.g. 1e-4 for MiniLM, 3e-5 for bert-base"
+            )
+        for name, value in (
+            ("--batch-size", self.batch_size),
+            ("--grad-accum", self.grad_accum),
+            ("--keep-checkpoints", self.keep_checkpoints),
+            ("--checkpoint-every", self.checkpoint_every),
+        ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.max_length is not None and self.max_length < 2:
@@ -81,15 +95,32 @@ class FinetuneConfig:
             raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
-        for name, value in (("--eval-every", self.eval_every), ("--patience", self.patience), ("--threads", self.threads)):
+        for name, value in (
+            ("--eval-every", self.eval_every),
+            ("--patience", self.patience),
+            ("--threads", self.threads),
+        ):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         return self
 
     def as_dict(self) -> dict:
-        return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        return {
+            k: (
+                v.value
+                if isinstance(v, Enum)
+                else str(v)
+                if isinstance(v, Path)
+                else list(v)
+                if isinstance(v, tuple)
+                else v
+            )
+            for k, v in asdict(self).items()
+        }
 
 
 def default_lr(hidden_size: int) -> float:

@@ -26,14 +26,18 @@ class EncodedSplit:
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.ids), dtype=np.int64, count=len(self.ids))
 
-    def subset(self, rows: np.ndarray) -> "EncodedSplit":
+    def subset(self, rows: np.ndarray) -> EncodedSplit:
         return EncodedSplit(tuple(self.ids[i] for i in rows), self.labels[rows], self.row_ids[rows])
 
 
 def encode_split(texts, labels, row_ids, tokenizer, max_length: int) -> EncodedSplit:
     """Tokenise once, truncating to ``max_length`` tokens; padding happens per batch later."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    return EncodedSplit(tuple(np.asarray(ids, dtype=np.int64) for ids in encoded), np.asarray(labels, dtype=np.int64), np.asarray(row_ids, dtype=np.int64))
+    return EncodedSplit(
+        tuple(np.asarray(ids, dtype=np.int64) for ids in encoded),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(row_ids, dtype=np.int64),
+    )
 
 
 def collate(split: EncodedSplit, rows: np.ndarray, pad_id: int) -> tuple[dict, torch.Tensor]:

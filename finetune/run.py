@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,8 +27,16 @@ from common.runs import write_json
 from common.splits import stratified_split, stratified_subsample
 from embeddings.datasets import TextDataset, load_text_dataset
 from embeddings.models import model_shape, resolve_model
-from finetune.config import DEFAULT_MAX_LENGTH, RUNTIME_OPTIONS, VALIDATION_FRACTION, VALIDATION_SEED, FinetuneConfig, default_lr, option_name
-from finetune.data import MEGA_BATCH, LengthGroupedBatches, encode_split, scoring_batches
+from finetune.config import (
+    DEFAULT_MAX_LENGTH,
+    RUNTIME_OPTIONS,
+    VALIDATION_FRACTION,
+    VALIDATION_SEED,
+    FinetuneConfig,
+    default_lr,
+    option_name,
+)
+from finetune.data import LengthGroupedBatches, encode_split, scoring_batches
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,7 @@ class FinetunePlan:
     out: Path
     partial: Path
     resume_step: int | None  # the checkpoint a resumed run starts from
+    started_at: str = ""
 
     @property
     def n_classes(self) -> int:
@@ -63,15 +71,19 @@ class FinetunePlan:
     def summary(self) -> dict[str, str]:
         c = self.config
         test = self.dataset.splits[c.test_split]
-        batch = f"{c.batch_size} x {self.world_size} rank(s) x {c.grad_accum} accumulation = {self.global_batch} per step"
+        batch = (
+            f"{c.batch_size} x {self.world_size} rank(s) x {c.grad_accum} accumulation = {self.global_batch} per step"
+        )
         return {
             "model": f"{c.model} ({self.n_layers} layers) + a new {self.n_classes}-class head (initialised from the seed)",
             "data": f"{self.dataset.name}: train {len(self.fit_rows):,}, validation {len(self.val_rows):,} (held out of {c.train_split}), test {len(test):,}",
             "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}",
             "batch": batch + f"; max length {c.max_length}, length-grouped",
-            "device / dtype": f"{self.device} / {self.dtype.value}" + (" autocast" if self.dtype is not DType.FP32 else ""),
+            "device / dtype": f"{self.device} / {self.dtype.value}"
+            + (" autocast" if self.dtype is not DType.FP32 else ""),
             "seed": str(c.seed),
-            "output": str(self.out) + (f" (resuming from step {self.resume_step})" if self.resume_step is not None else ""),
+            "output": str(self.out)
+            + (f" (resuming from step {self.resume_step})" if self.resume_step is not None else ""),
         }
 
 
@@ -110,35 +122,70 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     """Check everything cheap (options, data, model config, run folder) and resolve the defaults."""
     config.check()
     world_size = world_size or dist_info().world_size
-    dataset = load_text_dataset(config.dataset, (config.train_split, config.test_split), config.text_column, config.label_column, config.limit, config.seed)
+    dataset = load_text_dataset(
+        config.dataset,
+        (config.train_split, config.test_split),
+        config.text_column,
+        config.label_column,
+        config.limit,
+        config.seed,
+    )
     train = dataset.splits[config.train_split]
     present = np.unique(train.labels)
     if len(present) < 2:
-        raise DataError(f"split {config.train_split!r} of {dataset.name} has only one class ({dataset.label_names[present[0]]}); a classifier needs at least two")
+        raise DataError(
+            f"split {config.train_split!r} of {dataset.name} has only one class ({dataset.label_names[present[0]]}); a classifier needs at least two"
+        )
     fit_rows, val_rows = _training_rows(train.labels, config.train_size, config.seed)
     shape = model_shape(config.model)
     source = resolve_model(config.model)
-    config = replace(config, lr=config.lr or default_lr(_hidden_size(source)), max_length=_max_length(config, shape.max_positions))
+    config = replace(
+        config, lr=config.lr or default_lr(_hidden_size(source)), max_length=_max_length(config, shape.max_positions)
+    )
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device, cpu_default=DType.BF16)
     if dtype is DType.FP16 and device.type != "cuda":
-        raise ConfigError("--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 (default) or fp32")
+        raise ConfigError(
+            "--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 (default) or fp32"
+        )
     n_batches = len(LengthGroupedBatches(_LenOnly(len(fit_rows)), config.batch_size, config.seed, 0))
     if world_size > n_batches:
-        raise ConfigError(f"{world_size} processes but only {n_batches} training batch(es) per epoch; use --nproc {n_batches} or fewer, or a smaller --batch-size")
+        raise ConfigError(
+            f"{world_size} processes but only {n_batches} training batch(es) per epoch; use --nproc {n_batches} or fewer, or a smaller --batch-size"
+        )
     out = Path(config.out).expanduser() if config.out else default_out(config, world_size)
     partial = out.parent / f".{out.name}.partial"
     resume_step = _check_run_folder(config, out, partial, world_size)
-    return FinetunePlan(config, dataset, fit_rows, val_rows, source, shape.n_layers, str(device), dtype, world_size, n_batches, out, partial, resume_step)
+    from common.record import now
+
+    return FinetunePlan(
+        config,
+        dataset,
+        fit_rows,
+        val_rows,
+        source,
+        shape.n_layers,
+        str(device),
+        dtype,
+        world_size,
+        n_batches,
+        out,
+        partial,
+        resume_step,
+        now(),
+    )
 
 
 def _training_rows(labels: np.ndarray, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) rows of the training split; with ``train_size`` both come from the stratified
-    subset ``probe --train-size`` trains on (common.splits.stratified_subsample, same seed)."""
+    subset that ``probe --train-size`` trains on (common.splits.stratified_subsample, same seed)."""
     rows = np.arange(len(labels))
     if train_size is not None:
         if train_size > len(labels):
-            raise ConfigError(f"--train-size {train_size} is larger than the {len(labels)} rows of the training split; pass at most {len(labels)}")
+            raise ConfigError(
+                f"--train-size {train_size} is larger than the {len(labels)} rows of the training split; "
+                f"pass at most {len(labels)}"
+            )
         rows = stratified_subsample(labels, train_size, seed)
     fit, validation = stratified_split(labels[rows], VALIDATION_FRACTION, VALIDATION_SEED, what="validation")
     return rows[fit], rows[validation]
@@ -165,7 +212,9 @@ def _max_length(config: FinetuneConfig, model_limit: int) -> int:
     if config.max_length is None:
         return min(DEFAULT_MAX_LENGTH, model_limit) if model_limit else DEFAULT_MAX_LENGTH
     if model_limit and config.max_length > model_limit:
-        raise ConfigError(f"--max-length {config.max_length} is more than model {config.model!r} takes ({model_limit} tokens); pass --max-length {model_limit} or less")
+        raise ConfigError(
+            f"--max-length {config.max_length} is more than model {config.model!r} takes ({model_limit} tokens); pass --max-length {model_limit} or less"
+        )
     return config.max_length
 
 
@@ -177,10 +226,14 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     """Refuse a finished run (without --force) or a resume with other options; return the resume step."""
     if out.exists() and not config.force:
         if (out / "run.json").exists():
-            raise StoreError(f"{out} holds a finished run; mlx never overwrites results: choose another --out, or pass --force to train it again")
+            raise StoreError(
+                f"{out} holds a finished run; mlx never overwrites results: choose another --out, or pass --force to train it again"
+            )
         raise StoreError(f"{out} exists and is not an mlx finetune run; choose another --out")
     if out.exists() and not (out / "run.json").exists():
-        raise StoreError(f"{out} exists and is not an mlx finetune run; --force only replaces finished runs, so choose another --out")
+        raise StoreError(
+            f"{out} exists and is not an mlx finetune run; --force only replaces finished runs, so choose another --out"
+        )
     ensure_writable_dir(out.parent)
     saved = partial / "config.json"
     if config.force or not saved.exists():
@@ -190,8 +243,12 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     then = before.get("options", {})
     changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if changed:
-        described = ", ".join(f"{'--nproc' if k == 'world_size' else option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed)
-        raise ConfigError(f"{out} has an interrupted run started with other options ({described}); re-run with the original options to resume, or pass --force to start over")
+        described = ", ".join(
+            f"{'--nproc' if k == 'world_size' else option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed
+        )
+        raise ConfigError(
+            f"{out} has an interrupted run started with other options ({described}); re-run with the original options to resume, or pass --force to start over"
+        )
     from common.checkpoints import CheckpointDir
 
     return CheckpointDir(partial / "checkpoints").last_step()
@@ -205,12 +262,14 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
     import torch
 
     from common.checkpoints import CheckpointDir
-    from common.record import now
     from common.training import cpu_threads, fit
 
-    started_at = now()
     dist = init_distributed(torch.device(plan.device).type)
-    device = torch.device(f"cuda:{dist.local_rank}") if plan.device.startswith("cuda") and dist.enabled else torch.device(plan.device)
+    device = (
+        torch.device(f"cuda:{dist.local_rank}")
+        if plan.device.startswith("cuda") and dist.enabled
+        else torch.device(plan.device)
+    )
     _start_folder(plan, dist)
     with cpu_threads(plan.config.threads):
         tokenizer, model = _load(plan)
@@ -223,8 +282,16 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
             progress("finetune", completed * plan.global_batch, total * plan.global_batch, **info)
 
         history = fit(
-            model, data["train"], data["validation"], torch.nn.functional.cross_entropy, _train_config(plan), device,
-            on_step if dist.is_main else no_progress, param_groups=_param_groups(model, plan), checkpoints=checkpoints, dist=dist,
+            model,
+            data["train"],
+            data["validation"],
+            torch.nn.functional.cross_entropy,
+            _train_config(plan),
+            device,
+            on_step if dist.is_main else no_progress,
+            param_groups=_param_groups(model, plan),
+            checkpoints=checkpoints,
+            dist=dist,
         )
         in_sync = _ranks_in_sync(model, dist)
         if history.best_step is not None:
@@ -237,7 +304,7 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
     predicted[data["test_order"]] = logits.argmax(dim=1).numpy()
     result = replace(_result(plan, model, history, predicted, data["test_split"]), ranks_in_sync=in_sync)
     if dist.is_main:
-        _write_run(plan, result, model, tokenizer, predicted, data["test_split"], started_at)
+        _write_run(plan, result, model, tokenizer, predicted, data["test_split"])
     barrier()
     return result
 
@@ -263,10 +330,21 @@ def _train_config(plan: FinetunePlan):
 
     c = plan.config
     return TrainConfig(
-        n_epochs=c.n_epochs, batch_size=c.batch_size, optimizer=OptimizerName.adamw, lr=c.lr, weight_decay=c.weight_decay,
-        schedule=ScheduleName.linear, warmup_fraction=c.warmup, max_grad_norm=c.max_grad_norm, seed=c.seed, grad_accum=c.grad_accum,
-        autocast=None if plan.dtype is DType.FP32 else plan.dtype.value, eval_every=c.eval_every, checkpoint_every=c.checkpoint_every,
-        patience=c.patience, fused=True,
+        n_epochs=c.n_epochs,
+        batch_size=c.batch_size,
+        optimizer=OptimizerName.adamw,
+        lr=c.lr,
+        weight_decay=c.weight_decay,
+        schedule=ScheduleName.linear,
+        warmup_fraction=c.warmup,
+        max_grad_norm=c.max_grad_norm,
+        seed=c.seed,
+        grad_accum=c.grad_accum,
+        autocast=None if plan.dtype is DType.FP32 else plan.dtype.value,
+        eval_every=c.eval_every,
+        checkpoint_every=c.checkpoint_every,
+        patience=c.patience,
+        fused=True,
     )
 
 
@@ -284,7 +362,15 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
         CheckpointDir(plan.partial / "checkpoints").clean_partials()
         if not (plan.partial / "config.json").exists():
             options = dict(_comparable(plan.config.as_dict()), world_size=plan.world_size)
-            write_json(plan.partial / "config.json", {"command": "finetune", "options": options, "config": plan.config.as_dict(), "mlx_version": __version__})
+            write_json(
+                plan.partial / "config.json",
+                {
+                    "command": "finetune",
+                    "options": options,
+                    "config": plan.config.as_dict(),
+                    "mlx_version": __version__,
+                },
+            )
     barrier()
 
 
@@ -302,10 +388,16 @@ def _load(plan: FinetunePlan):
     try:
         tokenizer = AutoTokenizer.from_pretrained(plan.source)
         model = AutoModelForSequenceClassification.from_pretrained(
-            plan.source, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}, dtype=torch.float32,
+            plan.source,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+            dtype=torch.float32,
         )
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load {plan.config.model!r} as a sequence classifier ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); use --model minilm or a local model folder") from None
+        raise ModelLoadError(
+            f"could not load {plan.config.model!r} as a sequence classifier ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); use --model minilm or a local model folder"
+        ) from None
     return tokenizer, model
 
 
@@ -319,7 +411,10 @@ def _encode(plan: FinetunePlan, tokenizer) -> dict:
     test_batches, test_order = scoring_batches(test_encoded, EVAL_BATCH_SIZE, pad_id)
     return {
         "train": LengthGroupedBatches(encoded.subset(plan.fit_rows), c.batch_size, c.seed, pad_id),
-        "validation": val_batches, "test": test_batches, "test_order": test_order, "test_split": test_encoded,
+        "validation": val_batches,
+        "test": test_batches,
+        "test_order": test_order,
+        "test_split": test_encoded,
     }
 
 
@@ -357,44 +452,130 @@ def _result(plan: FinetunePlan, model, history, predicted: np.ndarray, test) -> 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     notes = []
     if history.stopped_early:
-        notes.append(f"stopped early at step {history.n_steps}: {plan.config.patience} evaluation(s) without a better validation accuracy")
+        notes.append(
+            f"stopped early at step {history.n_steps}: {plan.config.patience} evaluation(s) without a better validation accuracy"
+        )
     if plan.world_size > 1 and plan.n_batches % plan.world_size:
-        notes.append(f"{plan.n_batches} batches per epoch do not split evenly over {plan.world_size} ranks; the first {plan.world_size - plan.n_batches % plan.world_size} repeat at each epoch end")
+        notes.append(
+            f"{plan.n_batches} batches per epoch do not split evenly over {plan.world_size} ranks; the first {plan.world_size - plan.n_batches % plan.world_size} repeat at each epoch end"
+        )
     return FinetuneResult(
-        plan.out, accuracy, macro_f1, history.best_accuracy, history.best_step, len(plan.fit_rows), len(plan.val_rows), len(test),
-        trainable, history.seconds, history.samples_per_second, history, tuple(notes),
+        plan.out,
+        accuracy,
+        macro_f1,
+        history.best_accuracy,
+        history.best_step,
+        len(plan.fit_rows),
+        len(plan.val_rows),
+        len(test),
+        trainable,
+        history.seconds,
+        history.samples_per_second,
+        history,
+        tuple(notes),
     )
 
 
-def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, predicted: np.ndarray, test, started_at: str) -> None:
+def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, predicted: np.ndarray, test) -> None:
+    """Everything into the partial folder, run.json (common/record.py) last, then rename it into place."""
+    from common import record as run_record
     from common.checkpoints import CheckpointDir
-    from common.record import write_record
-    from finetune.record import finetune_record
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     from finetune.plots import plot_learning_curve
 
     folder = plan.partial
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
-    classes = list(range(plan.n_classes))
-    precision, recall, f1, support = precision_recall_fscore_support(test.labels, predicted, labels=classes, zero_division=0)
-    h = result.history
-    details = {
-        "model_source": plan.source, "dtype": plan.dtype.value, "world_size": plan.world_size,
-        "global_batch": plan.global_batch, "best_step": result.best_step, "samples_per_second": result.samples_per_second,
-        "ranks_in_sync": result.ranks_in_sync, "n_steps": h.n_steps, "stopped_early": h.stopped_early, "resumed_from_step": h.resumed_from_step,
-        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)} for name, p, r, f, s in zip(plan.dataset.label_names, precision, recall, f1, support)},
-        "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
-        "epochs": [_record_dict(r) for r in h.epochs],
-        "evals": [_record_dict(r) for r in h.evals],
-    }
-    plot_learning_curve(h, folder / "learning_curve.png", title=f"{plan.config.model} on {plan.dataset.name}")
-    write_record(folder, *finetune_record(plan, result, predicted, test, details, started_at))
+    plot_learning_curve(
+        result.history, folder / "learning_curve.png", title=f"{plan.config.model} on {plan.dataset.name}"
+    )
+    record = _run_record(plan, result, predicted, test)
+    run_record.write_record(folder, record, run_record.Predictions(test.row_ids, test.labels, {"finetune": predicted}))
     if plan.out.exists():  # --force on a finished run: replaced only now that the new one is whole
         shutil.rmtree(plan.out)
     folder.rename(plan.out)
     shutil.rmtree(CheckpointDir(plan.out / "checkpoints").folder, ignore_errors=True)
+
+
+def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarray, test):
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from common import record as run_record
+    from embeddings.models import model_revision
+
+    c, h = plan.config, result.history
+    classes = list(range(plan.n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        test.labels, predicted, labels=classes, zero_division=0
+    )
+    train = plan.dataset.splits[c.train_split]
+    details = {
+        "best_step": result.best_step,
+        "n_validation": result.n_validation,
+        "samples_per_second": result.samples_per_second,
+        "n_steps": h.n_steps,
+        "stopped_early": h.stopped_early,
+        "resumed_from_step": h.resumed_from_step,
+        "world_size": plan.world_size,
+        "global_batch": plan.global_batch,
+        "ranks_in_sync": result.ranks_in_sync,
+        "dtype": plan.dtype.value,
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(plan.dataset.label_names, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
+        "epochs": [_record_dict(r) for r in h.epochs],
+        "evals": [_record_dict(r) for r in h.evals],
+    }
+    params = {
+        "lr": c.lr,
+        "n_epochs": c.n_epochs,
+        "batch_size": c.batch_size,
+        "grad_accum": c.grad_accum,
+        "global_batch": plan.global_batch,
+        "max_length": c.max_length,
+        "warmup": c.warmup,
+        "weight_decay": c.weight_decay,
+        "layer_lr_decay": c.layer_lr_decay,
+        "dtype": plan.dtype.value,
+    }
+    row = run_record.ResultRow(
+        name="finetune",
+        method="finetune",
+        setting=f"lr={c.lr:g} epochs={c.n_epochs}",
+        params=params,
+        accuracy=result.accuracy,
+        macro_f1=result.macro_f1,
+        validation_accuracy=result.validation_accuracy if result.best_step is not None else None,
+        n_train=result.n_train,
+        n_test=result.n_test,
+        trainable_params=result.trainable_params,
+        train_seconds=result.train_seconds,
+        details=run_record.to_plain(details),
+    )
+    splits = (
+        run_record.SplitRef(
+            "train", run_record.subset_fingerprint(train.fingerprint, plan.fit_rows), len(plan.fit_rows)
+        ),
+        run_record.SplitRef(
+            "validation", run_record.subset_fingerprint(train.fingerprint, plan.val_rows), len(plan.val_rows)
+        ),
+        run_record.SplitRef("test", plan.dataset.splits[c.test_split].fingerprint, len(test)),
+    )
+    return run_record.RunRecord(
+        kind="finetune",
+        command="finetune",
+        command_line=run_record.command_line(),
+        started_at=plan.started_at,
+        finished_at=run_record.now(),
+        config=plan.config.as_dict(),
+        model=run_record.ModelRef(c.model, model_revision(plan.source)),
+        data=run_record.DataRef(plan.dataset.name, plan.dataset.fingerprint, splits, plan.dataset.label_names),
+        device=plan.device,
+        results=(row,),
+        artifacts=("model", "learning_curve.png", run_record.PREDICTIONS_FILE),
+        notes=result.notes,
+    )
 
 
 def _record_dict(record) -> dict:

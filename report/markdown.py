@@ -14,7 +14,7 @@ def format_rows(report) -> tuple[list[str], list[list[str]]]:
     header = [
         "method",
         *(["model"] if several_models else []),
-        "n train",
+        "train rows",
         "acc % [95% CI]",
         "macro-F1 %",
         "trainable",
@@ -64,7 +64,8 @@ def caption(report) -> str:
         f"Test set: {report.test_description}; {models_and_devices(report)}. Intervals: percentile bootstrap over test rows. McNemar p: exact "
         "paired test against the reference row (ref: the fine-tuned model, else the most accurate) of the same "
         "training size, with the rows only this one / only the reference gets right. * best of several settings "
-        "picked on test accuracy (optimistic); other rows were chosen on validation or had one setting."
+        "picked on test accuracy (optimistic); other rows were chosen on validation or had one setting. "
+        "Train rows: labelled rows used, validation rows included."
     )
 
 

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from common.checkpoints import CheckpointDir
 from finetune.config import FinetuneConfig
 from finetune.run import prepare_finetune, run_finetune
-from tests.helpers import invoke, run_summary, write_ag_news_folder
+from tests.helpers import invoke, write_ag_news_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,12 +27,27 @@ def data(tmp_path):
 
 
 def config(model, data, out, **options) -> FinetuneConfig:
-    base = dict(model=str(model), dataset=str(data), out=out, n_epochs=2, lr=2e-3, batch_size=8, checkpoint_every=2, warmup=0.1)
+    base = dict(
+        model=str(model), dataset=str(data), out=out, n_epochs=2, lr=2e-3, batch_size=8, checkpoint_every=2, warmup=0.1
+    )
     return FinetuneConfig(**{**base, **options})
 
 
 def weights(run: Path) -> dict:
     return load_file(str(run / "model" / "model.safetensors"))
+
+
+def read_run(run: Path) -> dict:
+    """run.json (common/record.py shape) flattened: the one result row's metrics and details, plus the config."""
+    record = json.loads((run / "run.json").read_text())
+    assert record["kind"] == "finetune" and len(record["results"]) == 1
+    row = record["results"][0]
+    return {
+        **row["details"],
+        **{k: v for k, v in row.items() if k != "details"},
+        "config": record["config"],
+        "record": record,
+    }
 
 
 def same_run(a: Path, b: Path) -> None:
@@ -42,26 +56,50 @@ def same_run(a: Path, b: Path) -> None:
     assert first.keys() == second.keys()
     for name in first:
         assert torch.equal(first[name], second[name]), name
-    ra, rb = (run_summary(run) for run in (a, b))
+    ra, rb = read_run(a), read_run(b)
     for key in ("accuracy", "macro_f1", "validation_accuracy", "best_step", "evals", "confusion_matrix"):
         assert ra[key] == rb[key], key
-    assert [(e["train_loss"], e["val_loss"]) for e in ra["epochs"]] == [(e["train_loss"], e["val_loss"]) for e in rb["epochs"]]
+    assert [(e["train_loss"], e["val_loss"]) for e in ra["epochs"]] == [
+        (e["train_loss"], e["val_loss"]) for e in rb["epochs"]
+    ]
 
 
 def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
     out = tmp_path / "run"
-    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--epochs", "4", "--lr", "3e-3",
-                    "--batch-size", "8", "--eval-every", "3", "--json")
+    result = invoke(
+        "finetune",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "4",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "3",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)["results"][0]
-    record = run_summary(out)
+    summary = json.loads(result.stdout)
+    record = read_run(out)
     assert summary["accuracy"] == record["accuracy"] > 0.5  # 4 balanced classes: chance is 0.25
-    assert record["n_train"] == 80 and record["n_fit"] == 72 and record["n_validation"] == 8 and record["n_test"] == 24
+    assert record["n_train"] == 72 and record["n_validation"] == 8 and record["n_test"] == 24
+    assert [s["name"] for s in record["record"]["data"]["splits"]] == ["train", "validation", "test"]
     losses = [e["train_loss"] for e in record["epochs"]]
     assert losses[-1] < losses[0]
     assert record["trainable_params"] > 0 and record["train_seconds"] > 0 and record["dtype"] == "bf16"
     assert len(record["evals"]) == 4 * 9 // 3 and record["best_step"] in [e["step"] for e in record["evals"]]
-    assert sum(map(sum, record["confusion_matrix"])) == 24 and set(record["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    assert sum(map(sum, record["confusion_matrix"])) == 24 and set(record["per_class"]) == {
+        "World",
+        "Sports",
+        "Business",
+        "Sci/Tech",
+    }
     predictions = np.load(out / "predictions.npz")
     np.testing.assert_array_equal(predictions["row_ids"], np.arange(24))
     assert np.mean(predictions["finetune"] == predictions["y_true"]) == record["accuracy"]
@@ -76,11 +114,19 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
 
 
 def test_validation_rows_are_the_logreg_probes_rows(tiny_bert, data, tmp_path):
-    from common.splits import stratified_split  # what the probe's select_C carves its validation rows with
+    import inspect
+
+    from common.splits import stratified_split
+    from probes.logreg import select_C
 
     plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run"))
+    probe_defaults = inspect.signature(
+        select_C
+    ).parameters  # the probe's C-selection split, whatever its defaults become
     labels = plan.dataset.splits["train"].labels
-    fit_rows, val_rows = stratified_split(labels, 0.1, 0)
+    fit_rows, val_rows = stratified_split(
+        labels, probe_defaults["validation_fraction"].default, probe_defaults["seed"].default
+    )
     np.testing.assert_array_equal(plan.val_rows, val_rows)
     np.testing.assert_array_equal(plan.fit_rows, fit_rows)
 
@@ -97,7 +143,9 @@ def crash_at(step: int, global_batch: int):
     return progress
 
 
-@pytest.mark.parametrize("crash_step", [1, 5, 9, 14])  # before any checkpoint, mid-epoch, last step of an epoch, epoch 2
+@pytest.mark.parametrize(
+    "crash_step", [1, 5, 9, 14]
+)  # before any checkpoint, mid-epoch, last step of an epoch, epoch 2
 def test_resume_after_a_crash_is_bit_identical(tiny_bert, data, tmp_path, crash_step, reference_run):
     out = tmp_path / "crashed"
     plan = prepare_finetune(config(tiny_bert, data, out))
@@ -105,7 +153,9 @@ def test_resume_after_a_crash_is_bit_identical(tiny_bert, data, tmp_path, crash_
         run_finetune(plan, crash_at(crash_step, plan.global_batch))
     assert not out.exists() and (tmp_path / ".crashed.partial" / "config.json").exists()
     resumed = prepare_finetune(config(tiny_bert, data, out))
-    assert resumed.resume_step == ((crash_step - 1) // 2 * 2 or None)  # a checkpoint every 2 steps, the crash before step k is saved
+    assert resumed.resume_step == (
+        (crash_step - 1) // 2 * 2 or None
+    )  # a checkpoint every 2 steps, the crash before step k is saved
     result = run_finetune(resumed)
     assert result.history.resumed_from_step == resumed.resume_step
     same_run(out, reference_run)
@@ -120,10 +170,29 @@ def reference_run(tiny_bert, data, tmp_path):
 
 def test_kill_9_mid_run_then_the_same_command_resumes_exactly(tiny_bert, data, tmp_path, reference_run):
     out = tmp_path / "killed"
-    args = ["finetune", "--model", str(tiny_bert), "--dataset", str(data), "--out", str(out), "--epochs", "2", "--lr", "2e-3",
-            "--batch-size", "8", "--checkpoint-every", "2", "--warmup", "0.1"]
+    args = [
+        "finetune",
+        "--model",
+        str(tiny_bert),
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--lr",
+        "2e-3",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--warmup",
+        "0.1",
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     checkpoints = CheckpointDir(tmp_path / ".killed.partial" / "checkpoints")
     deadline = time.monotonic() + 120
     while (checkpoints.last_step() or 0) < 4 and process.poll() is None and time.monotonic() < deadline:
@@ -143,17 +212,34 @@ def test_changed_options_on_resume_are_named_and_a_finished_run_is_kept(tiny_ber
     plan = prepare_finetune(config(tiny_bert, data, out))
     with pytest.raises(Crash):
         run_finetune(plan, crash_at(3, plan.global_batch))
-    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--epochs", "3", "--lr", "1e-3",
-                    "--batch-size", "8", "--checkpoint-every", "2", "--warmup", "0.1")
+    result = invoke(
+        "finetune",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "3",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--warmup",
+        "0.1",
+    )
     assert result.exit_code != 0
-    assert "other options (--epochs 2 -> 3, --lr 0.002 -> 0.001)" in result.stderr and "Traceback" not in result.output
+    assert "other options (--lr 0.002 -> 0.001, --epochs 2 -> 3)" in result.stderr and "Traceback" not in result.output
     run_finetune(prepare_finetune(config(tiny_bert, data, out)))
     before = (out / "run.json").read_text()
     again = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--batch-size", "8")
     assert again.exit_code != 0 and "finished run" in again.stderr and "--force" in again.stderr
     assert (out / "run.json").read_text() == before
     forced = run_finetune(prepare_finetune(config(tiny_bert, data, out, n_epochs=1, force=True)))
-    assert forced.history.n_steps == 9 and run_summary(out)["config"]["n_epochs"] == 1
+    assert forced.history.n_steps == 9 and read_run(out)["config"]["n_epochs"] == 1
 
 
 def test_pruning_keeps_the_last_k_and_the_best(tmp_path):
@@ -162,7 +248,11 @@ def test_pruning_keeps_the_last_k_and_the_best(tmp_path):
         checkpoints.save({"step": step}, step, best)
     assert checkpoints.steps() == [2, 4, 5] and checkpoints.best_step() == 2
     checkpoints.save({"step": 6}, 6, True)
-    assert checkpoints.steps() == [5, 6] and checkpoints.load(6) == {"step": 6} and checkpoints.load_latest() == {"step": 6}
+    assert (
+        checkpoints.steps() == [5, 6]
+        and checkpoints.load(6) == {"step": 6}
+        and checkpoints.load_latest() == {"step": 6}
+    )
     (checkpoints.folder / ".step-00000007.pt.abc.partial").write_bytes(b"half")
     checkpoints.clean_partials()
     assert checkpoints.steps() == [5, 6] and not list(checkpoints.folder.glob("*.partial"))
@@ -170,13 +260,36 @@ def test_pruning_keeps_the_last_k_and_the_best(tmp_path):
 
 def test_loss_going_nan_stops_and_keeps_the_last_good_checkpoint(tiny_bert, data, tmp_path):
     out = tmp_path / "run"
-    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--lr", "1e38", "--warmup", "0",
-                    "--max-grad-norm", "1e30", "--batch-size", "8", "--checkpoint-every", "1", "--dtype", "fp32")
+    result = invoke(
+        "finetune",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        data,
+        "--out",
+        out,
+        "--lr",
+        "1e30",
+        "--warmup",
+        "0",
+        "--max-grad-norm",
+        "1e30",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "1",
+        "--dtype",
+        "fp32",
+    )
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     message = result.stderr
     assert "diverged at step" in message and "last good checkpoint" in message, message
     kept = CheckpointDir(tmp_path / ".run.partial" / "checkpoints")
-    assert not out.exists() and kept.steps() and all(np.isfinite(v.float()).all() for v in kept.load_latest()["model"].values() if v.is_floating_point())
+    assert (
+        not out.exists()
+        and kept.steps()
+        and all(np.isfinite(v.float()).all() for v in kept.load_latest()["model"].values() if v.is_floating_point())
+    )
 
 
 def test_gradient_accumulation_takes_one_step_per_group_of_micro_batches(tiny_bert, tmp_path):

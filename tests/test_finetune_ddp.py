@@ -1,6 +1,5 @@
 """`mlx finetune --nproc 2`: torchrun DDP on CPU (gloo) with a tiny BERT: ranks in sync, like one process, resumable."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,8 +12,8 @@ import pytest
 from common.checkpoints import CheckpointDir
 from finetune.config import FinetuneConfig
 from finetune.run import prepare_finetune, run_finetune
-from tests.helpers import run_summary, write_ag_news_folder
-from tests.test_finetune import same_run, weights
+from tests.helpers import write_ag_news_folder
+from tests.test_finetune import read_run, same_run, weights
 
 REPO = Path(__file__).resolve().parents[1]
 # The documented tolerance between a 2-process run and a 1-process run with the same global batch:
@@ -26,8 +25,26 @@ pytestmark = pytest.mark.slow
 
 
 def finetune_args(model, data, out, *extra) -> list[str]:
-    return ["finetune", "--model", str(model), "--dataset", str(data), "--out", str(out), "--epochs", "2", "--lr", "3e-3",
-            "--batch-size", "4", "--checkpoint-every", "2", "--warmup", "0.1", *extra]
+    return [
+        "finetune",
+        "--model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--warmup",
+        "0.1",
+        *extra,
+    ]
 
 
 def descendants(pid: int) -> list[int]:
@@ -41,7 +58,14 @@ def descendants(pid: int) -> list[int]:
 
 def launch(args, **options) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +81,24 @@ def ddp_run(tiny_bert, tmp_path_factory):
 
 def test_two_processes_stay_in_sync_and_match_one_process_with_the_same_global_batch(tiny_bert, ddp_run, tmp_path):
     data, out, stderr = ddp_run
-    record = run_summary(out)
+    record = read_run(out)
     assert record["world_size"] == 2 and record["global_batch"] == 8 and "global batch 8" in stderr
     assert record["ranks_in_sync"] is True  # every rank hashed its trained parameters; all equal
-    single = run_finetune(prepare_finetune(FinetuneConfig(
-        model=str(tiny_bert), dataset=str(data), out=tmp_path / "one", n_epochs=2, lr=3e-3, batch_size=4, grad_accum=2, checkpoint_every=2, warmup=0.1,
-    )))
+    single = run_finetune(
+        prepare_finetune(
+            FinetuneConfig(
+                model=str(tiny_bert),
+                dataset=str(data),
+                out=tmp_path / "one",
+                n_epochs=2,
+                lr=3e-3,
+                batch_size=4,
+                grad_accum=2,
+                checkpoint_every=2,
+                warmup=0.1,
+            )
+        )
+    )
     assert single.history.n_steps == record["n_steps"] == 18
     for one, two in zip(single.history.epochs, record["epochs"]):
         assert abs(one.train_loss - two["train_loss"]) < LOSS_TOLERANCE
@@ -87,6 +123,6 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tiny_bert, ddp_run, tmp_pa
     _, stderr = again.communicate(timeout=600)
     assert again.returncode == 0, stderr.decode()
     assert "resuming from step" in stderr.decode()
-    assert run_summary(out)["resumed_from_step"] >= 4
+    assert read_run(out)["resumed_from_step"] >= 4
     same_run(out, reference)
     assert weights(out).keys() == weights(reference).keys()

@@ -17,7 +17,9 @@ def write_csv_pair(folder, train_labels, test_labels, classes=None):
 
 def fails(result, *fragments):
     assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), (
+        result.output
+    )
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, result.stderr
     for fragment in fragments:
@@ -45,13 +47,30 @@ def fails(result, *fragments):
 )
 def test_bad_options(tiny_bert, tmp_path, options, message):
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
-    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run", "--batch-size", "8", *options), message)
+    fails(
+        invoke(
+            "finetune",
+            "--model",
+            tiny_bert,
+            "--dataset",
+            data,
+            "--out",
+            tmp_path / "run",
+            "--batch-size",
+            "8",
+            *options,
+        ),
+        message,
+    )
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial"))
 
 
 def test_unknown_model(tmp_path):
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
-    fails(invoke("finetune", "--model", "no-such-org/no-such-model", "--dataset", data, "--out", tmp_path / "run"), "no-such-org/no-such-model")
+    fails(
+        invoke("finetune", "--model", "no-such-org/no-such-model", "--dataset", data, "--out", tmp_path / "run"),
+        "no-such-org/no-such-model",
+    )
 
 
 def test_one_class(tiny_bert, tmp_path):
@@ -61,7 +80,10 @@ def test_one_class(tiny_bert, tmp_path):
 
 def test_labels_out_of_range(tiny_bert, tmp_path):
     data = write_csv_pair(tmp_path / "range", [0, 1, 2, 7] * 5, [0, 1], classes=["a", "b", "c", "d"])
-    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run"), "label 7 is outside 0..3")
+    fails(
+        invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run"),
+        "label 7 is outside 0..3",
+    )
 
 
 def test_output_folder_that_cannot_be_written(tiny_bert, tmp_path):
