@@ -97,12 +97,15 @@ def compare(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
+    tta: int = typer.Option(0, "--tta", help="Test-time augmentation: average the prediction over the image and this many fixed small warps (0 = off, up to 8); validation is scored with and without."),
+    plot: bool = typer.Option(False, "--plot", help="Also write errors_<model>.png: misclassified test images grouped by the most confused class pairs, beside the confusion matrix."),
+    detail: bool = typer.Option(False, "--detail", help="Also print each model's per-class test accuracy."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
     from vision.compare import CompareConfig, prepare_compare, run_compare
 
-    config = CompareConfig(parse_models(models), dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out)
+    config = CompareConfig(parse_models(models), dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out, tta_views=tta, plot_errors=plot)
     setup = prepare_compare(config)
     _say_device(setup.device)
     ui.summary_panel("mlx vision compare", setup.summary())
@@ -112,12 +115,27 @@ def compare(
         ui.print_json({"run_dir": result.run_dir, "rows": result.rows(), "figures": result.figures})
         return
     table = Table(title=f"{setup.splits.dataset}: {len(setup.splits.train)} train images, test on {len(setup.splits.test)}")
-    for column in ("model", "test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs"):
+    tta_note = f" (test-time views: {tta}; val shown without / with)" if tta else ""
+    for column in ("model", "val accuracy", "test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in result.rows():
-        table.add_row(row["model"], f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
+        val = f"{row['val_accuracy']:.2%}" + (f" / {row['val_accuracy_tta']:.2%}" if tta else "")
+        table.add_row(row["model"], val, f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
+    table.caption = tta_note or None
     ui.out.print(table)
+    if detail:
+        _print_per_class(result.rows(), setup.splits.class_names)
     ui.say(f"run folder: {result.run_dir} (figures: {', '.join(p.name for p in result.figures)})")
+
+
+def _print_per_class(rows: list[dict], class_names: tuple[str, ...]) -> None:
+    table = Table(title="Per-class test accuracy (share of each class's test images predicted correctly)")
+    table.add_column("class")
+    for row in rows:
+        table.add_column(row["model"], justify="right")
+    for name in class_names:
+        table.add_row(name, *(f"{row['per_class_accuracy'][name]:.2%}" for row in rows))
+    ui.out.print(table)
 
 
 @vision_app.command()

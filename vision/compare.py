@@ -5,12 +5,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common import ConfigError, StoreError
 from common.progress import ProgressCallback, no_progress
-from vision.data import DatasetName, Splits, load_splits
-from vision.experiment import ModelRun, data_description, run_model
+from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
+from vision.experiment import ModelRun, check_tta_views, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
-from vision.plots import plot_confusion, plot_learning_curves
+from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
 from common.runs import staged_run_dir, write_json
 from vision.runs import default_runs_dir, free_run_name, stamp
 
@@ -29,6 +31,8 @@ class CompareConfig:
     device: str = "auto"
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
+    tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
+    plot_errors: bool = False  # an error gallery per model beside its confusion matrix
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class CompareSetup:
             "dtype": "float32",
             "threads": self.config.threads or "library default",
             "seed": self.config.seed,
+            "test-time views": self.config.tta_views or "off",
             "output": self.run_dir,
         }
 
@@ -67,6 +72,8 @@ class CompareResult:
                 "test_accuracy": r.test.accuracy if r.test else None,
                 "test_macro_f1": r.test.macro_f1 if r.test else None,
                 "val_accuracy": r.val_accuracy,
+                "val_accuracy_tta": r.val_accuracy_tta,
+                "per_class_accuracy": r.test.per_class_accuracy if r.test else None,
                 "n_parameters": r.n_parameters,
                 "train_seconds": r.history.seconds,
                 "seconds_per_epoch": r.history.seconds_per_epoch,
@@ -80,6 +87,7 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
     """Validate everything, load the data and pick the device before any folder is made or time spent."""
     from common.training import resolve_device
 
+    check_tta_views(config.tta_views)
     specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
@@ -103,16 +111,22 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     with staged_run_dir(final) as stage:
         with cpu_threads(setup.config.threads) as n_threads:
             write_json(stage / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
-            runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress) for spec in setup.specs)
-        figures = _write_figures(runs, setup.splits.class_names, stage)
+            runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress, n_tta_views=setup.config.tta_views) for spec in setup.specs)
+        figures = _write_figures(runs, setup.splits, stage, setup.config.plot_errors)
         write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
     runs = tuple(dataclasses.replace(r, run_dir=final / r.run_dir.name) for r in runs)
     return CompareResult(runs, final, tuple(final / f.name for f in figures))
 
 
-def _write_figures(runs: tuple[ModelRun, ...], class_names, folder: Path) -> list[Path]:
+def _write_figures(runs: tuple[ModelRun, ...], splits: Splits, folder: Path, plot_errors: bool) -> list[Path]:
     figures = [plot_learning_curves({r.spec.model.value: r.history for r in runs}, folder / "learning_curves.png")]
+    glyphs = KMNIST_HIRAGANA if splits.class_names == KMNIST_CLASS_NAMES else None
     for r in runs:
-        title = f"{r.spec.model.value}: test accuracy {r.test.accuracy:.2%}"
-        figures.append(plot_confusion(r.test.confusion, class_names, title, folder / f"confusion_{r.spec.model.value}.png"))
+        name = r.spec.model.value
+        title = f"{name}: test accuracy {r.test.accuracy:.2%}"
+        figures.append(plot_confusion(r.test.confusion, splits.class_names, title, folder / f"confusion_{name}.png"))
+        if plot_errors:
+            errors = int(r.test.confusion.sum() - np.trace(r.test.confusion))
+            gallery_title = f"{name}: {errors:,} of {len(splits.test):,} test images misclassified ({r.test.accuracy:.2%} correct), by the most confused pairs"
+            figures.append(plot_error_gallery(splits.test.images, splits.test.labels, r.test.predicted, r.test.confusion, splits.class_names, glyphs, gallery_title, folder / f"errors_{name}.png"))
     return figures
