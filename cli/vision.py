@@ -115,13 +115,13 @@ def compare(
         ui.print_json({"run_dir": result.run_dir, "rows": result.rows(), "figures": result.figures})
         return
     table = Table(title=f"{setup.splits.dataset}: {len(setup.splits.train)} train images, test on {len(setup.splits.test)}")
-    tta_note = f" (test-time views: {tta}; val shown without / with)" if tta else ""
-    for column in ("model", "val accuracy", "test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs"):
+    # With test-time views, validation with and without them is what decides whether to use them.
+    columns = ("model",) + (("val acc.", f"val + {tta} views") if tta else ()) + ("test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs")
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in result.rows():
-        val = f"{row['val_accuracy']:.2%}" + (f" / {row['val_accuracy_tta']:.2%}" if tta else "")
-        table.add_row(row["model"], val, f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
-    table.caption = tta_note or None
+        validation = (f"{row['val_accuracy']:.2%}", f"{row['validation_accuracy_tta']:.2%}") if tta else ()
+        table.add_row(row["model"], *validation, f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
     ui.out.print(table)
     if detail:
         _print_per_class(result.rows(), setup.splits.class_names)

@@ -72,7 +72,7 @@ class CompareResult:
                 "test_accuracy": r.test.accuracy if r.test else None,
                 "test_macro_f1": r.test.macro_f1 if r.test else None,
                 "val_accuracy": r.val_accuracy,
-                "val_accuracy_tta": r.val_accuracy_tta,
+                "validation_accuracy_tta": r.validation_accuracy_tta,
                 "per_class_accuracy": r.test.per_class_accuracy if r.test else None,
                 "n_parameters": r.n_parameters,
                 "train_seconds": r.history.seconds,

@@ -51,7 +51,7 @@ class ModelRun:
     test: TestScores | None
     run_dir: Path
     n_tta_views: int = 0
-    val_accuracy_tta: float | None = None  # with the test-time views, when n_tta_views > 0
+    validation_accuracy_tta: float | None = None  # with the test-time views, when n_tta_views > 0
 
     def metrics(self) -> dict[str, Any]:
         scores = {} if self.test is None else {
@@ -65,7 +65,7 @@ class ModelRun:
             "n_parameters": self.n_parameters,
             "val_accuracy": self.val_accuracy,
             "n_tta_views": self.n_tta_views,
-            "val_accuracy_tta": self.val_accuracy_tta,
+            "validation_accuracy_tta": self.validation_accuracy_tta,
             **scores,
             "train_seconds": self.history.seconds,
             "seconds_per_epoch": self.history.seconds_per_epoch,
@@ -185,9 +185,9 @@ def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: 
     write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "device": str(device), "n_tta_views": n_tta_views}))
     model, history = train_model(spec, splits, device, progress, task=spec.key())
     val_accuracy = history.epochs[-1].val_accuracy
-    val_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None
+    validation_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None
     test = score(model, spec, splits.test, device, splits.class_names, n_tta_views) if score_test else None
     save_weights(model, spec, run_dir)
-    run = ModelRun(spec, history, n_parameters(model, spec), val_accuracy, test, run_dir, n_tta_views, val_accuracy_tta)
+    run = ModelRun(spec, history, n_parameters(model, spec), val_accuracy, test, run_dir, n_tta_views, validation_accuracy_tta)
     write_json(run_dir / "metrics.json", stamp(run.metrics()))
     return run
