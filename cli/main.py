@@ -11,7 +11,7 @@ _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
 UsageError = _click_exceptions.UsageError
 NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
-from cli import embed, probe, store, ui, vision
+from cli import embed, probe, report, runs, store, study, ui, vision
 from common import MlxError, __version__
 
 
@@ -82,7 +82,7 @@ def _quiet_hub() -> None:
 
 
 # One module per verb group, each wiring itself onto the app.
-for _module in (embed, store, probe, vision):
+for _module in (embed, store, probe, vision, runs, report, study):
     _module.register(app)
 
 

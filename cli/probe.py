@@ -26,9 +26,10 @@ INDEX = typer.Option(IndexKind.FLAT, "--index", help="FAISS index: flat (exact) 
 CS = typer.Option("0.01,0.1,1,10", "--C", help="Comma-separated inverse regularisation strengths; chosen on a validation split of train.")
 TEST_FRACTION = typer.Option(None, "--test-fraction", help="For a one-split store: carve a stratified, seeded test split of this fraction.")
 TEST_STORE = typer.Option(None, "--test-store", help="Take the test split from this store (same model and labels).")
+TRAIN_SIZE = typer.Option(None, "--train-size", min=1, help="Train on a stratified, seeded subset of this many training rows (data-efficiency studies).")
 SEED = typer.Option(0, "--seed", help="Seed for the validation and carved test splits.")
 OUT = typer.Option(None, "--out", help="Run folder to create (must not exist); default $MLX_HOME/runs/probe/<time>-<command>-<id>.")
-JSON = typer.Option(False, "--json", help="Print results as JSON on stdout (one object per pooling x layer x probe x setting).")
+JSON = typer.Option(False, "--json", help="Print the run record (run.json: one result row per pooling x layer x probe x setting) on stdout.")
 DETAIL = typer.Option(False, "--detail", help="Also print per-class precision/recall/F1 and the confusion matrix of the best result of each probe.")
 PLOT = typer.Option(False, "--plot", help="Write confusion-matrix PNGs (and accuracy-by-layer with several layers) into the run folder.")
 
@@ -36,34 +37,34 @@ PLOT = typer.Option(False, "--plot", help="Write confusion-matrix PNGs (and accu
 @probe_app.command()
 def knn(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, k: str = K,
         metric: Metric = METRIC, weights: Weights = WEIGHTS, index: IndexKind = INDEX, test_fraction: Optional[float] = TEST_FRACTION,
-        test_store: Optional[Path] = TEST_STORE, seed: int = SEED, out: Optional[Path] = OUT,
+        test_store: Optional[Path] = TEST_STORE, train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED, out: Optional[Path] = OUT,
         json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """k-nearest-neighbour probe on a FAISS index (flat = exact, equal to scikit-learn brute force)."""
     knn_config = KNNConfig(ks=_numbers(k, int, "--k"), metric=metric, weights=weights, index=index)
     _run(ProbeRunConfig("knn", store, (ProbeKind.KNN,), tuple(pooling or ()), tuple(layer or ()), knn=knn_config,
-                        test_fraction=test_fraction, test_store=test_store, seed=seed, out=out, plot=plot), json_, detail)
+                        test_fraction=test_fraction, test_store=test_store, train_size=train_size, seed=seed, out=out, plot=plot), json_, detail)
 
 
 @probe_app.command()
 def logreg(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, c: str = CS,
-           test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, seed: int = SEED,
+           test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED,
            out: Optional[Path] = OUT, json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """Multinomial logistic regression on standardised features; C chosen on a validation split of train."""
     _run(ProbeRunConfig("logreg", store, (ProbeKind.LOGREG,), tuple(pooling or ()), tuple(layer or ()),
                         logreg=LogRegConfig(Cs=_numbers(c, float, "--C")), test_fraction=test_fraction,
-                        test_store=test_store, seed=seed, out=out, plot=plot), json_, detail)
+                        test_store=test_store, train_size=train_size, seed=seed, out=out, plot=plot), json_, detail)
 
 
 @probe_app.command()
 def compare(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, k: str = K,
             metric: Metric = METRIC, weights: Weights = WEIGHTS, index: IndexKind = INDEX, c: str = CS,
-            test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, seed: int = SEED,
+            test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED,
             out: Optional[Path] = OUT, json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """Every probe over every pooling (and layer) in one table sorted by test accuracy, best marked."""
     knn_config = KNNConfig(ks=_numbers(k, int, "--k"), metric=metric, weights=weights, index=index)
     _run(ProbeRunConfig("compare", store, (ProbeKind.KNN, ProbeKind.LOGREG), tuple(pooling or ()), tuple(layer or ()),
                         knn=knn_config, logreg=LogRegConfig(Cs=_numbers(c, float, "--C")), test_fraction=test_fraction,
-                        test_store=test_store, seed=seed, out=out, plot=plot), json_, detail)
+                        test_store=test_store, train_size=train_size, seed=seed, out=out, plot=plot), json_, detail)
 
 
 def register(app: typer.Typer) -> None:
@@ -89,7 +90,7 @@ def _run(config: ProbeRunConfig, as_json: bool, detail: bool) -> None:
     with ui.progress_bar(unit="probe") as progress:
         report = run_probes(config, progress=progress, on_plan=on_plan)
     if as_json:
-        ui.print_json([r.to_dict() for r in report.results])
+        ui.print_json(report.record.to_dict())
     else:
         _render(report, detail)
     ui.say(f"run saved to {report.run_dir}")

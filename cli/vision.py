@@ -100,7 +100,7 @@ def compare(
     tta: int = typer.Option(0, "--tta", help="Test-time augmentation: average the prediction over the image and this many fixed small warps (0 = off, up to 8); validation is scored with and without."),
     plot: bool = typer.Option(False, "--plot", help="Also write errors_<model>.png: misclassified test images grouped by the most confused class pairs, beside the confusion matrix."),
     detail: bool = typer.Option(False, "--detail", help="Also print each model's per-class test accuracy."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
 ) -> None:
     """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
     from vision.compare import CompareConfig, prepare_compare, run_compare
@@ -112,7 +112,8 @@ def compare(
     with ui.progress_bar("batch") as progress:
         result = run_compare(setup, progress)
     if json_out:
-        ui.print_json({"run_dir": result.run_dir, "rows": result.rows(), "figures": result.figures})
+        ui.print_json(result.record.to_dict())
+        ui.say(f"run folder: {result.run_dir}")
         return
     table = Table(title=f"{setup.splits.dataset}: {len(setup.splits.train)} train images, test on {len(setup.splits.test)}")
     # With test-time views, validation with and without them is what decides whether to use them.
@@ -154,7 +155,7 @@ def sweep(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help="The sweep folder; re-running with the same one skips finished configurations. Default: derived from the settings under $MLX_HOME/runs/vision"),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run record (report-*/run.json) instead of a table."),
 ) -> None:
     """Train every combination, rank by validation accuracy, score only the best on test; resumable."""
     from vision.sweep import SweepConfig, prepare_sweep, run_sweep
@@ -162,11 +163,14 @@ def sweep(
     grid = (_split(depth, "--depth", int), _split(width, "--width", int), _split(activation, "--activation", parse_activation), _split(l2, "--l2", float))
     setup = prepare_sweep(SweepConfig(model, *grid, dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out))
     _say_device(setup.device)
+    for note in setup.notes:
+        ui.say(note)
     ui.summary_panel("mlx vision sweep", setup.summary())
     with ui.progress_bar("batch") as progress:
         result = run_sweep(setup, progress)
     if json_out:
-        ui.print_json({"rows": result.rows, "report_dir": result.report_dir, "figure": result.figure, "n_skipped": result.n_skipped})
+        ui.print_json(result.record.to_dict())
+        ui.say(f"report: {result.report_dir}")
         return
     table = Table(title=f"sweep {model.value}: {len(result.rows)} configurations by validation accuracy ({result.n_skipped} resumed from disk)")
     for column in ("depth", "width", "activation", "L2", "params", "val accuracy", "test accuracy", "train s"):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ConfigError, DataError
+from common.splits import stratified_subsample
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +108,9 @@ def subsample(dataset: TextDataset, limit: int, seed: int) -> TextDataset:
         if len(split) <= limit:
             kept[name] = split
             continue
-        index = stratified_indices(split.labels, limit, np.random.default_rng(seed))
+        index = stratified_subsample(split.labels, limit, seed)
         kept[name] = TextSplit(name, tuple(split.texts[i] for i in index), split.labels[index], split.row_ids[index])
     return TextDataset(dataset.name, kept, dataset.label_names, dataset.notes)
-
-
-def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of ``n`` rows whose class proportions follow ``labels`` (largest remainder)."""
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = counts * n / len(labels)
-    take = np.floor(quota).astype(int)
-    for i in np.argsort(-(quota - take), kind="stable")[: n - take.sum()]:
-        take[i] += 1
-    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
-    return np.sort(np.concatenate(chosen))
 
 
 # --- the bundled demo set ---------------------------------------------------------------------

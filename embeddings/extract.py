@@ -25,7 +25,7 @@ from common import ConfigError, StoreError
 from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
-from embeddings.locking import store_lock
+from common.locking import store_lock
 from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, load_model, model_shape, model_revision, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import FORMAT_NAME, SplitArrays, write_store

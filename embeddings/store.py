@@ -162,6 +162,10 @@ class EmbeddingStore:
         """(N,) int64 source row ids of ``split``."""
         return self._group(split)["row_ids"][()]
 
+    def split_fingerprint(self, split: str) -> str:
+        """Fingerprint of the source rows of ``split`` (texts, labels, row ids), as the dataset loader computed it."""
+        return str(self._group(split).attrs.get("fingerprint", ""))
+
     def vectors(self, split: str, pooling: str, layer: int | None = None) -> np.ndarray:
         """(N, D) float32 pooled vectors; ``layer`` None means the last stored layer."""
         layer = self.info.layers[-1] if layer is None else layer

@@ -7,14 +7,15 @@ its last use.
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from common import ConfigError, DataError, StoreError
+from common.record import SplitRef, subset_fingerprint
+from common.splits import stratified_split, stratified_subsample
 from embeddings.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,11 @@ class SplitPlan:
     carved_fraction: float | None
     train_rows: np.ndarray | None
     test_rows: np.ndarray | None
+    limited_to: int | None = None  # --train-size: train_rows is a stratified subset of this many rows
 
     def describe(self) -> str:
+        if self.limited_to is not None:
+            return f"{replace(self, limited_to=None).describe()}; a stratified subset of {self.limited_to} training rows"
         if self.carved_fraction is not None:
             return (f"split {self.train_split!r} carved into {len(self.train_rows)} train / {len(self.test_rows)} test rows "
                     f"(stratified, {self.carved_fraction:g} test fraction)")
@@ -152,11 +156,10 @@ def _carve(store: EmbeddingStore, split: str, fraction: float, seed: int) -> Spl
     labels = store.labels(split)
     _check_classes(labels, split, store)
     try:
-        train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"cannot carve a stratified {fraction:g} test split from {len(labels)} rows of {split!r}: {exc}; "
-                        "use a larger store or another --test-fraction") from None
-    return SplitPlan(split, split, False, fraction, np.sort(train_rows), np.sort(test_rows))
+        train_rows, test_rows = stratified_split(labels, fraction, seed, what="test")
+    except DataError as exc:
+        raise DataError(f"split {split!r} of {store.path}: {exc}; use a larger store or another --test-fraction") from None
+    return SplitPlan(split, split, False, fraction, train_rows, test_rows)
 
 
 def _check_same_model(store: EmbeddingStore, other: EmbeddingStore) -> None:
@@ -180,6 +183,39 @@ def _check_classes(labels: np.ndarray, split: str, store: EmbeddingStore) -> Non
 def _class_name(store: EmbeddingStore, label: int) -> str:
     names = store.info.label_names
     return repr(names[label]) if 0 <= label < len(names) else str(label)
+
+
+def limit_train(plan: SplitPlan, store: EmbeddingStore, n: int | None, seed: int) -> SplitPlan:
+    """Keep a stratified, seeded subset of ``n`` training rows (the rows ``mlx finetune --train-size n`` uses)."""
+    if n is None:
+        return plan
+    y = train_labels(plan, store)
+    if not 0 < n <= len(y):
+        raise ConfigError(f"train size {n} must be between 1 and the {len(y)} training rows of {store.path}")
+    if n == len(y):
+        return plan
+    kept = stratified_subsample(y, n, seed)
+    rows = kept if plan.train_rows is None else plan.train_rows[kept]
+    return replace(plan, train_rows=rows, limited_to=n)
+
+
+def split_refs(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingStore | None) -> tuple[SplitRef, ...]:
+    """Fingerprint and size of the exact train and test rows (row subsets get their own fingerprint)."""
+    refs = []
+    for role, source, split, rows in (("train", store, plan.train_split, plan.train_rows),
+                                      ("test", test_store or store, plan.test_split, plan.test_rows)):
+        fingerprint = source.split_fingerprint(split)
+        n_rows = source.info.splits[split]
+        if rows is not None:
+            fingerprint, n_rows = subset_fingerprint(fingerprint, rows), len(rows)
+        refs.append(SplitRef(role, fingerprint, n_rows))
+    return tuple(refs)
+
+
+def test_row_ids(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingStore | None) -> np.ndarray:
+    """(N_test,) int64 ids of the test rows in their source split."""
+    ids = (test_store or store).row_ids(plan.test_split)
+    return ids if plan.test_rows is None else ids[plan.test_rows]
 
 
 def train_labels(plan: SplitPlan, store: EmbeddingStore) -> np.ndarray:
@@ -253,6 +289,7 @@ def _read_pair(store, test_store, plan: SplitPlan, pooling: str, layer: int) -> 
         X = _read(store, plan.train_split, pooling, layer)
         return X[plan.train_rows], X[plan.test_rows]
     X_train = _read(store, plan.train_split, pooling, layer)
+    X_train = X_train if plan.train_rows is None else X_train[plan.train_rows]
     X_test = _read(test_store or store, plan.test_split, pooling, layer)
     if X_train.shape[1] != X_test.shape[1]:
         raise StoreError(f"pooling {pooling!r} layer {layer}: train vectors have {X_train.shape[1]} dimensions but test "

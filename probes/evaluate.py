@@ -4,7 +4,6 @@ import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -12,7 +11,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from common import ConfigError, __version__
+from common import ConfigError
+from common import record as run_record
 from common import runs as common_runs
 from common.progress import ProgressCallback, no_progress
 from probes import data, report, runs
@@ -56,6 +56,7 @@ class ProbeRunConfig:
     logreg: LogRegConfig = LogRegConfig()
     test_fraction: float | None = None
     test_store: Path | None = None
+    train_size: int | None = None  # a stratified, seeded subset of this many training rows (None: all)
     seed: int = 0
     out: Path | None = None
     plot: bool = False
@@ -93,10 +94,25 @@ class ProbeResult:
     dim: int
     validation_accuracy: float | None = None
     recall_at_k: float | None = None
+    trainable_params: int = 0  # k-NN learns nothing; logistic regression: coefficients + intercepts
 
     @property
     def layer_label(self) -> str:
         return data.layer_label(self.layers)
+
+    @property
+    def name(self) -> str:
+        """Unique within a run; keys this result's test predictions."""
+        return f"{self.probe}-{self.pooling}-L{self.layer_label}-{self.setting}"
+
+    def to_row(self) -> run_record.ResultRow:
+        d = self.to_dict()
+        details = {k: d[k] for k in ("per_class", "confusion", "fit_seconds", "predict_seconds", "dim", "recall_at_k")}
+        return run_record.ResultRow(
+            name=self.name, method=self.probe, setting=self.setting,
+            params={"pooling": self.pooling, "layers": list(self.layers), **d["params"]}, accuracy=self.accuracy,
+            macro_f1=self.macro_f1, validation_accuracy=self.validation_accuracy, n_train=self.n_train, n_test=self.n_test,
+            trainable_params=self.trainable_params, train_seconds=self.fit_seconds, details=details)
 
     def to_dict(self) -> dict[str, Any]:
         d = _plain(asdict(self))
@@ -115,6 +131,7 @@ class ProbeReport:
     plots: tuple[Path, ...] = ()
     layer_selections: tuple[tuple[int, ...], ...] = ()
     notes: tuple[str, ...] = ()
+    record: run_record.RunRecord | None = None  # what run.json holds; ``--json`` prints it
 
     @property
     def best(self) -> ProbeResult:
@@ -130,11 +147,13 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
 
     ``on_plan`` is called with a summary (sizes, poolings, layers, output folder) before the long work.
     """
+    started_at = run_record.now()
     run_dir = common_runs.check_new(config.out or runs.default_run_dir(config.command))
     store = data.open_store(config.store)
     test_store = data.open_store(config.test_store) if config.test_store else None
     try:
         plan = data.plan_splits(store, test_store, config.test_fraction, config.seed)
+        plan = data.limit_train(plan, store, config.train_size, config.seed)
         poolings = data.resolve_poolings(config.poolings, store.info.poolings, store.path)
         selections = data.parse_layers(config.layers, store.info.layers, store.path)
         y_train = data.train_labels(plan, store)
@@ -150,17 +169,21 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
                      "poolings": ", ".join(poolings), "layers": "; ".join(map(data.layer_label, selections)),
                      "probes": ", ".join(p.value for p in config.probes), "run folder": str(run_dir), "notes": notes})
         with common_runs.staged_run_dir(run_dir) as staging:
-            results = _evaluate(config, data.iter_matrices(store, test_store, plan, pairs), len(pairs), label_names, progress)
+            predictions: dict[str, np.ndarray] = {}
+            results = _evaluate(config, data.iter_matrices(store, test_store, plan, pairs), len(pairs), label_names,
+                                progress, predictions)
             results = tuple(sorted(results, key=lambda r: -r.accuracy))
             plots = report.write_plots(staging, results, selections, label_names) if config.plot else ()
-            _write_run(staging, config, results, store_meta, plan, notes)
+            record = _record(config, results, store, test_store, plan, label_names, store_meta, notes, plots, started_at)
+            row_ids, y_true = data.test_row_ids(plan, store, test_store), data.test_labels(plan, store, test_store)
+            run_record.write_record(staging, record, run_record.Predictions(row_ids, y_true, predictions))
         plots = tuple(run_dir / p.name for p in plots)
     finally:
         store.close()
         if test_store:
             test_store.close()
     return ProbeReport(config, results, run_dir, plan.describe(), plan.carved_fraction is not None, store_meta, plots,
-                       selections, tuple(notes))
+                       selections, tuple(notes), record)
 
 
 def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
@@ -178,8 +201,12 @@ def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
 
 
 def _evaluate(config: ProbeRunConfig, matrices: Iterator[data.PooledMatrices], n_matrices: int,
-              label_names: tuple[str, ...], progress: ProgressCallback) -> list[ProbeResult]:
-    """The one loop: for each pooled matrix, for each probe, fit on train and score once on test."""
+              label_names: tuple[str, ...], progress: ProgressCallback,
+              predictions: dict[str, np.ndarray]) -> list[ProbeResult]:
+    """The one loop: for each pooled matrix, for each probe, fit on train and score once on test.
+
+    ``predictions`` receives each result's (N_test,) predicted labels under the result's name.
+    """
     results: list[ProbeResult] = []
     total = n_matrices * len(config.probes)
     progress("probing", 0, total)
@@ -188,6 +215,7 @@ def _evaluate(config: ProbeRunConfig, matrices: Iterator[data.PooledMatrices], n
             predict = _knn_predictions if kind is ProbeKind.KNN else _logreg_predictions
             for setting, params, y_pred, fit_s, predict_s, extra in predict(config, m):
                 results.append(_result(kind, m, setting, params, y_pred, fit_s, predict_s, extra, label_names))
+                predictions[results[-1].name] = y_pred
             progress("probing", i * len(config.probes) + j + 1, total)
             log.info("%s on %s layer %s done", kind.value, m.pooling, m.layer_label)
     return results
@@ -231,7 +259,9 @@ def _logreg_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Itera
     predict_s = time.perf_counter() - start
     params = {"C": chosen.C, "C_grid": list(c.Cs), "validation_accuracy_by_C": {str(k): v for k, v in chosen.validation_accuracy.items()},
               "n_fit": chosen.n_fit, "n_validation": chosen.n_validation}
-    yield f"C={chosen.C:g}", params, y_pred, fit_s, predict_s, {"validation_accuracy": chosen.validation_accuracy[chosen.C]}
+    n_weights = probe.model_.coef_.size + probe.model_.intercept_.size
+    yield f"C={chosen.C:g}", params, y_pred, fit_s, predict_s, {"validation_accuracy": chosen.validation_accuracy[chosen.C],
+                                                                 "trainable_params": int(n_weights)}
 
 
 def _result(kind: ProbeKind, m: data.PooledMatrices, setting: str, params: dict[str, Any], y_pred: np.ndarray,
@@ -262,13 +292,18 @@ def _store_meta(store, test_store) -> dict[str, Any]:
     return meta
 
 
-def _write_run(folder: Path, config: ProbeRunConfig, results: tuple[ProbeResult, ...], store_meta: dict[str, Any],
-               plan: data.SplitPlan, notes: list[str]) -> None:
-    common_runs.write_json(folder / "config.json", {
-        "kind": "probe", "command": config.command, "mlx_version": __version__,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": config.to_dict(), "store": store_meta, "split": plan.describe(), "notes": notes})
-    common_runs.write_json(folder / "metrics.json", {"mlx_version": __version__, "results": [r.to_dict() for r in results]})
+def _record(config: ProbeRunConfig, results: tuple[ProbeResult, ...], store, test_store, plan: data.SplitPlan,
+            label_names: tuple[str, ...], store_meta: dict[str, Any], notes: list[str], plots: tuple[Path, ...],
+            started_at: str) -> run_record.RunRecord:
+    info = store.info
+    return run_record.RunRecord(
+        kind="probe", command=f"probe {config.command}", command_line=run_record.command_line(), started_at=started_at,
+        finished_at=run_record.now(), config={**config.to_dict(), "store_meta": store_meta, "split": plan.describe()},
+        model=run_record.ModelRef(info.model_id, info.model_revision),
+        data=run_record.DataRef(info.dataset_name, info.dataset_fingerprint, data.split_refs(plan, store, test_store),
+                                tuple(label_names)),
+        device="cpu", results=tuple(r.to_row() for r in results), artifacts=tuple(p.name for p in plots),
+        notes=tuple(notes))
 
 
 def _plain(obj: Any) -> Any:

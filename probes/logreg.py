@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -62,11 +61,6 @@ class CSelection:
     n_validation: int
 
 
-def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded (fit_rows, validation_rows) of a label vector (N,): the project's one splitter."""
-    return stratified_split(y, fraction, seed, what="validation")
-
-
 def select_C(X: np.ndarray, y: np.ndarray, Cs: tuple[float, ...], validation_fraction: float = 0.1,
              seed: int = 0, max_iter: int = 1000) -> CSelection:
     """Fit one probe per C on train minus a validation split, return the C with best validation accuracy.
@@ -75,7 +69,7 @@ def select_C(X: np.ndarray, y: np.ndarray, Cs: tuple[float, ...], validation_fra
     """
     if not Cs:
         raise ConfigError("no C values given; pass e.g. --C 0.01,0.1,1,10")
-    fit_rows, validation_rows = split_validation(y, validation_fraction, seed)
+    fit_rows, validation_rows = stratified_split(y, validation_fraction, seed, what="validation")
     accuracy = {}
     for C in sorted(Cs):
         probe = LogRegProbe(C=C, max_iter=max_iter, seed=seed).fit(X[fit_rows], y[fit_rows])

@@ -6,18 +6,16 @@ results are never overwritten.
 """
 
 import hashlib
-import secrets
-from datetime import datetime, timezone
 from pathlib import Path
 
 from common.paths import mlx_home
+from common.runs import new_run_name
 
 _EDGE_BYTES = 1 << 20
 
 
 def default_run_dir(command: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return mlx_home() / "runs" / "probe" / f"{stamp}-{command}-{secrets.token_hex(2)}"
+    return new_run_name(mlx_home() / "runs" / "probe", command)
 
 
 def store_fingerprint(path: Path) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common import DataError
-from embeddings.datasets import load_text_dataset, split_name, stratified_indices
+from embeddings.datasets import load_text_dataset, split_name
 from tests.helpers import write_ag_news_folder
 
 
@@ -53,12 +53,6 @@ def test_limit_is_stratified_seeded_and_keeps_order(tmp_path):
     assert np.bincount(a.labels).tolist() == [2, 2, 2, 2]
     assert list(a.row_ids) == sorted(a.row_ids)
     assert a.fingerprint == b.fingerprint != c.fingerprint
-
-
-def test_stratified_indices_respect_proportions():
-    labels = np.array([0] * 90 + [1] * 10)
-    index = stratified_indices(labels, 20, np.random.default_rng(0))
-    assert len(index) == 20 and np.bincount(labels[index]).tolist() == [18, 2]
 
 
 def test_demo_set_is_bundled():

@@ -9,7 +9,7 @@ import pytest
 
 from embeddings import extract
 from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
-from embeddings.locking import store_lock
+from common.locking import store_lock
 from embeddings.store import EmbeddingStore
 from tests.helpers import invoke, write_ag_news_folder
 

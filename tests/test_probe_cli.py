@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from common.record import read_predictions, read_record, validate
 from embeddings.store import EmbeddingStore, SplitArrays, write_store
 from probes import ProbeKind, ProbeRunConfig, run_probes
 from probes.logreg import select_C
@@ -38,27 +39,32 @@ def test_compare_table_sorted_with_best_marked_and_run_folder(store, isolated_ho
     assert accuracies == sorted(accuracies, reverse=True)
     assert rows[0].lstrip().startswith("★")
     (folder,) = run_folders(isolated_home)
-    config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert config["store"]["fingerprint"].startswith("sha256:") and config["mlx_version"]
-    assert config["store"]["dataset_fingerprint"] == "synthetic-0"
-    assert config["config"]["probes"] == ["knn", "logreg"]
-    assert [100 * r["accuracy"] for r in metrics["results"]] == pytest.approx(accuracies, abs=0.01)
+    record = read_record(folder)
+    assert record.config["store_meta"]["fingerprint"].startswith("sha256:") and record.mlx_version
+    assert record.data.fingerprint == "synthetic-0" and record.kind == "probe" and record.command == "probe compare"
+    assert record.config["probes"] == ["knn", "logreg"]
+    assert [100 * r.accuracy for r in record.results] == pytest.approx(accuracies, abs=0.01)
+    predictions = read_predictions(folder)
+    for row in record.results:
+        assert np.mean(predictions.by_row[row.name] == predictions.y_true) == pytest.approx(row.accuracy)
+    assert [r.trainable_params for r in record.results if r.method == "logreg"] == [3 * 16 + 3]
 
 
 def test_json_schema_one_object_per_pooling_layer_probe_setting(store):
     result = probe("compare", "--store", store, "--layer", "1", "--layer", "2", "--k", "1,5,10", "--json")
     assert result.exit_code == 0, result.output
-    objects = json.loads(result.stdout)
+    record = json.loads(result.stdout)
+    assert validate(record) == []
+    objects = record["results"]
     assert len(objects) == 2 * 2 * (3 + 1)  # poolings x layers x (k values + logreg)
-    keys = {(o["probe"], o["pooling"], o["layer"], o["setting"]) for o in objects}
+    keys = {(o["method"], o["params"]["pooling"], tuple(o["params"]["layers"]), o["setting"]) for o in objects}
     assert len(keys) == len(objects)
     for o in objects:
-        assert {"probe", "pooling", "layer", "accuracy", "macro_f1", "per_class", "confusion", "fit_seconds"} <= set(o)
+        assert {"per_class", "confusion", "fit_seconds"} <= set(o["details"])
         assert 0 <= o["macro_f1"] <= 1 and 0 <= o["accuracy"] <= 1
-        assert sum(map(sum, o["confusion"])) == o["n_test"] == 100
-        assert np.trace(np.array(o["confusion"])) / o["n_test"] == pytest.approx(o["accuracy"])
-    logreg = [o for o in objects if o["probe"] == "logreg"]
+        assert sum(map(sum, o["details"]["confusion"])) == o["n_test"] == 100
+        assert np.trace(np.array(o["details"]["confusion"])) / o["n_test"] == pytest.approx(o["accuracy"])
+    logreg = [o for o in objects if o["method"] == "logreg"]
     assert all(o["params"]["C"] in (0.01, 0.1, 1.0, 10.0) and o["validation_accuracy"] is not None for o in logreg)
 
 
@@ -78,9 +84,10 @@ def test_layer_all_adds_layer_table_and_plot_and_concatenation_widens(store, iso
     assert "per class" in result.stdout
     (folder,) = run_folders(isolated_home)
     assert {p.name for p in folder.glob("*.png")} == {"accuracy-by-layer.png", "confusion-knn.png", "confusion-logreg.png"}
-    results = json.loads((folder / "metrics.json").read_text())["results"]
-    assert {r["dim"] for r in results if r["layers"] == [1, 2]} == {32}
-    assert {r["dim"] for r in results if len(r["layers"]) == 1} == {16}
+    record = read_record(folder)
+    assert set(record.artifacts) == {"accuracy-by-layer.png", "confusion-knn.png", "confusion-logreg.png"}
+    assert {r.details["dim"] for r in record.results if r.params["layers"] == [1, 2]} == {32}
+    assert {r.details["dim"] for r in record.results if len(r.params["layers"]) == 1} == {16}
 
 
 def test_store_is_read_once_per_dataset(store, monkeypatch):
@@ -102,17 +109,18 @@ def test_test_fraction_carves_stratified_split_aloud(tmp_path):
     result = probe("knn", "--store", one_split, "--pooling", "mean", "--k", "5", "--test-fraction", "0.25", "--json")
     assert result.exit_code == 0, result.output
     assert "carving a test split" in result.stderr
-    (o,) = json.loads(result.stdout)
+    (o,) = json.loads(result.stdout)["results"]
     assert (o["n_train"], o["n_test"]) == (150, 50)
     again = json.loads(probe("knn", "--store", one_split, "--pooling", "mean", "--k", "5", "--test-fraction", "0.25", "--json").stdout)
-    assert again[0]["accuracy"] == o["accuracy"]  # seeded
+    assert again["results"][0]["accuracy"] == o["accuracy"]  # seeded
+    assert json.loads(result.stdout)["data"]["splits"] == again["data"]["splits"]  # same carved rows, same fingerprints
 
 
 @pytest.mark.parametrize("index", ["hnsw", "ivf"])
 def test_approximate_index_reports_recall(store, index):
     result = probe("knn", "--store", store, "--index", index, "--k", "5", "--json")
     assert result.exit_code == 0, result.output
-    assert all(0.9 <= o["recall_at_k"] <= 1.0 and o["params"]["index"] == index for o in json.loads(result.stdout))
+    assert all(0.9 <= o["details"]["recall_at_k"] <= 1.0 and o["params"]["index"] == index for o in json.loads(result.stdout)["results"])
 
 
 def test_test_split_from_another_store(tmp_path):
@@ -120,18 +128,18 @@ def test_test_split_from_another_store(tmp_path):
     test = write_synthetic_store(tmp_path / "test.h5", splits=("test",), seed=0)
     result = probe("knn", "--store", train, "--test-store", test, "--pooling", "mean", "--k", "5", "--json")
     assert result.exit_code == 0, result.output
-    (o,) = json.loads(result.stdout)
+    (o,) = json.loads(result.stdout)["results"]
     assert (o["n_train"], o["n_test"]) == (300, 100)
 
 
 def test_explicit_out_is_used_and_never_overwritten(store, tmp_path):
     out = tmp_path / "my-run"
     assert probe("knn", "--store", store, "--k", "5", "--out", out).exit_code == 0
-    assert (out / "metrics.json").exists()
-    before = (out / "metrics.json").read_text()
+    assert (out / "run.json").exists()
+    before = (out / "run.json").read_text()
     again = probe("knn", "--store", store, "--k", "1", "--out", out)
     assert again.exit_code != 0 and "already exists" in again.stderr
-    assert (out / "metrics.json").read_text() == before
+    assert (out / "run.json").read_text() == before
 
 
 def test_embed_then_compare_end_to_end(tiny_bert, tmp_path):
@@ -141,9 +149,9 @@ def test_embed_then_compare_end_to_end(tiny_bert, tmp_path):
     assert embedded.exit_code == 0, embedded.output
     result = probe("compare", "--store", store, "--layer", "all", "--k", "5", "--json")
     assert result.exit_code == 0, result.output
-    objects = json.loads(result.stdout)
-    assert {o["pooling"] for o in objects} == {"mean", "cls"} and {o["layer"] for o in objects} == {0, 1, 2}
-    assert all(o["n_train"] == 300 and o["n_test"] == 100 and o["dim"] == 32 for o in objects)
+    objects = json.loads(result.stdout)["results"]
+    assert {o["params"]["pooling"] for o in objects} == {"mean", "cls"} and {o["params"]["layers"][0] for o in objects} == {0, 1, 2}
+    assert all(o["n_train"] == 300 and o["n_test"] == 100 and o["details"]["dim"] == 32 for o in objects)
     # a random tiny BERT still separates the demo's four topics better than chance (25%)
     assert max(o["accuracy"] for o in objects) > 0.3
 
@@ -164,7 +172,7 @@ def test_layer_all_probes_each_pooling_on_its_own_layers(tmp_path):
     store = _store_with_pooler_at_last_layer(tmp_path / "pooler.h5")
     result = probe("knn", "--store", store, "--layer", "all", "--k", "3", "--json")
     assert result.exit_code == 0, result.output
-    pairs = {(o["pooling"], o["layer"]) for o in json.loads(result.stdout)}
+    pairs = {(o["params"]["pooling"], o["params"]["layers"][0]) for o in json.loads(result.stdout)["results"]}
     assert pairs == {("mean", 0), ("mean", 1), ("mean", 2), ("pooler", 2)}
     assert "pooling 'pooler' skipped for layer(s) 0; 1" in result.stderr
     named = probe("knn", "--store", store, "--pooling", "pooler", "--layer", "1", "--k", "3")

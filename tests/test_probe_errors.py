@@ -125,4 +125,4 @@ def test_repeated_k_is_probed_once(tmp_path, isolated_home):
 
     result = runner.invoke(app, ["probe", "knn", "--store", str(_store(tmp_path / "s.h5")), "--k", "1,1,3", "--json"])
     assert result.exit_code == 0, result.output
-    assert sorted(r["setting"] for r in json.loads(result.stdout)) == ["k=1", "k=3"]
+    assert sorted(r["setting"] for r in json.loads(result.stdout)["results"]) == ["k=1", "k=3"]

@@ -6,7 +6,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from probes import KNNProbe, LogRegProbe, select_C
 from probes.knn import recall_at_k, vote, Weights
-from probes.logreg import split_validation
+from common.splits import stratified_split
 from probes.synthetic import Mixture
 
 
@@ -74,7 +74,7 @@ def test_select_C_picks_the_best_validation_accuracy_without_test_data():
     X, y = Mixture.random(32, 3, rng, latent_dim=8, clusters_per_class=2, spread=1.2).sample(400, rng)
     Cs = (0.001, 0.1, 10.0)
     chosen = select_C(X, y, Cs, validation_fraction=0.25, seed=3)
-    fit_rows, validation_rows = split_validation(y, 0.25, 3)
+    fit_rows, validation_rows = stratified_split(y, 0.25, 3)
     assert len(validation_rows) == 100 and not set(fit_rows) & set(validation_rows)
     expected = {C: LogRegProbe(C=C, seed=3).fit(X[fit_rows], y[fit_rows]).score(X[validation_rows], y[validation_rows]) for C in Cs}
     assert chosen.validation_accuracy == pytest.approx(expected)

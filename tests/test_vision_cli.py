@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from common.record import read_predictions, read_record, validate
 from vision_helpers import write_npz_dataset
 
 runner = CliRunner()
@@ -25,14 +26,19 @@ def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
     result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy,mlp-torch,cnn", "--epochs", "3", "--json", "--out", out, "--device", "cpu")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    rows = {row["model"]: row for row in report["rows"]}
+    assert validate(report) == [] and report["kind"] == "vision" and report["command"] == "vision compare"
+    rows = {row["method"]: row for row in report["results"]}
     assert set(rows) == {"mlp-numpy", "mlp-torch", "cnn"}
-    assert rows["mlp-numpy"]["n_parameters"] == rows["mlp-torch"]["n_parameters"] == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
-    assert rows["mlp-numpy"]["test_accuracy"] > 0.5  # chance is 0.1: a square's position gives the class
-    assert rows["mlp-torch"]["test_accuracy"] > 0.5
-    run_dir = out / report["run_dir"].split("/")[-1]
-    for name in ("config.json", "metrics.json", "learning_curves.png", "confusion_cnn.png", "mlp-numpy/weights.npz", "cnn/weights.pt", "cnn/metrics.json"):
+    assert rows["mlp-numpy"]["trainable_params"] == rows["mlp-torch"]["trainable_params"] == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
+    assert rows["mlp-numpy"]["accuracy"] > 0.5  # chance is 0.1: a square's position gives the class
+    assert rows["mlp-torch"]["accuracy"] > 0.5
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    for name in ("config.json", "metrics.json", "run.json", "predictions.npz", "learning_curves.png", "confusion_cnn.png", "mlp-numpy/weights.npz", "cnn/weights.pt", "cnn/metrics.json"):
         assert (run_dir / name).exists(), name
+    assert read_record(run_dir).to_dict() == report
+    predictions = read_predictions(run_dir)
+    for row in report["results"]:
+        assert (predictions.by_row[row["name"]] == predictions.y_true).mean() == pytest.approx(row["accuracy"])
     config = json.loads((run_dir / "config.json").read_text())
     assert "mlx_version" in config and config["data"]["n_train"] == 180
     history = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())["history"]
@@ -57,19 +63,20 @@ def test_sweep_ranks_by_validation_and_resumes(data_dir, tmp_path):
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
-    accuracies = [row["val_accuracy"] for row in report["rows"]]
+    assert validate(report) == [] and report["command"] == "vision sweep"
+    accuracies = [row["validation_accuracy"] for row in report["results"]]
     assert len(accuracies) == 4 and accuracies == sorted(accuracies, reverse=True)
-    assert "test_accuracy" in report["rows"][0] and all("test_accuracy" not in r for r in report["rows"][1:])
-    assert (out / report["rows"][0]["key"] / "weights.npz").exists()
+    assert report["results"][0]["accuracy"] is not None and all(r["accuracy"] is None for r in report["results"][1:])
+    assert (out / report["results"][0]["name"] / "weights.npz").exists()
 
     # An interruption: one configuration lost its metrics (it never finished).
-    victim = out / report["rows"][-1]["key"]
+    victim = out / report["results"][-1]["name"]
     (victim / "metrics.json").unlink()
-    kept = out / report["rows"][0]["key"] / "metrics.json"
+    kept = out / report["results"][0]["name"] / "metrics.json"
     before = kept.stat().st_mtime_ns
     second = invoke(*args)
     assert second.exit_code == 0, second.output
-    assert json.loads(second.stdout)["n_skipped"] == 3
+    assert json.loads(second.stdout)["config"]["n_skipped"] == 3
     assert (victim / "metrics.json").exists() and kept.stat().st_mtime_ns == before
     assert len(list(out.glob("report-*/factor_effects.png"))) == 2
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from common import ConfigError, DataError
-from vision.data import DatasetName, load_digits28, load_kmnist_split, load_splits, split_train_val
+from vision.data import DatasetName, load_digits28, load_kmnist_split, load_splits
 from vision_helpers import idx_bytes, tiny_images, write_idx_dataset, write_npz_dataset
 
 runner = CliRunner()
@@ -86,18 +86,19 @@ def test_bad_dtype_through_the_cli_is_one_line_and_nothing_written(tmp_path, iso
 
 
 def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path):
-    train = load_kmnist_split(write_npz_dataset(tmp_path, n_train=300), "train")
-    fit, val = split_train_val(train, 0.2, seed=3)
-    fit_again, val_again = split_train_val(train, 0.2, seed=3)
-    _, val_other = split_train_val(train, 0.2, seed=4)
-    np.testing.assert_array_equal(val.images, val_again.images)
-    assert not np.array_equal(val.images, val_other.images)
+    folder = write_npz_dataset(tmp_path, n_train=300)
+    splits = load_splits(DatasetName.kmnist, folder, 0.2, seed=3)
+    again = load_splits(DatasetName.kmnist, folder, 0.2, seed=3)
+    other = load_splits(DatasetName.kmnist, folder, 0.2, seed=4)
+    fit, val = splits.train, splits.val
+    np.testing.assert_array_equal(val.images, again.val.images)
+    assert not np.array_equal(val.images, other.val.images)
     assert len(fit) + len(val) == 300
     assert np.bincount(val.labels, minlength=10).tolist() == [6] * 10
     train_rows = {row.tobytes() for row in fit.images}
     assert not any(row.tobytes() in train_rows for row in val.images)
     with pytest.raises(ConfigError, match="between 0 and 1"):
-        split_train_val(train, 1.0, seed=0)
+        load_splits(DatasetName.kmnist, folder, 1.0, seed=0)
 
 
 def test_digits_stand_in_is_28x28_and_says_it_is_not_kmnist():

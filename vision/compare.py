@@ -7,14 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from common import ConfigError, StoreError
+from common import ConfigError
+from common import record as run_record
 from common.progress import ProgressCallback, no_progress
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, check_tta_views, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
-from common.runs import staged_run_dir, write_json
-from vision.runs import default_runs_dir, free_run_name, stamp
+from common.runs import new_run_name, staged_run_dir, write_json
+from vision.runs import default_runs_dir, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
 
@@ -64,6 +65,7 @@ class CompareResult:
     runs: tuple[ModelRun, ...]
     run_dir: Path
     figures: tuple[Path, ...]
+    record: run_record.RunRecord | None = None  # what run.json holds; ``--json`` prints it
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -93,7 +95,7 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
-    run_dir = free_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
+    run_dir = new_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
     return CompareSetup(config, specs, splits, device, run_dir)
 
 
@@ -104,18 +106,22 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     complete, so an interrupted compare leaves no half-written run under a run's name.
     """
     from common.training import cpu_threads
+    from vision.record import compare_record
 
+    started_at = run_record.now()
     final = setup.run_dir
-    if final.exists():
-        raise StoreError(f"{final} already exists; move it away or choose another --out")
     with staged_run_dir(final) as stage:
         with cpu_threads(setup.config.threads) as n_threads:
             write_json(stage / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
             runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress, n_tta_views=setup.config.tta_views) for spec in setup.specs)
         figures = _write_figures(runs, setup.splits, stage, setup.config.plot_errors)
         write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
+        config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
+        record, predictions = compare_record(runs, setup.splits, config, str(setup.device),
+                                             [f.relative_to(stage) for f in figures], started_at)
+        run_record.write_record(stage, record, predictions)
     runs = tuple(dataclasses.replace(r, run_dir=final / r.run_dir.name) for r in runs)
-    return CompareResult(runs, final, tuple(final / f.name for f in figures))
+    return CompareResult(runs, final, tuple(final / f.name for f in figures), record)
 
 
 def _write_figures(runs: tuple[ModelRun, ...], splits: Splits, folder: Path, plot_errors: bool) -> list[Path]:

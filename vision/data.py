@@ -5,6 +5,7 @@ labels in 0..9, checked on the way in so a malformed file fails with one clear m
 """
 
 import gzip
+import hashlib
 import logging
 import zipfile
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ConfigError, DataError
+from common.splits import stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, rows: np.ndarray) -> "ImageSet":
+        """The rows ``rows`` (an index array) of this split, same source."""
+        return ImageSet(self.images[rows], self.labels[rows], self.source)
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -61,6 +67,16 @@ class Splits:
     test: ImageSet
     dataset: str
     class_names: tuple[str, ...]
+    fingerprint: str = ""  # sha256 over every split's images and labels: equal data, equal fingerprint
+
+
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """sha256 over shapes, dtypes and bytes of ``arrays`` (about 0.1 s for all of KMNIST)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +89,8 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np
         raise DataError(f"{where}: labels have shape {labels.shape} and dtype {labels.dtype}, expected (N,) integers")
     if len(labels) != len(images):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels; the two files must belong together")
+    if len(labels) == 0:
+        raise DataError(f"{where}: holds zero images; the file is empty or truncated, delete it and run `mlx vision download`")
     if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
         raise DataError(f"{where}: labels range {labels.min()}..{labels.max()}, expected 0..{N_CLASSES - 1}")
     return images, labels.astype(np.int64)
@@ -152,33 +170,27 @@ def load_digits28() -> tuple[ImageSet, ImageSet]:
     )
 
 
-def split_train_val(train: ImageSet, val_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    """Carve a stratified, seeded validation split from ``train``: the same seed gives the same cut."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"validation fraction {val_fraction} must lie strictly between 0 and 1, e.g. 0.1")
-    rng = np.random.default_rng(seed)
-    val_idx = []
-    for label in np.unique(train.labels):
-        members = np.flatnonzero(train.labels == label)
-        n_val = max(1, int(round(len(members) * val_fraction)))
-        if n_val >= len(members):
-            raise DataError(f"class {label} has only {len(members)} training images: too few to carve a validation split")
-        val_idx.append(rng.choice(members, size=n_val, replace=False))
-    val_mask = np.zeros(len(train), dtype=bool)
-    val_mask[np.concatenate(val_idx)] = True
-    pick = lambda mask: ImageSet(train.images[mask], train.labels[mask], train.source)  # noqa: E731
-    return pick(~val_mask), pick(val_mask)
-
-
 def load_splits(dataset: DatasetName, data_dir: Path | None, val_fraction: float, seed: int) -> Splits:
     """Load train/val/test for ``dataset``; ``data_dir`` defaults to ``./data`` (KMNIST only)."""
     if dataset == DatasetName.digits:
+        if data_dir is not None:
+            raise ConfigError(f"--data-dir {data_dir} is only read with --dataset kmnist (digits is bundled); pass --dataset kmnist or drop --data-dir")
         train, test = load_digits28()
         class_names = tuple(str(i) for i in range(N_CLASSES))
     else:
         folder = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
         train, test = load_kmnist_split(folder, "train"), load_kmnist_split(folder, "test")
         class_names = KMNIST_CLASS_NAMES
-    train, val = split_train_val(train, val_fraction, seed)
+    check_variance(train)
+    fingerprint = fingerprint_arrays(train.images, train.labels, test.images, test.labels)
+    fit_rows, validation_rows = stratified_split(train.labels, val_fraction, seed, what="validation")
+    train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
-    return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names)
+    return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names, fingerprint=fingerprint)
+
+
+def check_variance(train: ImageSet) -> None:
+    """Every model standardises by the training set's std: identical images (all black) leave nothing to learn."""
+    if train.images.min() == train.images.max():
+        raise DataError(f"{train.source}: all {len(train)} training images are identical (every pixel {int(train.images.min())}); "
+                        "nothing can be learned from them, so check the image files")

@@ -32,14 +32,15 @@ class TestScores:
     accuracy: float
     macro_f1: float
     confusion: np.ndarray  # (C, C) int64, rows = true class
-    predicted: np.ndarray  # (N,) int64 predicted class of each scored image, in order
-    class_names: tuple[str, ...]
+    predicted: np.ndarray | None = None  # (N,) int64 predicted labels, saved in the run's predictions.npz
+    class_names: tuple[str, ...] = ()
 
     @property
     def per_class_accuracy(self) -> dict[str, float]:
         """Recall of each class: the share of its images predicted as it (nan for an absent class)."""
         totals = self.confusion.sum(axis=1)
-        return {name: float(self.confusion[c, c] / totals[c]) if totals[c] else float("nan") for c, name in enumerate(self.class_names)}
+        names = self.class_names or tuple(str(c) for c in range(len(totals)))
+        return {name: float(self.confusion[c, c] / totals[c]) if totals[c] else float("nan") for c, name in enumerate(names)}
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def score(model, spec: ModelSpec, split: ImageSet, device, class_names: tuple[st
         accuracy=float((predicted == split.labels).mean()),
         macro_f1=float(f1_score(split.labels, predicted, average="macro")),
         confusion=confusion_matrix(split.labels, predicted, labels=list(range(N_CLASSES))),
-        predicted=predicted,
+        predicted=predicted.astype(np.int64),
         class_names=class_names,
     )
 
@@ -182,7 +183,7 @@ def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: 
     (so the choice can be made on validation) and the test split with them.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "device": str(device), "n_tta_views": n_tta_views}))
+    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "data_fingerprint": splits.fingerprint, "device": str(device), "n_tta_views": n_tta_views}))
     model, history = train_model(spec, splits, device, progress, task=spec.key())
     val_accuracy = history.epochs[-1].val_accuracy
     validation_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from common import ConfigError
+from common.runs import atomic_file, write_npz
 from common.training import OptimizerName, ScheduleName, TrainConfig
 from vision.activations import Activation, check_architecture
 from vision.augment import NO_AUGMENT, SHIFT_ROTATE, WARP, AugmentConfig
@@ -70,7 +71,13 @@ class ModelSpec:
 
     def key(self) -> str:
         """A short folder-safe name, e.g. 'mlp-numpy-d2-w512-relu-l2_0.0001'."""
-        return f"{self.model.value}-d{self.depth}-w{self.width}-{self.activation.value}-l2_{self.l2:g}"
+        return f"{self.model.value}-d{self.depth}-w{self.width}-{self.activation.value}-l2_{exact_number(self.l2)}"
+
+
+def exact_number(value: float) -> str:
+    """Short form (``1e-05``) when it reads back as the same float, else the exact ``repr``: distinct values, distinct keys."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 def _plain(value: Any) -> Any:
@@ -150,14 +157,13 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
 def save_weights(model, spec: ModelSpec, path: Path) -> Path:
     """weights.npz (NumPy MLP) or weights.pt (torch state dict) in folder ``path``."""
     if spec.model == ModelName.mlp_numpy:
-        target = path / "weights.npz"
         arrays = {name: p for name, p, _ in model.named_parameters()}
-        np.savez(target, input_mean=model.input_mean, input_std=model.input_std, **arrays)
-        return target
+        return write_npz(path / "weights.npz", {"input_mean": model.input_mean, "input_std": model.input_std, **arrays})
     import torch
 
     target = path / "weights.pt"
-    torch.save(model.state_dict(), target)
+    with atomic_file(target) as stream:
+        torch.save(model.state_dict(), stream)
     return target
 
 

@@ -3,31 +3,38 @@
 Layout of a sweep folder::
 
     sweep.json                      the base settings (model, data, epochs, seed): a guard against mixing
-    <spec key>/config.json          written when a configuration starts
-    <spec key>/metrics.json         written last: its presence marks the configuration complete
+    <spec key>/config.json          the spec and the data it was trained on (fingerprint)
+    <spec key>/metrics.json
     <spec key>/weights.{npz,pt}
-    report-<timestamp>/             one per invocation: metrics.json (ranking, best test score), plot
+    report-<time>-<id>/             one per invocation: metrics.json (ranking, best test score), plot
 
-A re-run with the same settings finds the same folder and skips completed configurations.
+Every folder is staged (``common.runs.staged_run_dir``): it appears under its name only when
+complete. A re-run with the same settings and the same data finds the same folder and skips
+completed configurations; a folder trained on other data (its fingerprint differs) is refused,
+never reused. One sweep at a time writes a folder (a lock beside it).
 """
 
 import dataclasses
 import hashlib
 import itertools
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common import ConfigError, StoreError
+from common import record as run_record
+from common.locking import store_lock
+from common.paths import ensure_writable_dir
 from common.progress import ProgressCallback, no_progress
 from vision.activations import Activation
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import TestScores, data_description, run_model, score
 from vision.models import ModelName, ModelSpec, load_weights, preset
 from vision.plots import plot_factor_effects
-from common.runs import write_json
-from vision.runs import default_runs_dir, new_run_dir, read_json, stamp
+from common.runs import clean_stale_staging, new_run_name, staged_run_dir, write_json
+from vision.runs import default_runs_dir, read_json, stamp
 
 FACTORS = ("depth", "width", "activation", "l2")
 
@@ -63,6 +70,11 @@ class SweepSetup:
     device: Any
     sweep_dir: Path
     completed: frozenset[str]
+    notes: tuple[str, ...] = ()
+
+    def base(self) -> dict[str, Any]:
+        """The config's base plus the data fingerprint: what every finished configuration must match."""
+        return {**self.config.base(), "data_fingerprint": self.splits.fingerprint}
 
     def summary(self) -> dict[str, Any]:
         data = data_description(self.splits)
@@ -84,6 +96,7 @@ class SweepResult:
     n_skipped: int
     report_dir: Path
     figure: Path
+    record: run_record.RunRecord | None = None  # what report-*/run.json holds; ``--json`` prints it
 
 
 def build_grid(config: SweepConfig) -> tuple[ModelSpec, ...]:
@@ -92,25 +105,51 @@ def build_grid(config: SweepConfig) -> tuple[ModelSpec, ...]:
         if not values:
             raise ConfigError(f"the sweep grid is empty: --{factor.replace('_', '-')} has no values; give at least one, e.g. --{factor} {'relu' if factor == 'activation' else 1}")
     base = preset(config.model, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed)
-    return tuple(
-        dataclasses.replace(base, depth=d, width=w, activation=a, l2=l2).check()
-        for d, w, a, l2 in itertools.product(config.depths, config.widths, config.activations, config.l2s)
-    )
+    grid = itertools.product(*(dict.fromkeys(values) for values in (config.depths, config.widths, config.activations, config.l2s)))
+    return tuple(dataclasses.replace(base, depth=d, width=w, activation=a, l2=l2).check() for d, w, a, l2 in grid)
 
 
-def default_sweep_dir(config: SweepConfig) -> Path:
-    digest = hashlib.sha256(json.dumps(config.base(), sort_keys=True).encode()).hexdigest()[:8]
-    return default_runs_dir() / f"sweep-{config.model.value}-{config.dataset.value}-{digest}"
+def default_sweep_dir(base: dict[str, Any]) -> Path:
+    """Derived from the settings and the data fingerprint: changed data starts a new sweep, never reuses an old one."""
+    digest = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
+    return default_runs_dir() / f"sweep-{base['model']}-{base['dataset']}-{digest}"
 
 
-def is_complete(spec: ModelSpec, folder: Path) -> bool:
-    """True when ``folder`` holds finished metrics for exactly ``spec``; a different spec there is an error."""
-    if not (folder / "metrics.json").exists():
+def is_complete(spec: ModelSpec, folder: Path, data_fingerprint: str) -> bool:
+    """True when ``folder`` holds finished results of exactly ``spec`` on this data; anything else there is an error."""
+    if not folder.exists():
         return False
-    saved = read_json(folder / "config.json").get("spec")
-    if saved != json.loads(json.dumps(spec.to_dict())):
+    if not (folder / "metrics.json").exists():
+        raise StoreError(f"{folder} is an incomplete configuration folder (no metrics.json); move it away and re-run")
+    saved = read_json(folder / "config.json")
+    if saved.get("spec") != json.loads(json.dumps(spec.to_dict())):
         raise StoreError(f"{folder} holds a different configuration than this sweep asks for; choose another --out")
+    if saved.get("data_fingerprint") != data_fingerprint:
+        raise StoreError(f"{folder} was trained on other data (fingerprint {saved.get('data_fingerprint')}, the data now is "
+                         f"{data_fingerprint}); its results cannot be reused: choose another --out to train afresh")
     return True
+
+
+def _remove_unfinished(sweep_dir: Path, specs: tuple[ModelSpec, ...]) -> list[Path]:
+    """Configuration folders of this grid with a config.json but no metrics.json (written before staging existed): not results."""
+    unfinished = [sweep_dir / s.key() for s in specs if (sweep_dir / s.key() / "config.json").exists() and not (sweep_dir / s.key() / "metrics.json").exists()]
+    for folder in unfinished:
+        shutil.rmtree(folder)
+    return unfinished
+
+
+def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
+    """sweep.json records the base settings and data fingerprint; a folder holds one sweep only."""
+    marker = sweep_dir / "sweep.json"
+    if not marker.exists():
+        write_json(marker, stamp({"base": base}))
+        return
+    saved = read_json(marker).get("base") or {}
+    if saved.get("data_fingerprint") != base["data_fingerprint"] and {k: v for k, v in saved.items() if k != "data_fingerprint"} == {k: v for k, v in base.items() if k != "data_fingerprint"}:
+        raise StoreError(f"the data changed since the sweep in {sweep_dir} ran (fingerprint {saved.get('data_fingerprint')}, now "
+                         f"{base['data_fingerprint']}): its finished configurations do not describe this data; choose another --out to train afresh")
+    if saved != json.loads(json.dumps(base)):
+        raise StoreError(f"{sweep_dir} belongs to a sweep with other settings (see its sweep.json); choose another --out")
 
 
 def prepare_sweep(config: SweepConfig) -> SweepSetup:
@@ -121,32 +160,35 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
-    sweep_dir = Path(config.out) if config.out else default_sweep_dir(config)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    marker = sweep_dir / "sweep.json"
-    if marker.exists():
-        if read_json(marker).get("base") != json.loads(json.dumps(config.base())):
-            raise StoreError(f"{sweep_dir} belongs to a sweep with other settings (see its sweep.json); choose another --out")
-    else:
-        write_json(marker, stamp({"base": config.base()}))
-    completed = frozenset(s.key() for s in specs if is_complete(s, sweep_dir / s.key()))
-    return SweepSetup(config, specs, splits, device, sweep_dir, completed)
+    base = {**config.base(), "data_fingerprint": splits.fingerprint}
+    sweep_dir = ensure_writable_dir(Path(config.out) if config.out else default_sweep_dir(base))
+    _check_marker(sweep_dir, base)
+    removed = clean_stale_staging(sweep_dir) + _remove_unfinished(sweep_dir, specs)
+    completed = frozenset(s.key() for s in specs if is_complete(s, sweep_dir / s.key(), splits.fingerprint))
+    notes = (f"removed {len(removed)} unfinished folder(s) of an interrupted sweep",) if removed else ()
+    return SweepSetup(config, specs, splits, device, sweep_dir, completed, notes)
 
 
 def run_sweep(setup: SweepSetup, progress: ProgressCallback = no_progress) -> SweepResult:
     """Train the missing configurations, rank all by validation accuracy, score the best on test once."""
     from common.training import cpu_threads
 
-    with cpu_threads(setup.config.threads):
+    with store_lock(setup.sweep_dir, "sweep folder"), cpu_threads(setup.config.threads):
         return _run_sweep(setup, progress)
 
 
 def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
-    rows = []
+    from vision.record import sweep_record
+
+    started_at = run_record.now()
+    rows, n_skipped = [], 0
     for done, spec in enumerate(setup.specs):
         folder = setup.sweep_dir / spec.key()
-        if spec.key() not in setup.completed:
-            run_model(spec, setup.splits, setup.device, folder, progress, score_test=False)
+        if is_complete(spec, folder, setup.splits.fingerprint):  # checked again under the lock
+            n_skipped += 1
+        else:
+            with staged_run_dir(folder) as stage:
+                run_model(spec, setup.splits, setup.device, stage, progress, score_test=False)
         metrics = read_json(folder / "metrics.json")
         rows.append({"key": spec.key(), "depth": spec.depth, "width": spec.width, "activation": spec.activation.value, "l2": spec.l2,
                      "val_accuracy": metrics["val_accuracy"], "n_parameters": metrics["n_parameters"], "train_seconds": metrics["train_seconds"]})
@@ -155,8 +197,13 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
     best = next(s for s in setup.specs if s.key() == rows[0]["key"])
     best_test = score(load_weights(best, setup.sweep_dir / best.key()), best, setup.splits.test, setup.device, setup.splits.class_names)
     rows[0] = {**rows[0], "test_accuracy": best_test.accuracy, "test_macro_f1": best_test.macro_f1}
-    report_dir = new_run_dir(setup.sweep_dir, "report")
-    figure = plot_factor_effects(rows, FACTORS, report_dir / "factor_effects.png")
-    write_json(report_dir / "config.json", stamp({"command": "sweep", "base": setup.config.base(), "grid": [s.key() for s in setup.specs]}))
-    write_json(report_dir / "metrics.json", stamp({"rows": rows, "best": rows[0]["key"], "best_test_accuracy": best_test.accuracy}))
-    return SweepResult(tuple(rows), best_test, len(setup.completed), report_dir, figure)
+    report_dir = new_run_name(setup.sweep_dir, "report")
+    with staged_run_dir(report_dir) as stage:
+        figure = plot_factor_effects(rows, FACTORS, stage / "factor_effects.png")
+        write_json(stage / "config.json", stamp({"command": "sweep", "base": setup.base(), "grid": [s.key() for s in setup.specs]}))
+        write_json(stage / "metrics.json", stamp({"rows": rows, "best": rows[0]["key"], "best_test_accuracy": best_test.accuracy}))
+        config = {**dataclasses.asdict(setup.config), "n_skipped": n_skipped, "sweep_dir": setup.sweep_dir}
+        record, predictions = sweep_record(rows, setup.specs, best_test, setup.splits, config, str(setup.device),
+                                           [figure.relative_to(stage)], started_at)
+        run_record.write_record(stage, record, predictions)
+    return SweepResult(tuple(rows), best_test, n_skipped, report_dir, report_dir / figure.name, record)

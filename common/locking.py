@@ -1,4 +1,4 @@
-"""An exclusive, crash-proof lock beside a store: the OS drops it when its holder dies (even kill -9)."""
+"""An exclusive, crash-proof lock beside a store or run folder: the OS drops it when its holder dies (even kill -9)."""
 
 import fcntl
 import os
@@ -6,11 +6,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from common import StoreError
+from common.errors import StoreError
 
 
 @contextmanager
-def store_lock(path: Path) -> Iterator[None]:
+def store_lock(path: Path, what: str = "store") -> Iterator[None]:
     """Hold ``.<name>.lock`` beside ``path``; a second holder gets a StoreError at once."""
     lock_path = path.parent / f".{path.name}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -20,7 +20,7 @@ def store_lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise StoreError(
-                f"store {path} is being written by another mlx process (pid {holder}); wait for it to finish or choose another --out"
+                f"{what} {path} is being written by another mlx process (pid {holder}); wait for it to finish or choose another --out"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -1,0 +1,323 @@
+"""The one run record: every command that produces results writes ``run.json`` of this shape.
+
+A run folder holds::
+
+    run.json          the RunRecord (schema below), written last: its presence marks the run complete
+    predictions.npz   test predictions: ``row_ids`` (N,), ``y_true`` (N,) and one (N,) int64 array of
+                      predicted labels per result row, keyed by the row's ``name``
+    ...               the command's own artifacts (plots, weights), listed in ``artifacts``
+
+Result rows carry the same metric names everywhere (``accuracy``, ``macro_f1``,
+``validation_accuracy``, ``n_train``, ``n_test``, ``trainable_params``, ``train_seconds``) so that
+any two runs can be joined; two runs are compared on the same test rows only when their ``test``
+split fingerprints agree (``DataRef.test``).
+
+This module imports only the standard library at the top (numpy inside functions): the CLI reads
+records without loading anything heavy.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+from common.errors import StoreError
+from common.version import __version__
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "run.json"
+PREDICTIONS_FILE = "predictions.npz"
+KINDS = ("probe", "finetune", "vision", "attention")
+# Key names inside predictions.npz that are not result rows.
+ROW_IDS_KEY, Y_TRUE_KEY = "row_ids", "y_true"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    id: str
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """One split as a run used it: its role (train/validation/test), fingerprint of the exact rows, size."""
+
+    name: str
+    fingerprint: str
+    n_rows: int
+
+
+@dataclass(frozen=True)
+class DataRef:
+    name: str
+    fingerprint: str  # of the whole dataset the run read
+    splits: tuple[SplitRef, ...] = ()
+    label_names: tuple[str, ...] = ()
+
+    def split(self, name: str) -> SplitRef | None:
+        return next((s for s in self.splits if s.name == name), None)
+
+    @property
+    def test(self) -> SplitRef | None:
+        """The test rows; runs are comparable only when these fingerprints are equal."""
+        return self.split("test")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One scored setting. ``name`` is unique in its run and keys its predictions in predictions.npz.
+
+    ``method``: knn, logreg, finetune, mlp_numpy, cnn_strong, ...; ``setting``: a short label such as
+    ``k=5`` or ``C=0.1``; ``params``: everything else that defines it (pooling, layers, lr, ...).
+    ``details``: per-class metrics, confusion matrix, timings that not every kind has.
+    """
+
+    name: str
+    method: str
+    setting: str
+    params: dict[str, Any] = field(default_factory=dict)
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    validation_accuracy: float | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    trainable_params: int | None = None
+    train_seconds: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    kind: str
+    command: str  # the verb, e.g. "probe compare", "vision sweep", "finetune"
+    command_line: str
+    started_at: str
+    finished_at: str
+    config: dict[str, Any]
+    model: ModelRef | None
+    data: DataRef
+    device: str
+    results: tuple[ResultRow, ...]
+    artifacts: tuple[str, ...] = ()  # paths relative to the run folder
+    notes: tuple[str, ...] = ()
+    mlx_version: str = __version__
+    schema_version: int = SCHEMA_VERSION
+    run_dir: str = ""  # where it was read from; not written
+
+    @property
+    def best(self) -> ResultRow | None:
+        scored = [r for r in self.results if r.accuracy is not None]
+        return max(scored, key=lambda r: r.accuracy) if scored else None
+
+    def row(self, name: str) -> ResultRow:
+        for r in self.results:
+            if r.name == name:
+                return r
+        raise StoreError(f"run {self.run_dir or self.command} has no result row {name!r}; its rows: "
+                         f"{', '.join(r.name for r in self.results)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_plain(asdict(self))
+        d.pop("run_dir")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], run_dir: str = "") -> "RunRecord":
+        problems = validate(d)
+        if problems:
+            raise StoreError(f"{run_dir or 'run record'}: invalid {RECORD_FILE} ({problems[0]}); the folder is damaged, re-run the command")
+        data = d["data"]
+        return cls(
+            kind=d["kind"], command=d["command"], command_line=d["command_line"], started_at=d["started_at"],
+            finished_at=d["finished_at"], config=dict(d["config"]),
+            model=ModelRef(**d["model"]) if d.get("model") else None,
+            data=DataRef(data["name"], data["fingerprint"], tuple(SplitRef(**s) for s in data.get("splits", ())),
+                         tuple(data.get("label_names", ()))),
+            device=d["device"], results=tuple(ResultRow(**r) for r in d["results"]),
+            artifacts=tuple(d.get("artifacts", ())), notes=tuple(d.get("notes", ())), mlx_version=d["mlx_version"],
+            schema_version=d["schema_version"], run_dir=run_dir)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Test predictions of every result row of one run, on the same test rows."""
+
+    row_ids: Any  # (N,) int64 ids of the test rows in their source split
+    y_true: Any  # (N,) int64
+    by_row: Mapping[str, Any]  # result-row name -> (N,) int64 predicted labels
+
+
+# ---------------------------------------------------------------- validation
+
+_ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "method": (str,), "setting": (str,), "params": (dict,), "accuracy": (float, int, type(None)),
+    "macro_f1": (float, int, type(None)), "validation_accuracy": (float, int, type(None)), "n_train": (int, type(None)),
+    "n_test": (int, type(None)), "trainable_params": (int, type(None)), "train_seconds": (float, int, type(None)),
+    "details": (dict,),
+}
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,), "kind": (str,), "command": (str,), "command_line": (str,), "mlx_version": (str,),
+    "started_at": (str,), "finished_at": (str,), "config": (dict,), "model": (dict, type(None)), "data": (dict,),
+    "device": (str,), "results": (list,), "artifacts": (list,), "notes": (list,),
+}
+
+
+def validate(d: Any) -> list[str]:
+    """Problems of a run.json object against the schema (empty list = valid). Checks names, types, ranges."""
+    if not isinstance(d, dict):
+        return ["not a JSON object"]
+    problems = _check_fields(d, _RECORD_TYPES, "record")
+    if problems:
+        return problems
+    if d["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version {d['schema_version']} (this mlx reads {SCHEMA_VERSION})")
+    if d["kind"] not in KINDS:
+        problems.append(f"kind {d['kind']!r} is not one of {', '.join(KINDS)}")
+    if d["model"] is not None:
+        problems += _check_fields(d["model"], {"id": (str,), "revision": (str,)}, "model")
+    problems += _check_fields(d["data"], {"name": (str,), "fingerprint": (str,), "splits": (list,), "label_names": (list,)}, "data")
+    for i, s in enumerate(d["data"].get("splits", [])):
+        problems += _check_fields(s, {"name": (str,), "fingerprint": (str,), "n_rows": (int,)}, f"data.splits[{i}]")
+    names = set()
+    for i, r in enumerate(d["results"]):
+        row_problems = _check_fields(r, _ROW_TYPES, f"results[{i}]")
+        problems += row_problems
+        if row_problems:
+            continue
+        if r["name"] in names or not r["name"] or "/" in r["name"] or r["name"] in (ROW_IDS_KEY, Y_TRUE_KEY):
+            problems.append(f"results[{i}].name {r['name']!r} is empty, repeated, reserved or holds '/'")
+        names.add(r["name"])
+        for metric in ("accuracy", "macro_f1", "validation_accuracy"):
+            if r[metric] is not None and not 0 <= r[metric] <= 1:
+                problems.append(f"results[{i}].{metric} = {r[metric]} is outside [0, 1]")
+    return problems
+
+
+def _check_fields(d: Any, types: dict[str, tuple[type, ...]], where: str) -> list[str]:
+    if not isinstance(d, dict):
+        return [f"{where} is not an object"]
+    problems = [f"{where} lacks {name!r}" for name in types if name not in d]
+    problems += [f"{where} has unknown field {name!r}" for name in d if name not in types]
+    for name, allowed in types.items():
+        value = d.get(name)
+        # bool is an int in Python; a metric or a count is never true/false
+        if name in d and (not isinstance(value, allowed) or isinstance(value, bool)):
+            problems.append(f"{where}.{name} is {type(value).__name__}, expected {'/'.join(t.__name__ for t in allowed)}")
+    return problems
+
+
+# ---------------------------------------------------------------- writing and reading
+
+def write_record(run_dir: Path, record: RunRecord, predictions: Predictions | None = None) -> Path:
+    """Write predictions.npz (if given) then run.json into ``run_dir`` (a staging folder); return run.json's path.
+
+    Every predictions array must have one label per test row; every key must name a result row.
+    """
+    from common.runs import write_json
+
+    run_dir = Path(run_dir)
+    problems = validate(record.to_dict())
+    if problems:
+        raise ValueError(f"bug: the record to write is invalid: {problems}")
+    if predictions is not None:
+        _write_predictions(run_dir / PREDICTIONS_FILE, record, predictions)
+    return write_json(run_dir / RECORD_FILE, record.to_dict())
+
+
+def _write_predictions(path: Path, record: RunRecord, predictions: Predictions) -> None:
+    import numpy as np
+
+    row_ids = np.asarray(predictions.row_ids)
+    names = {r.name for r in record.results}
+    arrays = {ROW_IDS_KEY: row_ids, Y_TRUE_KEY: np.asarray(predictions.y_true, dtype=np.int64)}
+    for name, y_pred in predictions.by_row.items():
+        y_pred = np.asarray(y_pred, dtype=np.int64)
+        if name not in names or y_pred.shape != row_ids.shape:
+            raise ValueError(f"bug: predictions {name!r} of shape {y_pred.shape} match no result row / {row_ids.shape} test rows")
+        arrays[name] = y_pred
+    with open(path, "wb") as stream:
+        np.savez_compressed(stream, **arrays)
+
+
+def read_record(run_dir: Path) -> RunRecord:
+    """Read and validate ``run_dir/run.json``; a folder that is not an mlx run is refused with one line."""
+    run_dir = Path(run_dir)
+    path = run_dir / RECORD_FILE
+    if not run_dir.is_dir():
+        raise StoreError(f"{run_dir} is not a folder; pass a run folder (see `mlx runs list`)")
+    if not path.exists():
+        if (run_dir / "metrics.json").exists():
+            raise StoreError(f"{run_dir} is a run folder of an older mlx without {RECORD_FILE}; re-run its command to compare it")
+        raise StoreError(f"{run_dir} is not an mlx run: it has no {RECORD_FILE}; pass a run folder (see `mlx runs list`)")
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable ({exc}); the folder is damaged, re-run its command") from None
+    if isinstance(d, dict) and isinstance(d.get("schema_version"), int) and d["schema_version"] > SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema version {d['schema_version']}, newer than this mlx reads ({SCHEMA_VERSION}); upgrade mlx")
+    return RunRecord.from_dict(d, str(run_dir))
+
+
+def read_predictions(run_dir: Path) -> Predictions:
+    """The test predictions saved beside run.json."""
+    import numpy as np
+
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.exists():
+        raise StoreError(f"{run_dir} has no {PREDICTIONS_FILE}; a paired test needs test predictions, re-run its command")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable ({exc}); re-run the command") from None
+    row_ids, y_true = arrays.pop(ROW_IDS_KEY), arrays.pop(Y_TRUE_KEY)
+    return Predictions(row_ids, y_true, arrays)
+
+
+# ---------------------------------------------------------------- helpers for writers
+
+def now() -> str:
+    """UTC time stamp for started_at / finished_at."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command line that made the run (``mlx ...``), shell-quoted."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv and (os.path.basename(argv[0]) in ("mlx", "__main__.py", "main.py") or argv[0].endswith("cli/main.py")):
+        argv[0] = "mlx"
+    return shlex.join(argv)
+
+
+def subset_fingerprint(fingerprint: str, rows: Any) -> str:
+    """Fingerprint of the rows ``rows`` (indices) of a split whose fingerprint is ``fingerprint``."""
+    import numpy as np
+
+    digest = hashlib.sha256(fingerprint.encode())
+    digest.update(np.asarray(rows, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclass dicts -> JSON-ready values (Enums to their value, Paths to str, tuples to lists, numpy scalars)."""
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar or 0-d array, without importing numpy
+        return obj.item()
+    return obj
+
+
+def record_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(RunRecord) if f.name != "run_dir")

@@ -1,0 +1,229 @@
+"""`mlx report`: join runs on one test set; probe vs fine-tune with intervals, paired tests and plots.
+
+Runs are joined only when their test rows are the same rows: equal test-split fingerprint and size
+in ``run.json``, and equal row ids and labels in ``predictions.npz``. Anything else is refused with
+the reason, never silently mixed.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import ConfigError, StoreError
+from common.paths import mlx_home
+from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
+from report import stats
+from report.runs import find_runs, resolve_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    runs: tuple[str, ...] = ()  # run folders (paths or names); empty: the latest runs sharing a model and test set
+    root: Path | None = None  # where to look for runs; default the mlx home
+    all_rows: bool = False  # every result row, not only the best of each method per run
+    out: Path | None = None  # folder for the PNGs; default $MLX_HOME/reports/<time>
+    markdown: Path | None = None
+    plots: bool = True
+    n_bootstrap: int = stats.N_BOOTSTRAP
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    run_dir: str
+    kind: str
+    method: str  # knn, logreg, finetune, cnn-strong, ...
+    detail: str  # pooling / layer / setting, or the fine-tune settings
+    model: str
+    n_train: int | None
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    macro_f1: float | None
+    trainable_params: int | None
+    train_seconds: float | None
+    device: str
+    chosen_on: str  # "validation", "test" (best of several settings picked on test: optimistic) or "-"
+    is_reference: bool = False
+    p_value: float | None = None  # exact McNemar against the reference row of the same training size
+    only_this: int | None = None  # test rows only this row gets right (vs the reference)
+    only_reference: int | None = None
+    row_name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Report:
+    rows: tuple[ReportRow, ...]
+    data_name: str
+    test_description: str
+    runs: tuple[str, ...]
+    out: Path | None
+    plots: tuple[Path, ...] = ()
+    markdown: Path | None = None
+    notes: tuple[str, ...] = ()
+
+
+def build_report(config: ReportConfig) -> Report:
+    """Select and check runs, make the rows with intervals and paired tests, write plots and markdown."""
+    records = _select(config)
+    predictions = _check_same_test_rows(records)
+    rows, layer_rows = [], []
+    for record in records:
+        for result, chosen_on in _chosen_rows(record, config.all_rows):
+            correct = predictions[record.run_dir].by_row[result.name] == predictions[record.run_dir].y_true  # (N,) bool
+            low, high = stats.bootstrap_ci(correct, config.n_bootstrap, seed=config.seed)
+            rows.append((_row(record, result, chosen_on, low, high), correct))
+        layer_rows += [(record, r) for r in record.results if r.accuracy is not None]
+    if len(rows) < 2:
+        raise ConfigError(f"nothing to compare: the run(s) {', '.join(Path(r.run_dir).name for r in records)} give "
+                          f"{len(rows)} scored result; pass two or more runs on the same test set (see `mlx runs list`)")
+    table = _with_paired_tests(rows)
+    test = records[0].data.test
+    description = f"{records[0].data.name}: {test.n_rows} test rows (fingerprint {test.fingerprint})"
+    out, plots, markdown = None, (), None
+    if config.plots or config.markdown:
+        from report import plots as plotting
+
+        out = _out_dir(config)
+        plots = plotting.write_plots(out, table, layer_rows, _finetuned_models(records))
+    report = Report(tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), out, plots)
+    if config.markdown:
+        from report.markdown import write_markdown
+
+        markdown = write_markdown(config.markdown, report)
+        report = Report(report.rows, report.data_name, report.test_description, report.runs, out, plots, markdown)
+    return report
+
+
+# ---------------------------------------------------------------- choosing runs and rows
+
+def _select(config: ReportConfig) -> list[RunRecord]:
+    if config.runs:
+        records = [read_record(resolve_run(spec, config.root)) for spec in config.runs]
+        seen = set()
+        return [r for r in records if not (r.run_dir in seen or seen.add(r.run_dir))]
+    listing = find_runs(config.root)
+    scored = [r for r in listing.records if r.data.test is not None and r.best is not None]
+    if not scored:
+        raise StoreError(f"no finished runs with test results under {config.root or mlx_home()}; run `mlx probe compare` "
+                         "or `mlx finetune` first, or pass run folders")
+    newest = scored[0]
+    finetuned = _finetuned_models(scored)
+    family = {newest.model.id if newest.model else None} | set(finetuned)
+    group, latest = [], set()
+    for r in scored:  # newest first: keep the latest run of each command, model and training size
+        same_test = r.data.test.fingerprint == newest.data.test.fingerprint
+        same_model = (r.model.id if r.model else None) in family or (r.kind == "finetune" and newest.model and r.model
+                                                                    and r.model.id == newest.model.id)
+        key = (r.command, r.model.id if r.model else None, r.best.n_train)
+        if same_test and same_model and key not in latest:
+            latest.add(key)
+            group.append(r)
+    return group
+
+
+def _chosen_rows(record: RunRecord, all_rows: bool) -> list[tuple[ResultRow, str]]:
+    """Every scored row, or per method the one with the best validation accuracy (test accuracy if none has one)."""
+    scored = [r for r in record.results if r.accuracy is not None]
+    if all_rows:
+        return [(r, "-") for r in scored]
+    chosen = []
+    for method in dict.fromkeys(r.method for r in scored):
+        candidates = [r for r in scored if r.method == method]
+        if len(candidates) == 1:
+            chosen.append((candidates[0], "-"))
+        elif all(r.validation_accuracy is not None for r in candidates):
+            # ties on validation are broken by name, never by test accuracy
+            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, r.name)), "validation"))
+        else:
+            chosen.append((max(candidates, key=lambda r: r.accuracy), "test"))
+    return chosen
+
+
+def _row(record: RunRecord, r: ResultRow, chosen_on: str, low: float, high: float) -> ReportRow:
+    return ReportRow(record.run_dir, record.kind, r.method, describe(r), _model_name(record), r.n_train, r.accuracy, low, high,
+                     r.macro_f1, r.trainable_params, r.train_seconds, record.device, chosen_on, row_name=r.name)
+
+
+def describe(r: ResultRow) -> str:
+    p = r.params
+    if "pooling" in p and "layers" in p:
+        layers = p["layers"] if isinstance(p["layers"], list) else [p["layers"]]
+        return f"{p['pooling']} L{','.join(map(str, layers))} {r.setting}"
+    return r.setting
+
+
+def _model_name(record: RunRecord) -> str:
+    return record.model.id if record.model else record.data.name
+
+
+def _finetuned_models(records) -> dict[str, str]:
+    """Model folders written by fine-tune runs (as a store's model id would name them) -> the run folder."""
+    found = {}
+    for r in records:
+        if r.kind == "finetune":
+            for artifact in r.artifacts:
+                found[str((Path(r.run_dir) / artifact).resolve())] = r.run_dir
+    return found
+
+
+# ---------------------------------------------------------------- checks and tests
+
+def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
+    first = records[0]
+    for r in records:
+        if r.data.test is None:
+            raise StoreError(f"{r.run_dir} records no test split, so it cannot be compared on test rows; re-run it")
+    for r in records[1:]:
+        a, b = first.data.test, r.data.test
+        if (a.fingerprint, a.n_rows) != (b.fingerprint, b.n_rows):
+            why = "other data" if first.data.fingerprint != r.data.fingerprint else "the same data but other test rows (another split, subset or carve)"
+            raise StoreError(f"runs test on different rows, never mixed: {Path(first.run_dir).name} on {first.data.name} test "
+                             f"({a.n_rows} rows, fingerprint {a.fingerprint}) but {Path(r.run_dir).name} on {r.data.name} test "
+                             f"({b.n_rows} rows, fingerprint {b.fingerprint}): {why}; report them separately")
+    predictions = {r.run_dir: read_predictions(r.run_dir) for r in records}
+    reference = predictions[first.run_dir]
+    for r in records[1:]:
+        p = predictions[r.run_dir]
+        if not (np.array_equal(p.row_ids, reference.row_ids) and np.array_equal(p.y_true, reference.y_true)):
+            raise StoreError(f"{Path(r.run_dir).name} and {Path(first.run_dir).name} record the same test fingerprint but "
+                             "different test row ids or labels in predictions.npz; the folders are damaged, re-run them")
+    return predictions
+
+
+def _with_paired_tests(rows: list[tuple[ReportRow, np.ndarray]]) -> list[ReportRow]:
+    """The reference of each training size is the fine-tuned model (else the most accurate row); every other row is tested against it."""
+    from dataclasses import replace
+
+    table = []
+    for n_train in dict.fromkeys(sorted((row.n_train or 0 for row, _ in rows), reverse=True)):
+        group = [(row, correct) for row, correct in rows if (row.n_train or 0) == n_train]
+        finetuned = [item for item in group if item[0].method == "finetune"]
+        reference, reference_correct = max(finetuned or group, key=lambda item: item[0].accuracy)
+        for row, correct in sorted(group, key=lambda item: -item[0].accuracy):
+            if row is reference:
+                table.append(replace(row, is_reference=True))
+                continue
+            test = stats.mcnemar(correct, reference_correct)
+            table.append(replace(row, p_value=test.p_value, only_this=test.only_a, only_reference=test.only_b))
+    return table
+
+
+def _out_dir(config: ReportConfig) -> Path:
+    from common.paths import ensure_writable_dir
+
+    if config.out:
+        return ensure_writable_dir(Path(config.out))
+    if config.markdown:
+        return ensure_writable_dir(Path(config.markdown).parent)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return ensure_writable_dir(mlx_home() / "reports" / f"report-{stamp}")

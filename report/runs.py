@@ -1,0 +1,55 @@
+"""Finding run folders: every folder under the runs root that holds a ``run.json``."""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import MlxError, StoreError
+from common.paths import mlx_home
+from common.record import RECORD_FILE, RunRecord, read_record
+
+log = logging.getLogger(__name__)
+
+
+def default_root() -> Path:
+    """Where commands save runs by default; study folders and ``--out`` folders under it are found too."""
+    return mlx_home()
+
+
+@dataclass(frozen=True)
+class RunListing:
+    records: tuple[RunRecord, ...]  # newest first
+    skipped: tuple[str, ...]  # one line per run.json that could not be read
+
+
+def find_runs(root: Path | None = None, kind: str | None = None) -> RunListing:
+    """Every readable run under ``root`` (default the mlx home), newest first; hidden (staging) folders skipped."""
+    root = Path(root) if root else default_root()
+    if not root.exists():
+        return RunListing((), ())
+    records, skipped = [], []
+    for folder, names, files in os.walk(root):
+        names[:] = sorted(n for n in names if not n.startswith("."))  # staging folders are not runs yet
+        if RECORD_FILE in files:
+            try:
+                records.append(read_record(Path(folder)))
+            except MlxError as exc:
+                skipped.append(str(exc))
+    if kind:
+        records = [r for r in records if r.kind == kind]
+    records.sort(key=lambda r: (r.finished_at, r.run_dir), reverse=True)
+    return RunListing(tuple(records), tuple(skipped))
+
+
+def resolve_run(spec: str | Path, root: Path | None = None) -> Path:
+    """A run folder from a path, or from a folder name (or unique name prefix) found under the root."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    matches = [Path(r.run_dir) for r in find_runs(root).records if Path(r.run_dir).name.startswith(str(spec))]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise StoreError(f"no run folder {spec!r}: not a path, and no run under {root or default_root()} is named so; see `mlx runs list`")
+    raise StoreError(f"{spec!r} names {len(matches)} runs ({', '.join(m.name for m in matches[:3])}, ...); give more of the name or the path")

@@ -1,0 +1,237 @@
+"""`mlx study text`: the whole study in one command, every step cached or resumed.
+
+For each training-set size: embed (all poolings, all layers) -> probe compare (every layer) ->
+probe the best layers concatenated -> fine-tune -> embed the fine-tuned model -> probe it -> report.
+
+Layout of a study folder (each step's output is its cache: a finished step is never redone)::
+
+    study.json                      the settings (a guard: one study per folder)
+    stores/frozen.h5                the frozen model's embeddings, shared by every size
+    n-<size>/probe-layers/          run.json: k-NN + logistic regression, every pooling x layer
+    n-<size>/probe-concat/          run.json: the best layers (on validation) concatenated
+    n-<size>/finetune/              run.json + model/: the fine-tuned classifier
+    n-<size>/stores/finetuned.h5    the fine-tuned encoder's embeddings
+    n-<size>/probe-finetuned/       run.json: probes on the fine-tuned encoder's layers
+    report/                         report.md and the PNGs, rewritten each time (cheap)
+"""
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from common.errors import ConfigError, DataError, StoreError
+from common.paths import ensure_writable_dir, mlx_home
+from common.progress import ProgressCallback, no_progress
+from common.record import RECORD_FILE, to_plain
+from common.runs import write_json
+
+log = logging.getLogger(__name__)
+
+VALIDATION_FRACTION = 0.1  # the logistic-regression probe's and fine-tuning's validation share
+N_CONCAT_LAYERS = 3  # the best layers of the best pooling, concatenated
+
+
+@dataclass(frozen=True)
+class TextStudyConfig:
+    model: str = "minilm"
+    dataset: str = "demo"
+    train_sizes: tuple[int | None, ...] = (None,)  # None: every training row
+    text_column: str = "text"
+    label_column: str = "label"
+    n_epochs: int = 3  # fine-tuning epochs
+    lr: float | None = None  # fine-tuning learning rate; None: by model size
+    batch_size: int = 32  # fine-tuning batch
+    max_length: int | None = None
+    seed: int = 0
+    finetune: bool = True
+    out: Path | None = None
+
+    def base(self) -> dict:
+        """What every result of the folder depends on (not the list of sizes: sizes can be added later)."""
+        keys = ("model", "dataset", "text_column", "label_column", "n_epochs", "lr", "batch_size", "max_length", "seed")
+        return {k: to_plain(getattr(self, k)) for k in keys}
+
+
+@dataclass(frozen=True)
+class Step:
+    size: str  # "all" or the number of training rows; "" for shared steps
+    name: str
+    output: Path
+    cached: bool
+
+
+@dataclass(frozen=True)
+class TextStudyPlan:
+    config: TextStudyConfig
+    out: Path
+    n_train: int  # rows of the training split
+    n_test: int
+    sizes: tuple[int | None, ...]  # normalised: None for every row
+    steps: tuple[Step, ...] = field(default=())
+
+    def summary(self) -> dict[str, str]:
+        c = self.config
+        cached = sum(s.cached for s in self.steps)
+        return {"model": c.model, "data": f"{c.dataset}: {self.n_train:,} train / {self.n_test:,} test",
+                "training sizes": ", ".join(size_label(n) for n in self.sizes),
+                "steps": f"{len(self.steps)} ({cached} already done, skipped)" + ("" if c.finetune else "; fine-tuning off"),
+                "fine-tuning": f"{c.n_epochs} epoch(s), batch {c.batch_size}, lr {c.lr or 'by model size'}" if c.finetune else "off",
+                "seed": str(c.seed), "output": str(self.out)}
+
+
+@dataclass(frozen=True)
+class TextStudyResult:
+    out: Path
+    runs: tuple[Path, ...]
+    report: object  # report.join.Report
+    n_done: int
+    n_cached: int
+
+
+def size_label(n: int | None) -> str:
+    return "all" if n is None else str(n)
+
+
+def parse_train_sizes(text: str) -> tuple[int | None, ...]:
+    """``100,1000,all`` -> (100, 1000, None); positive integers or 'all'."""
+    sizes: list[int | None] = []
+    for part in (p.strip().lower() for p in text.split(",")):
+        if part == "all":
+            sizes.append(None)
+            continue
+        try:
+            n = int(part)
+        except ValueError:
+            raise ConfigError(f"cannot read --train-sizes {text!r}: {part!r} is neither a whole number nor 'all'; e.g. 100,1000,all") from None
+        if n < 1:
+            raise ConfigError(f"--train-sizes must be positive (or 'all'), got {n}")
+        sizes.append(n)
+    if not sizes:
+        raise ConfigError("--train-sizes is empty; give e.g. 100,1000,all")
+    return tuple(dict.fromkeys(sizes))
+
+
+def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
+    """Check the data, the sizes, the model and the folder before any work; list the steps and what is cached."""
+    from embeddings.datasets import load_text_dataset
+    from embeddings.models import model_shape
+
+    dataset = load_text_dataset(config.dataset, (), config.text_column, config.label_column, None, config.seed)
+    if "train" not in dataset.splits or "test" not in dataset.splits:
+        raise DataError(f"dataset {config.dataset!r} has splits {', '.join(dataset.splits)}; a study needs 'train' and 'test'")
+    n_train, n_test = len(dataset.splits["train"]), len(dataset.splits["test"])
+    too_big = [n for n in config.train_sizes if n is not None and n > n_train]
+    if too_big:
+        raise ConfigError(f"--train-sizes {too_big[0]} is larger than the {n_train:,} rows of the training split of "
+                          f"{dataset.name}; use sizes up to {n_train:,}, or 'all'")
+    n_classes = len(dataset.label_names)
+    smallest = min((n for n in config.train_sizes if n is not None), default=n_train)
+    if smallest * VALIDATION_FRACTION < n_classes:
+        # the probes' and fine-tuning's validation split holds 10% of the rows, stratified: one per class at least
+        raise ConfigError(f"--train-sizes {smallest} is too small for {n_classes} classes: the 10% validation split needs a row "
+                          f"of each class; use at least {int(n_classes / VALIDATION_FRACTION)}")
+    sizes = tuple(dict.fromkeys(None if n == n_train else n for n in config.train_sizes))
+    sizes = tuple(sorted(sizes, key=lambda n: n_train if n is None else n))
+    model_shape(config.model)  # a bad model name fails here, not after the first step
+    out = Path(config.out).expanduser() if config.out else default_study_dir(config, dataset.name)
+    _claim(out, config)
+    plan = TextStudyPlan(config, out, n_train, n_test, sizes)
+    return TextStudyPlan(config, out, n_train, n_test, sizes, tuple(_steps(plan)))
+
+
+def default_study_dir(config: TextStudyConfig, dataset_name: str) -> Path:
+    digest = hashlib.sha256(json.dumps(config.base(), sort_keys=True).encode()).hexdigest()[:8]
+    name = f"text-{Path(dataset_name).name}-{Path(config.model).name}-{digest}".replace("/", "_")
+    return mlx_home() / "studies" / name
+
+
+def _claim(out: Path, config: TextStudyConfig) -> None:
+    """One study per folder: a folder started with other settings is refused, never mixed."""
+    ensure_writable_dir(out)
+    marker = out / "study.json"
+    if marker.exists():
+        try:
+            saved = json.loads(marker.read_text()).get("base")
+        except (OSError, ValueError):
+            saved = None
+        if saved != json.loads(json.dumps(config.base())):
+            changed = sorted(k for k in config.base() if (saved or {}).get(k) != config.base()[k])
+            raise StoreError(f"{out} holds a study with other settings ({', '.join(changed) or 'unreadable study.json'}); "
+                             "re-run with the original settings to resume it, or choose another --out")
+    else:
+        if any(out.iterdir()):
+            raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
+        write_json(marker, {"kind": "study text", "base": config.base()})
+
+
+def _steps(plan: TextStudyPlan) -> list[Step]:
+    out = plan.out
+    steps = [Step("", "embed frozen model", out / "stores" / "frozen.h5", (out / "stores" / "frozen.h5").exists())]
+    for n in plan.sizes:
+        folder = out / f"n-{size_label(n)}"
+        names = [("probe layers", folder / "probe-layers"), ("probe best layers concatenated", folder / "probe-concat")]
+        if plan.config.finetune:
+            names += [("fine-tune", folder / "finetune"), ("embed fine-tuned model", folder / "stores" / "finetuned.h5"),
+                      ("probe fine-tuned layers", folder / "probe-finetuned")]
+        steps += [Step(size_label(n), name, path, _done(path)) for name, path in names]
+    return steps
+
+
+def _done(path: Path) -> bool:
+    return (path / RECORD_FILE).exists() if path.suffix != ".h5" else path.exists()
+
+
+def run_text_study(plan: TextStudyPlan, progress: ProgressCallback = no_progress,
+                   notify: Callable[[str], None] = lambda line: None) -> TextStudyResult:
+    """Run every step not done yet, in order; then write the report over every run of the study."""
+    from study import steps
+
+    c = plan.config
+    write_json(plan.out / "study.json", {"kind": "study text", "base": c.base(), "train_sizes": [size_label(n) for n in plan.sizes]})
+    done = cached = 0
+    frozen = plan.out / "stores" / "frozen.h5"
+    did = steps.embed(c, c.model, frozen, progress)
+    done, cached = done + did, cached + (not did)
+    notify(f"{'embedded' if did else 'cached'}: {frozen}")
+    runs: list[Path] = []
+    for n in plan.sizes:
+        folder = plan.out / f"n-{size_label(n)}"
+        for run_dir, did in _size_steps(plan, n, folder, frozen, progress, notify):
+            done, cached = done + did, cached + (not did)
+            if run_dir is not None:
+                runs.append(run_dir)
+    from report.join import ReportConfig, build_report
+
+    report = build_report(ReportConfig(runs=tuple(map(str, runs)), out=plan.out / "report", markdown=plan.out / "report" / "report.md"))
+    return TextStudyResult(plan.out, tuple(runs), report, done, cached)
+
+
+def _size_steps(plan: TextStudyPlan, n: int | None, folder: Path, frozen: Path, progress: ProgressCallback,
+                notify: Callable[[str], None]):
+    """Yield (run folder or None, True if work was done) for each step at one training size."""
+    from study import steps
+
+    c, label = plan.config, size_label(n)
+    layers_run = folder / "probe-layers"
+    yield layers_run, steps.probe(frozen, layers_run, n, c.seed, progress, notify, f"n={label}: probes on every layer")
+    concat_run = folder / "probe-concat"
+    yield concat_run, steps.probe_concatenated(frozen, layers_run, concat_run, n, c.seed, N_CONCAT_LAYERS, progress, notify,
+                                               f"n={label}: probe on the best layers concatenated")
+    if not c.finetune:
+        return
+    finetune_run = folder / "finetune"
+    yield finetune_run, steps.finetune(c, n, finetune_run, progress, notify, f"n={label}: fine-tune")
+    model_dir = steps.finetuned_model_dir(finetune_run)
+    finetuned = folder / "stores" / "finetuned.h5"
+    did = steps.embed(c, str(model_dir), finetuned, progress)
+    notify(f"n={label}: {'embedded' if did else 'cached'} the fine-tuned model: {finetuned}")
+    yield None, did
+    probe_run = folder / "probe-finetuned"
+    yield probe_run, steps.probe(finetuned, probe_run, n, c.seed, progress, notify, f"n={label}: probes on the fine-tuned model's layers")
+
+
+def config_dict(config: TextStudyConfig) -> dict:
+    return to_plain(asdict(config))

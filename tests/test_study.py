@@ -1,0 +1,124 @@
+"""`mlx study` end to end on a tiny BERT and tiny data, then again with no work redone; bad input in one line."""
+
+import json
+
+import pytest
+
+from common.record import read_record
+from helpers import invoke, write_ag_news_folder
+
+
+@pytest.fixture
+def news(tmp_path):
+    return write_ag_news_folder(tmp_path / "news", n_train=64, n_test=16)
+
+
+def study_args(tiny_bert, news, out, *extra):
+    return ("study", "text", "--model", tiny_bert, "--dataset", news, "--train-sizes", "40,all", "--epochs", "1",
+            "--batch-size", "8", "--max-length", "32", "--out", out, *extra)
+
+
+def finetune_available() -> bool:
+    try:
+        from finetune.config import FinetuneConfig
+    except ImportError:
+        return False
+    return "train_size" in FinetuneConfig.__dataclass_fields__
+
+
+def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    extra = () if finetune_available() else ("--no-finetune",)
+    first = invoke(*study_args(tiny_bert, news, out, *extra))
+    assert first.exit_code == 0, first.output
+    assert "0 found done" in first.stderr and (out / "report" / "report.md").exists()
+    layers = read_record(out / "n-40" / "probe-layers")
+    assert {r.n_train for r in layers.results} == {40} and {r.n_test for r in layers.results} == {16}
+    assert {r.params["layers"][0] for r in layers.results} == {0, 1, 2}
+    concat = read_record(out / "n-40" / "probe-concat")
+    assert {len(r.params["layers"]) for r in concat.results} == {3}  # the best three layers of two hidden layers + embeddings
+    assert read_record(out / "n-all" / "probe-layers").results[0].n_train == 64
+    report = (out / "report" / "report.md").read_text()
+    assert "data-efficiency.png" in report and "accuracy-by-layer.png" in report
+    if not extra:
+        finetuned = read_record(out / "n-40" / "finetune")
+        assert finetuned.kind == "finetune" and finetuned.results[0].n_train <= 40
+        assert read_record(out / "n-40" / "probe-finetuned").data.test == layers.data.test
+        assert "| finetune" in report
+
+    # Again: every step is found done; no model is loaded, no probe is fitted.
+    import embeddings.extract
+    import probes.evaluate
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished step was redone")
+
+    monkeypatch.setattr(embeddings.extract, "extract_embeddings", forbidden)
+    monkeypatch.setattr(probes.evaluate, "_evaluate", forbidden)
+    again = invoke(*study_args(tiny_bert, news, out, *extra))
+    assert again.exit_code == 0, again.output
+    assert "(0 step(s) run" in again.stderr and "cached: n=40: probes on every layer" in again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--train-sizes", "0"), "--train-sizes must be positive"),
+    (("--train-sizes", "10,abc"), "cannot read --train-sizes '10,abc'"),
+    (("--train-sizes", "65"), "--train-sizes 65 is larger than the 64 rows of the training split"),
+    (("--train-sizes", "20,all"), "--train-sizes 20 is too small for 4 classes"),
+])
+def test_bad_train_sizes_are_one_line(tiny_bert, news, tmp_path, args, message):
+    result = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", tmp_path / "s", *args)
+    assert result.exit_code != 0 and message in result.stderr and result.stderr.count("\n") == 1, result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_study_folder_with_other_settings_or_foreign_content_is_refused(tiny_bert, news, tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    result = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
+    assert result.exit_code != 0 and "not an mlx study" in result.stderr
+    assert (out / "mine.txt").read_text() == "keep me"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text(json.dumps({"base": {"model": "x"}}))
+    result = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", other, "--no-finetune")
+    assert result.exit_code != 0 and "other settings" in result.stderr
+
+
+def test_interrupted_probe_step_leaves_no_run_and_resumes(tiny_bert, news, tmp_path, monkeypatch):
+    """Ctrl-C inside a step: its staging folder is removed, finished steps stay, and the re-run finishes the rest."""
+    import probes.evaluate
+
+    out = tmp_path / "s"
+    original = probes.evaluate._evaluate
+    calls = []
+
+    def interrupted_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(probes.evaluate, "_evaluate", interrupted_second_time)
+    first = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
+    assert first.exit_code == 130 and "run the same command again to resume" in first.stderr
+    assert (out / "n-all" / "probe-layers" / "run.json").exists() and not (out / "n-all" / "probe-concat").exists()
+    assert not list((out / "n-all").glob(".*partial*"))
+    monkeypatch.setattr(probes.evaluate, "_evaluate", original)
+    again = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
+    assert again.exit_code == 0, again.output
+    assert "cached: n=all: probes on every layer" in again.stderr and (out / "n-all" / "probe-concat" / "run.json").exists()
+
+
+def test_vision_study_compare_and_sweep_then_cached(tmp_path):
+    from vision_helpers import write_npz_dataset
+
+    data = write_npz_dataset(tmp_path / "kmnist", n_train=120, n_test=60)
+    args = ("study", "vision", "--dataset", "kmnist", "--data-dir", data, "--models", "mlp-numpy,mlp-torch", "--epochs", "1",
+            "--device", "cpu", "--out", tmp_path / "v")
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "mlp-numpy" in first.stdout and (tmp_path / "v" / "report" / "accuracy-by-method.png").exists()
+    again = invoke(*args)
+    assert again.exit_code == 0 and "0 step(s) run, 2 found done" in again.stderr
