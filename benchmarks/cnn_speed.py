@@ -14,42 +14,26 @@ reported. The ratio is the loop's overhead (target: under 10%).
 
 import argparse
 import dataclasses
-import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.epoch_timing import add_data_options, load_images, print_epoch_table, time_interleaved  # noqa: E402
 from common.training import cpu_threads, fit  # noqa: E402
 from vision.augment import torch_augmenter  # noqa: E402
-from vision.data import load_kmnist_split  # noqa: E402
 from vision.models import ModelName, build_model, preset  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per side, after one warm-up epoch")
-    parser.add_argument("--n-examples", type=int, default=6284, help="synthetic images when no --data-dir")
-    parser.add_argument("--data-dir", type=Path, help="KMNIST folder: time on its training images instead")
+    add_data_options(parser, n_examples=6284)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for torch")
     return parser.parse_args()
-
-
-def load_images(args) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 28, 28) float32 in [0, 1] and (N,) int64 labels."""
-    if args.data_dir:
-        train = load_kmnist_split(args.data_dir, "train")
-        images, labels = train.images.astype(np.float32) / 255, train.labels
-    else:
-        rng = np.random.default_rng(0)
-        images, labels = rng.random((args.n_examples, 28, 28), dtype=np.float32), rng.integers(0, 10, args.n_examples)
-    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
 
 
 def plain_epoch(model, images, labels, val, spec, augment, generator) -> None:
@@ -79,7 +63,8 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     spec = preset(ModelName.cnn_strong, n_epochs=1)
-    images, labels = load_images(args)
+    images, labels = (torch.from_numpy(a) for a in load_images(args))
+    images = images.unsqueeze(1)  # (N, 1, 28, 28)
     val = (images[:256], labels[:256])  # small: the per-epoch validation pass is part of both loops
     mean, std = float(images.mean()), float(images.std())
     models = {"mlx": build_model(spec, mean, std, seed=0), "plain": build_model(spec, mean, std, seed=0)}
@@ -87,22 +72,14 @@ def run(args: argparse.Namespace) -> None:
     loss = partial(F.cross_entropy, label_smoothing=spec.label_smoothing)
     train = dataclasses.replace(spec.train, weight_decay=spec.l2)
     generator = torch.Generator().manual_seed(0)
-    seconds: dict[str, list[float]] = {"mlx": [], "plain": []}
-    for _ in range(args.epochs + 1):
-        start = time.perf_counter()
-        fit(models["mlx"], (images, labels), val, loss, train, torch.device("cpu"), batch_transform=augment)
-        seconds["mlx"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        plain_epoch(models["plain"], images, labels, val, spec, augment, generator)
-        seconds["plain"].append(time.perf_counter() - start)
-
-    mlx_s, plain_s = (statistics.median(seconds[k][1:]) for k in ("mlx", "plain"))
+    seconds = time_interleaved({
+        "mlx": lambda: fit(models["mlx"], (images, labels), val, loss, train, torch.device("cpu"), batch_transform=augment),
+        "plain": lambda: plain_epoch(models["plain"], images, labels, val, spec, augment, generator),
+    }, args.epochs)
     print(f"cnn-strong ({spec.depth} blocks, width {spec.width}, {sum(p.numel() for p in models['mlx'].parameters()):,} parameters), "
           f"batch {spec.train.batch_size}, {len(labels):,} images with affine warps, float32, CPU, {args.threads} thread(s), torch {torch.__version__}")
-    print(f"{'side':<8}{'s/epoch (median)':>18}{'all epochs (first = warm-up)':>50}")
-    for side in ("mlx", "plain"):
-        print(f"{side:<8}{statistics.median(seconds[side][1:]):>18.3f}{'  '.join(f'{s:.2f}' for s in seconds[side]):>50}")
-    print(f"ratio mlx loop / plain loop: {mlx_s / plain_s:.3f}x (target: < 1.10x)")
+    median = print_epoch_table(seconds)
+    print(f"ratio mlx loop / plain loop: {median['mlx'] / median['plain']:.3f}x (target: < 1.10x)")
 
 
 if __name__ == "__main__":
