@@ -6,6 +6,9 @@ the cosine similarity of mlx's mean pooling to sentence-transformers' embedding 
     python benchmarks/embed_throughput.py                 # AG News test texts from ../shared/data when present
     python benchmarks/embed_throughput.py --n 2000 --batch-size 64
 
+The 2-rank row runs `mlx embed --nproc 2` as a whole process (interpreters, two model loads, gloo
+rendezvous included); on a 2-core machine it measures the cost of coordination, not a speed-up.
+
 Requires sentence-transformers (pip install -e ".[bench]").
 """
 
@@ -27,7 +30,9 @@ from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction 
 from embeddings.models import DType, bundled_minilm_path  # noqa: E402
 from embeddings.store import EmbeddingStore  # noqa: E402
 
-AG_NEWS_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv"
+# ../shared/data from a checkout in /work/main, ../../shared/data from a worktree in /work/wt/<name>
+AG_NEWS_TEST = next((p for p in (Path(__file__).resolve().parents[i] / "shared" / "data" / "ag_news" / "test.csv" for i in (2, 3))
+                     if p.exists()), Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv")
 
 
 def load_texts(n: int) -> tuple[list[str], str]:
@@ -55,6 +60,32 @@ def run_mlx(texts: list[str], dtype: DType, batch_size: int, folder: Path) -> tu
     return seconds, mean
 
 
+def run_mlx_ranks(texts: list[str], nproc: int, batch_size: int, folder: Path) -> tuple[float, np.ndarray]:
+    """`mlx embed --nproc N` (fp32) as a subprocess: N torchrun ranks share the shards, rank 0 writes the store.
+
+    Timed from launch to exit, so it includes N interpreter starts, N model loads and the gloo
+    rendezvous: on a machine with as many cores as ranks this is the cost of coordination.
+    """
+    import subprocess
+
+    data = folder / "texts-ranks.csv"
+    with open(data, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, 0] for t in texts)
+    out = folder / f"bench-{nproc}-ranks.h5"
+    command = [sys.executable, "-m", "cli.main", "embed", "--dataset", str(data), "--model", "minilm", "--pooling", "all",
+               "--dtype", "fp32", "--device", "cpu", "--batch-size", str(batch_size), "--max-length", "256", "--out", str(out),
+               "--nproc", str(nproc)]
+    env = dict(os.environ, MLX_HOME=str(folder / "home"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    with EmbeddingStore(out) as store:
+        mean = store.vectors(store.splits[0], "mean")
+    return seconds, mean
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
@@ -78,11 +109,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp32_seconds, fp32_mean = run_mlx(texts, DType.FP32, args.batch_size, Path(tmp))
         bf16_seconds, bf16_mean = run_mlx(texts, DType.BF16, args.batch_size, Path(tmp))
+        ranks_seconds, ranks_mean = run_mlx_ranks(texts, 2, args.batch_size, Path(tmp))
     n = len(texts)
     rows = [
         ("sentence-transformers encode (fp32)", st_seconds, 1.0),
         ("mlx embed fp32, all 6 poolings + HDF5", fp32_seconds, st_seconds / fp32_seconds),
         ("mlx embed bf16, all 6 poolings + HDF5", bf16_seconds, st_seconds / bf16_seconds),
+        ("mlx embed fp32, 2 torchrun ranks (process)", ranks_seconds, st_seconds / ranks_seconds),
     ]
     print(f"\n{'run':<42}{'seconds':>9}{'sent/s':>9}{'vs ST':>8}")
     for name, seconds, ratio in rows:
@@ -91,6 +124,8 @@ def main() -> None:
     c_bf16 = cosine(bf16_mean, fp32_mean)
     print(f"\ncosine(mlx fp32 mean, ST)   min {c_st.min():.6f}  mean {c_st.mean():.6f}")
     print(f"cosine(mlx bf16 mean, fp32) min {c_bf16.min():.6f}  mean {c_bf16.mean():.6f}")
+    print(f"2 ranks vs 1 rank (fp32 mean): max |difference| {np.abs(ranks_mean - fp32_mean).max():.2e}")
+    print(f"2 ranks: {os.cpu_count()} CPUs here; with as many cores as ranks the row shows coordination cost, not a speed-up")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ from pathlib import Path
 import typer
 
 from cli import ui
-from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
-from embeddings.models import DEFAULT_MODEL, Device, DType
+from common.devices import Device, DType
+from common.options import ALL, layer_text, parse_layer, parse_names
+from embeddings.models import DEFAULT_MODEL
 from embeddings.pooling import ALL_POOLINGS
 
 
@@ -27,13 +28,30 @@ def embed(
     out: Path = typer.Option(None, help="Store path. Default: $MLX_HOME/stores/<dataset>-<model>-<key>.h5."),
     force: bool = typer.Option(False, "--force", help="Recompute even if a complete store of this extraction exists."),
     json_: bool = typer.Option(False, "--json", help="Print a JSON summary (path, cached, sizes, seconds) instead of the path."),
+    nproc: int = typer.Option(None, "--nproc", min=1, help="Run N ranks on this machine (torchrun --standalone); each computes its share of the shards."),
 ) -> None:
     """Extract frozen embeddings into a cached, resumable, self-describing HDF5 store.
 
     Re-running a finished extraction returns at once; re-running an interrupted one resumes it.
+    Under torchrun (or with --nproc) the ranks share the shards and rank 0 writes the store.
     """
-    config = EmbedConfig(dataset, tuple(split), text_column, label_column, limit, seed, model, tuple(pooling), layer, max_length, batch_size, device, dtype, out, force)
+    from common.distributed import dist_info, launch_local, shutdown
+
+    if nproc is not None:
+        raise typer.Exit(launch_local(nproc))
+    from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
+
+    config = EmbedConfig(dataset=dataset, splits=tuple(split), text_column=text_column, label_column=label_column, limit=limit,
+                         seed=seed, model=model, poolings=parse_names(pooling, "--pooling", (*ALL_POOLINGS, ALL)),
+                         layer=parse_layer(layer), max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
+                         out=out, force=force)
     plan = plan_extraction(config)
+    if not dist_info().is_main:  # only rank 0 prints
+        try:
+            extract_embeddings(plan)
+        finally:
+            shutdown()
+        return
     for note in plan.dataset.notes:
         ui.say(note)
     if plan.cached:
@@ -42,9 +60,10 @@ def embed(
         return
     sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())
     ui.summary_panel("mlx embed", {
-        "model": f"{model} ({plan.model_revision})", "data": f"{plan.dataset.name}: {sizes}", "pooling": ", ".join(pooling),
-        "layer": layer, "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
+        "model": f"{model} ({plan.model_revision})", "data": f"{plan.dataset.name}: {sizes}", "pooling": ", ".join(config.poolings),
+        "layer": layer_text(config.layer), "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
         "batch / max length": f"{batch_size} / {plan.config.max_length}", "output": plan.path,
+        **({"ranks": f"{dist_info().world_size} (torchrun; rank 0 writes the store)"} if dist_info().enabled else {}),
     })
     try:
         with ui.progress_bar("sent") as progress:
@@ -52,15 +71,18 @@ def embed(
     except KeyboardInterrupt:
         ui.warn("interrupted: finished shards are kept; run the same command again to resume")
         raise typer.Exit(130) from None
+    finally:
+        shutdown()
     for note in result.notes:
         ui.warn(note)
-    ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s)")
+    resumed = f"; {result.n_resumed:,} resumed from kept shards, not counted" if result.n_resumed else ""
+    ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s{resumed})")
     _print_result(result, json_)
 
 
 def _print_result(result, json_: bool) -> None:
     if json_:
-        ui.print_json({"path": str(result.path), "cached": result.cached, "n_examples": result.n_examples, "poolings": list(result.poolings),
+        ui.print_json({"path": str(result.path), "cached": result.cached, "n_examples": result.n_examples, "n_resumed": result.n_resumed, "poolings": list(result.poolings),
                        "layers": list(result.layers), "seconds": round(result.seconds, 3), "sentences_per_second": round(result.sentences_per_second, 1)})
     else:
         ui.out.print(str(result.path))

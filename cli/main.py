@@ -1,4 +1,4 @@
-"""Entry point: ``mlx``. One error handler for every command lives here."""
+"""Entry point: ``mlx``. One error handler for every command lives here (Ctrl-C before a command runs: ``cli/__init__.py``)."""
 
 import importlib
 import logging
@@ -11,8 +11,10 @@ _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
 UsageError = _click_exceptions.UsageError
 NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
-from cli import embed, probe, report, runs, store, study, ui, vision
-from common import MlxError, __version__
+import cli  # noqa: E402
+from cli import attention, embed, finetune, probe, report, runs, store, study, ui, vision  # noqa: E402  (after the click shims above)
+from common import MlxError, __version__  # noqa: E402
+from common.runs import disk_full_message, is_disk_full  # noqa: E402
 
 
 class MlxGroup(TyperGroup):
@@ -32,6 +34,16 @@ class MlxGroup(TyperGroup):
             ctx.exit(exc.exit_code)
         except UsageError as exc:
             _usage_error(exc)
+        except KeyboardInterrupt:
+            ctx.exit(130)  # quiet: whatever was half-written has been removed on the way out
+        except Exception as exc:
+            if cli.interrupted():
+                ctx.exit(130)
+            if is_disk_full(exc):  # a full disk that no writer named: still one line
+                where = getattr(exc, "filename", None)
+                ui.print_error(disk_full_message(where) if where else "no space left on device; free some space and re-run")
+                ctx.exit(1)
+            raise
 
 
 def _usage_error(exc) -> None:
@@ -82,7 +94,7 @@ def _quiet_hub() -> None:
 
 
 # One module per verb group, each wiring itself onto the app.
-for _module in (embed, store, probe, vision, runs, report, study):
+for _module in (embed, store, probe, vision, finetune, runs, report, study, attention):
     _module.register(app)
 
 

@@ -8,9 +8,8 @@ from rich import box
 from rich.table import Table
 
 from cli import ui
-from common import ConfigError
-from probes import IndexKind, KNNConfig, LogRegConfig, Metric, ProbeKind, ProbeReport, ProbeRunConfig, Weights, run_probes
-from probes.report import accuracy_by_layer
+from common.options import parse_floats, parse_ints, parse_layers, parse_names
+from probes.choices import IndexKind, Metric, Weights
 
 probe_app = typer.Typer(help="Probe stored embeddings: FAISS k-NN, logistic regression, and a comparison of both.",
                         no_args_is_help=True)
@@ -23,7 +22,8 @@ K = typer.Option("1,5,10,20", "--k", help="Comma-separated numbers of neighbours
 METRIC = typer.Option(Metric.COSINE, "--metric", help="Distance for k-NN.")
 WEIGHTS = typer.Option(Weights.UNIFORM, "--weights", help="Vote weights: uniform, or 1/distance.")
 INDEX = typer.Option(IndexKind.FLAT, "--index", help="FAISS index: flat (exact) or approximate hnsw/ivf (recall@k reported).")
-CS = typer.Option("0.01,0.1,1,10", "--C", help="Comma-separated inverse regularisation strengths; chosen on a validation split of train.")
+CS = typer.Option(None, "--C", help="Comma-separated inverse regularisation strengths, chosen on a validation split of train. "
+                  "Default: 19 log-spaced values 1e-4..1e2 (fitted with warm starts); a C on the grid's edge is warned about.")
 TEST_FRACTION = typer.Option(None, "--test-fraction", help="For a one-split store: carve a stratified, seeded test split of this fraction.")
 TEST_STORE = typer.Option(None, "--test-store", help="Take the test split from this store (same model and labels).")
 TRAIN_SIZE = typer.Option(None, "--train-size", min=1, help="Train on a stratified, seeded subset of this many training rows (data-efficiency studies).")
@@ -40,46 +40,55 @@ def knn(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Opti
         test_store: Optional[Path] = TEST_STORE, train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED, out: Optional[Path] = OUT,
         json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """k-nearest-neighbour probe on a FAISS index (flat = exact, equal to scikit-learn brute force)."""
-    knn_config = KNNConfig(ks=_numbers(k, int, "--k"), metric=metric, weights=weights, index=index)
-    _run(ProbeRunConfig("knn", store, (ProbeKind.KNN,), tuple(pooling or ()), tuple(layer or ()), knn=knn_config,
-                        test_fraction=test_fraction, test_store=test_store, train_size=train_size, seed=seed, out=out, plot=plot), json_, detail)
+    _run("knn", locals())
 
 
 @probe_app.command()
-def logreg(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, c: str = CS,
-           test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED,
-           out: Optional[Path] = OUT, json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
+def logreg(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, c: Optional[str] = CS,
+           test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE,
+           train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED, out: Optional[Path] = OUT, json_: bool = JSON,
+           detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """Multinomial logistic regression on standardised features; C chosen on a validation split of train."""
-    _run(ProbeRunConfig("logreg", store, (ProbeKind.LOGREG,), tuple(pooling or ()), tuple(layer or ()),
-                        logreg=LogRegConfig(Cs=_numbers(c, float, "--C")), test_fraction=test_fraction,
-                        test_store=test_store, train_size=train_size, seed=seed, out=out, plot=plot), json_, detail)
+    _run("logreg", locals())
 
 
 @probe_app.command()
 def compare(store: Path = STORE, pooling: Optional[list[str]] = POOLING, layer: Optional[list[str]] = LAYER, k: str = K,
-            metric: Metric = METRIC, weights: Weights = WEIGHTS, index: IndexKind = INDEX, c: str = CS,
-            test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE, train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED,
-            out: Optional[Path] = OUT, json_: bool = JSON, detail: bool = DETAIL, plot: bool = PLOT) -> None:
+            metric: Metric = METRIC, weights: Weights = WEIGHTS, index: IndexKind = INDEX, c: Optional[str] = CS,
+            test_fraction: Optional[float] = TEST_FRACTION, test_store: Optional[Path] = TEST_STORE,
+            train_size: Optional[int] = TRAIN_SIZE, seed: int = SEED, out: Optional[Path] = OUT, json_: bool = JSON,
+            detail: bool = DETAIL, plot: bool = PLOT) -> None:
     """Every probe over every pooling (and layer) in one table sorted by test accuracy, best marked."""
-    knn_config = KNNConfig(ks=_numbers(k, int, "--k"), metric=metric, weights=weights, index=index)
-    _run(ProbeRunConfig("compare", store, (ProbeKind.KNN, ProbeKind.LOGREG), tuple(pooling or ()), tuple(layer or ()),
-                        knn=knn_config, logreg=LogRegConfig(Cs=_numbers(c, float, "--C")), test_fraction=test_fraction,
-                        test_store=test_store, train_size=train_size, seed=seed, out=out, plot=plot), json_, detail)
+    _run("compare", locals())
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(probe_app, name="probe")
 
 
-def _numbers(text: str, kind: type, option: str) -> tuple:
-    try:
-        return tuple(dict.fromkeys(kind(part) for part in text.split(",") if part.strip()))
-    except ValueError:
-        raise ConfigError(f"cannot read {option} {text!r}; give comma-separated {kind.__name__} values such as "
-                          f"{'1,5,10,20' if kind is int else '0.01,0.1,1,10'}") from None
+def _config(command: str, options: dict):
+    """Options of one probe command -> a ProbeRunConfig of parsed, typed values."""
+    from probes import KNNConfig, LogRegConfig, ProbeKind, ProbeRunConfig
+
+    kinds = {"knn": (ProbeKind.KNN,), "logreg": (ProbeKind.LOGREG,), "compare": (ProbeKind.KNN, ProbeKind.LOGREG)}[command]
+    knn = KNNConfig(ks=parse_ints(options["k"], "--k", minimum=1, example="1,5,10,20"), metric=options["metric"],
+                    weights=options["weights"], index=options["index"]) if "k" in options else KNNConfig()
+    logreg = LogRegConfig()
+    if options.get("c") is not None:
+        logreg = LogRegConfig(Cs=parse_floats(options["c"], "--C", positive=True, example="0.01,0.1,1,10"))
+    poolings = parse_names(options["pooling"], "--pooling") if options["pooling"] else ()
+    return ProbeRunConfig(command=command, store=options["store"], probes=kinds, poolings=poolings,
+                          layers=parse_layers(options["layer"] or ()), knn=knn, logreg=logreg,
+                          test_fraction=options["test_fraction"], test_store=options["test_store"],
+                          train_size=options["train_size"], seed=options["seed"],
+                          out=options["out"], plot=options["plot"])
 
 
-def _run(config: ProbeRunConfig, as_json: bool, detail: bool) -> None:
+def _run(command: str, options: dict) -> None:
+    from probes import run_probes
+
+    config, as_json, detail = _config(command, options), options["json_"], options["detail"]
+
     def on_plan(summary: dict) -> None:
         if config.test_fraction is not None:
             ui.say(f"carving a test split: {summary['split']}, seed {config.seed}")
@@ -89,6 +98,8 @@ def _run(config: ProbeRunConfig, as_json: bool, detail: bool) -> None:
 
     with ui.progress_bar(unit="probe") as progress:
         report = run_probes(config, progress=progress, on_plan=on_plan)
+    for warning in report.warnings:
+        ui.warn(warning)
     if as_json:
         ui.print_json(report.record.to_dict())
     else:
@@ -98,7 +109,9 @@ def _run(config: ProbeRunConfig, as_json: bool, detail: bool) -> None:
         ui.say(f"plot: {path}")
 
 
-def _render(report: ProbeReport, detail: bool) -> None:
+def _render(report, detail: bool) -> None:
+    from probes.report import accuracy_by_layer
+
     ui.out.print(results_table(report))
     columns, rows = accuracy_by_layer(report.results, report.layer_selections)
     if len(columns) > 1:
@@ -108,7 +121,7 @@ def _render(report: ProbeReport, detail: bool) -> None:
             ui.out.print(detail_table(max((r for r in report.results if r.probe == probe), key=lambda r: r.accuracy)))
 
 
-def results_table(report: ProbeReport) -> Table:
+def results_table(report) -> Table:
     approximate = any(r.recall_at_k is not None for r in report.results)
     validated = any(r.validation_accuracy is not None for r in report.results)
     knn = report.config.knn
@@ -116,9 +129,9 @@ def results_table(report: ProbeReport) -> Table:
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), collapse_padding=True,
                   caption="; ".join([report.split_note]
                                     + ([f"k-NN: {knn.metric.value}, {knn.weights.value} weights, {knn.index.value} index"]
-                                       if ProbeKind.KNN in report.config.probes else [])
+                                       if "knn" in report.config.probes else [])
                                     + (["logreg: C chosen on a validation split of train (val acc); fit s includes choosing C"]
-                                       if ProbeKind.LOGREG in report.config.probes else [])))
+                                       if "logreg" in report.config.probes else [])))
     for name in ["", "probe", "pooling", "layer", "setting", "dim", "acc", "macro-F1"] + (["val acc"] if validated else []) \
             + (["recall@k"] if approximate else []) + ["fit s", "pred s"]:
         table.add_column(name, justify="left" if name in ("probe", "pooling", "layer", "setting") else "right")

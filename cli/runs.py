@@ -9,14 +9,23 @@ from rich.table import Table
 
 from cli import ui
 
-runs_app = typer.Typer(help="List and show saved runs (probe, finetune, vision, ...): one run.json each.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="List and show saved runs (probe, finetune, vision, ...): one run.json each.", no_args_is_help=True
+)
 
-ROOT = typer.Option(None, "--root", help="Where to look for runs (searched recursively). Default: the mlx home ($MLX_HOME, ~/.mlx).")
+ROOT = typer.Option(
+    None, "--root", help="Where to look for runs (searched recursively). Default: the mlx home ($MLX_HOME, ~/.mlx)."
+)
 
 
 @runs_app.command("list")
-def list_runs(kind: Optional[str] = typer.Option(None, "--kind", help="Only runs of this kind: probe, finetune, vision, attention."),
-              root: Optional[Path] = ROOT, json_: bool = typer.Option(False, "--json", help="Print the records as JSON.")) -> None:
+def list_runs(
+    kind: Optional[str] = typer.Option(
+        None, "--kind", help="Only runs of this kind: probe, finetune, vision, attention."
+    ),
+    root: Optional[Path] = ROOT,
+    json_: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+) -> None:
     """Runs, newest first: kind, model, data, best test accuracy, when, folder."""
     from common.errors import ConfigError
     from common.record import KINDS
@@ -38,14 +47,25 @@ def list_runs(kind: Optional[str] = typer.Option(None, "--kind", help="Only runs
         table.add_column(name, justify="right" if name == "best acc" else "left")
     for r in listing.records:
         best = r.best
-        table.add_row(r.kind, r.command, _short(r.model.id) if r.model else "-", f"{r.data.name} ({_n_test(r)} test)",
-                      f"{best.accuracy:.2%}" if best else "-", best.name if best else "-", r.finished_at.replace("+00:00", "Z"), r.run_dir)
+        table.add_row(
+            r.kind,
+            r.command,
+            _short(r.model.id) if r.model else "-",
+            f"{r.data.name} ({_n_test(r)} test)",
+            f"{best.accuracy:.2%}" if best else "-",
+            best.name if best else "-",
+            r.finished_at.replace("+00:00", "Z"),
+            r.run_dir,
+        )
     ui.out.print(table)
 
 
 @runs_app.command("show")
-def show(run: str = typer.Argument(..., help="A run folder, or its name (or a unique name prefix) under the mlx home."),
-         root: Optional[Path] = ROOT, json_: bool = typer.Option(False, "--json", help="Print run.json as it is.")) -> None:
+def show(
+    run: str = typer.Argument(..., help="A run folder, or its name (or a unique name prefix) under the mlx home."),
+    root: Optional[Path] = ROOT,
+    json_: bool = typer.Option(False, "--json", help="Print run.json as it is."),
+) -> None:
     """One run: what ran, on what, where, and every result row."""
     from common.record import read_record
     from report.runs import resolve_run
@@ -55,17 +75,35 @@ def show(run: str = typer.Argument(..., help="A run folder, or its name (or a un
         ui.print_json(record.to_dict())
         return
     data_splits = ", ".join(f"{s.name} {s.n_rows:,} ({s.fingerprint})" for s in record.data.splits)
-    ui.summary_panel(f"{record.command}: {record.run_dir}", {
-        "command line": record.command_line, "model": f"{record.model.id} ({record.model.revision or 'no revision'})" if record.model else "-",
-        "data": f"{record.data.name} ({record.data.fingerprint}): {data_splits}", "device": record.device,
-        "time": f"{record.started_at} -> {record.finished_at}", "mlx": record.mlx_version,
-        "artifacts": ", ".join(record.artifacts) or "-", **({"notes": "; ".join(record.notes)} if record.notes else {})})
-    table = Table(title=f"{len(record.results)} result row(s)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    ui.summary_panel(
+        f"{record.command}: {record.run_dir}",
+        {
+            "command line": record.command_line,
+            "model": f"{record.model.id} ({record.model.revision or 'no revision'})" if record.model else "-",
+            "data": f"{record.data.name} ({record.data.fingerprint}): {data_splits}",
+            "device": record.device,
+            "time": f"{record.started_at} -> {record.finished_at}",
+            "mlx": record.mlx_version,
+            "artifacts": ", ".join(record.artifacts) or "-",
+            **({"notes": "; ".join(record.notes)} if record.notes else {}),
+        },
+    )
+    table = Table(
+        title=f"{len(record.results)} result row(s)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     for name in ("name", "acc", "macro-F1", "val acc", "n train", "n test", "trainable", "train s"):
         table.add_column(name, justify="left" if name == "name" else "right")
     for r in sorted(record.results, key=lambda r: -(r.accuracy if r.accuracy is not None else -1)):
-        table.add_row(r.name, _pct(r.accuracy), _pct(r.macro_f1), _pct(r.validation_accuracy), _num(r.n_train), _num(r.n_test),
-                      _num(r.trainable_params), "-" if r.train_seconds is None else f"{r.train_seconds:.2f}")
+        table.add_row(
+            r.name,
+            _pct(r.accuracy),
+            _pct(r.macro_f1),
+            _pct(r.validation_accuracy),
+            _num(r.n_train),
+            _num(r.n_test),
+            _num(r.trainable_params),
+            "-" if r.train_seconds is None else f"{r.train_seconds:.2f}",
+        )
     ui.out.print(table)
 
 

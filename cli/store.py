@@ -6,7 +6,6 @@ import typer
 from rich.table import Table
 
 from cli import ui
-from embeddings.store import list_stores, read_info
 
 store_app = typer.Typer(help="Inspect embedding stores.", no_args_is_help=True)
 
@@ -17,6 +16,8 @@ def list_(
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the stores in a folder (complete ones; incomplete and foreign files are flagged)."""
+    from embeddings.store import list_stores
+
     entries = list_stores(folder)
     if json_:
         ui.print_json([e.to_dict() for e in entries])
@@ -38,6 +39,8 @@ def info(
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show a store's metadata, splits, poolings, layers and dimensions."""
+    from embeddings.store import read_info
+
     store_info = read_info(path)
     if json_:
         ui.print_json(store_info.to_dict())

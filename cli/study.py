@@ -7,32 +7,63 @@ import typer
 
 from cli import ui
 
-study_app = typer.Typer(help="Run a whole study end to end, every step cached: re-running redoes nothing that finished.",
-                        no_args_is_help=True)
+study_app = typer.Typer(
+    help="Run a whole study end to end, every step cached: re-running redoes nothing that finished.",
+    no_args_is_help=True,
+)
 
 
 @study_app.command()
 def text(
-    model: str = typer.Option("minilm", "--model", help="Hugging Face model id, local folder, or 'minilm' (bundled, offline)."),
-    dataset: str = typer.Option("demo", "--dataset", help="'demo', 'ag_news', or a path (folder with train.csv/test.csv, or a file)."),
-    train_sizes: str = typer.Option("all", "--train-sizes", help="Comma-separated training-set sizes, e.g. 100,1000,all (stratified, seeded subsets)."),
+    model: str = typer.Option(
+        "minilm", "--model", help="Hugging Face model id, local folder, or 'minilm' (bundled, offline)."
+    ),
+    dataset: str = typer.Option(
+        "demo", "--dataset", help="'demo', 'ag_news', or a path (folder with train.csv/test.csv, or a file)."
+    ),
+    pooling: str = typer.Option("all", "--pooling", help="Poolings to embed and probe, comma-separated, or 'all'."),
+    train_sizes: str = typer.Option(
+        "all",
+        "--train-sizes",
+        help="Comma-separated training-set sizes, e.g. 100,1000,all (stratified, seeded subsets).",
+    ),
     epochs: int = typer.Option(3, "--epochs", help="Fine-tuning epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: by model size)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Fine-tuning batch size."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Truncate texts to this many tokens (embedding and fine-tuning)."),
+    max_length: Optional[int] = typer.Option(
+        None, "--max-length", help="Truncate texts to this many tokens (embedding and fine-tuning)."
+    ),
     text_column: str = typer.Option("text", "--text-column"),
     label_column: str = typer.Option("label", "--label-column"),
     seed: int = typer.Option(0, "--seed", help="Seed for the training subsets, validation splits and fine-tuning."),
-    finetune: bool = typer.Option(True, "--finetune/--no-finetune", help="--no-finetune: probes on the frozen model only."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The study folder; re-running with it resumes. Default: derived from the settings under $MLX_HOME/studies."),
+    finetune: bool = typer.Option(
+        True, "--finetune/--no-finetune", help="--no-finetune: probes on the frozen model only."
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        help="The study folder; re-running with it resumes. Default: derived from the settings under $MLX_HOME/studies.",
+    ),
 ) -> None:
     """Embed (all poolings and layers) -> probes per layer and on the best layers concatenated -> fine-tune ->
     embed the fine-tuned model -> probe it -> report, at each training-set size."""
     from study.text import TextStudyConfig, parse_train_sizes, prepare_text_study, run_text_study
 
-    config = TextStudyConfig(model=model, dataset=dataset, train_sizes=parse_train_sizes(train_sizes), text_column=text_column,
-                             label_column=label_column, n_epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
-                             seed=seed, finetune=finetune, out=out)
+    config = TextStudyConfig(
+        model=model,
+        dataset=dataset,
+        train_sizes=parse_train_sizes(train_sizes),
+        poolings=tuple(p.strip() for p in pooling.split(",") if p.strip()),
+        text_column=text_column,
+        label_column=label_column,
+        n_epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        finetune=finetune,
+        out=out,
+    )
     plan = prepare_text_study(config)
     ui.summary_panel("mlx study text", plan.summary())
     with ui.progress_bar("it") as progress:
@@ -42,15 +73,21 @@ def text(
 
 @study_app.command()
 def vision(
-    dataset: str = typer.Option("digits", "--dataset", help="kmnist (files in --data-dir) or digits (offline stand-in)."),
+    dataset: str = typer.Option(
+        "digits", "--dataset", help="kmnist (files in --data-dir) or digits (offline stand-in)."
+    ),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the KMNIST files. Default: ./data"),
     models: str = typer.Option("mlp-numpy,mlp-torch,cnn-strong", "--models", help="Models to compare."),
-    sweep_model: str = typer.Option("mlp-torch", "--sweep-model", help="The model whose depth x width is swept (a small 2 x 2 grid)."),
+    sweep_model: str = typer.Option(
+        "mlp-torch", "--sweep-model", help="The model whose depth x width is swept (a small 2 x 2 grid)."
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs for every model (default: each preset's own)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and NumPy's BLAS."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The study folder; re-running with it resumes. Default: under $MLX_HOME/studies."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="The study folder; re-running with it resumes. Default: under $MLX_HOME/studies."
+    ),
 ) -> None:
     """Compare the models, sweep one a little, and report both on the same test images."""
     from common.errors import ConfigError
@@ -61,12 +98,29 @@ def vision(
     if dataset not in [d.value for d in DatasetName]:
         raise ConfigError(f"unknown --dataset {dataset!r}; choose one of: {', '.join(d.value for d in DatasetName)}")
     chosen = tuple(m.value for m in parse_models(models)) + tuple(m.value for m in parse_models(sweep_model))
-    config = VisionStudyConfig(dataset=dataset, data_dir=data_dir, models=chosen[:-1], sweep_model=chosen[-1], n_epochs=epochs,
-                               seed=seed, device=device, threads=threads, out=out)
+    config = VisionStudyConfig(
+        dataset=dataset,
+        data_dir=data_dir,
+        models=chosen[:-1],
+        sweep_model=chosen[-1],
+        n_epochs=epochs,
+        seed=seed,
+        device=device,
+        threads=threads,
+        out=out,
+    )
     folder = out or default_vision_study_dir(config)
-    ui.summary_panel("mlx study vision", {"data": dataset, "compare": ", ".join(config.models),
-                                          "sweep": f"{config.sweep_model}: depth {config.sweep_depths} x width {config.sweep_widths}",
-                                          "epochs": epochs or "each preset's own", "seed": seed, "output": folder})
+    ui.summary_panel(
+        "mlx study vision",
+        {
+            "data": dataset,
+            "compare": ", ".join(config.models),
+            "sweep": f"{config.sweep_model}: depth {config.sweep_depths} x width {config.sweep_widths}",
+            "epochs": epochs or "each preset's own",
+            "seed": seed,
+            "output": folder,
+        },
+    )
     with ui.progress_bar("batch") as progress:
         result = _interruptible(lambda: run_vision_study(config, progress, ui.say), folder)
     _render(result)

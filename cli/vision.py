@@ -6,11 +6,11 @@ import typer
 from rich.table import Table
 
 from cli import ui
-from common import ConfigError
+from common.devices import Device
+from common.options import parse_floats, parse_ints, parse_list
 from vision.activations import parse_activation
-from vision.data import DatasetName
 from vision.download import KMNIST_URL, FileFormat
-from vision.models import ModelName, parse_models
+from vision.names import DatasetName, ModelName, parse_models
 
 vision_app = typer.Typer(help="KMNIST vision baselines: a NumPy MLP from first principles, PyTorch MLPs and CNNs.", no_args_is_help=True)
 
@@ -22,18 +22,6 @@ OUT_HELP = "Parent folder for the new run folder. Default: $MLX_HOME/runs/vision
 
 def register(app: typer.Typer) -> None:
     app.add_typer(vision_app, name="vision")
-
-
-def _split(text: str, option: str, convert):
-    values = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            values.append(convert(part))
-        except ValueError:
-            raise ConfigError(f"{option}: cannot read {part!r}; give comma-separated values, e.g. {option} 1,2") from None
-    return tuple(values)
 
 
 def _say_device(device) -> None:
@@ -64,14 +52,14 @@ def gradcheck(
     batch_size: int = typer.Option(8, help="Examples in the random batch."),
     tolerance: float = typer.Option(1e-6, help="Largest relative error that passes."),
     seed: int = typer.Option(0),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Compare the NumPy MLP's gradients with central differences in float64; exit 1 if any fails."""
     from vision.gradcheck import GradcheckConfig, run_gradcheck
 
     config = GradcheckConfig(depth=depth, width=width, activation=parse_activation(activation), l2=l2, batch_size=batch_size, tolerance=tolerance, seed=seed)
     result = run_gradcheck(config)
-    if json_out:
+    if json_:
         ui.print_json({"passed": result.passed, "tensors": [vars(t) for t in result.tensors]})
     else:
         table = Table(title=f"Gradient check: depth {depth}, width {width}, {config.activation.value}, L2 {l2:g} (float64, tolerance {tolerance:g})")
@@ -92,26 +80,28 @@ def compare(
     dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     augment: bool = typer.Option(None, "--augment/--no-augment", help="Force random shifts/rotations on or off (default: each preset's own)."),
-    val_fraction: float = typer.Option(0.1, help="Share of train carved out (stratified, seeded) for validation."),
+    validation_fraction: float = typer.Option(0.1, "--validation-fraction", "--val-fraction", help="Share of train carved out (stratified, seeded) for validation."),
     seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
     tta: int = typer.Option(0, "--tta", help="Test-time augmentation: average the prediction over the image and this many fixed small warps (0 = off, up to 8); validation is scored with and without."),
     plot: bool = typer.Option(False, "--plot", help="Also write errors_<model>.png: misclassified test images grouped by the most confused class pairs, beside the confusion matrix."),
     detail: bool = typer.Option(False, "--detail", help="Also print each model's per-class test accuracy."),
-    json_out: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
+    json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
 ) -> None:
     """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
     from vision.compare import CompareConfig, prepare_compare, run_compare
 
-    config = CompareConfig(parse_models(models), dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out, tta_views=tta, plot_errors=plot)
+    config = CompareConfig(models=parse_models(models), dataset=dataset, data_dir=data_dir, n_epochs=epochs, augment=augment,
+                           validation_fraction=validation_fraction, seed=seed, device=device, threads=threads, out=out,
+                           tta_views=tta, plot_errors=plot)
     setup = prepare_compare(config)
     _say_device(setup.device)
     ui.summary_panel("mlx vision compare", setup.summary())
     with ui.progress_bar("batch") as progress:
         result = run_compare(setup, progress)
-    if json_out:
+    if json_:
         ui.print_json(result.record.to_dict())
         ui.say(f"run folder: {result.run_dir}")
         return
@@ -121,7 +111,7 @@ def compare(
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in result.rows():
-        validation = (f"{row['val_accuracy']:.2%}", f"{row['validation_accuracy_tta']:.2%}") if tta else ()
+        validation = (f"{row['validation_accuracy']:.2%}", f"{row['validation_accuracy_tta']:.2%}") if tta else ()
         table.add_row(row["model"], *validation, f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
     ui.out.print(table)
     if detail:
@@ -150,33 +140,37 @@ def sweep(
     dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     augment: bool = typer.Option(None, "--augment/--no-augment", help="Force augmentation on or off (default: the preset's)."),
-    val_fraction: float = typer.Option(0.1),
+    validation_fraction: float = typer.Option(0.1, "--validation-fraction", "--val-fraction", help="Share of train carved out (stratified, seeded) for validation."),
     seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help="The sweep folder; re-running with the same one skips finished configurations. Default: derived from the settings under $MLX_HOME/runs/vision"),
-    json_out: bool = typer.Option(False, "--json", help="Print the run record (report-*/run.json) instead of a table."),
+    json_: bool = typer.Option(False, "--json", help="Print the run record (report-*/run.json) instead of a table."),
 ) -> None:
     """Train every combination, rank by validation accuracy, score only the best on test; resumable."""
     from vision.sweep import SweepConfig, prepare_sweep, run_sweep
 
-    grid = (_split(depth, "--depth", int), _split(width, "--width", int), _split(activation, "--activation", parse_activation), _split(l2, "--l2", float))
-    setup = prepare_sweep(SweepConfig(model, *grid, dataset, data_dir, epochs, augment, val_fraction, seed, device, threads, out))
+    config = SweepConfig(model=model, depths=parse_ints(depth, "--depth", minimum=1, example="1,2"),
+                         widths=parse_ints(width, "--width", minimum=1, example="128,512"),
+                         activations=parse_list(activation, parse_activation, "--activation", "relu,tanh"),
+                         l2s=parse_floats(l2, "--l2", example="0,1e-4"), dataset=dataset, data_dir=data_dir, n_epochs=epochs,
+                         augment=augment, validation_fraction=validation_fraction, seed=seed, device=device, threads=threads, out=out)
+    setup = prepare_sweep(config)
     _say_device(setup.device)
     for note in setup.notes:
         ui.say(note)
     ui.summary_panel("mlx vision sweep", setup.summary())
     with ui.progress_bar("batch") as progress:
         result = run_sweep(setup, progress)
-    if json_out:
+    if json_:
         ui.print_json(result.record.to_dict())
         ui.say(f"report: {result.report_dir}")
         return
     table = Table(title=f"sweep {model.value}: {len(result.rows)} configurations by validation accuracy ({result.n_skipped} resumed from disk)")
-    for column in ("depth", "width", "activation", "L2", "params", "val accuracy", "test accuracy", "train s"):
+    for column in ("depth", "width", "activation", "L2", "params", "validation accuracy", "test accuracy", "train s"):
         table.add_column(column, justify="right")
     for row in result.rows:
         test = f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else "-"
-        table.add_row(str(row["depth"]), str(row["width"]), row["activation"], f"{row['l2']:g}", f"{row['n_parameters']:,}", f"{row['val_accuracy']:.2%}", test, f"{row['train_seconds']:.1f}")
+        table.add_row(str(row["depth"]), str(row["width"]), row["activation"], f"{row['l2']:g}", f"{row['n_parameters']:,}", f"{row['validation_accuracy']:.2%}", test, f"{row['train_seconds']:.1f}")
     ui.out.print(table)
     ui.say(f"report: {result.report_dir} (plot: {result.figure.name})")

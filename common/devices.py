@@ -6,6 +6,7 @@ imported only when a choice is resolved.
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ class DType(str, Enum):
 DEVICE_CHOICES = ", ".join(d.value for d in Device)
 
 
-def resolve_device(requested: Device | str = "auto") -> "torch.device":
+def resolve_device(requested: Device | str = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU; 'cuda' without CUDA and unknown names are refused.
 
     ``cuda:N`` is accepted for a given GPU. The caller says the choice aloud.
@@ -51,7 +52,20 @@ def resolve_device(requested: Device | str = "auto") -> "torch.device":
     return torch.device(name)
 
 
-def resolve_dtype(requested: DType | str, device: "torch.device | str", cpu_default: DType = DType.FP32) -> DType:
+def cuda_possible() -> bool:
+    """False when this machine cannot have CUDA (no NVIDIA driver): then 'auto' is CPU without importing torch."""
+    return os.path.exists("/proc/driver/nvidia") or any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl"))
+
+
+def resolve_device_name(requested: Device | str = "auto") -> str:
+    """:func:`resolve_device` as a string; 'cpu', and 'auto' on a machine without an NVIDIA driver, skip torch."""
+    name = requested.value if isinstance(requested, Device) else str(requested).strip().lower()
+    if name == "cpu" or (name == "auto" and not cuda_possible()):
+        return "cpu"
+    return str(resolve_device(requested))
+
+
+def resolve_dtype(requested: DType | str, device: torch.device | str, cpu_default: DType = DType.FP32) -> DType:
     """'auto' -> bf16 on CUDA, ``cpu_default`` on CPU; an explicit choice is kept as it is."""
     try:
         dtype = DType(requested)
@@ -63,7 +77,7 @@ def resolve_dtype(requested: DType | str, device: "torch.device | str", cpu_defa
     return dtype
 
 
-def torch_dtype(dtype: DType) -> "torch.dtype":
+def torch_dtype(dtype: DType) -> torch.dtype:
     """The torch dtype of a resolved (non-auto) DType."""
     import torch
 

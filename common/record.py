@@ -21,11 +21,12 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from common.errors import StoreError
 from common.version import __version__
@@ -119,8 +120,10 @@ class RunRecord:
         for r in self.results:
             if r.name == name:
                 return r
-        raise StoreError(f"run {self.run_dir or self.command} has no result row {name!r}; its rows: "
-                         f"{', '.join(r.name for r in self.results)}")
+        raise StoreError(
+            f"run {self.run_dir or self.command} has no result row {name!r}; its rows: "
+            f"{', '.join(r.name for r in self.results)}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = to_plain(asdict(self))
@@ -131,17 +134,32 @@ class RunRecord:
     def from_dict(cls, d: Mapping[str, Any], run_dir: str = "") -> "RunRecord":
         problems = validate(d)
         if problems:
-            raise StoreError(f"{run_dir or 'run record'}: invalid {RECORD_FILE} ({problems[0]}); the folder is damaged, re-run the command")
+            raise StoreError(
+                f"{run_dir or 'run record'}: invalid {RECORD_FILE} ({problems[0]}); the folder is damaged, re-run the command"
+            )
         data = d["data"]
         return cls(
-            kind=d["kind"], command=d["command"], command_line=d["command_line"], started_at=d["started_at"],
-            finished_at=d["finished_at"], config=dict(d["config"]),
+            kind=d["kind"],
+            command=d["command"],
+            command_line=d["command_line"],
+            started_at=d["started_at"],
+            finished_at=d["finished_at"],
+            config=dict(d["config"]),
             model=ModelRef(**d["model"]) if d.get("model") else None,
-            data=DataRef(data["name"], data["fingerprint"], tuple(SplitRef(**s) for s in data.get("splits", ())),
-                         tuple(data.get("label_names", ()))),
-            device=d["device"], results=tuple(ResultRow(**r) for r in d["results"]),
-            artifacts=tuple(d.get("artifacts", ())), notes=tuple(d.get("notes", ())), mlx_version=d["mlx_version"],
-            schema_version=d["schema_version"], run_dir=run_dir)
+            data=DataRef(
+                data["name"],
+                data["fingerprint"],
+                tuple(SplitRef(**s) for s in data.get("splits", ())),
+                tuple(data.get("label_names", ())),
+            ),
+            device=d["device"],
+            results=tuple(ResultRow(**r) for r in d["results"]),
+            artifacts=tuple(d.get("artifacts", ())),
+            notes=tuple(d.get("notes", ())),
+            mlx_version=d["mlx_version"],
+            schema_version=d["schema_version"],
+            run_dir=run_dir,
+        )
 
 
 @dataclass(frozen=True)
@@ -156,15 +174,34 @@ class Predictions:
 # ---------------------------------------------------------------- validation
 
 _ROW_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "method": (str,), "setting": (str,), "params": (dict,), "accuracy": (float, int, type(None)),
-    "macro_f1": (float, int, type(None)), "validation_accuracy": (float, int, type(None)), "n_train": (int, type(None)),
-    "n_test": (int, type(None)), "trainable_params": (int, type(None)), "train_seconds": (float, int, type(None)),
+    "name": (str,),
+    "method": (str,),
+    "setting": (str,),
+    "params": (dict,),
+    "accuracy": (float, int, type(None)),
+    "macro_f1": (float, int, type(None)),
+    "validation_accuracy": (float, int, type(None)),
+    "n_train": (int, type(None)),
+    "n_test": (int, type(None)),
+    "trainable_params": (int, type(None)),
+    "train_seconds": (float, int, type(None)),
     "details": (dict,),
 }
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {
-    "schema_version": (int,), "kind": (str,), "command": (str,), "command_line": (str,), "mlx_version": (str,),
-    "started_at": (str,), "finished_at": (str,), "config": (dict,), "model": (dict, type(None)), "data": (dict,),
-    "device": (str,), "results": (list,), "artifacts": (list,), "notes": (list,),
+    "schema_version": (int,),
+    "kind": (str,),
+    "command": (str,),
+    "command_line": (str,),
+    "mlx_version": (str,),
+    "started_at": (str,),
+    "finished_at": (str,),
+    "config": (dict,),
+    "model": (dict, type(None)),
+    "data": (dict,),
+    "device": (str,),
+    "results": (list,),
+    "artifacts": (list,),
+    "notes": (list,),
 }
 
 
@@ -181,7 +218,9 @@ def validate(d: Any) -> list[str]:
         problems.append(f"kind {d['kind']!r} is not one of {', '.join(KINDS)}")
     if d["model"] is not None:
         problems += _check_fields(d["model"], {"id": (str,), "revision": (str,)}, "model")
-    problems += _check_fields(d["data"], {"name": (str,), "fingerprint": (str,), "splits": (list,), "label_names": (list,)}, "data")
+    problems += _check_fields(
+        d["data"], {"name": (str,), "fingerprint": (str,), "splits": (list,), "label_names": (list,)}, "data"
+    )
     for i, s in enumerate(d["data"].get("splits", [])):
         problems += _check_fields(s, {"name": (str,), "fingerprint": (str,), "n_rows": (int,)}, f"data.splits[{i}]")
     names = set()
@@ -208,11 +247,14 @@ def _check_fields(d: Any, types: dict[str, tuple[type, ...]], where: str) -> lis
         value = d.get(name)
         # bool is an int in Python; a metric or a count is never true/false
         if name in d and (not isinstance(value, allowed) or isinstance(value, bool)):
-            problems.append(f"{where}.{name} is {type(value).__name__}, expected {'/'.join(t.__name__ for t in allowed)}")
+            problems.append(
+                f"{where}.{name} is {type(value).__name__}, expected {'/'.join(t.__name__ for t in allowed)}"
+            )
     return problems
 
 
 # ---------------------------------------------------------------- writing and reading
+
 
 def write_record(run_dir: Path, record: RunRecord, predictions: Predictions | None = None) -> Path:
     """Write predictions.npz (if given) then run.json into ``run_dir`` (a staging folder); return run.json's path.
@@ -233,15 +275,19 @@ def write_record(run_dir: Path, record: RunRecord, predictions: Predictions | No
 def _write_predictions(path: Path, record: RunRecord, predictions: Predictions) -> None:
     import numpy as np
 
+    from common.runs import atomic_file
+
     row_ids = np.asarray(predictions.row_ids)
     names = {r.name for r in record.results}
     arrays = {ROW_IDS_KEY: row_ids, Y_TRUE_KEY: np.asarray(predictions.y_true, dtype=np.int64)}
     for name, y_pred in predictions.by_row.items():
         y_pred = np.asarray(y_pred, dtype=np.int64)
         if name not in names or y_pred.shape != row_ids.shape:
-            raise ValueError(f"bug: predictions {name!r} of shape {y_pred.shape} match no result row / {row_ids.shape} test rows")
+            raise ValueError(
+                f"bug: predictions {name!r} of shape {y_pred.shape} match no result row / {row_ids.shape} test rows"
+            )
         arrays[name] = y_pred
-    with open(path, "wb") as stream:
+    with atomic_file(path) as stream:
         np.savez_compressed(stream, **arrays)
 
 
@@ -253,14 +299,20 @@ def read_record(run_dir: Path) -> RunRecord:
         raise StoreError(f"{run_dir} is not a folder; pass a run folder (see `mlx runs list`)")
     if not path.exists():
         if (run_dir / "metrics.json").exists():
-            raise StoreError(f"{run_dir} is a run folder of an older mlx without {RECORD_FILE}; re-run its command to compare it")
-        raise StoreError(f"{run_dir} is not an mlx run: it has no {RECORD_FILE}; pass a run folder (see `mlx runs list`)")
+            raise StoreError(
+                f"{run_dir} is a run folder of an older mlx without {RECORD_FILE}; re-run its command to compare it"
+            )
+        raise StoreError(
+            f"{run_dir} is not an mlx run: it has no {RECORD_FILE}; pass a run folder (see `mlx runs list`)"
+        )
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise StoreError(f"{path}: unreadable ({exc}); the folder is damaged, re-run its command") from None
     if isinstance(d, dict) and isinstance(d.get("schema_version"), int) and d["schema_version"] > SCHEMA_VERSION:
-        raise StoreError(f"{path} has schema version {d['schema_version']}, newer than this mlx reads ({SCHEMA_VERSION}); upgrade mlx")
+        raise StoreError(
+            f"{path} has schema version {d['schema_version']}, newer than this mlx reads ({SCHEMA_VERSION}); upgrade mlx"
+        )
     return RunRecord.from_dict(d, str(run_dir))
 
 
@@ -270,7 +322,9 @@ def read_predictions(run_dir: Path) -> Predictions:
 
     path = Path(run_dir) / PREDICTIONS_FILE
     if not path.exists():
-        raise StoreError(f"{run_dir} has no {PREDICTIONS_FILE}; a paired test needs test predictions, re-run its command")
+        raise StoreError(
+            f"{run_dir} has no {PREDICTIONS_FILE}; a paired test needs test predictions, re-run its command"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -281,6 +335,7 @@ def read_predictions(run_dir: Path) -> Predictions:
 
 
 # ---------------------------------------------------------------- helpers for writers
+
 
 def now() -> str:
     """UTC time stamp for started_at / finished_at."""

@@ -149,8 +149,8 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and ("No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text)
 
 
-def disk_full_message(path: Path) -> str:
-    return f"no space left on device {_mount_point(path)} ({path}); free some space there or choose another --out"
+def disk_full_message(path: Path, detail: str = "") -> str:
+    return f"no space left on device {_mount_point(path)} ({path}){detail}; free some space there or choose another --out"
 
 
 @contextmanager
@@ -172,9 +172,9 @@ def check_free_space(path: Path, n_bytes: int) -> None:
     """
     folder = Path(path).parent
     free = shutil.disk_usage(folder).free
-    needed = int(n_bytes * 1.02) + (1 << 20)
+    needed = int(n_bytes * 1.02) + (256 << 10)
     if free < needed:
-        raise DiskFullError(f"{disk_full_message(path)}: the write needs {needed / 1e6:,.1f} MB, {free / 1e6:,.1f} MB are free")
+        raise DiskFullError(disk_full_message(path, f": the write needs {needed / 1e6:,.1f} MB, {free / 1e6:,.1f} MB are free"))
 
 
 @contextmanager

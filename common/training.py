@@ -1,26 +1,38 @@
 """The one training loop for every PyTorch model in mlx (torch MLPs, CNNs, fine-tuned BERT).
 
 ``fit`` takes a model, train and validation data, a loss, an optimisation config, a device and an
-optional batch transform (augmentation applied to training inputs only). Data is either a pair of
-tensors ``(inputs, targets)`` (kept on the device and shuffled there: no DataLoader overhead for
-small image sets) or any iterable of ``(inputs, targets)`` batches such as a DataLoader; inputs
-may be a tensor or a dict of tensors (passed to the model as keyword arguments).
+optional batch transform (augmentation applied to training inputs only). Training data is either a
+pair of tensors ``(inputs, targets)`` (kept on the device and shuffled there: no DataLoader overhead
+for small image sets), an ``EpochBatches`` source (a fixed batch list per epoch, e.g. length-grouped
+text batches: what exact resume and DDP sharding need), or any iterable of ``(inputs, targets)``
+batches such as a DataLoader. Inputs may be a tensor or a dict of tensors (passed to the model as
+keyword arguments); a model may return a tensor or a Hugging Face output with ``.logits``.
+
+Beyond the plain loop (the vision default, unchanged), a config can ask for autocast (bf16, or
+fp16 with a grad scaler on CUDA), gradient accumulation, evaluation every N optimizer steps, early
+stopping, and checkpoints every N steps and at epoch ends from which a run resumes exactly (model,
+optimizer, scheduler, scaler, every RNG state and the position in the epoch). Under torchrun
+(``dist`` with world size > 1) the model is wrapped in DistributedDataParallel and each rank takes
+every world-size-th micro-batch of the shared per-epoch batch list.
 """
 
 import logging
 import math
+import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from itertools import islice
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
 from common.devices import resolve_device  # noqa: F401  (re-exported: the one resolver lives in common.devices)
+from common.distributed import DistInfo
 from common.errors import ConfigError
 from common.progress import ProgressCallback, no_progress
 
@@ -39,11 +51,19 @@ class ScheduleName(str, Enum):
     constant = "constant"
     cosine = "cosine"
     onecycle = "onecycle"
+    linear = "linear"  # linear warmup over ``warmup_fraction`` of the steps, then linear decay to 0
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to optimise. ``weight_decay`` applies to weight matrices and kernels only, not biases or norms."""
+    """How to optimise. ``weight_decay`` applies to weight matrices and kernels only, not biases or norms.
+
+    ``batch_size`` is per micro-batch and per rank; the optimizer sees ``batch_size x world size x
+    grad_accum`` examples per step.
+    """
 
     n_epochs: int = 10
     batch_size: int = 128
@@ -52,9 +72,15 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: ScheduleName = ScheduleName.cosine
-    warmup_fraction: float = 0.2  # onecycle only: share of steps spent rising to ``lr``
+    warmup_fraction: float = 0.2  # onecycle and linear: share of steps spent rising to ``lr``
     max_grad_norm: float | None = None
     seed: int = 0
+    grad_accum: int = 1
+    autocast: str | None = None  # None (fp32), "bf16" or "fp16" (CUDA only, with a grad scaler)
+    eval_every: int | None = None  # optimizer steps between validation passes; None: at epoch ends only
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints (epoch ends always, when checkpointing)
+    patience: int | None = None  # stop after this many evaluations without a better validation accuracy
+    fused: bool = False  # fused AdamW kernel (one pass over all parameters per step)
 
     def check(self) -> "TrainConfig":
         if self.n_epochs < 1:
@@ -70,6 +96,18 @@ class TrainConfig:
             raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum}; e.g. 0.9")
         if self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer (NumPy's generators reject negative seeds), got {self.seed}; use --seed 0 or above")
+        if self.grad_accum < 1:
+            raise ConfigError(f"gradient accumulation must be at least 1 micro-batch per step, got {self.grad_accum}")
+        if not (math.isfinite(self.warmup_fraction) and 0 <= self.warmup_fraction < 1):
+            raise ConfigError(f"warmup must be a fraction of the steps in [0, 1), got {self.warmup_fraction}; e.g. 0.1")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ConfigError(f"max grad norm must be a positive finite number, got {self.max_grad_norm}; e.g. 1.0")
+        if self.autocast not in (None, *AUTOCAST_DTYPES):
+            raise ConfigError(f"autocast must be one of bf16, fp16 or none, got {self.autocast!r}")
+        for name in ("eval_every", "checkpoint_every", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
         return self
 
 
@@ -83,13 +121,59 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
+class EvalRecord:
+    """One validation pass: after ``step`` optimizer steps, in ``epoch``."""
+
+    step: int
+    epoch: int
+    train_loss: float  # mean training loss since the previous evaluation
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass(frozen=True)
 class TrainHistory:
     epochs: tuple[EpochRecord, ...]
     seconds: float  # wall time of training, evaluation of the validation split included
+    evals: tuple[EvalRecord, ...] = ()
+    best_step: int | None = None  # the step of the best validation accuracy (its checkpoint is kept)
+    best_accuracy: float = float("nan")
+    n_steps: int = 0
+    train_samples: int = 0  # examples seen in training, all ranks (earlier sessions of a resumed run included)
+    train_seconds: float = 0.0  # wall time of the training steps alone (no evaluation, no checkpoints)
+    stopped_early: bool = False
+    resumed_from_step: int | None = None
 
     @property
     def seconds_per_epoch(self) -> float:
         return self.seconds / max(1, len(self.epochs))
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.train_samples / self.train_seconds if self.train_seconds else float("nan")
+
+
+@runtime_checkable
+class EpochBatches(Protocol):
+    """A training set that hands out the same batch list for the same epoch (resumable, shardable)."""
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+
+    def epoch_batches(self, epoch: int) -> Sequence:
+        """The (inputs, targets) batches of ``epoch`` (1-based), in training order."""
+
+
+class Checkpoints(Protocol):
+    """Where ``fit`` keeps its resumable state (see common/checkpoints.py)."""
+
+    def save(self, state: dict, step: int, best: bool) -> None: ...
+
+    def load_latest(self) -> dict | None: ...
+
+
+class TrainingDiverged(ConfigError):
+    """The loss became nan or inf; the last good checkpoint is kept."""
 
 
 @contextmanager
@@ -122,7 +206,14 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
 
 
 def _forward(model: nn.Module, inputs: Any) -> torch.Tensor:
-    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    outputs = model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    return getattr(outputs, "logits", outputs)  # Hugging Face models return an output object
+
+
+def _autocast(device: torch.device, autocast: str | None):
+    if autocast is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[autocast])
 
 
 def _batches(data: Data, batch_size: int, generator: torch.Generator | None) -> Iterable:
@@ -142,66 +233,286 @@ def _n_batches(data: Data, batch_size: int) -> int:
     return math.ceil(len(data[1]) / batch_size) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
-    """Optimizer and per-step LR scheduler; decay only on tensors with 2+ dims (weights, kernels)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def padded_batch_count(n_batches: int, world_size: int) -> int:
+    """Batches per epoch once padded to a multiple of the world size (every rank steps equally often)."""
+    return math.ceil(n_batches / world_size) * world_size
+
+
+def steps_per_epoch(n_batches: int, config: TrainConfig, world_size: int = 1) -> int:
+    """Optimizer steps per epoch: micro-batches per rank, grouped by ``grad_accum`` (last group may be short)."""
+    return math.ceil(padded_batch_count(n_batches, world_size) / world_size / config.grad_accum)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, param_groups: list[dict] | None = None):
+    """Optimizer and per-step LR scheduler; decay only on tensors with 2+ dims (weights, kernels).
+
+    ``param_groups`` (optional) replaces the default two groups; a group's ``lr_scale`` multiplies
+    ``config.lr`` (layer-wise learning-rate decay).
+    """
+    if param_groups is None:
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": g["params"], "weight_decay": g.get("weight_decay", 0.0), "lr": config.lr * g.get("lr_scale", 1.0)} for g in param_groups]
     if config.optimizer == OptimizerName.sgd:
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, **({"fused": True} if config.fused else {}))
     total_steps = config.n_epochs * steps_per_epoch
     if config.schedule == ScheduleName.onecycle:
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction)
     elif config.schedule == ScheduleName.cosine:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    elif config.schedule == ScheduleName.linear:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total_steps, round(config.warmup_fraction * total_steps)))
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     return optimizer, scheduler
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data: Data, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
-    """Model outputs for every example of ``data`` in order, as one (N, C) CPU tensor."""
-    model.eval()
-    outputs = [_forward(model, _to_device(inputs, device)).float().cpu() for inputs, _ in _batches(data, batch_size, None)]
-    return torch.cat(outputs)
+def _linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def _shard(batches: Sequence, dist: DistInfo) -> Sequence:
+    return batches[dist.rank :: dist.world_size] if dist.enabled else batches
+
+
+def _all_reduce_sum(values: list[float], dist: DistInfo) -> list[float]:
+    if not dist.enabled:
+        return values
+    import torch.distributed as tdist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    tdist.all_reduce(tensor)
+    return tensor.tolist()
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Data, loss_fn: Callable, device: torch.device, batch_size: int = 1024) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` on ``data``."""
+def predict(model: nn.Module, data: Data, device: torch.device, batch_size: int = 1024, autocast: str | None = None, dist: DistInfo | None = None) -> torch.Tensor:
+    """Model outputs for every example of ``data`` in order, as one (N, C) float32 CPU tensor.
+
+    Under DDP each rank predicts every world-size-th batch and the outputs are gathered, in order,
+    on every rank (no example is counted twice).
+    """
     model.eval()
+    dist = dist or DistInfo()
+    batches = list(_batches(data, batch_size, None)) if dist.enabled else _batches(data, batch_size, None)
+    outputs = []
+    for inputs, _ in _shard(batches, dist):
+        with _autocast(device, autocast):
+            outputs.append(_forward(model, _to_device(inputs, device)).float().cpu())
+    if not dist.enabled:
+        return torch.cat(outputs)
+    import torch.distributed as tdist
+
+    gathered: list = [None] * dist.world_size
+    tdist.all_gather_object(gathered, outputs)
+    ordered = [gathered[i % dist.world_size][i // dist.world_size] for i in range(len(batches))]
+    return torch.cat(ordered)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Data, loss_fn: Callable, device: torch.device, batch_size: int = 1024, autocast: str | None = None, dist: DistInfo | None = None) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on ``data``; under DDP each rank scores its share of the batches."""
+    model.eval()
+    dist = dist or DistInfo()
     total_loss, n_correct, n_seen = 0.0, 0, 0
-    for inputs, targets in _batches(data, batch_size, None):
-        outputs = _forward(model, _to_device(inputs, device))
+    batches = list(_batches(data, batch_size, None)) if dist.enabled else _batches(data, batch_size, None)
+    for inputs, targets in _shard(batches, dist):
+        with _autocast(device, autocast):
+            outputs = _forward(model, _to_device(inputs, device)).float()
         targets = targets.to(device)
         total_loss += float(loss_fn(outputs, targets)) * len(targets)
         n_correct += int((outputs.argmax(dim=1) == targets).sum())
         n_seen += len(targets)
+    total_loss, n_correct, n_seen = _all_reduce_sum([total_loss, n_correct, n_seen], dist)
     return total_loss / max(1, n_seen), n_correct / max(1, n_seen)
 
 
-def train_one_epoch(model, data, loss_fn, optimizer, scheduler, config, device, generator, batch_transform, on_step) -> float:
-    """One pass over ``data``; returns the mean training loss."""
-    model.train()
-    total_loss, n_seen = 0.0, 0
-    for step, (inputs, targets) in enumerate(_batches(data, config.batch_size, generator)):
-        inputs, targets = _to_device(inputs, device), targets.to(device)
-        if batch_transform is not None:
-            inputs = batch_transform(inputs)
-        loss = loss_fn(_forward(model, inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        total_loss += float(loss.detach()) * len(targets)
+# --- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopState:
+    """Where training stands between two optimizer steps: everything a checkpoint must restore."""
+
+    epoch: int = 1
+    micro_in_epoch: int = 0  # this rank's micro-batches already consumed in ``epoch``
+    step: int = 0  # optimizer steps taken
+    epoch_loss: float = 0.0  # sum over examples (all ranks) of training loss in this epoch
+    epoch_seen: int = 0
+    since_eval_loss: float = 0.0
+    since_eval_seen: int = 0
+    epoch_seconds: float = 0.0
+    best_accuracy: float = -1.0
+    best_step: int | None = None
+    evals_without_gain: int = 0
+    last_val_accuracy: float = float("nan")
+    stopped_early: bool = False
+    elapsed_seconds: float = 0.0  # wall time of earlier sessions (a resumed run counts them)
+    train_seconds: float = 0.0  # time in training steps alone, all sessions
+    train_samples: int = 0
+    records: list = field(default_factory=list)
+    evals: list = field(default_factory=list)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class _Run:
+    """What one ``fit`` call works with (bundled so that helpers stay short)."""
+
+    model: nn.Module
+    net: nn.Module  # ``model``, or its DistributedDataParallel wrapper
+    loss_fn: Callable
+    config: TrainConfig
+    device: torch.device
+    dist: DistInfo
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    generator: torch.Generator
+    checkpoints: Checkpoints | None
+    batch_transform: Callable | None
+    epoch_start_generator: Any = None
+
+
+def _gather_rng(run: _Run) -> list:
+    states = [_rng_state(run.generator)]
+    if not run.dist.enabled:
+        return states
+    import torch.distributed as tdist
+
+    gathered: list = [None] * run.dist.world_size
+    tdist.all_gather_object(gathered, states[0])
+    return gathered
+
+
+def _save(run: _Run, state: LoopState, best: bool) -> None:
+    """Write a checkpoint of the state *between* steps; every rank takes part (RNG states are gathered)."""
+    if run.checkpoints is None:
+        return
+    rng = _gather_rng(run)
+    if not run.dist.is_main:
+        return
+    run.checkpoints.save(
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "rng": rng,
+            "epoch_start_generator": run.epoch_start_generator,
+            "loop": asdict(state),
+            "config": _config_dict(run.config),
+            "world_size": run.dist.world_size,
+        },
+        state.step,
+        best,
+    )
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(config).items()}
+
+
+def _restore(run: _Run, saved: dict) -> LoopState:
+    if saved.get("world_size", 1) != run.dist.world_size:
+        raise ConfigError(f"the checkpoint was written by {saved.get('world_size', 1)} process(es), this run has {run.dist.world_size}; resume with the same --nproc")
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    if run.scaler is not None and saved.get("scaler") is not None:
+        run.scaler.load_state_dict(saved["scaler"])
+    rng = saved["rng"]
+    _set_rng_state(rng[run.dist.rank] if run.dist.rank < len(rng) else rng[0], run.generator)
+    run.epoch_start_generator = saved.get("epoch_start_generator")
+    loop = saved["loop"]
+    loop["records"] = [EpochRecord(**r) if isinstance(r, dict) else EpochRecord(*r) for r in loop["records"]]
+    loop["evals"] = [EvalRecord(**r) if isinstance(r, dict) else EvalRecord(*r) for r in loop["evals"]]
+    return LoopState(**loop)
+
+
+def _epoch_micro_batches(run: _Run, train: Data, epoch: int, state: LoopState) -> Iterator:
+    """This rank's micro-batches of ``epoch`` from position ``state.micro_in_epoch`` on."""
+    if isinstance(train, EpochBatches):
+        batches = list(train.epoch_batches(epoch))
+        if run.dist.enabled:  # wrap around so that every rank steps equally often (said aloud by the caller)
+            batches += batches[: padded_batch_count(len(batches), run.dist.world_size) - len(batches)]
+        return islice(iter(_shard(batches, run.dist)), state.micro_in_epoch, None)
+    if isinstance(train, tuple):
+        # The epoch's permutation is drawn from ``generator``: rewind it to the epoch start on resume.
+        if state.micro_in_epoch and run.epoch_start_generator is not None:
+            run.generator.set_state(run.epoch_start_generator)
+        run.epoch_start_generator = run.generator.get_state()
+    return islice(iter(_batches(train, run.config.batch_size, run.generator)), state.micro_in_epoch, None)
+
+
+def _train_step(run: _Run, chunk: list) -> tuple[float, int]:
+    """One optimizer step over ``chunk`` (this rank's micro-batches); returns (loss sum over examples, examples)."""
+    run.net.train()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_sum, n_seen = 0.0, 0
+    for i, (inputs, targets) in enumerate(chunk):
+        inputs, targets = _to_device(inputs, run.device), targets.to(run.device)
+        if run.batch_transform is not None:
+            inputs = run.batch_transform(inputs)
+        sync = nullcontext() if (not run.dist.enabled or i == len(chunk) - 1) else run.net.no_sync()
+        with sync:
+            with _autocast(run.device, run.config.autocast):
+                loss = run.loss_fn(_forward(run.net, inputs), targets)
+            scaled = loss if len(chunk) == 1 else loss / len(chunk)
+            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+        loss_sum += float(loss.detach()) * len(targets)
         n_seen += len(targets)
-        on_step(step, total_loss / n_seen)
-    return total_loss / max(1, n_seen)
+    if run.config.max_grad_norm is not None:
+        if run.scaler is not None:
+            run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    return loss_sum, n_seen
+
+
+def _evaluate_now(run: _Run, val: Data, state: LoopState, epoch: int) -> None:
+    """Validate, record, keep the best checkpoint, count evaluations without gain."""
+    val_loss, val_accuracy = evaluate(run.model, val, run.loss_fn, run.device, autocast=run.config.autocast, dist=run.dist)
+    train_loss = state.since_eval_loss / max(1, state.since_eval_seen)
+    state.evals.append(EvalRecord(state.step, epoch, train_loss, val_loss, val_accuracy))
+    state.since_eval_loss, state.since_eval_seen = 0.0, 0
+    state.last_val_accuracy = val_accuracy
+    log.info("step %d: val loss %.4f, val accuracy %.4f", state.step, val_loss, val_accuracy)
+    if val_accuracy > state.best_accuracy:
+        state.best_accuracy, state.best_step, state.evals_without_gain = val_accuracy, state.step, 0
+        return
+    state.evals_without_gain += 1
+    if run.config.patience is not None and state.evals_without_gain >= run.config.patience:
+        state.stopped_early = True
 
 
 def fit(
@@ -214,31 +525,97 @@ def fit(
     progress: ProgressCallback = no_progress,
     batch_transform: Callable[[Any], Any] | None = None,
     task: str = "train",
+    *,
+    param_groups: list[dict] | None = None,
+    checkpoints: Checkpoints | None = None,
+    dist: DistInfo | None = None,
 ) -> TrainHistory:
-    """Train ``model`` in place for ``config.n_epochs`` epochs; evaluate on ``val`` after each.
+    """Train ``model`` in place for ``config.n_epochs`` epochs; evaluate on ``val`` after each (and every
+    ``config.eval_every`` steps). With ``checkpoints``, resume from the latest one and save every
+    ``config.checkpoint_every`` steps, at each epoch end and at each new best validation accuracy.
 
-    Progress reports one unit per batch with epoch, loss and the latest validation accuracy.
+    Progress reports one unit per optimizer step with epoch, loss and the latest validation accuracy.
     """
     config.check()
+    dist = dist or DistInfo()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
-    steps = _n_batches(train, config.batch_size)
-    optimizer, scheduler = make_optimizer(model, config, steps)
-    records: list[EpochRecord] = []
-    started = time.perf_counter()
-    val_accuracy = float("nan")
-    for epoch in range(1, config.n_epochs + 1):
-        epoch_start = time.perf_counter()
+    steps = steps_per_epoch(_n_batches(train, config.batch_size), config, dist.world_size)
+    optimizer, scheduler = make_optimizer(model, config, steps, param_groups)
+    scaler = torch.amp.GradScaler(device.type) if config.autocast == "fp16" and device.type == "cuda" else None
+    run = _Run(model, model, loss_fn, config, device, dist, optimizer, scheduler, scaler, generator, checkpoints, batch_transform)
+    state, resumed_from = LoopState(), None
+    saved = checkpoints.load_latest() if checkpoints is not None else None
+    if saved is not None:
+        state = _restore(run, saved)
+        resumed_from = state.step
+        log.info("resumed from step %d (epoch %d, micro-batch %d)", state.step, state.epoch, state.micro_in_epoch)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
 
-        def on_step(step: int, loss: float) -> None:
-            progress(task, (epoch - 1) * steps + step + 1, config.n_epochs * steps, epoch=epoch, loss=loss, val_acc=val_accuracy)
+        run.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    total = config.n_epochs * steps
+    started, earlier_seconds = time.perf_counter(), state.elapsed_seconds
+    while state.epoch <= config.n_epochs and not state.stopped_early:
+        epoch = state.epoch
+        epoch_start = time.perf_counter() - state.epoch_seconds
+        micro_batches = _epoch_micro_batches(run, train, epoch, state)
+        while not state.stopped_early:
+            chunk = list(islice(micro_batches, config.grad_accum))
+            if not chunk:
+                break
+            step_start = time.perf_counter()
+            loss_sum, n_seen = _train_step(run, chunk)
+            loss_sum, n_seen, n_bad = _all_reduce_sum([loss_sum, n_seen, 0.0 if math.isfinite(loss_sum) else 1.0], dist)
+            state.train_seconds += time.perf_counter() - step_start
+            state.train_samples += int(n_seen)
+            state.elapsed_seconds = earlier_seconds + time.perf_counter() - started
+            if n_bad or not math.isfinite(loss_sum):
+                raise TrainingDiverged(
+                    f"training diverged at step {state.step + 1} (epoch {epoch}): the loss became {loss_sum / max(1, n_seen)}; "
+                    + (f"the last good checkpoint (step {_last_saved(checkpoints)}) is kept; " if checkpoints is not None else "")
+                    + "lower the learning rate"
+                )
+            state.step += 1
+            state.micro_in_epoch += len(chunk)
+            state.epoch_loss += loss_sum
+            state.epoch_seen += int(n_seen)
+            state.since_eval_loss += loss_sum
+            state.since_eval_seen += int(n_seen)
+            state.epoch_seconds = time.perf_counter() - epoch_start
+            progress(task, state.step, total, epoch=epoch, loss=state.epoch_loss / state.epoch_seen, val_acc=state.last_val_accuracy)
+            evaluated = config.eval_every is not None and state.step % config.eval_every == 0
+            if evaluated:
+                _evaluate_now(run, val, state, epoch)
+            if evaluated and state.best_step == state.step:
+                _save(run, state, best=True)
+            elif config.checkpoint_every is not None and state.step % config.checkpoint_every == 0:
+                _save(run, state, best=False)
+        if state.stopped_early:
+            break
+        _finish_epoch(run, val, state, epoch, time.perf_counter() - epoch_start)
+        progress(task, epoch * steps, total, epoch=epoch, loss=state.records[-1].train_loss, val_acc=state.last_val_accuracy)
+    if resumed_from is not None and state.stopped_early:
+        log.info("stopped early at step %d", state.step)
+    return TrainHistory(
+        tuple(state.records), earlier_seconds + time.perf_counter() - started, tuple(state.evals), state.best_step, state.best_accuracy,
+        state.step, state.train_samples, state.train_seconds, state.stopped_early, resumed_from,
+    )
 
-        train_loss = train_one_epoch(model, train, loss_fn, optimizer, scheduler, config, device, generator, batch_transform, on_step)
-        if not np.isfinite(train_loss):
-            raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate")
-        val_loss, val_accuracy = evaluate(model, val, loss_fn, device)
-        records.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - epoch_start))
-        progress(task, epoch * steps, config.n_epochs * steps, epoch=epoch, loss=train_loss, val_acc=val_accuracy)
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch, train_loss, val_loss, val_accuracy)
-    return TrainHistory(tuple(records), time.perf_counter() - started)
+
+def _finish_epoch(run: _Run, val: Data, state: LoopState, epoch: int, seconds: float) -> None:
+    train_loss = state.epoch_loss / max(1, state.epoch_seen)
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate")
+    if not state.evals or state.evals[-1].step != state.step:
+        _evaluate_now(run, val, state, epoch)
+    last = state.evals[-1]
+    state.records.append(EpochRecord(epoch, train_loss, last.val_loss, last.val_accuracy, seconds))
+    log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch, train_loss, last.val_loss, last.val_accuracy)
+    state.epoch, state.micro_in_epoch, state.epoch_loss, state.epoch_seen, state.epoch_seconds = epoch + 1, 0, 0.0, 0, 0.0
+    _save(run, state, best=state.best_step == state.step)
+
+
+def _last_saved(checkpoints: Checkpoints) -> Any:
+    return getattr(checkpoints, "last_step", lambda: "none")()

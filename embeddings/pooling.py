@@ -4,9 +4,13 @@ Every strategy is computed from the same forward pass. Padding never leaks: mask
 excluded from means (weight 0) and from maxima (set to -inf before the max).
 """
 
-from enum import Enum
+from __future__ import annotations
 
-import torch
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported by the functions that run on tensors, not by the CLI's option enums
+    import torch
 
 
 class Pooling(str, Enum):
@@ -62,6 +66,8 @@ def pool_layer(
 
     ``first_hidden`` is the first transformer layer's output, needed only for FIRST_LAST_AVG.
     """
+    import torch
+
     hidden = hidden.float()
     out: dict[Pooling, torch.Tensor] = {}
     mean = mean_pool(hidden, mask) if {Pooling.MEAN, Pooling.MEAN_MAX} & set(poolings) else None

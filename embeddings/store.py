@@ -13,13 +13,12 @@ Layout (schema version 1)::
                                     (layer 0 = embedding output, n_layers = last)
 
 A store is written to a temporary file beside its final name and renamed into place only when
-complete, so a file under the final name is always whole. Readers load a dataset with one
+complete (``common.runs.atomic_path``), so a file under the final name is always whole; free space
+is checked before the write starts. Readers load a dataset with one
 contiguous read.
 """
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ import h5py
 import numpy as np
 
 from common import StoreError, __version__
+from common.runs import atomic_path, check_free_space
 
 FORMAT_NAME = "mlx-embedding-store"
 SCHEMA_VERSION = 1
@@ -85,26 +85,15 @@ def write_store(path: Path, attrs: dict[str, Any], splits: dict[str, SplitArrays
     as Python objects). An existing file at ``path`` is replaced only once the new one is whole.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a store is an ordinary file
-    try:
-        with h5py.File(tmp_name, "w") as f:
+    n_bytes = sum(np.asarray(m).nbytes for arrays in splits.values() for m in arrays.vectors.values()) + sum(16 * len(a.labels) for a in splits.values())
+    check_free_space(path, n_bytes)  # before h5py starts: its failures on a full disk can be crashes, not errors
+    with atomic_path(path) as temporary:
+        with h5py.File(temporary, "w") as f:
             _write_root_attrs(f, attrs)
             for split, arrays in splits.items():
                 _write_split(f, split, arrays, attrs.get("label_names", []))
             f.attrs["complete"] = True  # last, so a store is never marked complete early
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_root_attrs(f: h5py.File, attrs: dict[str, Any]) -> None:
@@ -265,6 +254,10 @@ def list_stores(folder: Path | None = None) -> list[StoreEntry]:
     """Every ``*.h5`` file in ``folder`` (default: the mlx home's stores), newest first."""
     from common.paths import mlx_home
 
+    if folder is not None and not Path(folder).exists():
+        raise StoreError(f"folder {folder} does not exist; pass an existing --folder (default: the mlx home's stores)")
+    if folder is not None and not Path(folder).is_dir():
+        raise StoreError(f"{folder} is not a folder; pass the folder that holds the .h5 stores")
     folder = Path(folder) if folder is not None else mlx_home() / "stores"
     if not folder.is_dir():
         return []

@@ -4,10 +4,25 @@ Probes are scikit-learn style estimators (``KNNProbe``, ``LogRegProbe``); ``run_
 loop that evaluates them over every pooled matrix of a store and saves a run folder.
 """
 
-from probes.evaluate import (ClassMetrics, KNNConfig, LogRegConfig, ProbeKind, ProbeReport, ProbeResult,
-                             ProbeRunConfig, run_probes)
-from probes.knn import ApproximateParams, IndexKind, KNNProbe, Metric, Weights
-from probes.logreg import LogRegProbe, select_C
+
+import importlib
+
+# Imported on first use (PEP 562): the CLI reads the option enums from probes.knn at start-up
+# without paying for scikit-learn and FAISS.
+_HOMES = {
+    **dict.fromkeys(("ClassMetrics", "KNNConfig", "LogRegConfig", "ProbeKind", "ProbeReport", "ProbeResult", "ProbeRunConfig",
+                     "run_probes"), "probes.evaluate"),
+    **dict.fromkeys(("ApproximateParams", "KNNProbe"), "probes.knn"),
+    **dict.fromkeys(("IndexKind", "Metric", "Weights"), "probes.choices"),
+    **dict.fromkeys(("LogRegProbe", "select_C"), "probes.logreg"),
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'probes' has no attribute {name!r}")
+
 
 __all__ = ["ApproximateParams", "ClassMetrics", "IndexKind", "KNNConfig", "KNNProbe", "LogRegConfig", "LogRegProbe",
            "Metric", "ProbeKind", "ProbeReport", "ProbeResult", "ProbeRunConfig", "Weights", "run_probes", "select_C"]

@@ -7,13 +7,14 @@ its last use.
 
 import logging
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from common import ConfigError, DataError, StoreError
+from common.options import ALL, LAST, LayerSpec, parse_layer
 from common.record import SplitRef, subset_fingerprint
 from common.splits import stratified_split, stratified_subsample
 from embeddings.store import EmbeddingStore
@@ -32,6 +33,7 @@ class SplitPlan:
     train_rows: np.ndarray | None
     test_rows: np.ndarray | None
     limited_to: int | None = None  # --train-size: train_rows is a stratified subset of this many rows
+    notes: tuple[str, ...] = ()  # warnings to say aloud (test rows that are also train rows)
 
     def describe(self) -> str:
         if self.limited_to is not None:
@@ -63,55 +65,34 @@ def layer_label(layers: Sequence[int]) -> str:
     return ",".join(str(layer) for layer in layers)
 
 
-def parse_layers(specs: Sequence[str], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
-    """Layer selections from ``--layer`` values.
+def parse_layers(specs: Sequence[LayerSpec], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
+    """Layer selections from parsed ``--layer`` values (common.options.parse_layers).
 
     ``all`` = every stored layer on its own; ``last`` (the default) = the last stored layer;
-    ``5`` = one layer; ``4,5,6`` or ``4-6`` = those layers' vectors concatenated.
+    ``(5,)`` = one layer; ``(4, 5, 6)`` = those layers' vectors concatenated, in that order.
     """
     stored = tuple(sorted(stored))
     if not stored:
         raise StoreError("the store lists no layers; re-create it with `mlx embed`")
     selections: list[tuple[int, ...]] = []
-    for spec in specs or ["last"]:
-        spec = spec.strip().lower()
-        if spec == "all":
+    for spec in specs or (LAST,):
+        spec = parse_layer(spec) if isinstance(spec, str) else spec  # "4,5,6" from a library caller
+        if spec == ALL:
             selections.extend((layer,) for layer in stored)
-            continue
-        if spec == "last":
+        elif spec == LAST:
             selections.append((stored[-1],))
-            continue
-        selections.append(_parse_one(spec, stored, where))
+        else:
+            missing = [layer for layer in spec if layer not in stored]
+            if missing:
+                raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
+                                 "re-embed with `mlx embed --layer all` to store every layer")
+            selections.append(tuple(spec))
     return tuple(dict.fromkeys(selections))
 
 
-def _parse_one(spec: str, stored: tuple[int, ...], where: object) -> tuple[int, ...]:
-    layers: list[int] = []
-    try:
-        for part in spec.split(","):
-            if "-" in part.strip("-"):
-                low, high = (int(x) for x in part.split("-"))
-                if low > high:
-                    raise ValueError(part)
-                layers.extend(range(low, high + 1))
-            else:
-                layers.append(int(part))
-    except ValueError:
-        raise ConfigError(f"cannot read --layer {spec!r}; use a layer number, a list such as 4,5,6, a range such as 4-6, "
-                          f"'last' or 'all' (stored layers: {list(stored)})") from None
-    missing = [layer for layer in layers if layer not in stored]
-    if missing:
-        raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
-                         "re-embed with `mlx embed --layer all` to store every layer")
-    if len(set(layers)) != len(layers):
-        raise ConfigError(f"--layer {spec!r} repeats a layer; list each layer once")
-    return tuple(layers)
-
-
-def resolve_poolings(specs: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
-    """``all`` or nothing = every stored pooling; otherwise the named ones, each checked."""
-    names = [name.strip() for spec in specs or [] for name in spec.split(",") if name.strip()]
-    if not names or "all" in names:
+def resolve_poolings(names: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
+    """``all`` or nothing = every stored pooling; otherwise the named ones (parsed by the CLI), each checked."""
+    if not names or ALL in names:
         return tuple(stored)
     for name in names:
         if name not in stored:
@@ -129,11 +110,11 @@ def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_f
         _check_same_model(store, test_store)
         train = "train" if "train" in splits else _only_split(store, "--test-store")
         test = "test" if "test" in test_store.splits else _only_split(test_store, "--test-store")
-        return SplitPlan(train, test, True, None, None, None)
+        return SplitPlan(train, test, True, None, None, None, notes=check_disjoint(store, train, test_store, test))
     if "train" in splits and "test" in splits:
         if test_fraction is not None:
             raise ConfigError(f"{store.path} already has a test split; drop --test-fraction (it is for one-split stores)")
-        return SplitPlan("train", "test", False, None, None, None)
+        return SplitPlan("train", "test", False, None, None, None, notes=check_disjoint(store, "train", store, "test"))
     if len(splits) != 1:
         raise StoreError(f"{store.path} has splits {splits} but no train/test pair; a probe needs 'train' and 'test' "
                          "splits, or a store with one split and --test-fraction")
@@ -143,6 +124,27 @@ def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_f
     if not 0 < test_fraction < 1:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     return _carve(store, splits[0], test_fraction, seed)
+
+
+def check_disjoint(store: EmbeddingStore, train: str, test_store: EmbeddingStore, test: str) -> tuple[str, ...]:
+    """Refuse test rows that are the train rows (same split fingerprint); a note when some rows are shared.
+
+    Rows are shared when both splits come from the same split of the same dataset (a store's split
+    keeps its source split's name and row ids), e.g. two --limit subsamples of one train split.
+    """
+    train_print, test_print = store.split_fingerprint(train), test_store.split_fingerprint(test)
+    same_file = Path(store.path).resolve() == Path(test_store.path).resolve() and train == test
+    if same_file or (train_print and train_print == test_print):
+        raise DataError(f"the test rows (split {test!r} of {test_store.path}) are the train rows (split {train!r} of {store.path}): "
+                        "scoring train against itself says nothing; pass a store with other rows, or --test-fraction to carve a test split")
+    if train != test or store.info.dataset_name != test_store.info.dataset_name:
+        return ()
+    shared = np.intersect1d(store.row_ids(train), test_store.row_ids(test))
+    if not len(shared):
+        return ()
+    n_test = test_store.info.splits[test]
+    return (f"warning: {len(shared):,} of {n_test:,} test rows are also train rows (rows of split {train!r} of dataset "
+            f"{store.info.dataset_name!r} in both stores): the test score is inflated",)
 
 
 def _only_split(store: EmbeddingStore, option: str) -> str:

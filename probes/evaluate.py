@@ -3,10 +3,11 @@
 import copy
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
@@ -14,10 +15,11 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from common import ConfigError
 from common import record as run_record
 from common import runs as common_runs
+from common.options import LayerSpec
 from common.progress import ProgressCallback, no_progress
 from probes import data, report, runs
 from probes.knn import ApproximateParams, IndexKind, KNNProbe, Metric, Weights, recall_at_k
-from probes.logreg import LogRegProbe, select_C
+from probes.logreg import DEFAULT_CS, LogRegProbe, select_C
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +40,20 @@ class KNNConfig:
 
 @dataclass(frozen=True)
 class LogRegConfig:
-    Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    Cs: tuple[float, ...] = DEFAULT_CS
     validation_fraction: float = 0.1
     max_iter: int = 1000
 
 
 @dataclass(frozen=True)
 class ProbeRunConfig:
-    """Everything one ``mlx probe`` run needs. ``poolings``/``layers`` hold the raw specs (empty = default)."""
+    """Everything one ``mlx probe`` run needs. ``poolings``/``layers`` hold parsed values (empty = default)."""
 
     command: str
     store: Path
     probes: tuple[ProbeKind, ...]
     poolings: tuple[str, ...] = ()
-    layers: tuple[str, ...] = ()
+    layers: tuple[LayerSpec, ...] = ()  # common.options.parse_layers
     knn: KNNConfig = KNNConfig()
     logreg: LogRegConfig = LogRegConfig()
     test_fraction: float | None = None
@@ -134,6 +136,13 @@ class ProbeReport:
     record: run_record.RunRecord | None = None  # what run.json holds; ``--json`` prints it
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """Things the reader must know about the numbers: a C chosen on the edge of its grid."""
+        return tuple(f"logreg {r.pooling} layer {r.layer_label}: C={r.params['C']:g} is on the edge of the C grid "
+                     f"({min(r.params['C_grid']):g}..{max(r.params['C_grid']):g}); the best C may lie beyond it, widen --C"
+                     for r in self.results if r.params.get("C_on_grid_edge"))
+
+    @property
     def best(self) -> ProbeResult:
         return self.results[0]
 
@@ -159,8 +168,9 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
         y_train = data.train_labels(plan, store)
         _check_settings(config, len(y_train))
         label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))
-        explicit = any(p.strip() and p.strip() != "all" for spec in config.poolings for p in spec.split(","))
+        explicit = any(name != "all" for name in config.poolings)
         pairs, notes = data.pair_poolings_with_layers(store, plan.train_split, poolings, selections, explicit)
+        notes = [*plan.notes, *notes]
         store_meta = _store_meta(store, test_store)
         if on_plan:
             n_test = len(data.test_labels(plan, store, test_store))
@@ -258,7 +268,9 @@ def _logreg_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Itera
     y_pred = probe.predict(m.X_test)
     predict_s = time.perf_counter() - start
     params = {"C": chosen.C, "C_grid": list(c.Cs), "validation_accuracy_by_C": {str(k): v for k, v in chosen.validation_accuracy.items()},
-              "n_fit": chosen.n_fit, "n_validation": chosen.n_validation}
+              "n_fit": chosen.n_fit, "n_validation": chosen.n_validation, "C_on_grid_edge": chosen.on_edge}
+    if chosen.on_edge:
+        log.info("%s layer %s: C=%g is on the edge of the C grid", m.pooling, m.layer_label, chosen.C)
     n_weights = probe.model_.coef_.size + probe.model_.intercept_.size
     yield f"C={chosen.C:g}", params, y_pred, fit_s, predict_s, {"validation_accuracy": chosen.validation_accuracy[chosen.C],
                                                                  "trainable_params": int(n_weights)}

@@ -10,33 +10,16 @@ are approximate; ``recall_at_k`` measures them against an exact search.
 import logging
 import math
 from dataclasses import dataclass
-from enum import Enum
 
-import faiss
 import numpy as np
 
 from common import ConfigError, DataError
+from probes.choices import IndexKind, Metric, Weights  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
-class Metric(str, Enum):
-    COSINE = "cosine"
-    L2 = "l2"
-
-
-class Weights(str, Enum):
-    UNIFORM = "uniform"
-    DISTANCE = "distance"
-
-
 MIN_IVF_ROWS = 16
-
-
-class IndexKind(str, Enum):
-    FLAT = "flat"
-    HNSW = "hnsw"
-    IVF = "ivf"
 
 
 @dataclass(frozen=True)
@@ -69,6 +52,8 @@ def _as_matrix(X: np.ndarray, name: str) -> np.ndarray:
 
 def _prepare(X: np.ndarray, metric: Metric) -> np.ndarray:
     """(N, D) float32, unit-normalised for cosine so that inner product = 1 - cosine distance."""
+    import faiss  # imported where used: the CLI imports this module for its option enums
+
     if metric is Metric.COSINE:
         X = X.copy()
         faiss.normalize_L2(X)  # zero rows stay zero, as scikit-learn's normalize leaves them
@@ -77,6 +62,8 @@ def _prepare(X: np.ndarray, metric: Metric) -> np.ndarray:
 
 def build_index(X: np.ndarray, metric: Metric, kind: IndexKind, params: ApproximateParams = ApproximateParams(), seed: int = 0):
     """A FAISS index over prepared (N, D) float32 vectors ``X``."""
+    import faiss
+
     n, d = X.shape
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric is Metric.COSINE else faiss.METRIC_L2
     if kind is IndexKind.FLAT:
@@ -92,6 +79,8 @@ def build_index(X: np.ndarray, metric: Metric, kind: IndexKind, params: Approxim
 
 
 def _ivf_index(X: np.ndarray, faiss_metric: int, params: ApproximateParams, seed: int):
+    import faiss
+
     n, d = X.shape
     if n < MIN_IVF_ROWS:  # 4-bit PQ trains 16 centroids per sub-quantiser
         raise ConfigError(f"--index ivf needs at least {MIN_IVF_ROWS} training rows, the store has {n}; use --index flat (exact, and fast at this size)")
@@ -126,6 +115,8 @@ def search(index, Q: np.ndarray, k: int, metric: Metric) -> tuple[np.ndarray, np
 
     Cosine: 1 - cosine similarity. L2: Euclidean distance (FAISS returns its square).
     """
+    import faiss
+
     if isinstance(index, faiss.IndexFlat):
         # Bigger database blocks make bigger GEMMs: ~15% faster than FAISS's default 1024 on 2 cores.
         saved = faiss.cvar.distance_compute_blas_database_bs

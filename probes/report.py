@@ -1,7 +1,7 @@
 """Views of probe results shared by the CLI and the PNGs: accuracy by layer, confusion matrices."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

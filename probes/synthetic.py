@@ -1,8 +1,8 @@
 """Synthetic labelled vectors and stores, for tests, benchmarks and trying probes without a model."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -7,7 +7,6 @@ the reason, never silently mixed.
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
 from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
+from common.runs import new_run_name, staged_run_dir
 from report import stats
 from report.runs import find_runs, resolve_run
 
@@ -77,15 +77,18 @@ def build_report(config: ReportConfig) -> Report:
     records = _select(config)
     predictions = _check_same_test_rows(records)
     rows, layer_rows = [], []
+    finetuned = _finetuned_models(records)
     for record in records:
         for result, chosen_on in _chosen_rows(record, config.all_rows):
             correct = predictions[record.run_dir].by_row[result.name] == predictions[record.run_dir].y_true  # (N,) bool
             low, high = stats.bootstrap_ci(correct, config.n_bootstrap, seed=config.seed)
-            rows.append((_row(record, result, chosen_on, low, high), correct))
+            rows.append((_row(record, result, chosen_on, low, high, finetuned), correct))
         layer_rows += [(record, r) for r in record.results if r.accuracy is not None]
     if len(rows) < 2:
-        raise ConfigError(f"nothing to compare: the run(s) {', '.join(Path(r.run_dir).name for r in records)} give "
-                          f"{len(rows)} scored result; pass two or more runs on the same test set (see `mlx runs list`)")
+        raise ConfigError(
+            f"nothing to compare: the run(s) {', '.join(Path(r.run_dir).name for r in records)} give "
+            f"{len(rows)} scored result; pass two or more runs on the same test set (see `mlx runs list`)"
+        )
     table = _with_paired_tests(rows)
     test = records[0].data.test
     description = f"{records[0].data.name}: {test.n_rows} test rows (fingerprint {test.fingerprint})"
@@ -94,7 +97,12 @@ def build_report(config: ReportConfig) -> Report:
         from report import plots as plotting
 
         out = _out_dir(config)
-        plots = plotting.write_plots(out, table, layer_rows, _finetuned_models(records))
+        if config.out or config.markdown:  # a folder the user named: plots go into it
+            plots = plotting.write_plots(out, table, layer_rows, finetuned)
+        else:  # a new report folder: staged, so it appears only when complete
+            with staged_run_dir(out) as staging:
+                plots = plotting.write_plots(staging, table, layer_rows, finetuned)
+            plots = tuple(out / Path(p).name for p in plots)
     report = Report(tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), out, plots)
     if config.markdown:
         from report.markdown import write_markdown
@@ -106,6 +114,7 @@ def build_report(config: ReportConfig) -> Report:
 
 # ---------------------------------------------------------------- choosing runs and rows
 
+
 def _select(config: ReportConfig) -> list[RunRecord]:
     if config.runs:
         records = [read_record(resolve_run(spec, config.root)) for spec in config.runs]
@@ -114,16 +123,19 @@ def _select(config: ReportConfig) -> list[RunRecord]:
     listing = find_runs(config.root)
     scored = [r for r in listing.records if r.data.test is not None and r.best is not None]
     if not scored:
-        raise StoreError(f"no finished runs with test results under {config.root or mlx_home()}; run `mlx probe compare` "
-                         "or `mlx finetune` first, or pass run folders")
+        raise StoreError(
+            f"no finished runs with test results under {config.root or mlx_home()}; run `mlx probe compare` "
+            "or `mlx finetune` first, or pass run folders"
+        )
     newest = scored[0]
     finetuned = _finetuned_models(scored)
     family = {newest.model.id if newest.model else None} | set(finetuned)
     group, latest = [], set()
     for r in scored:  # newest first: keep the latest run of each command, model and training size
         same_test = r.data.test.fingerprint == newest.data.test.fingerprint
-        same_model = (r.model.id if r.model else None) in family or (r.kind == "finetune" and newest.model and r.model
-                                                                    and r.model.id == newest.model.id)
+        same_model = (r.model.id if r.model else None) in family or (
+            r.kind == "finetune" and newest.model and r.model and r.model.id == newest.model.id
+        )
         key = (r.command, r.model.id if r.model else None, r.best.n_train)
         if same_test and same_model and key not in latest:
             latest.add(key)
@@ -142,16 +154,39 @@ def _chosen_rows(record: RunRecord, all_rows: bool) -> list[tuple[ResultRow, str
         if len(candidates) == 1:
             chosen.append((candidates[0], "-"))
         elif all(r.validation_accuracy is not None for r in candidates):
-            # ties on validation are broken by name, never by test accuracy
-            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, r.name)), "validation"))
+            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, *_tie_break(r))), "validation"))
         else:
             chosen.append((max(candidates, key=lambda r: r.accuracy), "test"))
     return chosen
 
 
-def _row(record: RunRecord, r: ResultRow, chosen_on: str, low: float, high: float) -> ReportRow:
-    return ReportRow(record.run_dir, record.kind, r.method, describe(r), _model_name(record), r.n_train, r.accuracy, low, high,
-                     r.macro_f1, r.trainable_params, r.train_seconds, record.device, chosen_on, row_name=r.name)
+def _tie_break(r: ResultRow) -> tuple:
+    """Among equal validation accuracies (common on small validation splits) prefer mean pooling and later
+    layers, the usual default, then the name: never the test accuracy."""
+    layers = r.params.get("layers") if isinstance(r.params.get("layers"), list) else []
+    return (r.params.get("pooling") == "mean", max(layers, default=0), -len(layers), r.name)
+
+
+def _row(
+    record: RunRecord, r: ResultRow, chosen_on: str, low: float, high: float, finetuned: dict[str, str]
+) -> ReportRow:
+    return ReportRow(
+        record.run_dir,
+        record.kind,
+        r.method,
+        describe(r),
+        model_label(record, finetuned),
+        r.n_train,
+        r.accuracy,
+        low,
+        high,
+        r.macro_f1,
+        r.trainable_params,
+        r.train_seconds,
+        record.device,
+        chosen_on,
+        row_name=r.name,
+    )
 
 
 def describe(r: ResultRow) -> str:
@@ -162,21 +197,35 @@ def describe(r: ResultRow) -> str:
     return r.setting
 
 
-def _model_name(record: RunRecord) -> str:
-    return record.model.id if record.model else record.data.name
+def model_label(record: RunRecord, finetuned: dict[str, str]) -> str:
+    """The model id, or ``<base> fine-tuned (n=N)`` for a store embedded with a fine-tuned model of these runs."""
+    if record.model is None:
+        return "-"  # vision models are trained from scratch: the method names the model
+    return finetuned.get(resolved(record.model.id), record.model.id)
+
+
+def resolved(model_id: str) -> str:
+    try:
+        return str(Path(model_id).resolve()) if Path(model_id).exists() else model_id
+    except OSError:
+        return model_id
 
 
 def _finetuned_models(records) -> dict[str, str]:
-    """Model folders written by fine-tune runs (as a store's model id would name them) -> the run folder."""
+    """Model folders written by fine-tune runs (as a store's model id names them) -> ``<base> fine-tuned (n=N)``."""
     found = {}
     for r in records:
-        if r.kind == "finetune":
+        if r.kind == "finetune" and r.model:
+            size = f" (n={r.best.n_train:,})" if r.best and r.best.n_train else ""
             for artifact in r.artifacts:
-                found[str((Path(r.run_dir) / artifact).resolve())] = r.run_dir
+                found[str((Path(r.run_dir) / artifact).resolve())] = (
+                    f"{Path(r.model.id).name or r.model.id} fine-tuned{size}"
+                )
     return found
 
 
 # ---------------------------------------------------------------- checks and tests
+
 
 def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
     first = records[0]
@@ -186,17 +235,25 @@ def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
     for r in records[1:]:
         a, b = first.data.test, r.data.test
         if (a.fingerprint, a.n_rows) != (b.fingerprint, b.n_rows):
-            why = "other data" if first.data.fingerprint != r.data.fingerprint else "the same data but other test rows (another split, subset or carve)"
-            raise StoreError(f"runs test on different rows, never mixed: {Path(first.run_dir).name} on {first.data.name} test "
-                             f"({a.n_rows} rows, fingerprint {a.fingerprint}) but {Path(r.run_dir).name} on {r.data.name} test "
-                             f"({b.n_rows} rows, fingerprint {b.fingerprint}): {why}; report them separately")
+            why = (
+                "other data"
+                if first.data.fingerprint != r.data.fingerprint
+                else "the same data but other test rows (another split, subset or carve)"
+            )
+            raise StoreError(
+                f"runs test on different rows, never mixed: {Path(first.run_dir).name} on {first.data.name} test "
+                f"({a.n_rows} rows, fingerprint {a.fingerprint}) but {Path(r.run_dir).name} on {r.data.name} test "
+                f"({b.n_rows} rows, fingerprint {b.fingerprint}): {why}; report them separately"
+            )
     predictions = {r.run_dir: read_predictions(r.run_dir) for r in records}
     reference = predictions[first.run_dir]
     for r in records[1:]:
         p = predictions[r.run_dir]
         if not (np.array_equal(p.row_ids, reference.row_ids) and np.array_equal(p.y_true, reference.y_true)):
-            raise StoreError(f"{Path(r.run_dir).name} and {Path(first.run_dir).name} record the same test fingerprint but "
-                             "different test row ids or labels in predictions.npz; the folders are damaged, re-run them")
+            raise StoreError(
+                f"{Path(r.run_dir).name} and {Path(first.run_dir).name} record the same test fingerprint but "
+                "different test row ids or labels in predictions.npz; the folders are damaged, re-run them"
+            )
     return predictions
 
 
@@ -225,5 +282,4 @@ def _out_dir(config: ReportConfig) -> Path:
         return ensure_writable_dir(Path(config.out))
     if config.markdown:
         return ensure_writable_dir(Path(config.markdown).parent)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return ensure_writable_dir(mlx_home() / "reports" / f"report-{stamp}")
+    return new_run_name(mlx_home() / "reports", "report")

@@ -4,50 +4,87 @@ import os
 from pathlib import Path
 
 from common.paths import ensure_writable_dir
+from common.runs import atomic_file
 
 
 def format_rows(report) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the Rich table and the Markdown one; model and device columns only when they vary."""
     several_models = len({r.model for r in report.rows}) > 1
     several_devices = len({r.device for r in report.rows}) > 1
-    header = ["method", *(["model"] if several_models else []), "n train", "acc % [95% CI]", "macro-F1 %", "trainable",
-              "train s", *(["device"] if several_devices else []), "McNemar p"]
+    header = [
+        "method",
+        *(["model"] if several_models else []),
+        "n train",
+        "acc % [95% CI]",
+        "macro-F1 %",
+        "trainable",
+        "train s",
+        *(["device"] if several_devices else []),
+        "McNemar p",
+    ]
     cells = []
     for r in report.rows:
-        p = "ref" if r.is_reference else "-" if r.p_value is None else f"{r.p_value:.2g} ({r.only_this}/{r.only_reference})"
-        cells.append([f"{r.method} {r.detail}" + (" *" if r.chosen_on == "test" else ""),
-                      *([Path(r.model).name or r.model] if several_models else []), _maybe(r.n_train, "{:,}"),
-                      f"{100 * r.accuracy:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]",
-                      _maybe(None if r.macro_f1 is None else 100 * r.macro_f1, "{:.1f}"), _maybe(r.trainable_params, "{:,}"),
-                      _maybe(r.train_seconds, "{:.1f}"), *([r.device] if several_devices else []), p])
+        p = (
+            "ref"
+            if r.is_reference
+            else "-"
+            if r.p_value is None
+            else f"{r.p_value:.2g} ({r.only_this}/{r.only_reference})"
+        )
+        cells.append(
+            [
+                f"{r.method} {r.detail}" + (" *" if r.chosen_on == "test" else ""),
+                *([r.model] if several_models else []),
+                _maybe(r.n_train, "{:,}"),
+                f"{100 * r.accuracy:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]",
+                _maybe(None if r.macro_f1 is None else 100 * r.macro_f1, "{:.1f}"),
+                _maybe(r.trainable_params, "{:,}"),
+                _maybe(r.train_seconds, "{:.1f}"),
+                *([r.device] if several_devices else []),
+                p,
+            ]
+        )
     return header, cells
 
 
+def title(report) -> str:
+    kinds = {r.kind for r in report.rows}
+    what = "Probe vs fine-tune" if kinds & {"probe", "finetune"} else "Models compared"
+    return f"{what} on {report.data_name}"
+
+
 def models_and_devices(report) -> str:
-    models = sorted({Path(r.model).name or r.model for r in report.rows})
+    models = sorted({r.model for r in report.rows} - {"-"}) or ["trained from scratch"]
     devices = sorted({r.device for r in report.rows})
     return f"model {', '.join(models)}; device {', '.join(devices)}"
 
 
 def caption(report) -> str:
-    return (f"Test set: {report.test_description}; {models_and_devices(report)}. Intervals: percentile bootstrap over test rows. McNemar p: exact "
-            "paired test against the reference row (ref: the fine-tuned model, else the most accurate) of the same "
-            "training size, with the rows only this one / only the reference gets right. * best of several settings "
-            "picked on test accuracy (optimistic); other rows were chosen on validation or had one setting.")
+    return (
+        f"Test set: {report.test_description}; {models_and_devices(report)}. Intervals: percentile bootstrap over test rows. McNemar p: exact "
+        "paired test against the reference row (ref: the fine-tuned model, else the most accurate) of the same "
+        "training size, with the rows only this one / only the reference gets right. * best of several settings "
+        "picked on test accuracy (optimistic); other rows were chosen on validation or had one setting."
+    )
 
 
 def write_markdown(path: Path, report) -> Path:
     path = Path(path)
     header, cells = format_rows(report)
-    lines = [f"## Probe vs fine-tune on {report.data_name}", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        f"## {title(report)}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
     lines += ["", caption(report), ""]
     for plot in report.plots:
         lines += [f"![{plot.stem}]({os.path.relpath(plot, path.parent)})", ""]
-    lines += ["Runs: " + ", ".join(f"`{Path(r).name}`" for r in report.runs), ""]
+    lines += ["Runs: " + ", ".join(f"`{os.path.relpath(r, path.parent)}`" for r in report.runs), ""]
     ensure_writable_dir(path.parent)
-    path.write_text("\n".join(lines))
+    with atomic_file(path, "w") as stream:
+        stream.write("\n".join(lines))
     return path
 
 

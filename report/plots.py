@@ -1,13 +1,17 @@
 """The report's PNGs: accuracy by method with intervals, accuracy by layer, accuracy against training size."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from common.record import ResultRow, RunRecord
+from report.join import resolved
+
+LAYER_PLOT_POOLINGS = ("mean", "cls")  # two poolings keep the layer plot readable; the table has them all
 
 
-def write_plots(folder: Path, rows: Sequence, layer_rows: Sequence[tuple[RunRecord, ResultRow]],
-                finetuned_models: dict[str, str]) -> tuple[Path, ...]:
+def write_plots(
+    folder: Path, rows: Sequence, layer_rows: Sequence[tuple[RunRecord, ResultRow]], finetuned_models: dict[str, str]
+) -> tuple[Path, ...]:
     """Write every plot the runs allow into ``folder``; return their paths."""
     import matplotlib
 
@@ -26,15 +30,19 @@ def row_label(row) -> str:
     return f"{row.method}: {row.detail}{size}"
 
 
-def layer_curves(layer_rows: Sequence[tuple[RunRecord, ResultRow]], finetuned_models: dict[str, str]
-                 ) -> dict[str, dict[int, float]]:
+def layer_curves(
+    layer_rows: Sequence[tuple[RunRecord, ResultRow]], finetuned_models: dict[str, str]
+) -> dict[str, dict[int, float]]:
     """Curve name ("frozen mean", "fine-tuned mean") -> {layer: test accuracy} at the largest training size.
 
     Per (model, pooling, layer) the logistic-regression row is used (C was chosen on validation);
     k-NN only where no logistic regression ran, at its best k on validation-free test accuracy.
     """
-    single = [(rec, r) for rec, r in layer_rows
-              if rec.kind == "probe" and isinstance(r.params.get("layers"), list) and len(r.params["layers"]) == 1]
+    single = [
+        (rec, r)
+        for rec, r in layer_rows
+        if rec.kind == "probe" and isinstance(r.params.get("layers"), list) and len(r.params["layers"]) == 1
+    ]
     if not single:
         return {}
     largest = max(r.n_train or 0 for _, r in single)
@@ -43,21 +51,18 @@ def layer_curves(layer_rows: Sequence[tuple[RunRecord, ResultRow]], finetuned_mo
         if (r.n_train or 0) != largest:
             continue
         model_id = rec.model.id if rec.model else ""
-        state = "fine-tuned" if _resolved(model_id) in finetuned_models else "frozen"
+        state = "fine-tuned" if resolved(model_id) in finetuned_models else "frozen"
         key = (state, r.params["pooling"], r.params["layers"][0])
         candidate = (r.method == "logreg", r.accuracy)
         cells[key] = max(cells.get(key, candidate), candidate)
+    poolings = {pooling for _, pooling, _ in cells}
+    shown = [p for p in LAYER_PLOT_POOLINGS if p in poolings] or sorted(poolings)[:2]
     curves: dict[str, dict[int, float]] = {}
     for (state, pooling, layer), (_, accuracy) in sorted(cells.items()):
+        if pooling not in shown:
+            continue
         curves.setdefault(f"{state} {pooling}", {})[layer] = accuracy
     return curves
-
-
-def _resolved(model_id: str) -> str:
-    try:
-        return str(Path(model_id).resolve()) if Path(model_id).exists() else model_id
-    except OSError:
-        return model_id
 
 
 def _plot_methods(path: Path, rows: Sequence) -> Path:
@@ -92,8 +97,14 @@ def _plot_layers(path: Path, curves: dict[str, dict[int, float]]) -> Path:
     for name, points in curves.items():
         state, pooling = name.split(" ", 1)
         layers = sorted(points)
-        ax.plot(layers, [100 * points[k] for k in layers], marker="o", color=colours[pooling],
-                linestyle="-" if state == "frozen" else "--", label=name)
+        ax.plot(
+            layers,
+            [100 * points[k] for k in layers],
+            marker="o",
+            color=colours[pooling],
+            linestyle="-" if state == "frozen" else "--",
+            label=name,
+        )
     ax.set_xlabel("hidden layer (0 = embedding output)")
     ax.set_ylabel("probe test accuracy (%)")
     ax.set_title("layer-wise probes: frozen model (solid) vs fine-tuned model (dashed)", fontsize=10)
@@ -111,7 +122,7 @@ def _plot_sizes(path: Path, rows: Sequence) -> Path:
 
     series: dict[str, dict[int, object]] = {}
     for r in rows:
-        name = "fine-tune" if r.method == "finetune" else f"{r.method} on {Path(r.model).name or r.model}"
+        name = "fine-tune" if r.method == "finetune" else f"{r.method} probe on {r.model.split(' (n=')[0]}"
         best = series.setdefault(name, {}).get(r.n_train)
         if best is None or r.accuracy > best.accuracy:
             series[name][r.n_train] = r
@@ -119,7 +130,10 @@ def _plot_sizes(path: Path, rows: Sequence) -> Path:
     for name, points in series.items():
         sizes = sorted(points)
         accuracy = [100 * points[n].accuracy for n in sizes]
-        errors = [[100 * (points[n].accuracy - points[n].ci_low) for n in sizes], [100 * (points[n].ci_high - points[n].accuracy) for n in sizes]]
+        errors = [
+            [100 * (points[n].accuracy - points[n].ci_low) for n in sizes],
+            [100 * (points[n].ci_high - points[n].accuracy) for n in sizes],
+        ]
         ax.errorbar(sizes, accuracy, yerr=errors, marker="o", capsize=3, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("training examples")

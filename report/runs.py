@@ -51,5 +51,9 @@ def resolve_run(spec: str | Path, root: Path | None = None) -> Path:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise StoreError(f"no run folder {spec!r}: not a path, and no run under {root or default_root()} is named so; see `mlx runs list`")
-    raise StoreError(f"{spec!r} names {len(matches)} runs ({', '.join(m.name for m in matches[:3])}, ...); give more of the name or the path")
+        raise StoreError(
+            f"no run folder {spec!r}: not a path, and no run under {root or default_root()} is named so; see `mlx runs list`"
+        )
+    raise StoreError(
+        f"{spec!r} names {len(matches)} runs ({', '.join(m.name for m in matches[:3])}, ...); give more of the name or the path"
+    )

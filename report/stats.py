@@ -8,7 +8,9 @@ N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = N_BOOTSTRAP, confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    correct: np.ndarray, n_boot: int = N_BOOTSTRAP, confidence: float = CONFIDENCE, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the accuracy over test rows.
 
     ``correct``: (N,) bool, row i right or wrong. Resampling rows with replacement n_boot times, the

@@ -3,10 +3,11 @@
 Each returns True when it did work and False when it found its output (said through ``notify``).
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from common.errors import ConfigError, StoreError
+from common.options import LayerSpec
 from common.progress import ProgressCallback
 from common.record import RECORD_FILE, read_record
 
@@ -17,17 +18,36 @@ def embed(config, model: str, path: Path, progress: ProgressCallback) -> bool:
     """Embed the study's dataset with ``model`` (every pooling, every layer) into ``path``; cached by the store's key."""
     from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 
-    plan = plan_extraction(EmbedConfig(dataset=config.dataset, text_column=config.text_column, label_column=config.label_column,
-                                       seed=config.seed, model=model, poolings=("all",), layer="all",
-                                       max_length=config.max_length, out=path))
+    plan = plan_extraction(
+        EmbedConfig(
+            dataset=config.dataset,
+            text_column=config.text_column,
+            label_column=config.label_column,
+            seed=config.seed,
+            model=model,
+            poolings=tuple(config.poolings),
+            layer="all",
+            max_length=config.max_length,
+            out=path,
+        )
+    )
     if plan.cached:
         return False
     extract_embeddings(plan, progress)
     return True
 
 
-def probe(store: Path, run_dir: Path, n_train: int | None, seed: int, progress: ProgressCallback,
-          notify: Callable[[str], None], what: str, poolings: tuple[str, ...] = (), layers: tuple[str, ...] = ("all",)) -> bool:
+def probe(
+    store: Path,
+    run_dir: Path,
+    n_train: int | None,
+    seed: int,
+    progress: ProgressCallback,
+    notify: Callable[[str], None],
+    what: str,
+    poolings: tuple[str, ...] = (),
+    layers: tuple[LayerSpec, ...] = ("all",),
+) -> bool:
     """k-NN and logistic regression on every pooling x layer of ``store`` (or the ones given), at one training size."""
     from probes import KNNConfig, ProbeKind, ProbeRunConfig, run_probes
 
@@ -35,16 +55,31 @@ def probe(store: Path, run_dir: Path, n_train: int | None, seed: int, progress: 
         notify(f"cached: {what} ({run_dir})")
         return False
     ks = tuple(k for k in KS if n_train is None or k <= n_train) or (1,)
-    run_probes(ProbeRunConfig("compare", store, (ProbeKind.KNN, ProbeKind.LOGREG), poolings, layers, knn=KNNConfig(ks=ks),
-                              train_size=n_train, seed=seed, out=run_dir), progress)
+    run_probes(
+        ProbeRunConfig(
+            "compare",
+            store,
+            (ProbeKind.KNN, ProbeKind.LOGREG),
+            poolings,
+            layers,
+            knn=KNNConfig(ks=ks),
+            train_size=n_train,
+            seed=seed,
+            out=run_dir,
+        ),
+        progress,
+    )
     notify(f"done: {what} ({run_dir})")
     return True
 
 
 def best_layers(layers_run: Path, n_layers: int) -> tuple[str, tuple[int, ...]] | None:
     """The pooling and the ``n_layers`` layers whose logistic-regression probes scored best on validation (never test)."""
-    rows = [r for r in read_record(layers_run).results
-            if r.method == "logreg" and r.validation_accuracy is not None and len(r.params.get("layers", [])) == 1]
+    rows = [
+        r
+        for r in read_record(layers_run).results
+        if r.method == "logreg" and r.validation_accuracy is not None and len(r.params.get("layers", [])) == 1
+    ]
     if len({r.params["layers"][0] for r in rows}) < 2:
         return None
     by_pooling: dict[str, list] = {}
@@ -56,8 +91,17 @@ def best_layers(layers_run: Path, n_layers: int) -> tuple[str, tuple[int, ...]] 
     return pooling, tuple(sorted(r.params["layers"][0] for r in top))
 
 
-def probe_concatenated(store: Path, layers_run: Path, run_dir: Path, n_train: int | None, seed: int, n_layers: int,
-                       progress: ProgressCallback, notify: Callable[[str], None], what: str) -> bool:
+def probe_concatenated(
+    store: Path,
+    layers_run: Path,
+    run_dir: Path,
+    n_train: int | None,
+    seed: int,
+    n_layers: int,
+    progress: ProgressCallback,
+    notify: Callable[[str], None],
+    what: str,
+) -> bool:
     if (run_dir / RECORD_FILE).exists():
         notify(f"cached: {what} ({run_dir})")
         return False
@@ -66,11 +110,22 @@ def probe_concatenated(store: Path, layers_run: Path, run_dir: Path, n_train: in
         notify(f"skipped: {what} (the store has one layer)")
         return False
     pooling, layers = chosen
-    return probe(store, run_dir, n_train, seed, progress, notify, f"{what}: {pooling} layers {','.join(map(str, layers))}",
-                 poolings=(pooling,), layers=(",".join(map(str, layers)),))
+    return probe(
+        store,
+        run_dir,
+        n_train,
+        seed,
+        progress,
+        notify,
+        f"{what}: {pooling} layers {','.join(map(str, layers))}",
+        poolings=(pooling,),
+        layers=(layers,),
+    )
 
 
-def finetune(config, n_train: int | None, run_dir: Path, progress: ProgressCallback, notify: Callable[[str], None], what: str) -> bool:
+def finetune(
+    config, n_train: int | None, run_dir: Path, progress: ProgressCallback, notify: Callable[[str], None], what: str
+) -> bool:
     """`mlx finetune` on the study's data at one training size; it resumes an interrupted run on its own."""
     if (run_dir / RECORD_FILE).exists():
         notify(f"cached: {what} ({run_dir})")
@@ -79,13 +134,26 @@ def finetune(config, n_train: int | None, run_dir: Path, progress: ProgressCallb
         from finetune.config import FinetuneConfig
         from finetune.run import prepare_finetune, run_finetune
     except ImportError:
-        raise ConfigError("this mlx has no `mlx finetune` yet; run the study with --no-finetune (probes only)") from None
-    options = dict(model=config.model, dataset=config.dataset, text_column=config.text_column, label_column=config.label_column,
-                   n_epochs=config.n_epochs, lr=config.lr, batch_size=config.batch_size, max_length=config.max_length,
-                   seed=config.seed, out=run_dir)
+        raise ConfigError(
+            "this mlx has no `mlx finetune` yet; run the study with --no-finetune (probes only)"
+        ) from None
+    options = dict(
+        model=config.model,
+        dataset=config.dataset,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        n_epochs=config.n_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        seed=config.seed,
+        out=run_dir,
+    )
     if n_train is not None:
         if "train_size" not in FinetuneConfig.__dataclass_fields__:
-            raise ConfigError("this mlx's finetune cannot train on a subset of rows; use --train-sizes all, or --no-finetune")
+            raise ConfigError(
+                "this mlx's finetune cannot train on a subset of rows; use --train-sizes all, or --no-finetune"
+            )
         options["train_size"] = n_train
     run_finetune(prepare_finetune(FinetuneConfig(**options)), progress)
     read_record(run_dir)  # the report needs the one run record: fail here, not there

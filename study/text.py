@@ -18,9 +18,9 @@ Layout of a study folder (each step's output is its cache: a finished step is ne
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from common.errors import ConfigError, DataError, StoreError
 from common.paths import ensure_writable_dir, mlx_home
@@ -39,6 +39,7 @@ class TextStudyConfig:
     model: str = "minilm"
     dataset: str = "demo"
     train_sizes: tuple[int | None, ...] = (None,)  # None: every training row
+    poolings: tuple[str, ...] = ("all",)  # embedded (and so probed) poolings
     text_column: str = "text"
     label_column: str = "label"
     n_epochs: int = 3  # fine-tuning epochs
@@ -51,7 +52,18 @@ class TextStudyConfig:
 
     def base(self) -> dict:
         """What every result of the folder depends on (not the list of sizes: sizes can be added later)."""
-        keys = ("model", "dataset", "text_column", "label_column", "n_epochs", "lr", "batch_size", "max_length", "seed")
+        keys = (
+            "model",
+            "dataset",
+            "poolings",
+            "text_column",
+            "label_column",
+            "n_epochs",
+            "lr",
+            "batch_size",
+            "max_length",
+            "seed",
+        )
         return {k: to_plain(getattr(self, k)) for k in keys}
 
 
@@ -71,15 +83,27 @@ class TextStudyPlan:
     n_test: int
     sizes: tuple[int | None, ...]  # normalised: None for every row
     steps: tuple[Step, ...] = field(default=())
+    data_fingerprint: str = ""  # the dataset's: finished steps are reused only on the same data
+
+    def base(self) -> dict:
+        """The settings study.json records: the config's and the data fingerprint."""
+        return {**self.config.base(), "data_fingerprint": self.data_fingerprint}
 
     def summary(self) -> dict[str, str]:
         c = self.config
         cached = sum(s.cached for s in self.steps)
-        return {"model": c.model, "data": f"{c.dataset}: {self.n_train:,} train / {self.n_test:,} test",
-                "training sizes": ", ".join(size_label(n) for n in self.sizes),
-                "steps": f"{len(self.steps)} ({cached} already done, skipped)" + ("" if c.finetune else "; fine-tuning off"),
-                "fine-tuning": f"{c.n_epochs} epoch(s), batch {c.batch_size}, lr {c.lr or 'by model size'}" if c.finetune else "off",
-                "seed": str(c.seed), "output": str(self.out)}
+        return {
+            "model": c.model,
+            "data": f"{c.dataset}: {self.n_train:,} train / {self.n_test:,} test",
+            "training sizes": ", ".join(size_label(n) for n in self.sizes),
+            "steps": f"{len(self.steps)} ({cached} already done, skipped)"
+            + ("" if c.finetune else "; fine-tuning off"),
+            "fine-tuning": f"{c.n_epochs} epoch(s), batch {c.batch_size}, lr {c.lr or 'by model size'}"
+            if c.finetune
+            else "off",
+            "seed": str(c.seed),
+            "output": str(self.out),
+        }
 
 
 @dataclass(frozen=True)
@@ -105,7 +129,9 @@ def parse_train_sizes(text: str) -> tuple[int | None, ...]:
         try:
             n = int(part)
         except ValueError:
-            raise ConfigError(f"cannot read --train-sizes {text!r}: {part!r} is neither a whole number nor 'all'; e.g. 100,1000,all") from None
+            raise ConfigError(
+                f"cannot read --train-sizes {text!r}: {part!r} is neither a whole number nor 'all'; e.g. 100,1000,all"
+            ) from None
         if n < 1:
             raise ConfigError(f"--train-sizes must be positive (or 'all'), got {n}")
         sizes.append(n)
@@ -121,25 +147,31 @@ def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
 
     dataset = load_text_dataset(config.dataset, (), config.text_column, config.label_column, None, config.seed)
     if "train" not in dataset.splits or "test" not in dataset.splits:
-        raise DataError(f"dataset {config.dataset!r} has splits {', '.join(dataset.splits)}; a study needs 'train' and 'test'")
+        raise DataError(
+            f"dataset {config.dataset!r} has splits {', '.join(dataset.splits)}; a study needs 'train' and 'test'"
+        )
     n_train, n_test = len(dataset.splits["train"]), len(dataset.splits["test"])
     too_big = [n for n in config.train_sizes if n is not None and n > n_train]
     if too_big:
-        raise ConfigError(f"--train-sizes {too_big[0]} is larger than the {n_train:,} rows of the training split of "
-                          f"{dataset.name}; use sizes up to {n_train:,}, or 'all'")
+        raise ConfigError(
+            f"--train-sizes {too_big[0]} is larger than the {n_train:,} rows of the training split of "
+            f"{dataset.name}; use sizes up to {n_train:,}, or 'all'"
+        )
     n_classes = len(dataset.label_names)
     smallest = min((n for n in config.train_sizes if n is not None), default=n_train)
     if smallest * VALIDATION_FRACTION < n_classes:
         # the probes' and fine-tuning's validation split holds 10% of the rows, stratified: one per class at least
-        raise ConfigError(f"--train-sizes {smallest} is too small for {n_classes} classes: the 10% validation split needs a row "
-                          f"of each class; use at least {int(n_classes / VALIDATION_FRACTION)}")
+        raise ConfigError(
+            f"--train-sizes {smallest} is too small for {n_classes} classes: the 10% validation split needs a row "
+            f"of each class; use at least {int(n_classes / VALIDATION_FRACTION)}"
+        )
     sizes = tuple(dict.fromkeys(None if n == n_train else n for n in config.train_sizes))
     sizes = tuple(sorted(sizes, key=lambda n: n_train if n is None else n))
     model_shape(config.model)  # a bad model name fails here, not after the first step
     out = Path(config.out).expanduser() if config.out else default_study_dir(config, dataset.name)
-    _claim(out, config)
-    plan = TextStudyPlan(config, out, n_train, n_test, sizes)
-    return TextStudyPlan(config, out, n_train, n_test, sizes, tuple(_steps(plan)))
+    _claim(out, {**config.base(), "data_fingerprint": dataset.fingerprint})
+    plan = TextStudyPlan(config, out, n_train, n_test, sizes, data_fingerprint=dataset.fingerprint)
+    return TextStudyPlan(config, out, n_train, n_test, sizes, tuple(_steps(plan)), dataset.fingerprint)
 
 
 def default_study_dir(config: TextStudyConfig, dataset_name: str) -> Path:
@@ -148,8 +180,8 @@ def default_study_dir(config: TextStudyConfig, dataset_name: str) -> Path:
     return mlx_home() / "studies" / name
 
 
-def _claim(out: Path, config: TextStudyConfig) -> None:
-    """One study per folder: a folder started with other settings is refused, never mixed."""
+def _claim(out: Path, base: dict) -> None:
+    """One study per folder: a folder started with other settings or on other data is refused, never mixed."""
     ensure_writable_dir(out)
     marker = out / "study.json"
     if marker.exists():
@@ -157,14 +189,16 @@ def _claim(out: Path, config: TextStudyConfig) -> None:
             saved = json.loads(marker.read_text()).get("base")
         except (OSError, ValueError):
             saved = None
-        if saved != json.loads(json.dumps(config.base())):
-            changed = sorted(k for k in config.base() if (saved or {}).get(k) != config.base()[k])
-            raise StoreError(f"{out} holds a study with other settings ({', '.join(changed) or 'unreadable study.json'}); "
-                             "re-run with the original settings to resume it, or choose another --out")
+        if saved != json.loads(json.dumps(base)):
+            changed = sorted(k for k in base if (saved or {}).get(k) != base[k])
+            raise StoreError(
+                f"{out} holds a study with other settings ({', '.join(changed) or 'unreadable study.json'}); "
+                "re-run with the original settings to resume it, or choose another --out"
+            )
     else:
         if any(out.iterdir()):
             raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
-        write_json(marker, {"kind": "study text", "base": config.base()})
+        write_json(marker, {"kind": "study text", "base": base})
 
 
 def _steps(plan: TextStudyPlan) -> list[Step]:
@@ -174,8 +208,11 @@ def _steps(plan: TextStudyPlan) -> list[Step]:
         folder = out / f"n-{size_label(n)}"
         names = [("probe layers", folder / "probe-layers"), ("probe best layers concatenated", folder / "probe-concat")]
         if plan.config.finetune:
-            names += [("fine-tune", folder / "finetune"), ("embed fine-tuned model", folder / "stores" / "finetuned.h5"),
-                      ("probe fine-tuned layers", folder / "probe-finetuned")]
+            names += [
+                ("fine-tune", folder / "finetune"),
+                ("embed fine-tuned model", folder / "stores" / "finetuned.h5"),
+                ("probe fine-tuned layers", folder / "probe-finetuned"),
+            ]
         steps += [Step(size_label(n), name, path, _done(path)) for name, path in names]
     return steps
 
@@ -184,13 +221,17 @@ def _done(path: Path) -> bool:
     return (path / RECORD_FILE).exists() if path.suffix != ".h5" else path.exists()
 
 
-def run_text_study(plan: TextStudyPlan, progress: ProgressCallback = no_progress,
-                   notify: Callable[[str], None] = lambda line: None) -> TextStudyResult:
+def run_text_study(
+    plan: TextStudyPlan, progress: ProgressCallback = no_progress, notify: Callable[[str], None] = lambda line: None
+) -> TextStudyResult:
     """Run every step not done yet, in order; then write the report over every run of the study."""
     from study import steps
 
     c = plan.config
-    write_json(plan.out / "study.json", {"kind": "study text", "base": c.base(), "train_sizes": [size_label(n) for n in plan.sizes]})
+    write_json(
+        plan.out / "study.json",
+        {"kind": "study text", "base": plan.base(), "train_sizes": [size_label(n) for n in plan.sizes]},
+    )
     done = cached = 0
     frozen = plan.out / "stores" / "frozen.h5"
     did = steps.embed(c, c.model, frozen, progress)
@@ -205,12 +246,20 @@ def run_text_study(plan: TextStudyPlan, progress: ProgressCallback = no_progress
                 runs.append(run_dir)
     from report.join import ReportConfig, build_report
 
-    report = build_report(ReportConfig(runs=tuple(map(str, runs)), out=plan.out / "report", markdown=plan.out / "report" / "report.md"))
+    report = build_report(
+        ReportConfig(runs=tuple(map(str, runs)), out=plan.out / "report", markdown=plan.out / "report" / "report.md")
+    )
     return TextStudyResult(plan.out, tuple(runs), report, done, cached)
 
 
-def _size_steps(plan: TextStudyPlan, n: int | None, folder: Path, frozen: Path, progress: ProgressCallback,
-                notify: Callable[[str], None]):
+def _size_steps(
+    plan: TextStudyPlan,
+    n: int | None,
+    folder: Path,
+    frozen: Path,
+    progress: ProgressCallback,
+    notify: Callable[[str], None],
+):
     """Yield (run folder or None, True if work was done) for each step at one training size."""
     from study import steps
 
@@ -218,8 +267,20 @@ def _size_steps(plan: TextStudyPlan, n: int | None, folder: Path, frozen: Path, 
     layers_run = folder / "probe-layers"
     yield layers_run, steps.probe(frozen, layers_run, n, c.seed, progress, notify, f"n={label}: probes on every layer")
     concat_run = folder / "probe-concat"
-    yield concat_run, steps.probe_concatenated(frozen, layers_run, concat_run, n, c.seed, N_CONCAT_LAYERS, progress, notify,
-                                               f"n={label}: probe on the best layers concatenated")
+    yield (
+        concat_run,
+        steps.probe_concatenated(
+            frozen,
+            layers_run,
+            concat_run,
+            n,
+            c.seed,
+            N_CONCAT_LAYERS,
+            progress,
+            notify,
+            f"n={label}: probe on the best layers concatenated",
+        ),
+    )
     if not c.finetune:
         return
     finetune_run = folder / "finetune"
@@ -230,7 +291,12 @@ def _size_steps(plan: TextStudyPlan, n: int | None, folder: Path, frozen: Path, 
     notify(f"n={label}: {'embedded' if did else 'cached'} the fine-tuned model: {finetuned}")
     yield None, did
     probe_run = folder / "probe-finetuned"
-    yield probe_run, steps.probe(finetuned, probe_run, n, c.seed, progress, notify, f"n={label}: probes on the fine-tuned model's layers")
+    yield (
+        probe_run,
+        steps.probe(
+            finetuned, probe_run, n, c.seed, progress, notify, f"n={label}: probes on the fine-tuned model's layers"
+        ),
+    )
 
 
 def config_dict(config: TextStudyConfig) -> dict:

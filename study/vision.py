@@ -5,9 +5,9 @@ its latest ``report-*/run.json`` is reused), ``report/`` (report.md and the PNGs
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from common.errors import StoreError
 from common.paths import ensure_writable_dir, mlx_home
@@ -50,29 +50,46 @@ def default_vision_study_dir(config: VisionStudyConfig) -> Path:
     return mlx_home() / "studies" / f"vision-{config.dataset}-{digest}"
 
 
-def run_vision_study(config: VisionStudyConfig, progress: ProgressCallback = no_progress,
-                     notify: Callable[[str], None] = lambda line: None) -> VisionStudyResult:
+def run_vision_study(
+    config: VisionStudyConfig,
+    progress: ProgressCallback = no_progress,
+    notify: Callable[[str], None] = lambda line: None,
+) -> VisionStudyResult:
     from report.join import ReportConfig, build_report
 
     out = Path(config.out).expanduser() if config.out else default_vision_study_dir(config)
-    _claim(out, config)
+    _claim(out, {**config.base(), "data_fingerprint": _data_fingerprint(config)})
     compare_run, did_compare = _compare(config, out / "compare", progress, notify)
     sweep_run, did_sweep = _sweep(config, out / "sweep", progress, notify)
     runs = (compare_run, sweep_run)
-    report = build_report(ReportConfig(runs=tuple(map(str, runs)), out=out / "report", markdown=out / "report" / "report.md"))
+    report = build_report(
+        ReportConfig(runs=tuple(map(str, runs)), out=out / "report", markdown=out / "report" / "report.md")
+    )
     return VisionStudyResult(out, runs, report, did_compare + did_sweep, 2 - did_compare - did_sweep)
 
 
-def _claim(out: Path, config: VisionStudyConfig) -> None:
+def _data_fingerprint(config: VisionStudyConfig) -> str:
+    """The images' fingerprint: finished steps are reused only on the same data (a changed --data-dir is refused)."""
+    from vision.data import DatasetName, load_splits
+
+    return load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed).fingerprint
+
+
+def _claim(out: Path, base: dict) -> None:
     ensure_writable_dir(out)
     marker = out / "study.json"
     if marker.exists():
-        if json.loads(marker.read_text()).get("base") != json.loads(json.dumps(config.base())):
-            raise StoreError(f"{out} holds a study with other settings (see its study.json); re-run with those to resume, or choose another --out")
+        saved = json.loads(marker.read_text()).get("base") or {}
+        if saved != json.loads(json.dumps(base)):
+            changed = sorted(k for k in base if saved.get(k) != json.loads(json.dumps(base))[k])
+            raise StoreError(
+                f"{out} holds a study with other settings or data ({', '.join(changed)}; see its study.json); "
+                "re-run with those to resume, or choose another --out"
+            )
     elif any(out.iterdir()):
         raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
     else:
-        write_json(marker, {"kind": "study vision", "base": config.base()})
+        write_json(marker, {"kind": "study vision", "base": base})
 
 
 def _latest(pattern_dir: Path, pattern: str) -> Path | None:
@@ -89,9 +106,18 @@ def _compare(config: VisionStudyConfig, parent: Path, progress, notify) -> tuple
     if done:
         notify(f"cached: model comparison ({done})")
         return done, False
-    setup = prepare_compare(CompareConfig(models=tuple(ModelName(m) for m in config.models), dataset=DatasetName(config.dataset),
-                                          data_dir=config.data_dir, n_epochs=config.n_epochs, seed=config.seed,
-                                          device=config.device, threads=config.threads, out=parent))
+    setup = prepare_compare(
+        CompareConfig(
+            models=tuple(ModelName(m) for m in config.models),
+            dataset=DatasetName(config.dataset),
+            data_dir=config.data_dir,
+            n_epochs=config.n_epochs,
+            seed=config.seed,
+            device=config.device,
+            threads=config.threads,
+            out=parent,
+        )
+    )
     result = run_compare(setup, progress)
     notify(f"done: model comparison ({result.run_dir})")
     return result.run_dir, True
@@ -107,9 +133,22 @@ def _sweep(config: VisionStudyConfig, folder: Path, progress, notify) -> tuple[P
     if done:
         notify(f"cached: sweep of {config.sweep_model} ({done})")
         return done, False
-    setup = prepare_sweep(SweepConfig(ModelName(config.sweep_model), config.sweep_depths, config.sweep_widths, (Activation.relu,), (0.0,),
-                                      DatasetName(config.dataset), config.data_dir, config.n_epochs, seed=config.seed,
-                                      device=config.device, threads=config.threads, out=folder))
+    setup = prepare_sweep(
+        SweepConfig(
+            ModelName(config.sweep_model),
+            config.sweep_depths,
+            config.sweep_widths,
+            (Activation.relu,),
+            (0.0,),
+            DatasetName(config.dataset),
+            config.data_dir,
+            config.n_epochs,
+            seed=config.seed,
+            device=config.device,
+            threads=config.threads,
+            out=folder,
+        )
+    )
     result = run_sweep(setup, progress)
     notify(f"done: sweep of {config.sweep_model}, {len(result.rows)} configurations ({result.report_dir})")
     return result.report_dir, True

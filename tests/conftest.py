@@ -50,5 +50,6 @@ def tiny_bert(tmp_path_factory) -> Path:
     )
     torch.manual_seed(0)
     BertModel(config).eval().save_pretrained(folder)
-    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
+    # transformers 5.x ignores `vocab_file=` (the tokenizer would know only the 5 special tokens).
+    BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True).save_pretrained(folder)
     return folder

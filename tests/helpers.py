@@ -27,3 +27,12 @@ def write_ag_news_folder(folder: Path, n_train: int = 24, n_test: int = 12) -> P
                 writer.writerow([c + 1, f"{topics[c]} {i}", f"the {topics[c]} on day {i} " * (1 + i % 3)])
     (folder / "classes.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")
     return folder
+
+
+def run_summary(run_dir: Path) -> dict:
+    """A one-row run.json flattened: the row's metrics and details, plus the record's config."""
+    import json
+
+    record = json.loads((Path(run_dir) / "run.json").read_text())
+    (row,) = record["results"]
+    return {**row["details"], **{k: v for k, v in row.items() if k != "details"}, "config": record["config"]}

@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
+from common.locking import store_lock
 from embeddings import extract
 from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
-from common.locking import store_lock
 from embeddings.store import EmbeddingStore
 from tests.helpers import invoke, write_ag_news_folder
 
@@ -72,6 +72,18 @@ def test_second_run_is_a_cache_hit_without_model_work(tiny_bert, tmp_path, monke
     result = invoke(*embed_args(tiny_bert, data, out, "--pooling", "max"))
     assert result.exit_code != 0 and "holds a different extraction" in result.stderr
     assert out.stat().st_mtime_ns == before
+
+
+def test_parsed_options_share_one_cache_key(tiny_bert, tmp_path, monkeypatch):
+    """--layer 1-2 == --layer 2,1,1 == ... and pooling order/repetition: one extraction, one cache entry."""
+    data = write_ag_news_folder(tmp_path / "ag", n_train=8, n_test=4)
+    first = invoke(*embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", "1-2", "--pooling", "mean,cls", "--json"))
+    assert first.exit_code == 0, first.output
+    monkeypatch.setattr(extract, "load_model", lambda *a, **k: pytest.fail("a cache hit must not load the model"))
+    for layer, pooling in (("1,2", ["cls", "--pooling", "mean"]), ("2,1,1", ["mean,cls,mean"])):
+        again = invoke(*embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", layer, "--pooling", *pooling, "--json"))
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["cached"] is True
 
 
 def test_default_output_lives_under_mlx_home(tiny_bert, tmp_path, isolated_home):
@@ -172,9 +184,9 @@ def test_ag_news_label_out_of_range(tiny_bert, tmp_path):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["--pooling", "avg"], ["unknown pooling 'avg'", "mean-max"]),
+        (["--pooling", "avg"], ["--pooling: unknown value 'avg'", "mean-max"]),
         (["--layer", "7"], ["layers 0..2"]),
-        (["--layer", "2-1"], ["not 'last', 'all'"]),
+        (["--layer", "2-1"], ["cannot read --layer '2-1'", "'last' or 'all'"]),
         (["--split", "dev"], ["split 'dev' is not in"]),
         (["--max-length", "129"], ["more than model", "128 tokens"]),
         (["--limit", "5", "--seed", "-1"], ["--seed 0 or more"]),
@@ -209,7 +221,7 @@ def test_output_folder_not_writable(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "ag")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    one_line_error(invoke(*embed_args(tiny_bert, data, blocker / "s.h5")), "cannot create folder")
+    one_line_error(invoke(*embed_args(tiny_bert, data, blocker / "s.h5")), "is a file, not a folder")
 
 
 def test_refuses_to_overwrite_a_foreign_file(tiny_bert, tmp_path):

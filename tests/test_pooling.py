@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from embeddings.pooling import Pooling, max_pool, mean_pool, parse_poolings, pool_layer
 from common import ConfigError
+from embeddings.pooling import Pooling, max_pool, mean_pool, parse_poolings, pool_layer
 
 # Two texts: the first has 3 real tokens, the second 1 (then padding with huge values that must not leak).
 HIDDEN = torch.tensor(

@@ -65,13 +65,15 @@ def test_json_schema_one_object_per_pooling_layer_probe_setting(store):
         assert sum(map(sum, o["details"]["confusion"])) == o["n_test"] == 100
         assert np.trace(np.array(o["details"]["confusion"])) / o["n_test"] == pytest.approx(o["accuracy"])
     logreg = [o for o in objects if o["method"] == "logreg"]
-    assert all(o["params"]["C"] in (0.01, 0.1, 1.0, 10.0) and o["validation_accuracy"] is not None for o in logreg)
+    from probes.logreg import DEFAULT_CS
+
+    assert all(o["params"]["C"] in DEFAULT_CS and o["validation_accuracy"] is not None for o in logreg)
 
 
 def test_logreg_result_uses_C_chosen_on_validation(store):
-    report = run_probes(ProbeRunConfig("logreg", store, (ProbeKind.LOGREG,), ("mean",), ("2",)))
+    report = run_probes(ProbeRunConfig(command="logreg", store=store, probes=(ProbeKind.LOGREG,), poolings=("mean",), layers=((2,),)))
     with EmbeddingStore(store) as s:
-        expected = select_C(s.vectors("train", "mean", 2), s.labels("train"), (0.01, 0.1, 1.0, 10.0))
+        expected = select_C(s.vectors("train", "mean", 2), s.labels("train"), report.config.logreg.Cs)
     (result,) = report.results
     assert result.params["C"] == expected.C
     assert result.validation_accuracy == expected.validation_accuracy[expected.C]

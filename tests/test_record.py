@@ -7,27 +7,72 @@ import pytest
 
 from common import StoreError
 from common.record import (
-    DataRef, ModelRef, Predictions, ResultRow, RunRecord, SplitRef, command_line, read_predictions, read_record,
-    subset_fingerprint, validate, write_record,
+    DataRef,
+    ModelRef,
+    Predictions,
+    ResultRow,
+    RunRecord,
+    SplitRef,
+    command_line,
+    read_predictions,
+    read_record,
+    subset_fingerprint,
+    validate,
+    write_record,
 )
 
 
 def make_record(**overrides) -> RunRecord:
-    rows = (ResultRow("logreg-mean-L2-C=1", "logreg", "C=1", {"pooling": "mean", "layers": [2]}, accuracy=0.75, macro_f1=0.7,
-                      validation_accuracy=0.8, n_train=8, n_test=4, trainable_params=132, train_seconds=0.1),
-            ResultRow("knn-mean-L2-k=1", "knn", "k=1", {"pooling": "mean", "layers": [2], "k": 1}, accuracy=0.5, macro_f1=0.5,
-                      n_train=8, n_test=4, trainable_params=0, train_seconds=0.01))
-    fields = dict(kind="probe", command="probe compare", command_line="mlx probe compare --store s.h5", started_at="2026-01-01T00:00:00+00:00",
-                  finished_at="2026-01-01T00:00:01+00:00", config={"seed": 0}, model=ModelRef("tiny", "abc"),
-                  data=DataRef("demo", "f00", (SplitRef("train", "aa", 8), SplitRef("test", "bb", 4)), ("a", "b")),
-                  device="cpu", results=rows, artifacts=("accuracy-by-layer.png",))
+    rows = (
+        ResultRow(
+            "logreg-mean-L2-C=1",
+            "logreg",
+            "C=1",
+            {"pooling": "mean", "layers": [2]},
+            accuracy=0.75,
+            macro_f1=0.7,
+            validation_accuracy=0.8,
+            n_train=8,
+            n_test=4,
+            trainable_params=132,
+            train_seconds=0.1,
+        ),
+        ResultRow(
+            "knn-mean-L2-k=1",
+            "knn",
+            "k=1",
+            {"pooling": "mean", "layers": [2], "k": 1},
+            accuracy=0.5,
+            macro_f1=0.5,
+            n_train=8,
+            n_test=4,
+            trainable_params=0,
+            train_seconds=0.01,
+        ),
+    )
+    fields = dict(
+        kind="probe",
+        command="probe compare",
+        command_line="mlx probe compare --store s.h5",
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:00:01+00:00",
+        config={"seed": 0},
+        model=ModelRef("tiny", "abc"),
+        data=DataRef("demo", "f00", (SplitRef("train", "aa", 8), SplitRef("test", "bb", 4)), ("a", "b")),
+        device="cpu",
+        results=rows,
+        artifacts=("accuracy-by-layer.png",),
+    )
     return RunRecord(**{**fields, **overrides})
 
 
 def test_round_trip_with_predictions(tmp_path):
     record = make_record()
-    predictions = Predictions(np.array([3, 5, 7, 9]), np.array([0, 1, 0, 1]),
-                              {"logreg-mean-L2-C=1": np.array([0, 1, 1, 1]), "knn-mean-L2-k=1": np.array([1, 1, 0, 0])})
+    predictions = Predictions(
+        np.array([3, 5, 7, 9]),
+        np.array([0, 1, 0, 1]),
+        {"logreg-mean-L2-C=1": np.array([0, 1, 1, 1]), "knn-mean-L2-k=1": np.array([1, 1, 0, 0])},
+    )
     write_record(tmp_path, record, predictions)
     back = read_record(tmp_path)
     assert back.to_dict() == record.to_dict()
@@ -38,15 +83,18 @@ def test_round_trip_with_predictions(tmp_path):
     assert saved.by_row["knn-mean-L2-k=1"].tolist() == [1, 1, 0, 0]
 
 
-@pytest.mark.parametrize("edit, problem", [
-    (lambda d: d.pop("kind"), "lacks 'kind'"),
-    (lambda d: d.update(kind="nonsense"), "kind 'nonsense'"),
-    (lambda d: d["results"][0].update(accuracy=1.5), "outside [0, 1]"),
-    (lambda d: d["results"][0].update(val_accuracy=0.5), "unknown field 'val_accuracy'"),
-    (lambda d: d["results"][1].update(name=d["results"][0]["name"]), "repeated"),
-    (lambda d: d["results"][0].update(n_test="4"), "n_test is str"),
-    (lambda d: d["data"]["splits"][0].pop("n_rows"), "lacks 'n_rows'"),
-])
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda d: d.pop("kind"), "lacks 'kind'"),
+        (lambda d: d.update(kind="nonsense"), "kind 'nonsense'"),
+        (lambda d: d["results"][0].update(accuracy=1.5), "outside [0, 1]"),
+        (lambda d: d["results"][0].update(val_accuracy=0.5), "unknown field 'val_accuracy'"),
+        (lambda d: d["results"][1].update(name=d["results"][0]["name"]), "repeated"),
+        (lambda d: d["results"][0].update(n_test="4"), "n_test is str"),
+        (lambda d: d["data"]["splits"][0].pop("n_rows"), "lacks 'n_rows'"),
+    ],
+)
 def test_validator_names_the_problem(edit, problem):
     d = make_record().to_dict()
     assert validate(d) == []

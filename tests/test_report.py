@@ -6,18 +6,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import invoke
 
 from common.record import DataRef, ModelRef, Predictions, ResultRow, RunRecord, SplitRef, read_record, write_record
-from helpers import invoke
 from report import stats
 from report.join import ReportConfig, build_report
 
 N_TEST = 200
 
 
-def fake_run(folder: Path, kind: str, rows: dict[str, float], *, n_train: int = 300, test_fingerprint: str = "test-fp",
-             seed: int = 0, model: str = "tiny-bert", row_ids=None, finished_at: str = "2026-01-01T00:00:00+00:00",
-             layers: bool = False) -> Path:
+def fake_run(
+    folder: Path,
+    kind: str,
+    rows: dict[str, float],
+    *,
+    n_train: int = 300,
+    test_fingerprint: str = "test-fp",
+    seed: int = 0,
+    model: str = "tiny-bert",
+    row_ids=None,
+    finished_at: str = "2026-01-01T00:00:00+00:00",
+    layers: bool = False,
+) -> Path:
     """A run folder whose rows get exactly the given test accuracies on N_TEST rows of 2 classes."""
     rng = np.random.default_rng(seed)
     y_true = np.arange(N_TEST) % 2
@@ -28,19 +38,41 @@ def fake_run(folder: Path, kind: str, rows: dict[str, float], *, n_train: int = 
         y_pred[wrong] = 1 - y_pred[wrong]
         method = "finetune" if kind == "finetune" else name.split("-")[0]
         params = {"pooling": "mean", "layers": [i]} if layers else {}
-        results.append(ResultRow(name, method, name, params, accuracy=accuracy, macro_f1=accuracy, n_train=n_train, n_test=N_TEST,
-                                 trainable_params=0 if kind == "probe" else 1000, train_seconds=1.0,
-                                 validation_accuracy=accuracy if method != "knn" else None))
+        results.append(
+            ResultRow(
+                name,
+                method,
+                name,
+                params,
+                accuracy=accuracy,
+                macro_f1=accuracy,
+                n_train=n_train,
+                n_test=N_TEST,
+                trainable_params=0 if kind == "probe" else 1000,
+                train_seconds=1.0,
+                validation_accuracy=accuracy if method != "knn" else None,
+            )
+        )
         predicted[name] = y_pred
-    record = RunRecord(kind=kind, command=kind, command_line=f"mlx {kind}", started_at=finished_at, finished_at=finished_at,
-                       config={}, model=ModelRef(model), data=DataRef("demo", "data-fp", (SplitRef("test", test_fingerprint, N_TEST),)),
-                       device="cpu", results=tuple(results))
+    record = RunRecord(
+        kind=kind,
+        command=kind,
+        command_line=f"mlx {kind}",
+        started_at=finished_at,
+        finished_at=finished_at,
+        config={},
+        model=ModelRef(model),
+        data=DataRef("demo", "data-fp", (SplitRef("test", test_fingerprint, N_TEST),)),
+        device="cpu",
+        results=tuple(results),
+    )
     folder.mkdir(parents=True)
     write_record(folder, record, Predictions(np.arange(N_TEST) if row_ids is None else row_ids, y_true, predicted))
     return folder
 
 
 # ---------------------------------------------------------------- statistics against hand computations and scipy
+
 
 def test_mcnemar_matches_hand_computation_and_scipy():
     a = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 0], dtype=bool)  # right on 7
@@ -52,7 +84,9 @@ def test_mcnemar_matches_hand_computation_and_scipy():
     assert stats.mcnemar(a, a).p_value == 1.0
     scipy_stats = pytest.importorskip("scipy.stats")
     for k, n in ((5, 6), (0, 9), (3, 6), (430, 905), (1, 3000)):
-        assert stats.binomial_two_sided(min(k, n - k), n) == pytest.approx(scipy_stats.binomtest(k, n, 0.5).pvalue, rel=1e-9, abs=1e-300)
+        assert stats.binomial_two_sided(min(k, n - k), n) == pytest.approx(
+            scipy_stats.binomtest(k, n, 0.5).pvalue, rel=1e-9, abs=1e-300
+        )
 
 
 def test_bootstrap_interval_matches_resampling_rows_and_the_normal_approximation():
@@ -65,23 +99,32 @@ def test_bootstrap_interval_matches_resampling_rows_and_the_normal_approximation
     resampled = correct[rng.integers(0, 400, size=(4000, 400))].mean(axis=1)  # the textbook bootstrap, rows resampled
     assert (low, high) == pytest.approx(tuple(np.quantile(resampled, [0.025, 0.975])), abs=0.006)
     scipy_stats = pytest.importorskip("scipy.stats")
-    reference = scipy_stats.bootstrap((correct.astype(float),), np.mean, n_resamples=4000, method="percentile", random_state=0)
-    assert (low, high) == pytest.approx((reference.confidence_interval.low, reference.confidence_interval.high), abs=0.006)
+    reference = scipy_stats.bootstrap(
+        (correct.astype(float),), np.mean, n_resamples=4000, method="percentile", random_state=0
+    )
+    assert (low, high) == pytest.approx(
+        (reference.confidence_interval.low, reference.confidence_interval.high), abs=0.006
+    )
 
 
 # ---------------------------------------------------------------- joins and refusals
 
+
 def test_report_joins_probe_and_finetune_with_paired_tests_and_plots(tmp_path):
     probe = fake_run(tmp_path / "probe", "probe", {"logreg-a": 0.80, "logreg-b": 0.70, "knn-a": 0.75}, layers=True)
     finetune = fake_run(tmp_path / "ft", "finetune", {"finetune": 0.90}, seed=1)
-    report = build_report(ReportConfig(runs=(str(probe), str(finetune)), out=tmp_path / "out", markdown=tmp_path / "md" / "r.md"))
+    report = build_report(
+        ReportConfig(runs=(str(probe), str(finetune)), out=tmp_path / "out", markdown=tmp_path / "md" / "r.md")
+    )
     by_method = {r.method: r for r in report.rows}
     assert set(by_method) == {"finetune", "logreg", "knn"}  # the best logreg (on validation) and knn of the probe run
     assert by_method["logreg"].row_name == "logreg-a" and by_method["logreg"].chosen_on == "validation"
     assert by_method["finetune"].is_reference and report.rows[0].method == "finetune"
     for row in report.rows:
         assert row.ci_low <= row.accuracy <= row.ci_high
-    predictions = {name: np.load(tmp_path / folder / "predictions.npz") for name, folder in (("probe", "probe"), ("ft", "ft"))}
+    predictions = {
+        name: np.load(tmp_path / folder / "predictions.npz") for name, folder in (("probe", "probe"), ("ft", "ft"))
+    }
     y = predictions["ft"]["y_true"]
     expected = stats.mcnemar(predictions["probe"]["logreg-a"] == y, predictions["ft"]["finetune"] == y)
     assert by_method["logreg"].p_value == expected.p_value and by_method["logreg"].only_this == expected.only_a
@@ -101,12 +144,15 @@ def test_report_refuses_other_test_rows_and_says_why(tmp_path):
     assert result.exit_code != 0 and "different test row ids" in result.stderr
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda tmp: [fake_run(tmp / "one", "finetune", {"finetune": 0.9})], "nothing to compare"),
-    (lambda tmp: [tmp], "is not an mlx run"),
-    (lambda tmp: ["no-such-run"], "no run folder 'no-such-run'"),
-    (lambda tmp: [], "no finished runs"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda tmp: [fake_run(tmp / "one", "finetune", {"finetune": 0.9})], "nothing to compare"),
+        (lambda tmp: [tmp], "is not an mlx run"),
+        (lambda tmp: ["no-such-run"], "no run folder 'no-such-run'"),
+        (lambda tmp: [], "no finished runs"),
+    ],
+)
 def test_report_bad_input_is_one_line(tmp_path, setup, message):
     result = invoke("report", *setup(tmp_path), "--no-plots")
     assert result.exit_code != 0 and message in result.stderr and result.stderr.count("\n") == 1, result.output
@@ -117,21 +163,31 @@ def test_default_report_takes_the_latest_runs_sharing_model_and_test_set(isolate
     fake_run(runs / "old-probe", "probe", {"logreg-a": 0.6}, finished_at="2026-01-01T00:00:00+00:00")
     fake_run(runs / "new-probe", "probe", {"logreg-a": 0.7}, finished_at="2026-01-02T00:00:00+00:00")
     fake_run(runs / "ft", "finetune", {"finetune": 0.9}, finished_at="2026-01-03T00:00:00+00:00")
-    fake_run(runs / "other-data", "probe", {"logreg-a": 0.5}, test_fingerprint="x", finished_at="2026-01-01T12:00:00+00:00")
+    fake_run(
+        runs / "other-data", "probe", {"logreg-a": 0.5}, test_fingerprint="x", finished_at="2026-01-01T12:00:00+00:00"
+    )
     report = build_report(ReportConfig(plots=False))
     assert sorted(Path(r).name for r in report.runs) == ["ft", "new-probe"]
 
 
 def test_data_efficiency_plot_and_reference_per_training_size(tmp_path):
-    folders = [fake_run(tmp_path / f"{kind}-{n}", kind, {name: acc}, n_train=n, seed=n)
-               for n in (100, 1000) for kind, name, acc in (("probe", "logreg-a", 0.7), ("finetune", "finetune", 0.6 + n / 5000))]
+    folders = [
+        fake_run(tmp_path / f"{kind}-{n}", kind, {name: acc}, n_train=n, seed=n)
+        for n in (100, 1000)
+        for kind, name, acc in (("probe", "logreg-a", 0.7), ("finetune", "finetune", 0.6 + n / 5000))
+    ]
     report = build_report(ReportConfig(runs=tuple(map(str, folders)), out=tmp_path / "out"))
     assert [(r.n_train, r.method, r.is_reference) for r in report.rows] == [
-        (1000, "finetune", True), (1000, "logreg", False), (100, "logreg", False), (100, "finetune", True)]
+        (1000, "finetune", True),
+        (1000, "logreg", False),
+        (100, "logreg", False),
+        (100, "finetune", True),
+    ]
     assert "data-efficiency.png" in {p.name for p in report.plots}
 
 
 # ---------------------------------------------------------------- mlx runs
+
 
 def test_runs_list_and_show(isolated_home):
     runs = isolated_home / "runs"

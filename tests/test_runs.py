@@ -8,9 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from common import StoreError
-from common import runs
-from common.runs import DiskFullError, atomic_file, clean_stale_staging, new_run_name, staged_run_dir, write_json, write_npz
+from common import StoreError, runs
+from common.runs import (
+    DiskFullError,
+    atomic_file,
+    clean_stale_staging,
+    new_run_name,
+    staged_run_dir,
+    write_json,
+    write_npz,
+)
 
 
 def dead_pid() -> int:

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from helpers import invoke, write_ag_news_folder
 
 from common.record import read_record
-from helpers import invoke, write_ag_news_folder
 
 
 @pytest.fixture
@@ -14,8 +14,27 @@ def news(tmp_path):
 
 
 def study_args(tiny_bert, news, out, *extra):
-    return ("study", "text", "--model", tiny_bert, "--dataset", news, "--train-sizes", "40,all", "--epochs", "1",
-            "--batch-size", "8", "--max-length", "32", "--out", out, *extra)
+    return (
+        "study",
+        "text",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        news,
+        "--train-sizes",
+        "40,all",
+        "--pooling",
+        "mean,cls",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--out",
+        out,
+        *extra,
+    )
 
 
 def finetune_available() -> bool:
@@ -36,7 +55,9 @@ def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, mo
     assert {r.n_train for r in layers.results} == {40} and {r.n_test for r in layers.results} == {16}
     assert {r.params["layers"][0] for r in layers.results} == {0, 1, 2}
     concat = read_record(out / "n-40" / "probe-concat")
-    assert {len(r.params["layers"]) for r in concat.results} == {3}  # the best three layers of two hidden layers + embeddings
+    assert {len(r.params["layers"]) for r in concat.results} == {
+        3
+    }  # the best three layers of two hidden layers + embeddings
     assert read_record(out / "n-all" / "probe-layers").results[0].n_train == 64
     report = (out / "report" / "report.md").read_text()
     assert "data-efficiency.png" in report and "accuracy-by-layer.png" in report
@@ -60,12 +81,15 @@ def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, mo
     assert "(0 step(s) run" in again.stderr and "cached: n=40: probes on every layer" in again.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--train-sizes", "0"), "--train-sizes must be positive"),
-    (("--train-sizes", "10,abc"), "cannot read --train-sizes '10,abc'"),
-    (("--train-sizes", "65"), "--train-sizes 65 is larger than the 64 rows of the training split"),
-    (("--train-sizes", "20,all"), "--train-sizes 20 is too small for 4 classes"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--train-sizes", "0"), "--train-sizes must be positive"),
+        (("--train-sizes", "10,abc"), "cannot read --train-sizes '10,abc'"),
+        (("--train-sizes", "65"), "--train-sizes 65 is larger than the 64 rows of the training split"),
+        (("--train-sizes", "20,all"), "--train-sizes 20 is too small for 4 classes"),
+    ],
+)
 def test_bad_train_sizes_are_one_line(tiny_bert, news, tmp_path, args, message):
     result = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", tmp_path / "s", *args)
     assert result.exit_code != 0 and message in result.stderr and result.stderr.count("\n") == 1, result.output
@@ -101,24 +125,86 @@ def test_interrupted_probe_step_leaves_no_run_and_resumes(tiny_bert, news, tmp_p
         return original(*args, **kwargs)
 
     monkeypatch.setattr(probes.evaluate, "_evaluate", interrupted_second_time)
-    first = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
+    first = invoke(
+        "study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune", "--pooling", "mean"
+    )
     assert first.exit_code == 130 and "run the same command again to resume" in first.stderr
     assert (out / "n-all" / "probe-layers" / "run.json").exists() and not (out / "n-all" / "probe-concat").exists()
     assert not list((out / "n-all").glob(".*partial*"))
     monkeypatch.setattr(probes.evaluate, "_evaluate", original)
-    again = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
+    again = invoke(
+        "study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune", "--pooling", "mean"
+    )
     assert again.exit_code == 0, again.output
-    assert "cached: n=all: probes on every layer" in again.stderr and (out / "n-all" / "probe-concat" / "run.json").exists()
+    assert (
+        "cached: n=all: probes on every layer" in again.stderr
+        and (out / "n-all" / "probe-concat" / "run.json").exists()
+    )
 
 
 def test_vision_study_compare_and_sweep_then_cached(tmp_path):
     from vision_helpers import write_npz_dataset
 
     data = write_npz_dataset(tmp_path / "kmnist", n_train=120, n_test=60)
-    args = ("study", "vision", "--dataset", "kmnist", "--data-dir", data, "--models", "mlp-numpy,mlp-torch", "--epochs", "1",
-            "--device", "cpu", "--out", tmp_path / "v")
+    args = (
+        "study",
+        "vision",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data,
+        "--models",
+        "mlp-numpy,mlp-torch",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "v",
+    )
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     assert "mlp-numpy" in first.stdout and (tmp_path / "v" / "report" / "accuracy-by-method.png").exists()
     again = invoke(*args)
     assert again.exit_code == 0 and "0 step(s) run, 2 found done" in again.stderr
+
+
+def test_a_study_on_changed_data_is_refused_not_reused(tiny_bert, news, tmp_path):
+    """Issue 8 item 1's rule for the study caches: finished steps describe their data only."""
+    from study.text import TextStudyConfig, prepare_text_study
+
+    config = TextStudyConfig(model=str(tiny_bert), dataset=str(news), out=tmp_path / "s")
+    prepare_text_study(config)  # claims the folder for this data
+    with open(news / "train.csv", "a") as stream:
+        stream.write('"1","a new row","changes the data"\n')
+    with pytest.raises(Exception, match="data_fingerprint"):
+        prepare_text_study(config)
+
+
+def test_a_vision_study_on_changed_data_is_refused(tmp_path):
+    import numpy as np
+    from vision_helpers import tiny_images, write_npz_dataset
+
+    data = write_npz_dataset(tmp_path / "kmnist", n_train=120, n_test=60)
+    args = (
+        "study",
+        "vision",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data,
+        "--models",
+        "mlp-numpy",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "v",
+    )
+    assert invoke(*args).exit_code == 0
+    images, labels = tiny_images(120, seed=9)
+    np.savez_compressed(data / "kmnist-train-imgs.npz", images)
+    np.savez_compressed(data / "kmnist-train-labels.npz", labels)
+    again = invoke(*args)
+    assert again.exit_code != 0 and "data_fingerprint" in again.stderr

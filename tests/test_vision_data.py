@@ -5,11 +5,11 @@ import gzip
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from vision_helpers import idx_bytes, tiny_images, write_idx_dataset, write_npz_dataset
 
 from cli.main import app
 from common import ConfigError, DataError
 from vision.data import DatasetName, load_digits28, load_kmnist_split, load_splits
-from vision_helpers import idx_bytes, tiny_images, write_idx_dataset, write_npz_dataset
 
 runner = CliRunner()
 

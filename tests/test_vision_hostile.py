@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from vision_helpers import idx_bytes, tiny_images, write_npz_dataset
 
 from cli.main import app
-from vision_helpers import idx_bytes, tiny_images, write_npz_dataset
 
 runner = CliRunner()
 
@@ -160,9 +160,9 @@ def _file(tmp_path):
 
 
 HOSTILE_OPTIONS = {
-    "device mps": (lambda t: ("--device", "mps"), "unknown device"),
-    "device tpu": (lambda t: ("--device", "tpu"), "auto, cpu, cuda"),
-    "out is a file": (lambda t: ("--out", _file(t)), "is a file"),
+    "device mps": (lambda t: ("--device", "mps"), "'mps' is not one of 'auto', 'cpu', 'cuda'"),
+    "device tpu": (lambda t: ("--device", "tpu"), "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
+    "out is a file": (lambda t: ("--out", _file(t)), "it is a file"),
     "out under a file": (lambda t: ("--out", _file(t) / "sub"), "cannot create folder"),
     "data-dir with digits": (lambda t: ("--dataset", "digits", "--data-dir", t), "only read with --dataset kmnist"),
     "epochs zero": (lambda t: ("--epochs", "0"), "epoch"),
@@ -183,3 +183,24 @@ def test_absurd_options_are_one_line(tmp_path, case, command):
     result = invoke(*head, *defaults, *extra)
     assert result.exit_code != 0 and "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
     assert message in result.output, result.output
+
+
+@pytest.mark.parametrize("model, width", [("mlp-numpy", 10**6), ("mlp-torch", 10**9), ("cnn", 10**5)])
+def test_a_model_too_big_to_train_is_refused_before_allocating(tmp_path, model, width):
+    """The unbounded-memory class (item 4) for vision: a width is never taken as an allocation on faith."""
+    result = invoke("sweep", "--model", model, "--depth", "2", "--width", width, "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "parameters" in result.output and "smaller --width" in result.output
+
+
+def test_the_parameter_estimate_matches_the_models():
+    import dataclasses
+
+    from vision.models import ModelName, build_model, estimated_parameters, preset
+
+    for name in (ModelName.mlp_numpy, ModelName.mlp_torch):
+        spec = dataclasses.replace(preset(name), depth=2, width=16)
+        model = build_model(spec, 0.0, 1.0, seed=0)
+        n = model.n_parameters() if name == ModelName.mlp_numpy else sum(p.numel() for p in model.parameters())
+        assert estimated_parameters(spec) == n
+    cnn = dataclasses.replace(preset(ModelName.cnn), depth=2, width=16)
+    assert abs(estimated_parameters(cnn) - sum(p.numel() for p in build_model(cnn, 0.0, 1.0, seed=0).parameters())) < 200

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
+from vision_helpers import tiny_images
 
 from cli.main import app
 from common import ConfigError
@@ -13,11 +14,10 @@ from common.training import ScheduleName, TrainConfig, make_optimizer
 from vision.activations import Activation
 from vision.augment import AugmentConfig, augment_numpy, stroke_numpy, torch_augmenter
 from vision.gradcheck import GradcheckConfig, run_gradcheck
-from vision.numpy_mlp import MLP, SGD, ReLU
 from vision.models import PRESETS, ModelName
+from vision.numpy_mlp import MLP, SGD, ReLU
 from vision.numpy_train import NUMPY_SCHEDULES, fit_numpy, lr_at
 from vision.torch_models import TorchMLP
-from vision_helpers import tiny_images
 
 runner = CliRunner()
 

@@ -6,9 +6,18 @@ import torch
 from torch import nn
 
 from common import ConfigError
-from common.training import ScheduleName, TrainConfig, cpu_threads, evaluate, fit, make_optimizer, predict, resolve_device
+from common.training import (
+    ScheduleName,
+    TrainConfig,
+    cpu_threads,
+    evaluate,
+    fit,
+    make_optimizer,
+    predict,
+    resolve_device,
+)
 from vision.activations import Activation
-from vision.models import ModelName, load_weights, preset, save_weights, build_model
+from vision.models import ModelName, build_model, load_weights, preset, save_weights
 from vision.numpy_mlp import MLP
 from vision.torch_models import CNN, CNNConfig, TorchMLP, count_parameters
 

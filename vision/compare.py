@@ -9,12 +9,13 @@ import numpy as np
 
 from common import ConfigError
 from common import record as run_record
+from common.devices import Device
 from common.progress import ProgressCallback, no_progress
+from common.runs import new_run_name, staged_run_dir, write_json
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, check_tta_views, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
-from common.runs import new_run_name, staged_run_dir, write_json
 from vision.runs import default_runs_dir, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
@@ -27,9 +28,9 @@ class CompareConfig:
     data_dir: Path | None = None
     n_epochs: int | None = None  # None: each preset's own default
     augment: bool | None = None  # None: each preset's own default
-    val_fraction: float = 0.1
+    validation_fraction: float = 0.1
     seed: int = 0
-    device: str = "auto"
+    device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
     tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
@@ -73,7 +74,7 @@ class CompareResult:
                 "model": r.spec.model.value,
                 "test_accuracy": r.test.accuracy if r.test else None,
                 "test_macro_f1": r.test.macro_f1 if r.test else None,
-                "val_accuracy": r.val_accuracy,
+                "validation_accuracy": r.validation_accuracy,
                 "validation_accuracy_tta": r.validation_accuracy_tta,
                 "per_class_accuracy": r.test.per_class_accuracy if r.test else None,
                 "n_parameters": r.n_parameters,
@@ -87,14 +88,14 @@ class CompareResult:
 
 def prepare_compare(config: CompareConfig) -> CompareSetup:
     """Validate everything, load the data and pick the device before any folder is made or time spent."""
-    from common.training import resolve_device
+    from common.devices import resolve_device
 
     check_tta_views(config.tta_views)
     specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
     run_dir = new_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
     return CompareSetup(config, specs, splits, device, run_dir)
 

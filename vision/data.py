@@ -9,13 +9,13 @@ import hashlib
 import logging
 import zipfile
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from common import ConfigError, DataError
 from common.splits import stratified_split
+from vision.names import DatasetName  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ IDX_NAMES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-
-
-class DatasetName(str, Enum):
-    kmnist = "kmnist"
-    digits = "digits"
 
 
 @dataclass(frozen=True)
@@ -170,7 +165,7 @@ def load_digits28() -> tuple[ImageSet, ImageSet]:
     )
 
 
-def load_splits(dataset: DatasetName, data_dir: Path | None, val_fraction: float, seed: int) -> Splits:
+def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction: float, seed: int) -> Splits:
     """Load train/val/test for ``dataset``; ``data_dir`` defaults to ``./data`` (KMNIST only)."""
     if dataset == DatasetName.digits:
         if data_dir is not None:
@@ -183,7 +178,7 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, val_fraction: float
         class_names = KMNIST_CLASS_NAMES
     check_variance(train)
     fingerprint = fingerprint_arrays(train.images, train.labels, test.images, test.labels)
-    fit_rows, validation_rows = stratified_split(train.labels, val_fraction, seed, what="validation")
+    fit_rows, validation_rows = stratified_split(train.labels, validation_fraction, seed, what="validation")
     train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
     return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names, fingerprint=fingerprint)

@@ -17,11 +17,11 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 from common import ConfigError
 from common.progress import ProgressCallback, no_progress
+from common.runs import write_json
 from common.training import TrainHistory
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
-from common.runs import write_json
 from vision.runs import stamp
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ModelRun:
     spec: ModelSpec
     history: TrainHistory
     n_parameters: int
-    val_accuracy: float
+    validation_accuracy: float
     test: TestScores | None
     run_dir: Path
     n_tta_views: int = 0
@@ -64,7 +64,7 @@ class ModelRun:
         return {
             "model": self.spec.model.value,
             "n_parameters": self.n_parameters,
-            "val_accuracy": self.val_accuracy,
+            "validation_accuracy": self.validation_accuracy,
             "n_tta_views": self.n_tta_views,
             "validation_accuracy_tta": self.validation_accuracy_tta,
             **scores,
@@ -185,10 +185,10 @@ def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "data_fingerprint": splits.fingerprint, "device": str(device), "n_tta_views": n_tta_views}))
     model, history = train_model(spec, splits, device, progress, task=spec.key())
-    val_accuracy = history.epochs[-1].val_accuracy
+    validation_accuracy = history.epochs[-1].val_accuracy
     validation_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None
     test = score(model, spec, splits.test, device, splits.class_names, n_tta_views) if score_test else None
     save_weights(model, spec, run_dir)
-    run = ModelRun(spec, history, n_parameters(model, spec), val_accuracy, test, run_dir, n_tta_views, validation_accuracy_tta)
+    run = ModelRun(spec, history, n_parameters(model, spec), validation_accuracy, test, run_dir, n_tta_views, validation_accuracy_tta)
     write_json(run_dir / "metrics.json", stamp(run.metrics()))
     return run

@@ -19,22 +19,8 @@ from common.runs import atomic_file, write_npz
 from common.training import OptimizerName, ScheduleName, TrainConfig
 from vision.activations import Activation, check_architecture
 from vision.augment import NO_AUGMENT, SHIFT_ROTATE, WARP, AugmentConfig
+from vision.names import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
 from vision.numpy_train import check_numpy_schedule
-
-
-class ModelName(str, Enum):
-    mlp_numpy = "mlp-numpy"
-    mlp_torch = "mlp-torch"
-    cnn = "cnn"
-    cnn_strong = "cnn-strong"
-
-    @property
-    def is_torch(self) -> bool:
-        return self != ModelName.mlp_numpy
-
-    @property
-    def is_cnn(self) -> bool:
-        return self in (ModelName.cnn, ModelName.cnn_strong)
 
 
 @dataclass(frozen=True)
@@ -55,14 +41,18 @@ class ModelSpec:
 
     def check(self) -> "ModelSpec":
         check_architecture(self.depth, self.width)
+        if self.model.is_cnn and self.depth > 5:
+            raise ConfigError(f"CNN depth {self.depth} too large: each block doubles the channels; use 1..5")
+        n_parameters = estimated_parameters(self)
+        if n_parameters > MAX_PARAMETERS:
+            raise ConfigError(f"{self.model.value} depth {self.depth} width {self.width} has about {n_parameters:,.0f} parameters "
+                              f"({n_parameters * 16 / 1e9:,.0f} GB to train); mlx allows up to {MAX_PARAMETERS:,}: choose a smaller --width or --depth")
         if not (math.isfinite(self.l2) and self.l2 >= 0):
             raise ConfigError(f"L2 must be a finite number >= 0, got {self.l2}; e.g. --l2 0 or --l2 1e-4")
         if self.model == ModelName.mlp_numpy:
             check_numpy_schedule(self.train)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.model.is_cnn and self.depth > 5:
-            raise ConfigError(f"CNN depth {self.depth} too large: each block doubles the channels; use 1..5")
         self.train.check()
         return self
 
@@ -72,6 +62,19 @@ class ModelSpec:
     def key(self) -> str:
         """A short folder-safe name, e.g. 'mlp-numpy-d2-w512-relu-l2_0.0001'."""
         return f"{self.model.value}-d{self.depth}-w{self.width}-{self.activation.value}-l2_{exact_number(self.l2)}"
+
+
+MAX_PARAMETERS = 100_000_000  # 1.6 GB of weights, gradients and Adam moments in float32
+
+
+def estimated_parameters(spec: "ModelSpec") -> int:
+    """Parameter count from the architecture alone (nothing allocated): what a model of ``spec`` would weigh."""
+    if spec.model.is_cnn:
+        channels = [1] + [spec.width * 2**i for i in range(spec.depth)]
+        convs = sum(9 * c_in * c_out + 9 * c_out * c_out + 6 * c_out for c_in, c_out in zip(channels, channels[1:]))
+        return convs + channels[-1] * 10 + 10
+    sizes = [784] + [spec.width] * spec.depth + [10]
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
 def exact_number(value: float) -> str:
@@ -119,20 +122,6 @@ def preset(model: ModelName, n_epochs: int | None = None, augment: bool | None =
     if augment is not None:
         overrides["augment"] = (spec.augment if spec.augment.enabled else SHIFT_ROTATE) if augment else NO_AUGMENT
     return dataclasses.replace(spec, train=train, **overrides).check()
-
-
-def parse_models(text: str) -> tuple[ModelName, ...]:
-    """'mlp-numpy,cnn' → (ModelName.mlp_numpy, ModelName.cnn); unknown names raise ConfigError listing choices."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise ConfigError("no model names given; choose from: " + ", ".join(m.value for m in ModelName))
-    models = []
-    for name in names:
-        try:
-            models.append(ModelName(name))
-        except ValueError:
-            raise ConfigError(f"unknown model {name!r}; choose from: {', '.join(m.value for m in ModelName)}") from None
-    return tuple(dict.fromkeys(models))
 
 
 def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int):

@@ -149,7 +149,7 @@ def plot_factor_effects(rows: list[dict], factors: tuple[str, ...], path: Path) 
     for ax, factor in zip(axes[0], factors):
         by_level: dict = defaultdict(list)
         for row in rows:
-            by_level[row[factor]].append(row["val_accuracy"])
+            by_level[row[factor]].append(row["validation_accuracy"])
         levels = sorted(by_level, key=lambda v: (isinstance(v, str), v))
         positions = range(len(levels))
         ax.plot(positions, [np.mean(by_level[v]) for v in levels], "o-", label="mean")

@@ -25,15 +25,16 @@ from typing import Any
 
 from common import ConfigError, StoreError
 from common import record as run_record
+from common.devices import Device
 from common.locking import store_lock
 from common.paths import ensure_writable_dir
 from common.progress import ProgressCallback, no_progress
+from common.runs import clean_stale_staging, new_run_name, staged_run_dir, write_json
 from vision.activations import Activation
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import TestScores, data_description, run_model, score
 from vision.models import ModelName, ModelSpec, load_weights, preset
 from vision.plots import plot_factor_effects
-from common.runs import clean_stale_staging, new_run_name, staged_run_dir, write_json
 from vision.runs import default_runs_dir, read_json, stamp
 
 FACTORS = ("depth", "width", "activation", "l2")
@@ -50,16 +51,16 @@ class SweepConfig:
     data_dir: Path | None = None
     n_epochs: int | None = None
     augment: bool | None = None
-    val_fraction: float = 0.1
+    validation_fraction: float = 0.1
     seed: int = 0
-    device: str = "auto"
+    device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # the sweep folder itself; default derived from the settings, so re-runs resume
 
     def base(self) -> dict[str, Any]:
         """Settings shared by every configuration; a sweep folder holds one base only."""
         data_dir = str(Path(self.data_dir).resolve()) if self.data_dir else None
-        return {"model": self.model.value, "dataset": self.dataset.value, "data_dir": data_dir, "n_epochs": self.n_epochs, "augment": self.augment, "val_fraction": self.val_fraction, "seed": self.seed}
+        return {"model": self.model.value, "dataset": self.dataset.value, "data_dir": data_dir, "n_epochs": self.n_epochs, "augment": self.augment, "validation_fraction": self.validation_fraction, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class SweepSetup:
         return {
             "model": self.config.model.value,
             "grid": f"{len(self.specs)} configurations ({len(self.completed)} already complete, skipped)",
-            "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test",
+            "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test (fingerprint {self.splits.fingerprint})",
             "epochs": self.specs[0].train.n_epochs,
             "device": f"{self.device}" + (" (unused: the NumPy MLP runs on CPU)" if self.config.model == ModelName.mlp_numpy else ""),
             "seed": self.config.seed,
@@ -153,13 +154,13 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
 
 
 def prepare_sweep(config: SweepConfig) -> SweepSetup:
-    from common.training import resolve_device
+    from common.devices import resolve_device
 
     specs = build_grid(config)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
     base = {**config.base(), "data_fingerprint": splits.fingerprint}
     sweep_dir = ensure_writable_dir(Path(config.out) if config.out else default_sweep_dir(base))
     _check_marker(sweep_dir, base)
@@ -191,9 +192,9 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
                 run_model(spec, setup.splits, setup.device, stage, progress, score_test=False)
         metrics = read_json(folder / "metrics.json")
         rows.append({"key": spec.key(), "depth": spec.depth, "width": spec.width, "activation": spec.activation.value, "l2": spec.l2,
-                     "val_accuracy": metrics["val_accuracy"], "n_parameters": metrics["n_parameters"], "train_seconds": metrics["train_seconds"]})
+                     "validation_accuracy": metrics.get("validation_accuracy", metrics.get("val_accuracy")), "n_parameters": metrics["n_parameters"], "train_seconds": metrics["train_seconds"]})
         progress("sweep", done + 1, len(setup.specs))
-    rows.sort(key=lambda row: -row["val_accuracy"])
+    rows.sort(key=lambda row: -row["validation_accuracy"])
     best = next(s for s in setup.specs if s.key() == rows[0]["key"])
     best_test = score(load_weights(best, setup.sweep_dir / best.key()), best, setup.splits.test, setup.device, setup.splits.class_names)
     rows[0] = {**rows[0], "test_accuracy": best_test.accuracy, "test_macro_f1": best_test.macro_f1}

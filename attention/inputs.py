@@ -1,0 +1,69 @@
+"""Where the texts and the outputs of `mlx attention` come from and go."""
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import record
+from common.paths import mlx_home
+from common.runs import check_new, new_run_name
+from embeddings.datasets import TextSplit, load_text_dataset, select_splits, subsample
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Which texts to read: ``dataset`` as `mlx embed` takes it, one ``split``, at most ``limit`` rows."""
+
+    dataset: str = "demo"
+    split: str | None = None  # None: the only split, or 'test' when there are several
+    limit: int | None = None
+    seed: int = 0
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+@dataclass(frozen=True)
+class LoadedTexts:
+    dataset_name: str
+    dataset_fingerprint: str
+    split: TextSplit
+    notes: tuple[str, ...]
+    label_names: tuple[str, ...] = ()
+
+    def data_ref(self) -> record.DataRef:
+        split = record.SplitRef(self.split.name, self.split.fingerprint, len(self.split))
+        return record.DataRef(self.dataset_name, self.dataset_fingerprint, (split,), self.label_names)
+
+
+def load_texts(source: TextSource) -> LoadedTexts:
+    """Load one split (stratified, seeded subsample with ``limit``); notes say the choices made."""
+    dataset = load_text_dataset(source.dataset, (), source.text_column, source.label_column)
+    notes = list(dataset.notes)
+    split = source.split
+    if split is None:
+        split = "test" if "test" in dataset.splits else next(iter(dataset.splits))
+        if len(dataset.splits) > 1:
+            notes.append(f"split {split} (of {', '.join(dataset.splits)}; choose another with --split)")
+    dataset = select_splits(dataset, (split,))
+    if source.limit is not None:
+        dataset = subsample(dataset, source.limit, source.seed)
+    return LoadedTexts(dataset.name, dataset.fingerprint, dataset.splits[split], tuple(notes), dataset.label_names)
+
+
+def output_dir(out: Path | None, command: str) -> Path:
+    """The run folder to create: ``out``, or a new name under ``$MLX_HOME/runs/attention/``; refused when it exists or cannot be made."""
+    if out is None:
+        return new_run_name(mlx_home() / "runs" / "attention", command)
+    return check_new(Path(out).expanduser().absolute())
+
+
+def write_run_record(folder: Path, command: str, config, model, data: record.DataRef, device: str, started_at: str,
+                     artifacts: tuple[str, ...], notes: tuple[str, ...] = ()) -> Path:
+    """run.json (common/record.py) in the staging ``folder``: what ran on what; the numbers are in the artifacts."""
+    run = record.RunRecord(
+        kind="attention", command=f"attention {command}", command_line=record.command_line(), started_at=started_at,
+        finished_at=record.now(), config=record.to_plain(dataclasses.asdict(config)),
+        model=record.ModelRef(model.name, model.loaded.revision), data=data, device=device, results=(),
+        artifacts=artifacts, notes=notes,
+    )
+    return record.write_record(folder, run)

@@ -1,0 +1,134 @@
+"""`mlx finetune` against transformers' Trainer: the same model, rows, hyperparameters and dtype, one run each.
+
+    python benchmarks/finetune_speed.py --data ../shared/data/ag_news --limit 2000 --epochs 1
+    python benchmarks/finetune_speed.py --data demo --epochs 2           # offline smoke run
+
+Both train on the same rows (mlx's training rows after carving validation off), validate on the
+same validation rows at each epoch end, and score the same test rows once. Trainer gets what its
+users would switch on: ``group_by_length`` sampling, bf16 autocast, fused AdamW, linear warmup and
+decay, no checkpoints. Samples/s is training rows x epochs / wall time of the training phase
+(validation passes included for both; mlx's epoch-end checkpoints included). CPU seconds of the
+same phase are reported too: on a shared machine they are the steadier figure. Needs the ``bench`` extra
+(``accelerate``).
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="demo", help="'demo' or an AG News folder (train*.csv, test.csv)")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many rows per split (stratified)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's choice)")
+    parser.add_argument("--only", choices=("mlx", "trainer"), default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from finetune.config import FinetuneConfig
+    from finetune.run import prepare_finetune
+
+    work = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
+    os.environ.setdefault("MLX_HOME", str(work / "home"))
+    config = FinetuneConfig(model=args.model, dataset=args.data, limit=args.limit, n_epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                            max_length=args.max_length, checkpoint_every=10**9, out=work / "mlx-run")
+    plan = prepare_finetune(config)
+    n_rows = len(plan.fit_rows) * args.epochs
+    print(f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
+          f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, bf16, "
+          f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}", flush=True)
+    results = {}
+    if args.only in (None, "mlx"):
+        results["mlx"] = run_mlx(plan, n_rows)
+        print(f"mlx finetune   {results['mlx']}", flush=True)
+    if args.only in (None, "trainer"):
+        results["trainer"] = run_trainer(plan, work, n_rows)
+        print(f"hf Trainer     {results['trainer']}", flush=True)
+    if len(results) == 2:
+        mlx, hf = results["mlx"], results["trainer"]
+        print(f"ratio mlx/Trainer: {mlx['samples_per_s'] / hf['samples_per_s']:.2f}x samples/s (wall), "
+              f"{mlx['samples_per_cpu_s'] / hf['samples_per_cpu_s']:.2f}x samples per CPU second; "
+              f"test accuracy {mlx['accuracy']:.4f} vs {hf['accuracy']:.4f} ({100 * (mlx['accuracy'] - hf['accuracy']):+.2f} pt); "
+              f"load at the end {os.getloadavg()[0]:.1f}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run_mlx(plan, n_rows: int) -> dict:
+    import common.training
+    from finetune.run import run_finetune
+
+    fit, spent = common.training.fit, {}
+
+    def timed_fit(*args, **kwargs):  # the training phase alone, as Trainer.train() below
+        cpu, started = time.process_time(), time.perf_counter()
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            spent["cpu"], spent["wall"] = time.process_time() - cpu, time.perf_counter() - started
+
+    common.training.fit = timed_fit
+    try:
+        result = run_finetune(plan)
+    finally:
+        common.training.fit = fit
+    seconds, cpu = spent["wall"], spent["cpu"]
+    return {"accuracy": round(result.accuracy, 4), "train_s": round(seconds, 1), "samples_per_s": round(n_rows / seconds, 2),
+            "samples_per_cpu_s": round(n_rows / cpu, 2)}
+
+
+def run_trainer(plan, work: Path, n_rows: int) -> dict:
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    c = plan.config
+    tokenizer = AutoTokenizer.from_pretrained(plan.source)
+    train, test = plan.dataset.splits[c.train_split], plan.dataset.splits[c.test_split]
+
+    def table(texts, labels):
+        encoded = tokenizer(list(texts), truncation=True, max_length=c.max_length)
+        return Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": [int(v) for v in labels]})
+
+    fit = table([train.texts[i] for i in plan.fit_rows], train.labels[plan.fit_rows])
+    val = table([train.texts[i] for i in plan.val_rows], train.labels[plan.val_rows])
+    names = plan.dataset.label_names
+    torch.manual_seed(c.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(plan.source, num_labels=len(names), id2label=dict(enumerate(names)),
+                                                               label2id={n: i for i, n in enumerate(names)})
+    arguments = TrainingArguments(
+        output_dir=str(work / "trainer"), per_device_train_batch_size=c.batch_size, per_device_eval_batch_size=128, learning_rate=c.lr,
+        num_train_epochs=c.n_epochs, warmup_steps=c.warmup, weight_decay=c.weight_decay, max_grad_norm=c.max_grad_norm,
+        lr_scheduler_type="linear", bf16=True, use_cpu=True, train_sampling_strategy="group_by_length", eval_strategy="epoch",
+        save_strategy="no", report_to="none", seed=c.seed, logging_strategy="no", dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=arguments, train_dataset=fit, eval_dataset=val, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    cpu, started = time.process_time(), time.perf_counter()
+    trainer.train()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    predicted = trainer.predict(table(test.texts, test.labels)).predictions.argmax(axis=1)
+    accuracy = float(np.mean(predicted == test.labels))
+    return {"accuracy": round(accuracy, 4), "train_s": round(seconds, 1), "samples_per_s": round(n_rows / seconds, 2),
+            "samples_per_cpu_s": round(n_rows / cpu, 2)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""`mlx finetune`: train every parameter of an encoder on a text classification set."""
+
+from pathlib import Path
+
+import typer
+
+from cli import ui
+from common.devices import Device, DType
+
+
+def finetune(
+    model: str = typer.Option("minilm", help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline)."),
+    dataset: str = typer.Option("demo", help="'ag_news' (hub), 'demo' (bundled), or a path: a folder of train.csv/test.csv, or a CSV/JSONL/Parquet file."),
+    split: list[str] = typer.Option([], help="The training split then the test split (give both). Default: train, test."),
+    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N rows per split."),
+    text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
+    label_column: str = typer.Option("label", help="Label column (integers 0..C-1 or class names)."),
+    epochs: int = typer.Option(3, help="Passes over the training rows."),
+    lr: float = typer.Option(None, help="Peak learning rate. Default by model width: 1e-4 up to hidden size 384 (MiniLM), 5e-5 up to 768 (bert-base), 2e-5 above."),
+    batch_size: int = typer.Option(32, help="Examples per micro-batch and rank."),
+    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step (global batch = batch size x ranks x this)."),
+    max_length: int = typer.Option(None, help="Truncate texts to this many tokens. Default: 128, or the model's limit if lower."),
+    warmup: float = typer.Option(0.1, help="Fraction of the steps with a linear warmup; the learning rate then decays linearly to 0."),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not on biases and LayerNorm)."),
+    layer_lr_decay: float = typer.Option(1.0, help="Layer-wise learning-rate decay: layer i of L trains at lr x decay^(L-i) (1.0 = off)."),
+    max_grad_norm: float = typer.Option(1.0, help="Clip the gradient norm to this."),
+    dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 autocast on CPU and CUDA (fp32 master weights); fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off."),
+    device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
+    seed: int = typer.Option(0, help="Seed for the head, dropout, the batch order and --limit."),
+    eval_every: str = typer.Option("epoch", help="Validate at each epoch end ('epoch') or also every N optimizer steps."),
+    patience: int = typer.Option(None, help="Stop after N validations without a better validation accuracy."),
+    checkpoint_every: int = typer.Option(200, help="Write a checkpoint every N optimizer steps (and at each epoch end)."),
+    keep_checkpoints: int = typer.Option(2, help="Keep the last N checkpoints (and always the best)."),
+    threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    nproc: int = typer.Option(1, help="Launch N processes on this machine with torchrun (DDP; gloo on CPU, nccl on CUDA)."),
+    out: Path = typer.Option(None, help="Run folder. Default: $MLX_HOME/finetune/<dataset>-<model>-<key>."),
+    force: bool = typer.Option(False, "--force", help="Train again even if the run folder holds a finished run, or start an interrupted one over."),
+    train_size: int = typer.Option(None, "--train-size", help="Train on a stratified, seeded subset of this many training rows (the rows `probe --train-size` uses); its validation rows come from the subset."),
+    json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) on stdout."),
+) -> None:
+    """Fine-tune a Hugging Face encoder end to end; the best checkpoint (by validation accuracy) is scored on test.
+
+    Validation rows are the ones the logistic-regression probe selects C on (10%, seed 0). After
+    Ctrl-C or a crash, run the same command again: it resumes from the last checkpoint, and on CPU
+    ends bit-identical to an uninterrupted run.
+    """
+    from common.distributed import dist_info, launch_local, shutdown
+    from finetune.config import FinetuneConfig
+    from finetune.run import prepare_finetune, run_finetune
+
+    config = FinetuneConfig(
+        model=model, dataset=dataset, splits=tuple(split), text_column=text_column, label_column=label_column, limit=limit, train_size=train_size,
+        n_epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, warmup=warmup,
+        weight_decay=weight_decay, layer_lr_decay=layer_lr_decay, max_grad_norm=max_grad_norm, dtype=dtype, device=device, seed=seed,
+        eval_every=_eval_every(eval_every), patience=patience, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+        threads=threads, out=out, force=force,
+    )
+    if nproc < 1:
+        raise typer.BadParameter(f"must be at least 1, got {nproc}", param_hint="--nproc")
+    main = dist_info().is_main
+    plan = prepare_finetune(config, world_size=nproc if nproc > 1 else None)
+    if nproc > 1:
+        ui.say(f"launching {nproc} processes with torchrun (global batch {plan.global_batch})")
+        code = launch_local(nproc)
+        if code:
+            raise typer.Exit(code)
+        return
+    if main:
+        for note in plan.dataset.notes:
+            ui.say(note)
+        ui.summary_panel("mlx finetune", plan.summary())
+    try:
+        if main:
+            with ui.progress_bar("samples") as progress:
+                result = run_finetune(plan, progress)
+        else:
+            result = run_finetune(plan)
+    except KeyboardInterrupt:
+        if main:
+            ui.warn(f"interrupted: checkpoints are kept in {plan.partial}; run the same command again to resume")
+        raise typer.Exit(130) from None
+    finally:
+        shutdown()
+    if main:
+        _render(result, json_)
+
+
+def _eval_every(value: str) -> int | None:
+    if value.strip().lower() == "epoch":
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise typer.BadParameter(f"'epoch' or a number of steps >= 1, got {value!r}", param_hint="--eval-every")
+    return int(value)
+
+
+def _render(result, json_: bool) -> None:
+    for note in result.notes:
+        ui.warn(note)
+    ui.say(
+        f"wrote {result.out}: test accuracy {result.accuracy:.4f}, macro-F1 {result.macro_f1:.4f} (best validation accuracy "
+        f"{result.validation_accuracy:.4f} at step {result.best_step}); {result.train_seconds:.0f} s, {result.samples_per_second:.1f} samples/s"
+    )
+    if json_:
+        from common.record import read_record
+
+        ui.print_json(read_record(result.out).to_dict())
+    else:
+        ui.out.print(str(result.out))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(finetune)

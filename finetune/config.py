@@ -1,0 +1,105 @@
+"""The options of one fine-tuning run, parsed once by the CLI (no torch import here)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+from common.devices import Device, DType
+from common.errors import ConfigError
+
+# Same rows as the logistic-regression probe's choice of C (probes/logreg.py select_C defaults).
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 0
+DEFAULT_MAX_LENGTH = 128
+
+# Options that do not change what a run computes: a resumed run may differ in these.
+RUNTIME_OPTIONS = ("out", "force", "device", "keep_checkpoints", "threads")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: str = "minilm"
+    dataset: str = "demo"
+    splits: tuple[str, ...] = ()  # (train split, test split); () means ("train", "test")
+    text_column: str = "text"
+    label_column: str = "label"
+    limit: int | None = None
+    train_size: int | None = None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
+    n_epochs: int = 3
+    lr: float | None = None  # None: by model size (default_lr)
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_length: int | None = None  # None: DEFAULT_MAX_LENGTH, capped to the model's limit
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    layer_lr_decay: float = 1.0
+    max_grad_norm: float = 1.0
+    dtype: DType = DType.AUTO
+    device: Device = Device.AUTO
+    seed: int = 0
+    eval_every: int | None = None  # optimizer steps; None: each epoch end
+    patience: int | None = None
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    threads: int | None = None
+    out: Path | None = None
+    force: bool = False
+
+    @property
+    def train_split(self) -> str:
+        return (self.splits or ("train", "test"))[0]
+
+    @property
+    def test_split(self) -> str:
+        return (self.splits or ("train", "test"))[1]
+
+    def check(self) -> "FinetuneConfig":
+        """Cheap checks of option values alone (data and model checks come in prepare_finetune)."""
+        if self.splits and len(self.splits) != 2:
+            raise ConfigError(f"--split takes the training split then the test split (two values), got {len(self.splits)}: {', '.join(self.splits)}")
+        if self.n_epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.n_epochs}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive finite number, got {self.lr}; e.g. 1e-4 for MiniLM, 3e-5 for bert-base")
+        for name, value in (("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum), ("--keep-checkpoints", self.keep_checkpoints), ("--checkpoint-every", self.checkpoint_every)):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(f"--max-length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
+        if not (math.isfinite(self.warmup) and 0 <= self.warmup < 1):
+            raise ConfigError(f"--warmup is a fraction of the training steps in [0, 1), got {self.warmup}; e.g. 0.1")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}; e.g. 0.01")
+        if not (math.isfinite(self.layer_lr_decay) and 0 < self.layer_lr_decay <= 1):
+            raise ConfigError(f"--layer-lr-decay must lie in (0, 1] (1 = off), got {self.layer_lr_decay}; e.g. 0.9")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ConfigError(f"--max-grad-norm must be a positive finite number, got {self.max_grad_norm}; e.g. 1.0")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+        for name, value in (("--eval-every", self.eval_every), ("--patience", self.patience), ("--threads", self.threads)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        return self
+
+    def as_dict(self) -> dict:
+        return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def default_lr(hidden_size: int) -> float:
+    """A learning rate that works for a model of this width (smaller models take larger steps)."""
+    if hidden_size <= 384:
+        return 1e-4  # MiniLM-L6 / L12, tiny BERTs
+    if hidden_size <= 768:
+        return 5e-5  # bert-base, roberta-base
+    return 2e-5  # large models
+
+
+def option_name(field_name: str) -> str:
+    return {"n_epochs": "--epochs", "splits": "--split"}.get(field_name, "--" + field_name.replace("_", "-"))

@@ -1,0 +1,403 @@
+"""``mlx finetune``: prepare (cheap checks, the summary) and run (train, score, write the run folder).
+
+A run trains in a hidden folder beside its final name (``.NAME.partial``) holding ``config.json``
+and its checkpoints; running the same command again resumes there. When training and scoring are
+done the folder is renamed to its final name: a folder under a run's name is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from common import __version__
+from common.devices import DType, resolve_device, resolve_dtype
+from common.distributed import DistInfo, barrier, dist_info, init_distributed
+from common.errors import ConfigError, DataError, ModelLoadError, StoreError
+from common.paths import ensure_writable_dir, mlx_home
+from common.progress import ProgressCallback, no_progress
+from common.runs import write_json
+from common.splits import stratified_split, stratified_subsample
+from embeddings.datasets import TextDataset, load_text_dataset
+from embeddings.models import model_shape, resolve_model
+from finetune.config import DEFAULT_MAX_LENGTH, RUNTIME_OPTIONS, VALIDATION_FRACTION, VALIDATION_SEED, FinetuneConfig, default_lr, option_name
+from finetune.data import MEGA_BATCH, LengthGroupedBatches, encode_split, scoring_batches
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 128
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    config: FinetuneConfig  # with lr and max_length resolved
+    dataset: TextDataset
+    fit_rows: np.ndarray  # rows of the training split trained on
+    val_rows: np.ndarray  # rows held out for validation (the probe's C-selection rows)
+    source: str  # resolved model id or folder
+    n_layers: int
+    device: str
+    dtype: DType
+    world_size: int
+    n_batches: int  # training micro-batches per epoch (all ranks)
+    out: Path
+    partial: Path
+    resume_step: int | None  # the checkpoint a resumed run starts from
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.dataset.label_names)
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size * self.world_size * self.config.grad_accum
+
+    def summary(self) -> dict[str, str]:
+        c = self.config
+        test = self.dataset.splits[c.test_split]
+        batch = f"{c.batch_size} x {self.world_size} rank(s) x {c.grad_accum} accumulation = {self.global_batch} per step"
+        return {
+            "model": f"{c.model} ({self.n_layers} layers) + a new {self.n_classes}-class head (initialised from the seed)",
+            "data": f"{self.dataset.name}: train {len(self.fit_rows):,}, validation {len(self.val_rows):,} (held out of {c.train_split}), test {len(test):,}",
+            "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}",
+            "batch": batch + f"; max length {c.max_length}, length-grouped",
+            "device / dtype": f"{self.device} / {self.dtype.value}" + (" autocast" if self.dtype is not DType.FP32 else ""),
+            "seed": str(c.seed),
+            "output": str(self.out) + (f" (resuming from step {self.resume_step})" if self.resume_step is not None else ""),
+        }
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    out: Path
+    accuracy: float
+    macro_f1: float
+    validation_accuracy: float
+    best_step: int | None
+    n_train: int
+    n_validation: int
+    n_test: int
+    trainable_params: int
+    train_seconds: float
+    samples_per_second: float
+    history: object  # common.training.TrainHistory
+    notes: tuple[str, ...] = ()
+    ranks_in_sync: bool | None = None  # DDP only: the trained parameters are bit-identical on every rank
+
+
+def run_key(config: FinetuneConfig, world_size: int) -> str:
+    """A short hash of the options that change what a run computes (its default folder name)."""
+    options = {k: v for k, v in config.as_dict().items() if k not in RUNTIME_OPTIONS}
+    options["world_size"] = world_size
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_out(config: FinetuneConfig, world_size: int) -> Path:
+    model = Path(config.model).name or config.model
+    dataset = Path(config.dataset).name or config.dataset
+    return mlx_home() / "finetune" / f"{dataset}-{model}-{run_key(config, world_size)}".replace("/", "_")
+
+
+def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> FinetunePlan:
+    """Check everything cheap (options, data, model config, run folder) and resolve the defaults."""
+    config.check()
+    world_size = world_size or dist_info().world_size
+    dataset = load_text_dataset(config.dataset, (config.train_split, config.test_split), config.text_column, config.label_column, config.limit, config.seed)
+    train = dataset.splits[config.train_split]
+    present = np.unique(train.labels)
+    if len(present) < 2:
+        raise DataError(f"split {config.train_split!r} of {dataset.name} has only one class ({dataset.label_names[present[0]]}); a classifier needs at least two")
+    fit_rows, val_rows = _training_rows(train.labels, config.train_size, config.seed)
+    shape = model_shape(config.model)
+    source = resolve_model(config.model)
+    config = replace(config, lr=config.lr or default_lr(_hidden_size(source)), max_length=_max_length(config, shape.max_positions))
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device, cpu_default=DType.BF16)
+    if dtype is DType.FP16 and device.type != "cuda":
+        raise ConfigError("--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 (default) or fp32")
+    n_batches = len(LengthGroupedBatches(_LenOnly(len(fit_rows)), config.batch_size, config.seed, 0))
+    if world_size > n_batches:
+        raise ConfigError(f"{world_size} processes but only {n_batches} training batch(es) per epoch; use --nproc {n_batches} or fewer, or a smaller --batch-size")
+    out = Path(config.out).expanduser() if config.out else default_out(config, world_size)
+    partial = out.parent / f".{out.name}.partial"
+    resume_step = _check_run_folder(config, out, partial, world_size)
+    return FinetunePlan(config, dataset, fit_rows, val_rows, source, shape.n_layers, str(device), dtype, world_size, n_batches, out, partial, resume_step)
+
+
+def _training_rows(labels: np.ndarray, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) rows of the training split; with ``train_size`` both come from the stratified
+    subset ``probe --train-size`` trains on (common.splits.stratified_subsample, same seed)."""
+    rows = np.arange(len(labels))
+    if train_size is not None:
+        if train_size > len(labels):
+            raise ConfigError(f"--train-size {train_size} is larger than the {len(labels)} rows of the training split; pass at most {len(labels)}")
+        rows = stratified_subsample(labels, train_size, seed)
+    fit, validation = stratified_split(labels[rows], VALIDATION_FRACTION, VALIDATION_SEED, what="validation")
+    return rows[fit], rows[validation]
+
+
+class _LenOnly:
+    """Stands in for an EncodedSplit when only the batch count is needed."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.lengths = np.zeros(n, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _hidden_size(source: str) -> int:
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(source), "hidden_size", 768))
+
+
+def _max_length(config: FinetuneConfig, model_limit: int) -> int:
+    if config.max_length is None:
+        return min(DEFAULT_MAX_LENGTH, model_limit) if model_limit else DEFAULT_MAX_LENGTH
+    if model_limit and config.max_length > model_limit:
+        raise ConfigError(f"--max-length {config.max_length} is more than model {config.model!r} takes ({model_limit} tokens); pass --max-length {model_limit} or less")
+    return config.max_length
+
+
+def _comparable(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k not in RUNTIME_OPTIONS}
+
+
+def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_size: int) -> int | None:
+    """Refuse a finished run (without --force) or a resume with other options; return the resume step."""
+    if out.exists() and not config.force:
+        if (out / "run.json").exists():
+            raise StoreError(f"{out} holds a finished run; mlx never overwrites results: choose another --out, or pass --force to train it again")
+        raise StoreError(f"{out} exists and is not an mlx finetune run; choose another --out")
+    if out.exists() and not (out / "run.json").exists():
+        raise StoreError(f"{out} exists and is not an mlx finetune run; --force only replaces finished runs, so choose another --out")
+    ensure_writable_dir(out.parent)
+    saved = partial / "config.json"
+    if config.force or not saved.exists():
+        return None
+    before = json.loads(saved.read_text())
+    now = dict(_comparable(config.as_dict()), world_size=world_size)
+    then = before.get("options", {})
+    changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    if changed:
+        described = ", ".join(f"{'--nproc' if k == 'world_size' else option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed)
+        raise ConfigError(f"{out} has an interrupted run started with other options ({described}); re-run with the original options to resume, or pass --force to start over")
+    from common.checkpoints import CheckpointDir
+
+    return CheckpointDir(partial / "checkpoints").last_step()
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -> FinetuneResult:
+    """Train, keep the best checkpoint by validation accuracy, score it once on test, write the run folder."""
+    import torch
+
+    from common.checkpoints import CheckpointDir
+    from common.record import now
+    from common.training import cpu_threads, fit
+
+    started_at = now()
+    dist = init_distributed(torch.device(plan.device).type)
+    device = torch.device(f"cuda:{dist.local_rank}") if plan.device.startswith("cuda") and dist.enabled else torch.device(plan.device)
+    _start_folder(plan, dist)
+    with cpu_threads(plan.config.threads):
+        tokenizer, model = _load(plan)
+        data = _encode(plan, tokenizer)
+        checkpoints = CheckpointDir(plan.partial / "checkpoints", plan.config.keep_checkpoints)
+        steps_done = [0]
+
+        def on_step(task: str, completed: int, total: int, **info: float) -> None:
+            steps_done[0] = completed
+            progress("finetune", completed * plan.global_batch, total * plan.global_batch, **info)
+
+        history = fit(
+            model, data["train"], data["validation"], torch.nn.functional.cross_entropy, _train_config(plan), device,
+            on_step if dist.is_main else no_progress, param_groups=_param_groups(model, plan), checkpoints=checkpoints, dist=dist,
+        )
+        in_sync = _ranks_in_sync(model, dist)
+        if history.best_step is not None:
+            model.load_state_dict(checkpoints.load(history.best_step)["model"])
+        from common.training import predict
+
+        autocast = None if plan.dtype is DType.FP32 else plan.dtype.value
+        logits = predict(model, data["test"], device, autocast=autocast, dist=dist)
+    predicted = np.empty(len(logits), dtype=np.int64)
+    predicted[data["test_order"]] = logits.argmax(dim=1).numpy()
+    result = replace(_result(plan, model, history, predicted, data["test_split"]), ranks_in_sync=in_sync)
+    if dist.is_main:
+        _write_run(plan, result, model, tokenizer, predicted, data["test_split"], started_at)
+    barrier()
+    return result
+
+
+def _ranks_in_sync(model, dist: DistInfo) -> bool | None:
+    """Under DDP: do all ranks hold bit-identical parameters after training? (None for one process)"""
+    if not dist.enabled:
+        return None
+    import torch.distributed as tdist
+
+    digest = hashlib.sha256()
+    for param in model.parameters():
+        digest.update(param.detach().cpu().numpy().tobytes())
+    digests: list = [None] * dist.world_size
+    tdist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) > 1:
+        log.warning("parameters differ between ranks after training: %s", digests)
+    return len(set(digests)) == 1
+
+
+def _train_config(plan: FinetunePlan):
+    from common.training import OptimizerName, ScheduleName, TrainConfig
+
+    c = plan.config
+    return TrainConfig(
+        n_epochs=c.n_epochs, batch_size=c.batch_size, optimizer=OptimizerName.adamw, lr=c.lr, weight_decay=c.weight_decay,
+        schedule=ScheduleName.linear, warmup_fraction=c.warmup, max_grad_norm=c.max_grad_norm, seed=c.seed, grad_accum=c.grad_accum,
+        autocast=None if plan.dtype is DType.FP32 else plan.dtype.value, eval_every=c.eval_every, checkpoint_every=c.checkpoint_every,
+        patience=c.patience, fused=True,
+    )
+
+
+def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
+    """Rank 0 creates (or, with --force, recreates) the partial folder and its config.json."""
+    if dist.is_main:
+        if plan.config.force and plan.partial.exists():
+            shutil.rmtree(plan.partial)
+        try:
+            plan.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {plan.partial} ({exc.strerror}); choose another --out") from None
+        from common.checkpoints import CheckpointDir
+
+        CheckpointDir(plan.partial / "checkpoints").clean_partials()
+        if not (plan.partial / "config.json").exists():
+            options = dict(_comparable(plan.config.as_dict()), world_size=plan.world_size)
+            write_json(plan.partial / "config.json", {"command": "finetune", "options": options, "config": plan.config.as_dict(), "mlx_version": __version__})
+    barrier()
+
+
+def _load(plan: FinetunePlan):
+    """Tokenizer and classifier; the new head is initialised from the seed."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if not log.isEnabledFor(logging.INFO):
+        hf_logging.set_verbosity_error()  # the load report lists the new head's weights as missing: expected here
+    names = plan.dataset.label_names
+    torch.manual_seed(plan.config.seed)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(plan.source)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            plan.source, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}, dtype=torch.float32,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load {plan.config.model!r} as a sequence classifier ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); use --model minilm or a local model folder") from None
+    return tokenizer, model
+
+
+def _encode(plan: FinetunePlan, tokenizer) -> dict:
+    c = plan.config
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train, test = plan.dataset.splits[c.train_split], plan.dataset.splits[c.test_split]
+    encoded = encode_split(train.texts, train.labels, train.row_ids, tokenizer, c.max_length)
+    test_encoded = encode_split(test.texts, test.labels, test.row_ids, tokenizer, c.max_length)
+    val_batches, _ = scoring_batches(encoded.subset(plan.val_rows), EVAL_BATCH_SIZE, pad_id)
+    test_batches, test_order = scoring_batches(test_encoded, EVAL_BATCH_SIZE, pad_id)
+    return {
+        "train": LengthGroupedBatches(encoded.subset(plan.fit_rows), c.batch_size, c.seed, pad_id),
+        "validation": val_batches, "test": test_batches, "test_order": test_order, "test_split": test_encoded,
+    }
+
+
+def _param_groups(model, plan: FinetunePlan) -> list[dict]:
+    """No weight decay on biases and LayerNorm; layer-wise lr decay: layer i of L gets decay^(L-i), embeddings decay^(L+1)."""
+    decay, n_layers = plan.config.layer_lr_decay, plan.n_layers
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = param.ndim < 2 or "norm" in name.lower()
+        depth = _layer_depth(name, n_layers)
+        key = (0.0 if no_decay else plan.config.weight_decay, decay ** (n_layers + 1 - depth))
+        groups.setdefault(key, []).append(param)
+    return [{"params": params, "weight_decay": wd, "lr_scale": scale} for (wd, scale), params in groups.items()]
+
+
+def _layer_depth(name: str, n_layers: int) -> int:
+    """0 for embeddings, i + 1 for encoder layer i, n_layers + 1 for the pooler and classifier head."""
+    if "embeddings" in name:
+        return 0
+    marker = ".layer."
+    if marker in name:
+        index = name.split(marker, 1)[1].split(".", 1)[0]
+        if index.isdigit():
+            return int(index) + 1
+    return n_layers + 1
+
+
+def _result(plan: FinetunePlan, model, history, predicted: np.ndarray, test) -> FinetuneResult:
+    from sklearn.metrics import f1_score
+
+    accuracy = float((predicted == test.labels).mean())
+    macro_f1 = float(f1_score(test.labels, predicted, average="macro", labels=np.unique(test.labels)))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    notes = []
+    if history.stopped_early:
+        notes.append(f"stopped early at step {history.n_steps}: {plan.config.patience} evaluation(s) without a better validation accuracy")
+    if plan.world_size > 1 and plan.n_batches % plan.world_size:
+        notes.append(f"{plan.n_batches} batches per epoch do not split evenly over {plan.world_size} ranks; the first {plan.world_size - plan.n_batches % plan.world_size} repeat at each epoch end")
+    return FinetuneResult(
+        plan.out, accuracy, macro_f1, history.best_accuracy, history.best_step, len(plan.fit_rows), len(plan.val_rows), len(test),
+        trainable, history.seconds, history.samples_per_second, history, tuple(notes),
+    )
+
+
+def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, predicted: np.ndarray, test, started_at: str) -> None:
+    from common.checkpoints import CheckpointDir
+    from common.record import write_record
+    from finetune.record import finetune_record
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from finetune.plots import plot_learning_curve
+
+    folder = plan.partial
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    classes = list(range(plan.n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(test.labels, predicted, labels=classes, zero_division=0)
+    h = result.history
+    details = {
+        "model_source": plan.source, "dtype": plan.dtype.value, "world_size": plan.world_size,
+        "global_batch": plan.global_batch, "best_step": result.best_step, "samples_per_second": result.samples_per_second,
+        "ranks_in_sync": result.ranks_in_sync, "n_steps": h.n_steps, "stopped_early": h.stopped_early, "resumed_from_step": h.resumed_from_step,
+        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)} for name, p, r, f, s in zip(plan.dataset.label_names, precision, recall, f1, support)},
+        "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
+        "epochs": [_record_dict(r) for r in h.epochs],
+        "evals": [_record_dict(r) for r in h.evals],
+    }
+    plot_learning_curve(h, folder / "learning_curve.png", title=f"{plan.config.model} on {plan.dataset.name}")
+    write_record(folder, *finetune_record(plan, result, predicted, test, details, started_at))
+    if plan.out.exists():  # --force on a finished run: replaced only now that the new one is whole
+        shutil.rmtree(plan.out)
+    folder.rename(plan.out)
+    shutil.rmtree(CheckpointDir(plan.out / "checkpoints").folder, ignore_errors=True)
+
+
+def _record_dict(record) -> dict:
+    from dataclasses import asdict
+
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(record).items()}

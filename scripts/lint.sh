@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Lint and format check (ruff, configured in pyproject.toml). Fails on any finding.
+# `ruff format --check` passes once the tree has been formatted (one commit: `ruff format .`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUFF=${RUFF:-$( [ -x .venv/bin/ruff ] && echo .venv/bin/ruff || echo ruff )}
+"$RUFF" check .
+"$RUFF" format --check .

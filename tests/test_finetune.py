@@ -1,0 +1,186 @@
+"""`mlx finetune` on a tiny random BERT: learning, the run folder, exact resume, checkpoints, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from common.checkpoints import CheckpointDir
+from finetune.config import FinetuneConfig
+from finetune.run import prepare_finetune, run_finetune
+from tests.helpers import invoke, run_summary, write_ag_news_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=24)
+
+
+def config(model, data, out, **options) -> FinetuneConfig:
+    base = dict(model=str(model), dataset=str(data), out=out, n_epochs=2, lr=2e-3, batch_size=8, checkpoint_every=2, warmup=0.1)
+    return FinetuneConfig(**{**base, **options})
+
+
+def weights(run: Path) -> dict:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def same_run(a: Path, b: Path) -> None:
+    """Bit-identical weights and identical metrics (timings aside)."""
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    ra, rb = (run_summary(run) for run in (a, b))
+    for key in ("accuracy", "macro_f1", "validation_accuracy", "best_step", "evals", "confusion_matrix"):
+        assert ra[key] == rb[key], key
+    assert [(e["train_loss"], e["val_loss"]) for e in ra["epochs"]] == [(e["train_loss"], e["val_loss"]) for e in rb["epochs"]]
+
+
+def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--epochs", "4", "--lr", "3e-3",
+                    "--batch-size", "8", "--eval-every", "3", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["results"][0]
+    record = run_summary(out)
+    assert summary["accuracy"] == record["accuracy"] > 0.5  # 4 balanced classes: chance is 0.25
+    assert record["n_train"] == 80 and record["n_fit"] == 72 and record["n_validation"] == 8 and record["n_test"] == 24
+    losses = [e["train_loss"] for e in record["epochs"]]
+    assert losses[-1] < losses[0]
+    assert record["trainable_params"] > 0 and record["train_seconds"] > 0 and record["dtype"] == "bf16"
+    assert len(record["evals"]) == 4 * 9 // 3 and record["best_step"] in [e["step"] for e in record["evals"]]
+    assert sum(map(sum, record["confusion_matrix"])) == 24 and set(record["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    predictions = np.load(out / "predictions.npz")
+    np.testing.assert_array_equal(predictions["row_ids"], np.arange(24))
+    assert np.mean(predictions["finetune"] == predictions["y_true"]) == record["accuracy"]
+    assert (out / "learning_curve.png").stat().st_size > 0 and not (out / "checkpoints").exists()
+    assert not list(tmp_path.glob(".run.partial*"))
+    config_json = json.loads((out / "model" / "config.json").read_text())
+    assert config_json["id2label"] == {"0": "World", "1": "Sports", "2": "Business", "3": "Sci/Tech"}
+    # the fine-tuned encoder is a Hugging Face folder that `mlx embed` reads like any other
+    store = tmp_path / "ft.h5"
+    embedded = invoke("embed", "--model", out / "model", "--dataset", data, "--out", store, "--split", "test")
+    assert embedded.exit_code == 0, embedded.output
+
+
+def test_validation_rows_are_the_logreg_probes_rows(tiny_bert, data, tmp_path):
+    from common.splits import stratified_split  # what the probe's select_C carves its validation rows with
+
+    plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run"))
+    labels = plan.dataset.splits["train"].labels
+    fit_rows, val_rows = stratified_split(labels, 0.1, 0)
+    np.testing.assert_array_equal(plan.val_rows, val_rows)
+    np.testing.assert_array_equal(plan.fit_rows, fit_rows)
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(step: int, global_batch: int):
+    def progress(task, completed, total, **info):
+        if completed == step * global_batch:
+            raise Crash(step)
+
+    return progress
+
+
+@pytest.mark.parametrize("crash_step", [1, 5, 9, 14])  # before any checkpoint, mid-epoch, last step of an epoch, epoch 2
+def test_resume_after_a_crash_is_bit_identical(tiny_bert, data, tmp_path, crash_step, reference_run):
+    out = tmp_path / "crashed"
+    plan = prepare_finetune(config(tiny_bert, data, out))
+    with pytest.raises(Crash):
+        run_finetune(plan, crash_at(crash_step, plan.global_batch))
+    assert not out.exists() and (tmp_path / ".crashed.partial" / "config.json").exists()
+    resumed = prepare_finetune(config(tiny_bert, data, out))
+    assert resumed.resume_step == ((crash_step - 1) // 2 * 2 or None)  # a checkpoint every 2 steps, the crash before step k is saved
+    result = run_finetune(resumed)
+    assert result.history.resumed_from_step == resumed.resume_step
+    same_run(out, reference_run)
+
+
+@pytest.fixture
+def reference_run(tiny_bert, data, tmp_path):
+    out = tmp_path / "reference"
+    run_finetune(prepare_finetune(config(tiny_bert, data, out)))
+    return out
+
+
+def test_kill_9_mid_run_then_the_same_command_resumes_exactly(tiny_bert, data, tmp_path, reference_run):
+    out = tmp_path / "killed"
+    args = ["finetune", "--model", str(tiny_bert), "--dataset", str(data), "--out", str(out), "--epochs", "2", "--lr", "2e-3",
+            "--batch-size", "8", "--checkpoint-every", "2", "--warmup", "0.1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoints = CheckpointDir(tmp_path / ".killed.partial" / "checkpoints")
+    deadline = time.monotonic() + 120
+    while (checkpoints.last_step() or 0) < 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    assert not out.exists() and checkpoints.last_step() >= 4
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "resuming from step" in result.stderr
+    same_run(out, reference_run)
+
+
+def test_changed_options_on_resume_are_named_and_a_finished_run_is_kept(tiny_bert, data, tmp_path):
+    out = tmp_path / "run"
+    plan = prepare_finetune(config(tiny_bert, data, out))
+    with pytest.raises(Crash):
+        run_finetune(plan, crash_at(3, plan.global_batch))
+    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--epochs", "3", "--lr", "1e-3",
+                    "--batch-size", "8", "--checkpoint-every", "2", "--warmup", "0.1")
+    assert result.exit_code != 0
+    assert "other options (--epochs 2 -> 3, --lr 0.002 -> 0.001)" in result.stderr and "Traceback" not in result.output
+    run_finetune(prepare_finetune(config(tiny_bert, data, out)))
+    before = (out / "run.json").read_text()
+    again = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--batch-size", "8")
+    assert again.exit_code != 0 and "finished run" in again.stderr and "--force" in again.stderr
+    assert (out / "run.json").read_text() == before
+    forced = run_finetune(prepare_finetune(config(tiny_bert, data, out, n_epochs=1, force=True)))
+    assert forced.history.n_steps == 9 and run_summary(out)["config"]["n_epochs"] == 1
+
+
+def test_pruning_keeps_the_last_k_and_the_best(tmp_path):
+    checkpoints = CheckpointDir(tmp_path / "c", keep_last=2)
+    for step, best in [(1, False), (2, True), (3, False), (4, False), (5, False)]:
+        checkpoints.save({"step": step}, step, best)
+    assert checkpoints.steps() == [2, 4, 5] and checkpoints.best_step() == 2
+    checkpoints.save({"step": 6}, 6, True)
+    assert checkpoints.steps() == [5, 6] and checkpoints.load(6) == {"step": 6} and checkpoints.load_latest() == {"step": 6}
+    (checkpoints.folder / ".step-00000007.pt.abc.partial").write_bytes(b"half")
+    checkpoints.clean_partials()
+    assert checkpoints.steps() == [5, 6] and not list(checkpoints.folder.glob("*.partial"))
+
+
+def test_loss_going_nan_stops_and_keeps_the_last_good_checkpoint(tiny_bert, data, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--lr", "1e38", "--warmup", "0",
+                    "--max-grad-norm", "1e30", "--batch-size", "8", "--checkpoint-every", "1", "--dtype", "fp32")
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    message = result.stderr
+    assert "diverged at step" in message and "last good checkpoint" in message, message
+    kept = CheckpointDir(tmp_path / ".run.partial" / "checkpoints")
+    assert not out.exists() and kept.steps() and all(np.isfinite(v.float()).all() for v in kept.load_latest()["model"].values() if v.is_floating_point())
+
+
+def test_gradient_accumulation_takes_one_step_per_group_of_micro_batches(tiny_bert, tmp_path):
+    data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
+    plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run", batch_size=4, grad_accum=2, n_epochs=1))
+    result = run_finetune(plan)
+    assert plan.global_batch == 8 and result.history.n_steps == 9  # 72 rows / 4 = 18 micro-batches / 2

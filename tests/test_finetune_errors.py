@@ -1,0 +1,72 @@
+"""Bad input to `mlx finetune`: one red line each, a non-zero exit, no traceback, nothing written."""
+
+import pytest
+
+from tests.helpers import invoke, write_ag_news_folder
+
+
+def write_csv_pair(folder, train_labels, test_labels, classes=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, labels in (("train.csv", train_labels), ("test.csv", test_labels)):
+        rows = ["text,label", *(f"headline number {i} about topic {label},{label}" for i, label in enumerate(labels))]
+        (folder / name).write_text("\n".join(rows) + "\n")
+    if classes:
+        (folder / "classes.txt").write_text("\n".join(classes) + "\n")
+    return folder
+
+
+def fails(result, *fragments):
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--lr", "0"], "--lr must be a positive finite number"),
+        (["--lr", "-1e-4"], "--lr must be a positive finite number"),
+        (["--lr", "nan"], "--lr must be a positive finite number"),
+        (["--lr", "inf"], "--lr must be a positive finite number"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+        (["--warmup", "1.5"], "--warmup"),
+        (["--layer-lr-decay", "0"], "--layer-lr-decay"),
+        (["--eval-every", "often"], "--eval-every"),
+        (["--device", "cuda"], "CUDA is not available"),
+        (["--nproc", "99"], "only 9 training batch(es)"),
+        (["--split", "train"], "--split takes the training split then the test split"),
+        (["--max-length", "4096"], "--max-length 4096 is more than"),
+    ],
+)
+def test_bad_options(tiny_bert, tmp_path, options, message):
+    data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
+    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run", "--batch-size", "8", *options), message)
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial"))
+
+
+def test_unknown_model(tmp_path):
+    data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
+    fails(invoke("finetune", "--model", "no-such-org/no-such-model", "--dataset", data, "--out", tmp_path / "run"), "no-such-org/no-such-model")
+
+
+def test_one_class(tiny_bert, tmp_path):
+    data = write_csv_pair(tmp_path / "one", [0] * 20, [0] * 4)
+    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run"), "only one class")
+
+
+def test_labels_out_of_range(tiny_bert, tmp_path):
+    data = write_csv_pair(tmp_path / "range", [0, 1, 2, 7] * 5, [0, 1], classes=["a", "b", "c", "d"])
+    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run"), "label 7 is outside 0..3")
+
+
+def test_output_folder_that_cannot_be_written(tiny_bert, tmp_path):
+    data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", blocker / "run"), "cannot create folder")
+    assert blocker.read_text() == "not a folder"

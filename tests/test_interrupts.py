@@ -1,0 +1,46 @@
+"""Ctrl-C anywhere, including while Python still imports: exit 130, no traceback (issue 8 item 15)."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import cli
+from tests.helpers import invoke
+
+
+@pytest.mark.parametrize("delay_seconds", [0.3, 1.5])
+def test_ctrl_c_in_the_first_seconds_exits_130_quietly(tmp_path, delay_seconds):
+    command = [sys.executable, "-m", "cli.main", "vision", "compare", "--models", "mlp-numpy", "--epochs", "1", "--out", str(tmp_path / "runs")]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay_seconds)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Error" not in stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_an_error_caused_by_the_interrupt_is_the_interrupt(monkeypatch):
+    """scipy can turn an interrupted import into an ImportError: after Ctrl-C it still means 130."""
+    import embeddings.store
+
+    def broken_import(*args, **kwargs):
+        raise ImportError("cannot import name '_fblas' from partially initialized module")
+
+    monkeypatch.setattr(embeddings.store, "list_stores", broken_import)
+    monkeypatch.setattr(cli, "_interrupted", True)
+    result = invoke("store", "list")
+    assert result.exit_code == 130 and "Traceback" not in result.output
+
+
+def test_keyboard_interrupt_inside_a_command_exits_130(monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("embeddings.store.list_stores", interrupted)
+    result = invoke("store", "list")
+    assert result.exit_code == 130 and result.output.strip() == ""
