@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
+from vision_helpers import write_npz_dataset
 
 from cli.main import app
 from common.training import OptimizerName, ScheduleName
+from vision import experiment
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA
-from vision import experiment
 from vision.experiment import MAX_TTA_VIEWS, predict_logits, predict_probabilities
 from vision.models import ModelName, build_model, preset
 from vision.plots import class_labels, confused_pairs
-from vision_helpers import write_npz_dataset
 
 runner = CliRunner()
 
