@@ -40,7 +40,9 @@ def plain_epoch(model, images, labels, val, spec, augment, generator) -> None:
     """One epoch written out by hand: the reference the shared loop is measured against."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.train.lr, weight_decay=spec.l2)
     steps = -(-len(labels) // spec.train.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.train.lr, total_steps=steps, pct_start=spec.train.warmup_fraction)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=spec.train.lr, total_steps=steps, pct_start=spec.train.warmup_fraction
+    )
     model.train()
     order = torch.randperm(len(labels), generator=generator)
     for start in range(0, len(labels), spec.train.batch_size):
@@ -72,12 +74,19 @@ def run(args: argparse.Namespace) -> None:
     loss = partial(F.cross_entropy, label_smoothing=spec.label_smoothing)
     train = dataclasses.replace(spec.train, weight_decay=spec.l2)
     generator = torch.Generator().manual_seed(0)
-    seconds = time_interleaved({
-        "mlx": lambda: fit(models["mlx"], (images, labels), val, loss, train, torch.device("cpu"), batch_transform=augment),
-        "plain": lambda: plain_epoch(models["plain"], images, labels, val, spec, augment, generator),
-    }, args.epochs)
-    print(f"cnn-strong ({spec.depth} blocks, width {spec.width}, {sum(p.numel() for p in models['mlx'].parameters()):,} parameters), "
-          f"batch {spec.train.batch_size}, {len(labels):,} images with affine warps, float32, CPU, {args.threads} thread(s), torch {torch.__version__}")
+    seconds = time_interleaved(
+        {
+            "mlx": lambda: fit(
+                models["mlx"], (images, labels), val, loss, train, torch.device("cpu"), batch_transform=augment
+            ),
+            "plain": lambda: plain_epoch(models["plain"], images, labels, val, spec, augment, generator),
+        },
+        args.epochs,
+    )
+    print(
+        f"cnn-strong ({spec.depth} blocks, width {spec.width}, {sum(p.numel() for p in models['mlx'].parameters()):,} parameters), "
+        f"batch {spec.train.batch_size}, {len(labels):,} images with affine warps, float32, CPU, {args.threads} thread(s), torch {torch.__version__}"
+    )
     median = print_epoch_table(seconds)
     print(f"ratio mlx loop / plain loop: {median['mlx'] / median['plain']:.3f}x (target: < 1.10x)")
 

@@ -23,8 +23,21 @@ runner = CliRunner()
 
 def test_cnn_strong_is_the_recipe():
     spec = preset(ModelName.cnn_strong)
-    assert (spec.depth, spec.width, spec.n_pools, spec.dropout, spec.label_smoothing, spec.l2) == (3, 48, 3, 0.3, 0.1, 5e-4)
-    assert (spec.train.optimizer, spec.train.schedule, spec.train.lr, spec.train.batch_size, spec.train.n_epochs) == (OptimizerName.adamw, ScheduleName.onecycle, 3e-3, 128, 30)
+    assert (spec.depth, spec.width, spec.n_pools, spec.dropout, spec.label_smoothing, spec.l2) == (
+        3,
+        48,
+        3,
+        0.3,
+        0.1,
+        5e-4,
+    )
+    assert (spec.train.optimizer, spec.train.schedule, spec.train.lr, spec.train.batch_size, spec.train.n_epochs) == (
+        OptimizerName.adamw,
+        ScheduleName.onecycle,
+        3e-3,
+        128,
+        30,
+    )
     assert spec.augment.max_shift_px == pytest.approx(2.8) and spec.augment.max_scale == pytest.approx(0.1)
     model = build_model(spec, 0.2, 0.3, seed=0)
     assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 192, 3, 3)  # a pool after each of the 3 blocks
@@ -37,7 +50,9 @@ def test_the_specs_l2_reaches_the_optimiser_as_weight_decay(monkeypatch, tmp_pat
     from vision.experiment import train_model
 
     seen = []
-    monkeypatch.setattr(common.training, "fit", lambda model, train, val, loss, config, *args: seen.append(config) or None)
+    monkeypatch.setattr(
+        common.training, "fit", lambda model, train, val, loss, config, *args: seen.append(config) or None
+    )
     splits = load_splits(DatasetName.kmnist, write_npz_dataset(tmp_path / "k", 60, 20), 0.2, 0)
     train_model(preset(ModelName.cnn_strong), splits, torch.device("cpu"))
     assert seen[0].weight_decay == 5e-4
@@ -77,8 +92,26 @@ def test_labels_fall_back_to_romaji_without_a_japanese_font(monkeypatch, caplog)
 def test_compare_plot_detail_and_tta_end_to_end(tmp_path):
     data_dir = write_npz_dataset(tmp_path / "kmnist", n_train=200, n_test=100)
     out = tmp_path / "runs"
-    args = ["vision", "compare", "--dataset", "kmnist", "--data-dir", str(data_dir), "--models", "mlp-torch", "--epochs", "2",
-            "--tta", "2", "--plot", "--detail", "--out", str(out), "--device", "cpu"]
+    args = [
+        "vision",
+        "compare",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "mlp-torch",
+        "--epochs",
+        "2",
+        "--tta",
+        "2",
+        "--plot",
+        "--detail",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Per-class test accuracy" in result.output and "tsu" in result.output
