@@ -164,7 +164,10 @@ def test_vision_study_compare_and_sweep_then_cached(tmp_path):
     )
     first = invoke(*args)
     assert first.exit_code == 0, first.output
-    assert "mlp-numpy" in first.stdout and (tmp_path / "v" / "report" / "accuracy-by-method.png").exists()
+    assert (
+        "Models compared on kmnist" in first.stdout and (tmp_path / "v" / "report" / "accuracy-by-method.png").exists()
+    )
+    assert "| mlp-numpy" in (tmp_path / "v" / "report" / "report.md").read_text()
     again = invoke(*args)
     assert again.exit_code == 0 and "0 step(s) run, 2 found done" in again.stderr
 
