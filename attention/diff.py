@@ -96,7 +96,9 @@ def prepare_diff(config: DiffConfig) -> DiffPlan:
     tokens = check_comparable(first, second, texts.split.texts, max_length)
     notes = list(texts.notes) + ([note] if note else [])
     if tokens.n_truncated:
-        notes.append(f"{tokens.n_truncated:,} of {len(tokens.ids):,} texts are longer than {max_length} tokens and were truncated")
+        notes.append(
+            f"{tokens.n_truncated:,} of {len(tokens.ids):,} texts are longer than {max_length} tokens and were truncated"
+        )
     return DiffPlan(config, texts, first, second, tokens, max_length, device, dtype, run_dir, tuple(notes))
 
 
@@ -104,11 +106,15 @@ def check_comparable(first: AttentionModel, second: AttentionModel, texts, max_l
     """Same layers and heads, and the same token ids for every text; refuse otherwise."""
     a, b = first.name, second.name
     if (first.n_layers, first.n_heads) != (second.n_layers, second.n_heads):
-        raise ConfigError(f"models {a!r} ({first.n_layers} layers x {first.n_heads} heads) and {b!r} ({second.n_layers} x {second.n_heads}) do not have the same heads; diff compares head by head")
+        raise ConfigError(
+            f"models {a!r} ({first.n_layers} layers x {first.n_heads} heads) and {b!r} ({second.n_layers} x {second.n_heads}) do not have the same heads; diff compares head by head"
+        )
     tokens = tokenise(first.tokenizer, texts, max_length)
     other = tokenise(second.tokenizer, texts, max_length)
     if first.tokenizer.get_vocab() != second.tokenizer.get_vocab() or tokens.ids != other.ids:
-        raise ConfigError(f"models {a!r} and {b!r} do not share a tokenizer (their vocabularies or token ids differ); diff compares attention on the same tokens, so use two models with one tokenizer (e.g. a model and its fine-tuned copy)")
+        raise ConfigError(
+            f"models {a!r} and {b!r} do not share a tokenizer (their vocabularies or token ids differ); diff compares attention on the same tokens, so use two models with one tokenizer (e.g. a model and its fine-tuned copy)"
+        )
     return tokens
 
 
@@ -122,7 +128,9 @@ def run_diff(plan: DiffPlan, progress: ProgressCallback = no_progress) -> DiffRe
         totals.add(first, second, batch.attention_mask)
         done += len(batch.rows)
         progress("attention", done, len(plan.tokens.ids))
-    return DiffResult(totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, time.perf_counter() - start, started_at)
+    return DiffResult(
+        totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, time.perf_counter() - start, started_at
+    )
 
 
 def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
@@ -132,10 +140,14 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
     a, b = plan.config.models
     document = {
         "command": "attention diff",
-        "models": [{"id": m.name, "source": m.loaded.source, "revision": m.loaded.revision} for m in (plan.first, plan.second)],
-        "data": {"name": plan.texts.dataset_name, "split": plan.texts.split.name, "fingerprint": plan.texts.split.fingerprint,
-                 "n_texts": result.n_texts, "n_tokens": result.n_tokens},
-        "config": {**dataclasses.asdict(plan.config), "max_length": plan.max_length, "device": plan.device, "dtype": plan.dtype.value},
+        "models": [plan.first.describe(), plan.second.describe()],
+        "data": plan.texts.describe(result.n_tokens),
+        "config": {
+            **dataclasses.asdict(plan.config),
+            "max_length": plan.max_length,
+            "device": plan.device,
+            "dtype": plan.dtype.value,
+        },
         "statistic": "mean Jensen-Shannon divergence (bits, 0..1) between the two models' attention rows, per layer and head",
         "indexing": "layers 1..L and heads 1..H; arrays are [layer - 1][head - 1]",
         "divergence": result.divergence,
@@ -146,5 +158,15 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
         write_json(staging / "diff.json", document)
         save_layer_head_heatmap(result.array(), staging / "diff_js.png", f"JS divergence (bits): {a} vs {b}")
         notes = (*plan.notes, f"model B: {b} ({plan.second.loaded.revision})")
-        write_run_record(staging, "diff", plan.config, plan.first, plan.texts.data_ref(), plan.device, result.started_at, ("diff.json", "diff_js.png"), notes)
+        write_run_record(
+            staging,
+            "diff",
+            plan.config,
+            plan.first,
+            plan.texts.data_ref(),
+            plan.device,
+            result.started_at,
+            ("diff.json", "diff_js.png"),
+            notes,
+        )
     return plan.run_dir

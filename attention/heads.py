@@ -74,7 +74,9 @@ class HeadDivergence:
         self.sums = torch.zeros((n_layers, n_heads), dtype=torch.float64)  # (L, H)
         self.n_rows = 0
 
-    def add(self, first: tuple[torch.Tensor, ...], second: tuple[torch.Tensor, ...], attention_mask: torch.Tensor) -> None:
+    def add(
+        self, first: tuple[torch.Tensor, ...], second: tuple[torch.Tensor, ...], attention_mask: torch.Tensor
+    ) -> None:
         mask = attention_mask.to(first[0].device, torch.float32)  # (B, T)
         for layer, (p, q) in enumerate(zip(first, second)):
             js = jensen_shannon(p, q)  # (B, H, T)

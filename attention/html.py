@@ -26,8 +26,16 @@ def dequantise(quantised: np.ndarray) -> np.ndarray:
     return (quantised.astype(np.float64) / 255) ** 2
 
 
-def render_viewer(attentions: np.ndarray, tokens: list[str], rollout_cls: np.ndarray, model: str, source: str,
-                  note: str = "", layer: int = 0, head: int = 0) -> str:
+def render_viewer(
+    attentions: np.ndarray,
+    tokens: list[str],
+    rollout_cls: np.ndarray,
+    model: str,
+    source: str,
+    note: str = "",
+    layer: int = 0,
+    head: int = 0,
+) -> str:
     """The viewer page as a string. attentions: (L, H, T, T); rollout_cls: (T,); layer/head: 0-based, opened first."""
     n_layers, n_heads, n_tokens, _ = attentions.shape
     packed = zlib.compress(quantise(attentions).tobytes(), level=6)

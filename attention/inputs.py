@@ -30,6 +30,17 @@ class LoadedTexts:
     notes: tuple[str, ...]
     label_names: tuple[str, ...] = ()
 
+    def describe(self, n_tokens: int) -> dict:
+        """Which rows were read, for the JSON documents."""
+        split = self.split
+        return {
+            "name": self.dataset_name,
+            "split": split.name,
+            "fingerprint": split.fingerprint,
+            "n_texts": len(split),
+            "n_tokens": n_tokens,
+        }
+
     def data_ref(self) -> record.DataRef:
         split = record.SplitRef(self.split.name, self.split.fingerprint, len(self.split))
         return record.DataRef(self.dataset_name, self.dataset_fingerprint, (split,), self.label_names)
@@ -57,13 +68,30 @@ def output_dir(out: Path | None, command: str) -> Path:
     return check_new(Path(out).expanduser().absolute())
 
 
-def write_run_record(folder: Path, command: str, config, model, data: record.DataRef, device: str, started_at: str,
-                     artifacts: tuple[str, ...], notes: tuple[str, ...] = ()) -> Path:
+def write_run_record(
+    folder: Path,
+    command: str,
+    config,
+    model,
+    data: record.DataRef,
+    device: str,
+    started_at: str,
+    artifacts: tuple[str, ...],
+    notes: tuple[str, ...] = (),
+) -> Path:
     """run.json (common/record.py) in the staging ``folder``: what ran on what; the numbers are in the artifacts."""
     run = record.RunRecord(
-        kind="attention", command=f"attention {command}", command_line=record.command_line(), started_at=started_at,
-        finished_at=record.now(), config=record.to_plain(dataclasses.asdict(config)),
-        model=record.ModelRef(model.name, model.loaded.revision), data=data, device=device, results=(),
-        artifacts=artifacts, notes=notes,
+        kind="attention",
+        command=f"attention {command}",
+        command_line=record.command_line(),
+        started_at=started_at,
+        finished_at=record.now(),
+        config=record.to_plain(dataclasses.asdict(config)),
+        model=record.ModelRef(model.name, model.loaded.revision),
+        data=data,
+        device=device,
+        results=(),
+        artifacts=artifacts,
+        notes=notes,
     )
     return record.write_record(folder, run)

@@ -43,6 +43,17 @@ class AttentionModel:
     def name(self) -> str:
         return self.loaded.model_id
 
+    def describe(self) -> dict:
+        """Identity and shape, for the JSON documents of every command."""
+        loaded = self.loaded
+        return {
+            "id": self.name,
+            "source": loaded.source,
+            "revision": loaded.revision,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+        }
+
     def network(self, dtype: DType) -> torch.nn.Module:
         """The encoder in ``dtype``; bf16/fp16 copies are made once, so fp32 stays available as the reference."""
         if dtype in (DType.FP32, DType.AUTO):
@@ -51,14 +62,20 @@ class AttentionModel:
             self._copies[dtype] = copy.deepcopy(self.loaded.model).to(torch_dtype(dtype))
         return self._copies[dtype]
 
-    def attentions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, dtype: DType = DType.FP32) -> tuple[torch.Tensor, ...]:
+    def attentions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, dtype: DType = DType.FP32
+    ) -> tuple[torch.Tensor, ...]:
         """One forward pass: L tensors of shape (B, H, T, T), float32, rows summing to 1 over real tokens."""
         device = self.loaded.device
         with torch.inference_mode():
-            output = self.network(dtype)(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), output_attentions=True)
+            output = self.network(dtype)(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), output_attentions=True
+            )
         weights = getattr(output, "attentions", None)
         if not weights or any(w is None for w in weights):
-            raise ModelLoadError(f"model {self.name!r} returned no attention weights; mlx attention needs an encoder that can output them (BERT-family models do)")
+            raise ModelLoadError(
+                f"model {self.name!r} returned no attention weights; mlx attention needs an encoder that can output them (BERT-family models do)"
+            )
         return tuple(w.float() for w in weights)
 
 
@@ -85,7 +102,9 @@ def resolve_max_length(model: AttentionModel, max_length: int | None, default: i
     if max_length < 2:
         raise ConfigError(f"--max-length must be at least 2, got {max_length}")
     if limit and max_length > limit:
-        raise ConfigError(f"--max-length {max_length} is more than model {model.name!r} takes ({limit} tokens); pass --max-length {limit} or less")
+        raise ConfigError(
+            f"--max-length {max_length} is more than model {model.name!r} takes ({limit} tokens); pass --max-length {limit} or less"
+        )
     return max_length, None
 
 
@@ -147,7 +166,10 @@ class TokenRoles:
 
     def flags(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, 3) float32: is [CLS], is [SEP], is punctuation."""
-        columns = [torch.isin(input_ids, torch.tensor(sorted(ids) or [-1], device=input_ids.device)) for ids in (self.cls_ids, self.sep_ids, self.punctuation_ids)]
+        columns = [
+            torch.isin(input_ids, torch.tensor(sorted(ids) or [-1], device=input_ids.device))
+            for ids in (self.cls_ids, self.sep_ids, self.punctuation_ids)
+        ]
         return torch.stack(columns, dim=-1).float()
 
 

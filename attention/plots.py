@@ -28,7 +28,15 @@ def save_layer_head_heatmap(values: np.ndarray, path: Path, title: str) -> Path:
     middle = (np.nanmax(values) + np.nanmin(values)) / 2
     for layer in range(n_layers):
         for head in range(n_heads):
-            ax.text(head, layer, f"{values[layer, head]:.2f}", ha="center", va="center", fontsize=6, color="black" if values[layer, head] > middle else "white")
+            ax.text(
+                head,
+                layer,
+                f"{values[layer, head]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="black" if values[layer, head] > middle else "white",
+            )
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path)

@@ -13,7 +13,9 @@ from attention.heads import STATISTICS
 from attention.model import AttentionModel, TokenRoles
 
 
-def per_text_statistics(model: AttentionModel, texts: list[str], max_length: int, roles: TokenRoles) -> dict[str, np.ndarray]:
+def per_text_statistics(
+    model: AttentionModel, texts: list[str], max_length: int, roles: TokenRoles
+) -> dict[str, np.ndarray]:
     """{statistic: (L, H) mean over every query token of every text}, one forward pass per text."""
     network = model.loaded.model
     sums = np.zeros((len(STATISTICS), model.n_layers, model.n_heads))
@@ -38,13 +40,15 @@ def text_head_sums(weights: np.ndarray, roles_of_keys: list[np.ndarray]) -> np.n
     is_cls, is_sep, is_punctuation = roles_of_keys
     positions = np.arange(len(weights))
     logs = np.log(np.where(weights > 0, weights, 1.0))  # 0 log 0 = 0
-    return np.array([
-        -(weights * logs).sum(),
-        weights[:, is_cls].sum(),
-        weights[:, is_sep].sum(),
-        weights[:, is_punctuation].sum(),
-        np.trace(weights),
-        np.trace(weights, offset=-1),  # row i, column i - 1
-        np.trace(weights, offset=1),  # row i, column i + 1
-        (weights * np.abs(positions[:, None] - positions[None, :])).sum(),
-    ])
+    return np.array(
+        [
+            -(weights * logs).sum(),
+            weights[:, is_cls].sum(),
+            weights[:, is_sep].sum(),
+            weights[:, is_punctuation].sum(),
+            np.trace(weights),
+            np.trace(weights, offset=-1),  # row i, column i - 1
+            np.trace(weights, offset=1),  # row i, column i + 1
+            (weights * np.abs(positions[:, None] - positions[None, :])).sum(),
+        ]
+    )

@@ -71,7 +71,8 @@ class ShowPlan:
         n_tokens = len(self.tokens.ids[0])
         return {
             "model": f"{self.config.model} ({self.model.loaded.revision}): {self.model.n_layers} layers x {self.model.n_heads} heads, eager attention",
-            "text": f"{self.where}: {n_tokens} tokens" + (f" (truncated from {self.tokens.n_full[0]})" if self.truncated else ""),
+            "text": f"{self.where}: {n_tokens} tokens"
+            + (f" (truncated from {self.tokens.n_full[0]})" if self.truncated else ""),
             "layer / head": f"{self.config.layer or 'all'} / {self.config.head or 'all'}",
             "device": self.device,
             "output": str(self.run_dir),
@@ -106,7 +107,9 @@ def prepare_show(config: ShowConfig) -> ShowPlan:
 
 def _choose_text(config: ShowConfig) -> tuple[str, str, list[str]]:
     if (config.text is None) == (config.source is None):
-        raise ConfigError("give either --text \"...\" or --dataset D (with --split S and --row N), not both and not neither")
+        raise ConfigError(
+            'give either --text "..." or --dataset D (with --split S and --row N), not both and not neither'
+        )
     if config.text is not None:
         if config.row is not None:
             raise ConfigError("--row picks a row of --dataset; with --text leave it out")
@@ -118,7 +121,9 @@ def _choose_text(config: ShowConfig) -> tuple[str, str, list[str]]:
     texts = load_texts(config.source)
     split = texts.split
     if not 0 <= config.row < len(split):
-        raise DataError(f"--row {config.row} is past the end of {texts.dataset_name} split {split.name}, which has rows 0..{len(split) - 1}")
+        raise DataError(
+            f"--row {config.row} is past the end of {texts.dataset_name} split {split.name}, which has rows 0..{len(split) - 1}"
+        )
     return split.texts[config.row], f"{texts.dataset_name} {split.name} row {config.row}", list(texts.notes)
 
 
@@ -144,10 +149,28 @@ def run_show(plan: ShowPlan, progress: ProgressCallback = no_progress) -> ShowRe
         html_bytes = _write_html(plan, attentions, tokens, rollout, staging / HTML_FILE)
         write_json(staging / "show.json", _document(plan, tokens, rollout))
         text_ref = record.DataRef(plan.where, hashlib.sha256(plan.text.encode("utf-8")).hexdigest()[:16])
-        write_run_record(staging, "show", plan.config, plan.model, text_ref, plan.device, started_at, (HTML_FILE, *(p.name for p in pngs), "show.json"), plan.notes)
+        write_run_record(
+            staging,
+            "show",
+            plan.config,
+            plan.model,
+            text_ref,
+            plan.device,
+            started_at,
+            (HTML_FILE, *(p.name for p in pngs), "show.json"),
+            plan.notes,
+        )
     progress("attention", 3, 3)
     final_pngs = tuple(plan.run_dir / p.name for p in pngs)
-    return ShowResult(plan.run_dir, plan.run_dir / HTML_FILE, html_bytes, final_pngs, len(tokens), plan.truncated, time.perf_counter() - start)
+    return ShowResult(
+        plan.run_dir,
+        plan.run_dir / HTML_FILE,
+        html_bytes,
+        final_pngs,
+        len(tokens),
+        plan.truncated,
+        time.perf_counter() - start,
+    )
 
 
 def _large_head(plan: ShowPlan, attentions: np.ndarray) -> tuple[np.ndarray, int, int | None, str]:
@@ -159,7 +182,9 @@ def _large_head(plan: ShowPlan, attentions: np.ndarray) -> tuple[np.ndarray, int
     return attentions[layer, head], layer, head, f"layer {layer + 1}, head {head + 1}"
 
 
-def _write_pngs(plan: ShowPlan, attentions: np.ndarray, tokens: list[str], rollout: np.ndarray, folder: Path) -> list[Path]:
+def _write_pngs(
+    plan: ShowPlan, attentions: np.ndarray, tokens: list[str], rollout: np.ndarray, folder: Path
+) -> list[Path]:
     from attention.plots import save_head_grid, save_head_heatmap, save_rollout_strip
 
     layers = [plan.config.layer - 1] if plan.config.layer else list(range(plan.model.n_layers))
@@ -185,8 +210,7 @@ def _write_html(plan: ShowPlan, attentions: np.ndarray, tokens: list[str], rollo
 def _document(plan: ShowPlan, tokens: list[str], rollout: np.ndarray) -> dict:
     return {
         "command": "attention show",
-        "model": {"id": plan.config.model, "source": plan.model.loaded.source, "revision": plan.model.loaded.revision,
-                  "n_layers": plan.model.n_layers, "n_heads": plan.model.n_heads},
+        "model": plan.model.describe(),
         "text": plan.text,
         "where": plan.where,
         "tokens": tokens,

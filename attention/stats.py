@@ -97,7 +97,16 @@ class StatsResult:
         for name in STATISTICS:
             values = self.array(name)
             low, high = np.unravel_index(values.argmin(), values.shape), np.unravel_index(values.argmax(), values.shape)
-            rows.append((name, float(values[low]), (low[0] + 1, low[1] + 1), float(values[high]), (high[0] + 1, high[1] + 1), float(values.mean())))
+            rows.append(
+                (
+                    name,
+                    float(values[low]),
+                    (low[0] + 1, low[1] + 1),
+                    float(values[high]),
+                    (high[0] + 1, high[1] + 1),
+                    float(values.mean()),
+                )
+            )
         return rows
 
     def precision_ok(self) -> bool:
@@ -123,7 +132,9 @@ def prepare_stats(config: StatsConfig) -> StatsPlan:
     tokens = tokenise(model.tokenizer, texts.split.texts, max_length)
     notes = list(texts.notes) + ([note] if note else [])
     if tokens.n_truncated:
-        notes.append(f"{tokens.n_truncated:,} of {len(tokens.ids):,} texts are longer than {max_length} tokens and were truncated")
+        notes.append(
+            f"{tokens.n_truncated:,} of {len(tokens.ids):,} texts are longer than {max_length} tokens and were truncated"
+        )
     return StatsPlan(config, texts, model, tokens, max_length, device, dtype, run_dir, tuple(notes))
 
 
@@ -132,11 +143,30 @@ def run_stats(plan: StatsPlan, progress: ProgressCallback = no_progress) -> Stat
     started_at, start = record.now(), time.perf_counter()
     totals = head_statistics(plan.model, plan.tokens, plan.config.batch_size, plan.dtype, progress)
     seconds = time.perf_counter() - start
-    check = precision_check(plan.model, plan.tokens, plan.config.batch_size, plan.dtype) if plan.dtype is not DType.FP32 else {}
-    return StatsResult(totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, plan.tokens.n_truncated, seconds, plan.dtype, check, started_at)
+    check = (
+        precision_check(plan.model, plan.tokens, plan.config.batch_size, plan.dtype)
+        if plan.dtype is not DType.FP32
+        else {}
+    )
+    return StatsResult(
+        totals.means(),
+        len(plan.tokens.ids),
+        plan.tokens.n_tokens,
+        plan.tokens.n_truncated,
+        seconds,
+        plan.dtype,
+        check,
+        started_at,
+    )
 
 
-def head_statistics(model: AttentionModel, tokens: TokenisedTexts, batch_size: int, dtype: DType, progress: ProgressCallback = no_progress) -> HeadStatistics:
+def head_statistics(
+    model: AttentionModel,
+    tokens: TokenisedTexts,
+    batch_size: int,
+    dtype: DType,
+    progress: ProgressCallback = no_progress,
+) -> HeadStatistics:
     roles = token_roles(model.tokenizer)
     totals = HeadStatistics(model.n_layers, model.n_heads)
     done = 0
@@ -162,16 +192,21 @@ def stats_document(plan: StatsPlan, result: StatsResult) -> dict:
     """Everything a reader of stats.json needs: what ran on what, and the (L, H) arrays."""
     return {
         "command": "attention stats",
-        "model": {"id": plan.config.model, "source": plan.model.loaded.source, "revision": plan.model.loaded.revision,
-                  "n_layers": plan.model.n_layers, "n_heads": plan.model.n_heads},
-        "data": {"name": plan.texts.dataset_name, "split": plan.texts.split.name, "fingerprint": plan.texts.split.fingerprint,
-                 "n_texts": result.n_texts, "n_tokens": result.n_tokens, "n_truncated": result.n_truncated},
-        "config": {**dataclasses.asdict(plan.config), "max_length": plan.max_length, "device": plan.device, "dtype": plan.dtype.value},
+        "model": plan.model.describe(),
+        "data": {**plan.texts.describe(result.n_tokens), "n_truncated": result.n_truncated},
+        "config": {
+            **dataclasses.asdict(plan.config),
+            "max_length": plan.max_length,
+            "device": plan.device,
+            "dtype": plan.dtype.value,
+        },
         "indexing": "layers 1..L and heads 1..H; arrays are [layer - 1][head - 1]",
         "statistics": {name: DESCRIPTIONS[name] for name in STATISTICS},
         "means": result.means,
         "layer_means": result.layer_means(),
-        "precision_check": {"max_abs_difference_vs_fp32": result.precision_check, "ok": result.precision_ok()} if result.precision_check else None,
+        "precision_check": {"max_abs_difference_vs_fp32": result.precision_check, "ok": result.precision_ok()}
+        if result.precision_check
+        else None,
         "seconds": round(result.seconds, 3),
     }
 
@@ -184,6 +219,18 @@ def write_stats_run(plan: StatsPlan, result: StatsResult) -> Path:
     with staged_run_dir(plan.run_dir) as staging:
         write_json(staging / "stats.json", stats_document(plan, result))
         for name in STATISTICS:
-            save_layer_head_heatmap(result.array(name), staging / f"stats_{name}.png", f"{plan.config.model}: {DESCRIPTIONS[name]}")
-        write_run_record(staging, "stats", plan.config, plan.model, plan.texts.data_ref(), plan.device, result.started_at, artifacts, plan.notes)
+            save_layer_head_heatmap(
+                result.array(name), staging / f"stats_{name}.png", f"{plan.config.model}: {DESCRIPTIONS[name]}"
+            )
+        write_run_record(
+            staging,
+            "stats",
+            plan.config,
+            plan.model,
+            plan.texts.data_ref(),
+            plan.device,
+            result.started_at,
+            artifacts,
+            plan.notes,
+        )
     return plan.run_dir

@@ -30,7 +30,9 @@ from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction 
 from embeddings.models import DType, bundled_minilm_path  # noqa: E402
 from embeddings.store import EmbeddingStore  # noqa: E402
 
-AG_NEWS_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv"
+# ../shared/data from a checkout in /work/main, ../../shared/data from a worktree in /work/wt/<name>
+AG_NEWS_TEST = next((p for p in (Path(__file__).resolve().parents[i] / "shared" / "data" / "ag_news" / "test.csv" for i in (2, 3))
+                     if p.exists()), Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv")
 
 
 def load_texts(n: int) -> tuple[list[str], str]:

@@ -10,9 +10,7 @@ epoch of each is a warm-up and not counted; the median of the rest is reported.
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.epoch_timing import add_data_options, load_images, print_epoch_table, time_interleaved  # noqa: E402
 from common.training import ScheduleName, TrainConfig, cpu_threads, fit  # noqa: E402
 from vision.activations import parse_activation  # noqa: E402
-from vision.data import load_kmnist_split  # noqa: E402
 from vision.numpy_mlp import MLP  # noqa: E402
 from vision.numpy_train import fit_numpy  # noqa: E402
 from vision.torch_models import TorchMLP  # noqa: E402
@@ -34,20 +32,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--activation", default="relu")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=4, help="timed epochs per side, after one warm-up epoch")
-    parser.add_argument("--n-examples", type=int, default=6000, help="synthetic images when no --data-dir")
-    parser.add_argument("--data-dir", type=Path, help="KMNIST folder: time on its training images instead")
+    add_data_options(parser, n_examples=6000)
+    parser.set_defaults(epochs=4)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for both sides (torch and NumPy's BLAS)")
     return parser.parse_args()
-
-
-def load_images(args) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 28, 28) float32 in [0, 1] and (N,) int64 labels."""
-    if args.data_dir:
-        train = load_kmnist_split(args.data_dir, "train")
-        return train.images.astype(np.float32) / 255, train.labels
-    rng = np.random.default_rng(0)
-    return rng.random((args.n_examples, 28, 28), dtype=np.float32), rng.integers(0, 10, args.n_examples)
 
 
 def main() -> None:
@@ -67,22 +55,14 @@ def run(args: argparse.Namespace) -> None:
     torch_train = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels))
     torch_val = (torch.from_numpy(val[0]).unsqueeze(1), torch.from_numpy(val[1]))
     rng = np.random.default_rng(1)
-    seconds: dict[str, list[float]] = {"numpy": [], "torch": []}
-    for _ in range(args.epochs + 1):
-        start = time.perf_counter()
-        fit_numpy(numpy_model, (images, labels), val, config, rng)
-        seconds["numpy"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        fit(torch_model, torch_train, torch_val, torch.nn.functional.cross_entropy, config, torch.device("cpu"))
-        seconds["torch"].append(time.perf_counter() - start)
-
-    numpy_s, torch_s = (statistics.median(seconds[k][1:]) for k in ("numpy", "torch"))
+    seconds = time_interleaved({
+        "numpy": lambda: fit_numpy(numpy_model, (images, labels), val, config, rng),
+        "torch": lambda: fit(torch_model, torch_train, torch_val, torch.nn.functional.cross_entropy, config, torch.device("cpu")),
+    }, args.epochs)
     print(f"MLP {args.depth}x{args.width} {activation.value}, batch {args.batch_size}, {len(labels):,} images, float32, CPU, "
           f"{args.threads} thread(s) for torch {torch.__version__} and NumPy {np.__version__}'s BLAS")
-    print(f"{'side':<8}{'s/epoch (median)':>18}{'all epochs (first = warm-up)':>50}")
-    for side in ("numpy", "torch"):
-        print(f"{side:<8}{statistics.median(seconds[side][1:]):>18.3f}{'  '.join(f'{s:.2f}' for s in seconds[side]):>50}")
-    print(f"ratio numpy / torch: {numpy_s / torch_s:.2f}x (target: <= 1.3x)")
+    median = print_epoch_table(seconds)
+    print(f"ratio numpy / torch: {median['numpy'] / median['torch']:.2f}x (target: <= 1.3x)")
 
 
 if __name__ == "__main__":

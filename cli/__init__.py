@@ -10,6 +10,7 @@ import signal
 import sys
 
 _interrupted = False
+_command_started = False
 
 
 def interrupted() -> bool:
@@ -17,20 +18,34 @@ def interrupted() -> bool:
     return _interrupted
 
 
+def command_started() -> None:
+    """From now on Ctrl-C raises KeyboardInterrupt, so a command can remove what it half-wrote."""
+    global _command_started
+    _command_started = True
+
+
+def _exit_quietly() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
+
+
 def _on_interrupt(signum, frame) -> None:
     global _interrupted
     _interrupted = True
+    if not _command_started:
+        # Still importing: nothing written yet, and an exception raised here can be swallowed
+        # (Python ignores exceptions in some import-machinery callbacks), so leave at once.
+        _exit_quietly()
     raise KeyboardInterrupt
 
 
 def _quiet_interrupt(kind, value, traceback, previous=sys.excepthook) -> None:
     if _interrupted or issubclass(kind, KeyboardInterrupt):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(130)
+        _exit_quietly()
     previous(kind, value, traceback)
 
 

@@ -12,7 +12,10 @@ from cli import ui
 from common import ConfigError
 from common.devices import Device, DType
 
-app = typer.Typer(help="Attention weights: one text as PNGs and an HTML viewer, per-head statistics over a data set, and the divergence between two models.", no_args_is_help=True)
+app = typer.Typer(
+    help="Attention weights: one text as PNGs and an HTML viewer, per-head statistics over a data set, and the divergence between two models.",
+    no_args_is_help=True,
+)
 
 MODEL_HELP = "Hugging Face id, local folder (e.g. a fine-tuned run's model/), or 'minilm' (bundled, offline)."
 DATASET_HELP = "'demo', 'ag_news' or a path, as for mlx embed."
@@ -30,7 +33,9 @@ def _index(option: str, value: str) -> int | None:
 def _source(dataset, split, limit, seed, text_column, label_column):
     from attention.inputs import TextSource
 
-    return TextSource(dataset=dataset, split=split, limit=limit, seed=seed, text_column=text_column, label_column=label_column)
+    return TextSource(
+        dataset=dataset, split=split, limit=limit, seed=seed, text_column=text_column, label_column=label_column
+    )
 
 
 @app.command()
@@ -40,9 +45,16 @@ def show(
     dataset: str = typer.Option(None, help=f"Show a row of a data set instead: {DATASET_HELP}"),
     split: str = typer.Option(None, help="Split of --dataset (default: test, or its only split)."),
     row: int = typer.Option(None, help="Row of the split to show (0-based)."),
-    layer: str = typer.Option("all", help="Layer 1..L for the grid and the large heatmap, or 'all' (the large heatmap then shows the last)."),
-    head: str = typer.Option("all", help="Head 1..H, or 'all' (the large heatmap then shows the mean of the layer's heads)."),
-    max_length: int = typer.Option(None, help="Truncate to this many tokens (default 512, or the model's limit if lower); truncation is said aloud."),
+    layer: str = typer.Option(
+        "all", help="Layer 1..L for the grid and the large heatmap, or 'all' (the large heatmap then shows the last)."
+    ),
+    head: str = typer.Option(
+        "all", help="Head 1..H, or 'all' (the large heatmap then shows the mean of the layer's heads)."
+    ),
+    max_length: int = typer.Option(
+        None,
+        help="Truncate to this many tokens (default 512, or the model's limit if lower); truncation is said aloud.",
+    ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/<time>-show-<id>)."),
 ) -> None:
@@ -50,8 +62,17 @@ def show(
     from attention.show import ShowConfig, prepare_show, run_show
 
     source = _source(dataset, split, None, 0, "text", "label") if dataset is not None else None
-    config = ShowConfig(model=model, text=text, source=source, row=row, layer=_index("--layer", layer), head=_index("--head", head),
-                        max_length=max_length, device=device, out=out)
+    config = ShowConfig(
+        model=model,
+        text=text,
+        source=source,
+        row=row,
+        layer=_index("--layer", layer),
+        head=_index("--head", head),
+        max_length=max_length,
+        device=device,
+        out=out,
+    )
     plan = prepare_show(config)
     for note in plan.notes:
         ui.say(note)
@@ -59,7 +80,9 @@ def show(
         ui.warn(plan.truncation_message())
     ui.summary_panel("mlx attention show", plan.summary())
     result = run_show(plan)
-    ui.say(f"wrote {result.html_path} ({result.html_bytes / 1e6:.2f} MB, {result.n_tokens} tokens; open it in a browser, it needs no network)")
+    ui.say(
+        f"wrote {result.html_path} ({result.html_bytes / 1e6:.2f} MB, {result.n_tokens} tokens; open it in a browser, it needs no network)"
+    )
     for png in result.pngs:
         ui.say(f"wrote {png}")
     ui.out.print(str(result.run_dir))
@@ -74,18 +97,29 @@ def stats(
     seed: int = typer.Option(0, help="Seed for --limit."),
     text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option("label", help="Label column of a CSV/JSONL/Parquet file."),
-    max_length: int = typer.Option(None, help="Truncate texts to this many tokens (default 256, or the model's limit if lower)."),
+    max_length: int = typer.Option(
+        None, help="Truncate texts to this many tokens (default 256, or the model's limit if lower)."
+    ),
     batch_size: int = typer.Option(32, help="Texts per forward pass (length-sorted, padded per batch)."),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. bf16/fp16 runs are checked against fp32 on a sample."),
+    dtype: DType = typer.Option(
+        DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. bf16/fp16 runs are checked against fp32 on a sample."
+    ),
     out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/<time>-stats-<id>)."),
     json_: bool = typer.Option(False, "--json", help="Print stats.json to stdout instead of the tables."),
 ) -> None:
     """Per layer and head over a data set: entropy; shares on [CLS], [SEP], punctuation, self, previous, next; distance (Clark et al., 2019)."""
     from attention.stats import StatsConfig, prepare_stats, run_stats, stats_document, write_stats_run
 
-    config = StatsConfig(model=model, source=_source(dataset, split, limit, seed, text_column, label_column), max_length=max_length,
-                         batch_size=batch_size, device=device, dtype=dtype, out=out)
+    config = StatsConfig(
+        model=model,
+        source=_source(dataset, split, limit, seed, text_column, label_column),
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        out=out,
+    )
     plan = prepare_stats(config)
     for note in plan.notes:
         ui.say(note)
@@ -93,9 +127,13 @@ def stats(
     with ui.progress_bar("text") as progress:
         result = run_stats(plan, progress)
     if result.precision_check and not result.precision_ok():
-        ui.warn(f"{result.dtype.value} differs from fp32 by more than the tolerance on a sample ({_largest(result.precision_check)}); use --dtype fp32 for these numbers")
+        ui.warn(
+            f"{result.dtype.value} differs from fp32 by more than the tolerance on a sample ({_largest(result.precision_check)}); use --dtype fp32 for these numbers"
+        )
     elif result.precision_check:
-        ui.say(f"{result.dtype.value} checked against fp32 on a sample: largest difference {_largest(result.precision_check)}")
+        ui.say(
+            f"{result.dtype.value} checked against fp32 on a sample: largest difference {_largest(result.precision_check)}"
+        )
     run_dir = write_stats_run(plan, result)
     ui.say(f"wrote {run_dir} ({result.n_texts:,} texts, {result.n_tokens:,} tokens in {result.seconds:.1f} s)")
     if json_:
@@ -118,7 +156,14 @@ def _stats_tables(result) -> None:
     for column in ("statistic", "lowest", "head", "highest", "head", "mean"):
         extremes.add_column(column, justify="left" if column == "statistic" else "right")
     for name, low, low_at, high, high_at, mean in result.extremes():
-        extremes.add_row(DESCRIPTIONS[name], f"{low:.3f}", f"{low_at[0]}-{low_at[1]}", f"{high:.3f}", f"{high_at[0]}-{high_at[1]}", f"{mean:.3f}")
+        extremes.add_row(
+            DESCRIPTIONS[name],
+            f"{low:.3f}",
+            f"{low_at[0]}-{low_at[1]}",
+            f"{high:.3f}",
+            f"{high_at[0]}-{high_at[1]}",
+            f"{mean:.3f}",
+        )
     ui.out.print(extremes)
     per_layer = Table(title="mean over the heads of each layer")
     per_layer.add_column("layer", justify="right")
@@ -132,12 +177,16 @@ def _stats_tables(result) -> None:
 
 @app.command()
 def diff(
-    model: list[str] = typer.Option(..., help="Two models, --model A --model B, sharing a tokenizer (e.g. minilm and its fine-tuned model/ folder)."),
+    model: list[str] = typer.Option(
+        ..., help="Two models, --model A --model B, sharing a tokenizer (e.g. minilm and its fine-tuned model/ folder)."
+    ),
     dataset: str = typer.Option("demo", help=DATASET_HELP),
     split: str = typer.Option(None, help="Split to read (default: test, or the only split)."),
     limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N texts."),
     seed: int = typer.Option(0, help="Seed for --limit."),
-    max_length: int = typer.Option(None, help="Truncate texts to this many tokens (default 256, or the models' limit if lower)."),
+    max_length: int = typer.Option(
+        None, help="Truncate texts to this many tokens (default 256, or the models' limit if lower)."
+    ),
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU."),
@@ -149,8 +198,15 @@ def diff(
 
     if len(model) != 2:
         raise ConfigError(f"diff compares exactly two models: pass --model A --model B (got {len(model)})")
-    config = DiffConfig(models=(model[0], model[1]), source=_source(dataset, split, limit, seed, "text", "label"), max_length=max_length,
-                        batch_size=batch_size, device=device, dtype=dtype, out=out)
+    config = DiffConfig(
+        models=(model[0], model[1]),
+        source=_source(dataset, split, limit, seed, "text", "label"),
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        out=out,
+    )
     plan = prepare_diff(config)
     for note in plan.notes:
         ui.say(note)

@@ -66,6 +66,11 @@ def finetune(
         "--force",
         help="Train again even if the run folder holds a finished run, or start an interrupted one over.",
     ),
+    train_size: int = typer.Option(
+        None,
+        "--train-size",
+        help="Train on a stratified, seeded subset of this many training rows (the rows `probe --train-size` uses).",
+    ),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Fine-tune a Hugging Face encoder end to end; the best checkpoint (by validation accuracy) is scored on test.
@@ -85,6 +90,7 @@ def finetune(
         text_column=text_column,
         label_column=label_column,
         limit=limit,
+        train_size=train_size,
         n_epochs=epochs,
         lr=lr,
         batch_size=batch_size,

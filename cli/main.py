@@ -27,8 +27,12 @@ class MlxGroup(TyperGroup):
             _usage_error(exc)
 
     def invoke(self, ctx):
+        cli.command_started()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if cli.interrupted():  # a Ctrl-C that Python swallowed (raised inside a callback): still an interrupted run
+                ctx.exit(130)
+            return result
         except MlxError as exc:
             ui.print_error(str(exc))
             ctx.exit(exc.exit_code)

@@ -55,11 +55,11 @@ def report(
 
 
 def report_table(result) -> Table:
-    from report.markdown import caption, format_rows
+    from report.markdown import caption, format_rows, title
 
     header, cells = format_rows(result)
     table = Table(
-        title=f"probe vs fine-tune on {result.data_name}",
+        title=title(result),
         caption=caption(result),
         box=box.SIMPLE_HEAD,
         pad_edge=False,

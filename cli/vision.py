@@ -85,13 +85,17 @@ def compare(
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
+    tta: int = typer.Option(0, "--tta", help="Test-time augmentation: average the prediction over the image and this many fixed small warps (0 = off, up to 8); validation is scored with and without."),
+    plot: bool = typer.Option(False, "--plot", help="Also write errors_<model>.png: misclassified test images grouped by the most confused class pairs, beside the confusion matrix."),
+    detail: bool = typer.Option(False, "--detail", help="Also print each model's per-class test accuracy."),
     json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
 ) -> None:
     """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
     from vision.compare import CompareConfig, prepare_compare, run_compare
 
     config = CompareConfig(models=parse_models(models), dataset=dataset, data_dir=data_dir, n_epochs=epochs, augment=augment,
-                           validation_fraction=validation_fraction, seed=seed, device=device, threads=threads, out=out)
+                           validation_fraction=validation_fraction, seed=seed, device=device, threads=threads, out=out,
+                           tta_views=tta, plot_errors=plot)
     setup = prepare_compare(config)
     _say_device(setup.device)
     ui.summary_panel("mlx vision compare", setup.summary())
@@ -102,12 +106,27 @@ def compare(
         ui.say(f"run folder: {result.run_dir}")
         return
     table = Table(title=f"{setup.splits.dataset}: {len(setup.splits.train)} train images, test on {len(setup.splits.test)}")
-    for column in ("model", "test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs"):
+    # With test-time views, validation with and without them is what decides whether to use them.
+    columns = ("model",) + (("val acc.", f"val + {tta} views") if tta else ()) + ("test accuracy", "macro-F1", "params", "train s", "s / epoch", "epochs")
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in result.rows():
-        table.add_row(row["model"], f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
+        validation = (f"{row['validation_accuracy']:.2%}", f"{row['validation_accuracy_tta']:.2%}") if tta else ()
+        table.add_row(row["model"], *validation, f"{row['test_accuracy']:.2%}", f"{row['test_macro_f1']:.4f}", f"{row['n_parameters']:,}", f"{row['train_seconds']:.1f}", f"{row['seconds_per_epoch']:.2f}", str(row["n_epochs"]))
     ui.out.print(table)
+    if detail:
+        _print_per_class(result.rows(), setup.splits.class_names)
     ui.say(f"run folder: {result.run_dir} (figures: {', '.join(p.name for p in result.figures)})")
+
+
+def _print_per_class(rows: list[dict], class_names: tuple[str, ...]) -> None:
+    table = Table(title="Per-class test accuracy (share of each class's test images predicted correctly)")
+    table.add_column("class")
+    for row in rows:
+        table.add_column(row["model"], justify="right")
+    for name in class_names:
+        table.add_row(name, *(f"{row['per_class_accuracy'][name]:.2%}" for row in rows))
+    ui.out.print(table)
 
 
 @vision_app.command()

@@ -25,8 +25,8 @@ from common.distributed import DistInfo, barrier, init_distributed
 from common.locking import store_lock
 from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
-from common.runs import disk_errors, write_json, write_npz
 from common.progress import ProgressCallback, no_progress
+from common.runs import disk_errors, write_json, write_npz
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
 from embeddings.models import DEFAULT_MODEL, LoadedModel, load_model, model_revision, model_shape, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer

@@ -27,6 +27,12 @@ class FinetuneConfig:
     text_column: str = "text"
     label_column: str = "label"
     limit: int | None = None
+    train_size: int | None = (
+        None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
+    )
+    train_size: int | None = (
+        None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
+    )
     n_epochs: int = 3
     lr: float | None = None  # None: by model size (default_lr)
     batch_size: int = 32
@@ -87,6 +93,10 @@ class FinetuneConfig:
             raise ConfigError(f"--max-grad-norm must be a positive finite number, got {self.max_grad_norm}; e.g. 1.0")
         if self.seed < 0:
             raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
         for name, value in (

@@ -24,7 +24,7 @@ from common.errors import ConfigError, DataError, ModelLoadError, StoreError
 from common.paths import ensure_writable_dir, mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
-from common.splits import stratified_split
+from common.splits import stratified_split, stratified_subsample
 from embeddings.datasets import TextDataset, load_text_dataset
 from embeddings.models import model_shape, resolve_model
 from finetune.config import (
@@ -136,7 +136,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         raise DataError(
             f"split {config.train_split!r} of {dataset.name} has only one class ({dataset.label_names[present[0]]}); a classifier needs at least two"
         )
-    fit_rows, val_rows = stratified_split(train.labels, VALIDATION_FRACTION, VALIDATION_SEED, what="validation")
+    fit_rows, val_rows = _training_rows(train.labels, config.train_size, config.seed)
     shape = model_shape(config.model)
     source = resolve_model(config.model)
     config = replace(
@@ -174,6 +174,21 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         resume_step,
         now(),
     )
+
+
+def _training_rows(labels: np.ndarray, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) rows of the training split; with ``train_size`` both come from the stratified
+    subset that ``probe --train-size`` trains on (common.splits.stratified_subsample, same seed)."""
+    rows = np.arange(len(labels))
+    if train_size is not None:
+        if train_size > len(labels):
+            raise ConfigError(
+                f"--train-size {train_size} is larger than the {len(labels)} rows of the training split; "
+                f"pass at most {len(labels)}"
+            )
+        rows = stratified_subsample(labels, train_size, seed)
+    fit, validation = stratified_split(labels[rows], VALIDATION_FRACTION, VALIDATION_SEED, what="validation")
+    return rows[fit], rows[validation]
 
 
 class _LenOnly:

@@ -14,8 +14,8 @@ import numpy as np
 
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
-from common.runs import new_run_name, staged_run_dir
 from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
+from common.runs import new_run_name, staged_run_dir
 from report import stats
 from report.runs import find_runs, resolve_run
 
@@ -136,7 +136,7 @@ def _select(config: ReportConfig) -> list[RunRecord]:
         same_model = (r.model.id if r.model else None) in family or (
             r.kind == "finetune" and newest.model and r.model and r.model.id == newest.model.id
         )
-        key = (r.command, r.model.id if r.model else None, r.best.n_train)
+        key = (r.command, r.model.id if r.model else None, labelled_rows(r, r.best))
         if same_test and same_model and key not in latest:
             latest.add(key)
             group.append(r)
@@ -176,7 +176,7 @@ def _row(
         r.method,
         describe(r),
         model_label(record, finetuned),
-        r.n_train,
+        labelled_rows(record, r),
         r.accuracy,
         low,
         high,
@@ -187,6 +187,17 @@ def _row(
         chosen_on,
         row_name=r.name,
     )
+
+
+def labelled_rows(record: RunRecord, r: ResultRow) -> int | None:
+    """Labelled training rows the method saw, its validation rows included.
+
+    A fine-tune run fits on 90% of its rows and picks its checkpoint on the other 10%, recorded as
+    two splits; a probe picks C on a split of its ``train`` rows. Counting both the same way puts
+    probe and fine-tune at one training-set size side by side (and under one McNemar reference).
+    """
+    used = [s.n_rows for s in record.data.splits if s.name in ("train", "validation")]
+    return sum(used) if used else r.n_train
 
 
 def describe(r: ResultRow) -> str:
@@ -200,7 +211,7 @@ def describe(r: ResultRow) -> str:
 def model_label(record: RunRecord, finetuned: dict[str, str]) -> str:
     """The model id, or ``<base> fine-tuned (n=N)`` for a store embedded with a fine-tuned model of these runs."""
     if record.model is None:
-        return record.data.name
+        return "-"  # vision models are trained from scratch: the method names the model
     return finetuned.get(resolved(record.model.id), record.model.id)
 
 
@@ -216,7 +227,8 @@ def _finetuned_models(records) -> dict[str, str]:
     found = {}
     for r in records:
         if r.kind == "finetune" and r.model:
-            size = f" (n={r.best.n_train:,})" if r.best and r.best.n_train else ""
+            n = labelled_rows(r, r.best) if r.best else None
+            size = f" (n={n:,})" if n else ""
             for artifact in r.artifacts:
                 found[str((Path(r.run_dir) / artifact).resolve())] = (
                     f"{Path(r.model.id).name or r.model.id} fine-tuned{size}"

@@ -14,7 +14,7 @@ def format_rows(report) -> tuple[list[str], list[list[str]]]:
     header = [
         "method",
         *(["model"] if several_models else []),
-        "n train",
+        "train rows",
         "acc % [95% CI]",
         "macro-F1 %",
         "trainable",
@@ -47,8 +47,14 @@ def format_rows(report) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+def title(report) -> str:
+    kinds = {r.kind for r in report.rows}
+    what = "Probe vs fine-tune" if kinds & {"probe", "finetune"} else "Models compared"
+    return f"{what} on {report.data_name}"
+
+
 def models_and_devices(report) -> str:
-    models = sorted({r.model for r in report.rows})
+    models = sorted({r.model for r in report.rows} - {"-"}) or ["trained from scratch"]
     devices = sorted({r.device for r in report.rows})
     return f"model {', '.join(models)}; device {', '.join(devices)}"
 
@@ -58,7 +64,8 @@ def caption(report) -> str:
         f"Test set: {report.test_description}; {models_and_devices(report)}. Intervals: percentile bootstrap over test rows. McNemar p: exact "
         "paired test against the reference row (ref: the fine-tuned model, else the most accurate) of the same "
         "training size, with the rows only this one / only the reference gets right. * best of several settings "
-        "picked on test accuracy (optimistic); other rows were chosen on validation or had one setting."
+        "picked on test accuracy (optimistic); other rows were chosen on validation or had one setting. "
+        "Train rows: labelled rows used, validation rows included."
     )
 
 
@@ -66,7 +73,7 @@ def write_markdown(path: Path, report) -> Path:
     path = Path(path)
     header, cells = format_rows(report)
     lines = [
-        f"## Probe vs fine-tune on {report.data_name}",
+        f"## {title(report)}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

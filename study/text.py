@@ -83,6 +83,11 @@ class TextStudyPlan:
     n_test: int
     sizes: tuple[int | None, ...]  # normalised: None for every row
     steps: tuple[Step, ...] = field(default=())
+    data_fingerprint: str = ""  # the dataset's: finished steps are reused only on the same data
+
+    def base(self) -> dict:
+        """The settings study.json records: the config's and the data fingerprint."""
+        return {**self.config.base(), "data_fingerprint": self.data_fingerprint}
 
     def summary(self) -> dict[str, str]:
         c = self.config
@@ -164,9 +169,9 @@ def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
     sizes = tuple(sorted(sizes, key=lambda n: n_train if n is None else n))
     model_shape(config.model)  # a bad model name fails here, not after the first step
     out = Path(config.out).expanduser() if config.out else default_study_dir(config, dataset.name)
-    _claim(out, config)
-    plan = TextStudyPlan(config, out, n_train, n_test, sizes)
-    return TextStudyPlan(config, out, n_train, n_test, sizes, tuple(_steps(plan)))
+    _claim(out, {**config.base(), "data_fingerprint": dataset.fingerprint})
+    plan = TextStudyPlan(config, out, n_train, n_test, sizes, data_fingerprint=dataset.fingerprint)
+    return TextStudyPlan(config, out, n_train, n_test, sizes, tuple(_steps(plan)), dataset.fingerprint)
 
 
 def default_study_dir(config: TextStudyConfig, dataset_name: str) -> Path:
@@ -175,8 +180,8 @@ def default_study_dir(config: TextStudyConfig, dataset_name: str) -> Path:
     return mlx_home() / "studies" / name
 
 
-def _claim(out: Path, config: TextStudyConfig) -> None:
-    """One study per folder: a folder started with other settings is refused, never mixed."""
+def _claim(out: Path, base: dict) -> None:
+    """One study per folder: a folder started with other settings or on other data is refused, never mixed."""
     ensure_writable_dir(out)
     marker = out / "study.json"
     if marker.exists():
@@ -184,8 +189,8 @@ def _claim(out: Path, config: TextStudyConfig) -> None:
             saved = json.loads(marker.read_text()).get("base")
         except (OSError, ValueError):
             saved = None
-        if saved != json.loads(json.dumps(config.base())):
-            changed = sorted(k for k in config.base() if (saved or {}).get(k) != config.base()[k])
+        if saved != json.loads(json.dumps(base)):
+            changed = sorted(k for k in base if (saved or {}).get(k) != base[k])
             raise StoreError(
                 f"{out} holds a study with other settings ({', '.join(changed) or 'unreadable study.json'}); "
                 "re-run with the original settings to resume it, or choose another --out"
@@ -193,7 +198,7 @@ def _claim(out: Path, config: TextStudyConfig) -> None:
     else:
         if any(out.iterdir()):
             raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
-        write_json(marker, {"kind": "study text", "base": config.base()})
+        write_json(marker, {"kind": "study text", "base": base})
 
 
 def _steps(plan: TextStudyPlan) -> list[Step]:
@@ -225,7 +230,7 @@ def run_text_study(
     c = plan.config
     write_json(
         plan.out / "study.json",
-        {"kind": "study text", "base": c.base(), "train_sizes": [size_label(n) for n in plan.sizes]},
+        {"kind": "study text", "base": plan.base(), "train_sizes": [size_label(n) for n in plan.sizes]},
     )
     done = cached = 0
     frozen = plan.out / "stores" / "frozen.h5"

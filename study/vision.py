@@ -58,7 +58,7 @@ def run_vision_study(
     from report.join import ReportConfig, build_report
 
     out = Path(config.out).expanduser() if config.out else default_vision_study_dir(config)
-    _claim(out, config)
+    _claim(out, {**config.base(), "data_fingerprint": _data_fingerprint(config)})
     compare_run, did_compare = _compare(config, out / "compare", progress, notify)
     sweep_run, did_sweep = _sweep(config, out / "sweep", progress, notify)
     runs = (compare_run, sweep_run)
@@ -68,18 +68,28 @@ def run_vision_study(
     return VisionStudyResult(out, runs, report, did_compare + did_sweep, 2 - did_compare - did_sweep)
 
 
-def _claim(out: Path, config: VisionStudyConfig) -> None:
+def _data_fingerprint(config: VisionStudyConfig) -> str:
+    """The images' fingerprint: finished steps are reused only on the same data (a changed --data-dir is refused)."""
+    from vision.data import DatasetName, load_splits
+
+    return load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed).fingerprint
+
+
+def _claim(out: Path, base: dict) -> None:
     ensure_writable_dir(out)
     marker = out / "study.json"
     if marker.exists():
-        if json.loads(marker.read_text()).get("base") != json.loads(json.dumps(config.base())):
+        saved = json.loads(marker.read_text()).get("base") or {}
+        if saved != json.loads(json.dumps(base)):
+            changed = sorted(k for k in base if saved.get(k) != json.loads(json.dumps(base))[k])
             raise StoreError(
-                f"{out} holds a study with other settings (see its study.json); re-run with those to resume, or choose another --out"
+                f"{out} holds a study with other settings or data ({', '.join(changed)}; see its study.json); "
+                "re-run with those to resume, or choose another --out"
             )
     elif any(out.iterdir()):
         raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
     else:
-        write_json(marker, {"kind": "study vision", "base": config.base()})
+        write_json(marker, {"kind": "study vision", "base": base})
 
 
 def _latest(pattern_dir: Path, pattern: str) -> Path | None:

@@ -4,7 +4,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from attention.heads import STATISTICS, HeadStatistics, jensen_shannon, row_statistics
@@ -106,10 +105,28 @@ def test_quantisation_keeps_small_weights():
 
 def test_show_writes_pngs_and_a_self_contained_viewer(tiny_bert, tmp_path):
     out = tmp_path / "show"
-    result = invoke("attention", "show", "--model", tiny_bert, "--text", "the team wins the cup, says the coach.", "--head", "2", "--out", out)
+    result = invoke(
+        "attention",
+        "show",
+        "--model",
+        tiny_bert,
+        "--text",
+        "the team wins the cup, says the coach.",
+        "--head",
+        "2",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
-    assert {p.name for p in out.iterdir()} == {"attention.html", "attention_grid.png", "attention_head.png", "rollout.png", "show.json", "run.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "attention.html",
+        "attention_grid.png",
+        "attention_head.png",
+        "rollout.png",
+        "show.json",
+        "run.json",
+    }
     page = (out / "attention.html").read_text()
     assert "MB" in result.stderr and "attention.html" in result.stderr  # its size is said
     assert "<script src" not in page and "<link" not in page and "http://" not in page and "https://" not in page
@@ -120,7 +137,20 @@ def test_show_writes_pngs_and_a_self_contained_viewer(tiny_bert, tmp_path):
 
 def test_show_a_dataset_row_and_truncation(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "news")
-    result = invoke("attention", "show", "--model", tiny_bert, "--dataset", data, "--split", "test", "--row", "3", "--out", tmp_path / "a")
+    result = invoke(
+        "attention",
+        "show",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        data,
+        "--split",
+        "test",
+        "--row",
+        "3",
+        "--out",
+        tmp_path / "a",
+    )
     assert result.exit_code == 0, result.output
     assert "test row 3" in json.loads((tmp_path / "a" / "show.json").read_text())["where"]
     long_text = "the market " * 100  # more than the tiny model's 128 positions
@@ -134,7 +164,21 @@ def test_show_a_dataset_row_and_truncation(tiny_bert, tmp_path):
 def test_stats_end_to_end(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "news")
     out = tmp_path / "stats"
-    result = invoke("attention", "stats", "--model", tiny_bert, "--dataset", data, "--limit", "8", "--batch-size", "3", "--json", "--out", out)
+    result = invoke(
+        "attention",
+        "stats",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        data,
+        "--limit",
+        "8",
+        "--batch-size",
+        "3",
+        "--json",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["data"]["n_texts"] == 8 and document["data"]["split"] == "test"
@@ -151,7 +195,9 @@ def test_stats_end_to_end(tiny_bert, tmp_path):
 
 def test_stats_bf16_is_checked_against_fp32(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "news")
-    result = invoke("attention", "stats", "--model", tiny_bert, "--dataset", data, "--dtype", "bf16", "--out", tmp_path / "s")
+    result = invoke(
+        "attention", "stats", "--model", tiny_bert, "--dataset", data, "--dtype", "bf16", "--out", tmp_path / "s"
+    )
     assert result.exit_code == 0, result.output
     assert "checked against fp32" in result.stderr or "differs from fp32" in result.stderr
     check = json.loads((tmp_path / "s" / "stats.json").read_text())["precision_check"]
@@ -171,10 +217,34 @@ def test_diff_same_model_is_zero_and_a_changed_copy_is_not(tiny_bert, tmp_path):
         if (tiny_bert / name).exists():
             (changed / name).write_bytes((tiny_bert / name).read_bytes())
     data = write_ag_news_folder(tmp_path / "news")
-    same = invoke("attention", "diff", "--model", tiny_bert, "--model", tiny_bert, "--dataset", data, "--json", "--out", tmp_path / "d1")
+    same = invoke(
+        "attention",
+        "diff",
+        "--model",
+        tiny_bert,
+        "--model",
+        tiny_bert,
+        "--dataset",
+        data,
+        "--json",
+        "--out",
+        tmp_path / "d1",
+    )
     assert same.exit_code == 0, same.output
     assert np.abs(json.loads(same.stdout)["divergence"]).max() < 1e-6
-    moved = invoke("attention", "diff", "--model", tiny_bert, "--model", changed, "--dataset", data, "--json", "--out", tmp_path / "d2")
+    moved = invoke(
+        "attention",
+        "diff",
+        "--model",
+        tiny_bert,
+        "--model",
+        changed,
+        "--dataset",
+        data,
+        "--json",
+        "--out",
+        tmp_path / "d2",
+    )
     assert moved.exit_code == 0, moved.output
     layers = json.loads(moved.stdout)["layer_means"]
     assert layers[0] < 1e-6 < layers[1]
@@ -205,7 +275,9 @@ def test_bad_input(tiny_bert, tmp_path, isolated_home):
     fails_cleanly(["show", *model, "--text", "the cup", "--layer", "3"], "--layer 3 is out of range", "1..2")
     fails_cleanly(["show", *model, "--text", "the cup", "--head", "0"], "--head 0 is out of range", "1..2")
     fails_cleanly(["show", *model, "--text", "the cup", "--head", "first"], "--head takes a number")
-    fails_cleanly(["show", *model, "--dataset", data, "--split", "test", "--row", "12"], "--row 12 is past the end", "0..11")
+    fails_cleanly(
+        ["show", *model, "--dataset", data, "--split", "test", "--row", "12"], "--row 12 is past the end", "0..11"
+    )
     fails_cleanly(["show", *model, "--dataset", data, "--split", "dev", "--row", "0"], "split 'dev'")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -231,7 +303,10 @@ def test_diff_refuses_models_with_different_tokenizers(tiny_bert, tmp_path):
     (other / "vocab.txt").write_text("\n".join(vocab[:5] + vocab[5:][::-1]) + "\n")  # same size, other ids
     BertTokenizerFast(vocab=str(other / "vocab.txt"), do_lower_case=True).save_pretrained(other)
     data = write_ag_news_folder(tmp_path / "news")
-    fails_cleanly(["diff", "--model", tiny_bert, "--model", other, "--dataset", data, "--out", tmp_path / "d"], "do not share a tokenizer")
+    fails_cleanly(
+        ["diff", "--model", tiny_bert, "--model", other, "--dataset", data, "--out", tmp_path / "d"],
+        "do not share a tokenizer",
+    )
     assert not (tmp_path / "d").exists()
 
 
@@ -240,7 +315,11 @@ def test_a_model_without_attention_weights_is_refused(tiny_bert, monkeypatch):
     import attention.model
     from embeddings.models import load_model
 
-    monkeypatch.setattr(attention.model, "load_model", lambda model_id, device, dtype, attn_implementation=None: load_model(model_id, device, dtype))
+    monkeypatch.setattr(
+        attention.model,
+        "load_model",
+        lambda model_id, device, dtype, attn_implementation=None: load_model(model_id, device, dtype),
+    )
     fails_cleanly(["show", "--model", tiny_bert, "--text", "the cup"], "returned no attention weights")
 
 

@@ -14,8 +14,13 @@ import pytest
 from attention.html import render_viewer
 from attention.rollout import attention_rollout
 
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); the viewer is not tested in a browser")
+CHROMIUM = next(
+    (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (apt-get install chromium); the viewer is not tested in a browser",
+)
 
 
 def _attentions(n_layers: int, n_heads: int, n_tokens: int, seed: int = 0) -> np.ndarray:
@@ -32,18 +37,31 @@ def _page(tmp_path, n_layers: int, n_heads: int, n_tokens: int):
     attentions = _attentions(n_layers, n_heads, n_tokens)
     tokens = ["[CLS]"] + [f"w{i}" for i in range(1, n_tokens - 2)] + ["</s>", "[SEP]"]  # "</s>" must not end the script
     page = tmp_path / "attention.html"
-    page.write_text(render_viewer(attentions, tokens, attention_rollout(attentions)[0], "test-model", "--text", layer=1, head=2))
+    page.write_text(
+        render_viewer(attentions, tokens, attention_rollout(attentions)[0], "test-model", "--text", layer=1, head=2)
+    )
     return page
 
 
 def _chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-               "--virtual-time-budget=30000", *args]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=30000",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def _console_errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "CONSOLE" in line and re.search(r"error|uncaught", line, re.IGNORECASE)]
+    return [
+        line for line in stderr.splitlines() if "CONSOLE" in line and re.search(r"error|uncaught", line, re.IGNORECASE)
+    ]
 
 
 def test_viewer_script_runs_and_draws_every_view(tmp_path):
@@ -78,4 +96,6 @@ def test_viewer_stays_responsive_at_512_tokens_and_12_by_12_heads(tmp_path):
     assert "144 thumbnails" in dom.stdout
     assert _console_errors(dom.stderr) == []
     drawn_ms = int(re.search(r"\((\d+) ms after the page opened\)", dom.stdout).group(1))
-    print(f"512 tokens x 144 heads: {size_mb:.1f} MB page, drawn {drawn_ms} ms after opening ({seconds:.1f} s of headless Chromium in all)")
+    print(
+        f"512 tokens x 144 heads: {size_mb:.1f} MB page, drawn {drawn_ms} ms after opening ({seconds:.1f} s of headless Chromium in all)"
+    )

@@ -164,6 +164,50 @@ def test_vision_study_compare_and_sweep_then_cached(tmp_path):
     )
     first = invoke(*args)
     assert first.exit_code == 0, first.output
-    assert "mlp-numpy" in first.stdout and (tmp_path / "v" / "report" / "accuracy-by-method.png").exists()
+    assert (
+        "Models compared on kmnist" in first.stdout and (tmp_path / "v" / "report" / "accuracy-by-method.png").exists()
+    )
+    assert "| mlp-numpy" in (tmp_path / "v" / "report" / "report.md").read_text()
     again = invoke(*args)
     assert again.exit_code == 0 and "0 step(s) run, 2 found done" in again.stderr
+
+
+def test_a_study_on_changed_data_is_refused_not_reused(tiny_bert, news, tmp_path):
+    """Issue 8 item 1's rule for the study caches: finished steps describe their data only."""
+    from study.text import TextStudyConfig, prepare_text_study
+
+    config = TextStudyConfig(model=str(tiny_bert), dataset=str(news), out=tmp_path / "s")
+    prepare_text_study(config)  # claims the folder for this data
+    with open(news / "train.csv", "a") as stream:
+        stream.write('"1","a new row","changes the data"\n')
+    with pytest.raises(Exception, match="data_fingerprint"):
+        prepare_text_study(config)
+
+
+def test_a_vision_study_on_changed_data_is_refused(tmp_path):
+    import numpy as np
+    from vision_helpers import tiny_images, write_npz_dataset
+
+    data = write_npz_dataset(tmp_path / "kmnist", n_train=120, n_test=60)
+    args = (
+        "study",
+        "vision",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data,
+        "--models",
+        "mlp-numpy",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "v",
+    )
+    assert invoke(*args).exit_code == 0
+    images, labels = tiny_images(120, seed=9)
+    np.savez_compressed(data / "kmnist-train-imgs.npz", images)
+    np.savez_compressed(data / "kmnist-train-labels.npz", labels)
+    again = invoke(*args)
+    assert again.exit_code != 0 and "data_fingerprint" in again.stderr

@@ -31,6 +31,8 @@ class AugmentConfig:
 
 NO_AUGMENT = AugmentConfig()
 SHIFT_ROTATE = AugmentConfig(max_shift_px=2.0, max_rotation_deg=10.0, max_scale=0.08)
+# cnn-strong's warps: translation ±10% of the side (2.8 px), rotation ±0.15 rad, scale ±10%.
+WARP = AugmentConfig(max_shift_px=2.8, max_rotation_deg=8.6, max_scale=0.10)
 CONTROL_POINTS = 4
 
 
@@ -100,12 +102,25 @@ def augment_numpy(images: np.ndarray, config: AugmentConfig, rng: np.random.Gene
     if ops is not None:
         images = stroke_numpy(images, ops)
     matrix = sample_affine(config, n, rng)  # (B, 2, 3)
+    return warp_numpy(images, matrix, sample_displacement(config, n, height, width, rng))
+
+
+def affine_matrix(rotation_deg: float = 0.0, scale: float = 1.0, shift_x_px: float = 0.0, shift_y_px: float = 0.0) -> np.ndarray:
+    """(2, 3) float32: one fixed warp in ``sample_affine``'s convention (output offsets → input offsets)."""
+    angle = np.deg2rad(rotation_deg)
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    return np.array([[cos, -sin, shift_x_px], [sin, cos, shift_y_px]], np.float32)
+
+
+def warp_numpy(images: np.ndarray, matrix: np.ndarray, displacement: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear warp with zero fill. images: (B, H, W) float32; matrix: (B, 2, 3) as from ``sample_affine``;
+    displacement: (B, 2, H, W) pixels or None → (B, H, W) float32."""
+    n, height, width = images.shape
     ys, xs = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
     centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
     grid = np.stack([xs.ravel() - centre_x, ys.ravel() - centre_y, np.ones(height * width, np.float32)])  # (3, P)
     source = matrix @ grid  # (B, 2, P) input offsets
     src_x, src_y = source[:, 0] + centre_x, source[:, 1] + centre_y  # (B, P)
-    displacement = sample_displacement(config, n, height, width, rng)  # (B, 2, H, W) or None
     if displacement is not None:
         src_x, src_y = src_x + displacement[:, 0].reshape(n, -1), src_y + displacement[:, 1].reshape(n, -1)
     # Zero fill without masks: sample from a copy with a zero border and clip coordinates into it.

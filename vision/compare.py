@@ -5,15 +5,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common import ConfigError
 from common import record as run_record
 from common.devices import Device
 from common.progress import ProgressCallback, no_progress
 from common.runs import new_run_name, staged_run_dir, write_json
-from vision.data import DatasetName, Splits, load_splits
-from vision.experiment import ModelRun, data_description, run_model
+from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
+from vision.experiment import ModelRun, check_tta_views, data_description, run_model
 from vision.models import ModelName, ModelSpec, preset
-from vision.plots import plot_confusion, plot_learning_curves
+from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
 from vision.runs import default_runs_dir, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
@@ -31,6 +33,8 @@ class CompareConfig:
     device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
+    tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
+    plot_errors: bool = False  # an error gallery per model beside its confusion matrix
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class CompareSetup:
             "dtype": "float32",
             "threads": self.config.threads or "library default",
             "seed": self.config.seed,
+            "test-time views": self.config.tta_views or "off",
             "output": self.run_dir,
         }
 
@@ -70,6 +75,8 @@ class CompareResult:
                 "test_accuracy": r.test.accuracy if r.test else None,
                 "test_macro_f1": r.test.macro_f1 if r.test else None,
                 "validation_accuracy": r.validation_accuracy,
+                "validation_accuracy_tta": r.validation_accuracy_tta,
+                "per_class_accuracy": r.test.per_class_accuracy if r.test else None,
                 "n_parameters": r.n_parameters,
                 "train_seconds": r.history.seconds,
                 "seconds_per_epoch": r.history.seconds_per_epoch,
@@ -83,6 +90,7 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
     """Validate everything, load the data and pick the device before any folder is made or time spent."""
     from common.devices import resolve_device
 
+    check_tta_views(config.tta_views)
     specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
@@ -106,8 +114,8 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     with staged_run_dir(final) as stage:
         with cpu_threads(setup.config.threads) as n_threads:
             write_json(stage / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
-            runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress) for spec in setup.specs)
-        figures = _write_figures(runs, setup.splits.class_names, stage)
+            runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress, n_tta_views=setup.config.tta_views) for spec in setup.specs)
+        figures = _write_figures(runs, setup.splits, stage, setup.config.plot_errors)
         write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
         config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
         record, predictions = compare_record(runs, setup.splits, config, str(setup.device),
@@ -117,9 +125,15 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     return CompareResult(runs, final, tuple(final / f.name for f in figures), record)
 
 
-def _write_figures(runs: tuple[ModelRun, ...], class_names, folder: Path) -> list[Path]:
+def _write_figures(runs: tuple[ModelRun, ...], splits: Splits, folder: Path, plot_errors: bool) -> list[Path]:
     figures = [plot_learning_curves({r.spec.model.value: r.history for r in runs}, folder / "learning_curves.png")]
+    glyphs = KMNIST_HIRAGANA if splits.class_names == KMNIST_CLASS_NAMES else None
     for r in runs:
-        title = f"{r.spec.model.value}: test accuracy {r.test.accuracy:.2%}"
-        figures.append(plot_confusion(r.test.confusion, class_names, title, folder / f"confusion_{r.spec.model.value}.png"))
+        name = r.spec.model.value
+        title = f"{name}: test accuracy {r.test.accuracy:.2%}"
+        figures.append(plot_confusion(r.test.confusion, splits.class_names, title, folder / f"confusion_{name}.png"))
+        if plot_errors:
+            errors = int(r.test.confusion.sum() - np.trace(r.test.confusion))
+            gallery_title = f"{name}: {errors:,} of {len(splits.test):,} test images misclassified ({r.test.accuracy:.2%} correct), by the most confused pairs"
+            figures.append(plot_error_gallery(splits.test.images, splits.test.labels, r.test.predicted, r.test.confusion, splits.class_names, glyphs, gallery_title, folder / f"errors_{name}.png"))
     return figures

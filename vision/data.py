@@ -24,6 +24,7 @@ IMAGE_SIDE = 28
 DEFAULT_DATA_DIR = Path("data")
 
 KMNIST_CLASS_NAMES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+KMNIST_HIRAGANA = ("お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を")  # the modern glyph of each class
 
 # Official release names; the idx names are the torchvision ``KMNIST/raw/`` layout.
 NPZ_NAMES = {

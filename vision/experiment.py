@@ -5,6 +5,7 @@ the model with the training set's mean and std. The validation split guides noth
 reports and sweep ranking; the test split is scored once per trained model, at the end.
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -14,9 +15,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
+from common import ConfigError
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
 from common.training import TrainHistory
+from vision.augment import affine_matrix, warp_numpy
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
 from vision.runs import stamp
@@ -30,6 +33,14 @@ class TestScores:
     macro_f1: float
     confusion: np.ndarray  # (C, C) int64, rows = true class
     predicted: np.ndarray | None = None  # (N,) int64 predicted labels, saved in the run's predictions.npz
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def per_class_accuracy(self) -> dict[str, float]:
+        """Recall of each class: the share of its images predicted as it (nan for an absent class)."""
+        totals = self.confusion.sum(axis=1)
+        names = self.class_names or tuple(str(c) for c in range(len(totals)))
+        return {name: float(self.confusion[c, c] / totals[c]) if totals[c] else float("nan") for c, name in enumerate(names)}
 
 
 @dataclass(frozen=True)
@@ -40,19 +51,49 @@ class ModelRun:
     validation_accuracy: float
     test: TestScores | None
     run_dir: Path
+    n_tta_views: int = 0
+    validation_accuracy_tta: float | None = None  # with the test-time views, when n_tta_views > 0
 
     def metrics(self) -> dict[str, Any]:
-        scores = {} if self.test is None else {"test_accuracy": self.test.accuracy, "test_macro_f1": self.test.macro_f1, "confusion": self.test.confusion.tolist()}
+        scores = {} if self.test is None else {
+            "test_accuracy": self.test.accuracy,
+            "test_macro_f1": self.test.macro_f1,
+            "per_class_accuracy": self.test.per_class_accuracy,
+            "confusion": self.test.confusion.tolist(),
+        }
         return {
             "model": self.spec.model.value,
             "n_parameters": self.n_parameters,
             "validation_accuracy": self.validation_accuracy,
+            "n_tta_views": self.n_tta_views,
+            "validation_accuracy_tta": self.validation_accuracy_tta,
             **scores,
             "train_seconds": self.history.seconds,
             "seconds_per_epoch": self.history.seconds_per_epoch,
             "n_epochs": len(self.history.epochs),
             "history": [vars(r) for r in self.history.epochs],
         }
+
+
+# Test-time augmentation: fixed small warps, each a plausible redrawing of the same character.
+# The prediction averages the softmax over the original and the first n of these views.
+TTA_VIEWS = (
+    affine_matrix(shift_x_px=1.0),
+    affine_matrix(shift_x_px=-1.0),
+    affine_matrix(shift_y_px=1.0),
+    affine_matrix(shift_y_px=-1.0),
+    affine_matrix(rotation_deg=6.0),
+    affine_matrix(rotation_deg=-6.0),
+    affine_matrix(scale=1.06),
+    affine_matrix(scale=0.94),
+)
+MAX_TTA_VIEWS = len(TTA_VIEWS)
+
+
+def check_tta_views(n_views: int) -> int:
+    if not 0 <= n_views <= MAX_TTA_VIEWS:
+        raise ConfigError(f"--tta takes 0 (off) to {MAX_TTA_VIEWS} extra test-time views (shifts, rotations, scalings), got {n_views}")
+    return n_views
 
 
 def scaled(images: np.ndarray) -> np.ndarray:
@@ -85,30 +126,43 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
 
     loss = partial(F.cross_entropy, label_smoothing=spec.label_smoothing)
     augment = torch_augmenter(spec.augment, seed=spec.train.seed + 1)
-    history = fit(model, _tensors(splits.train, device), _tensors(splits.val, device), loss, spec.train, device, progress, augment, task)
+    # The spec's L2 is the optimiser's weight decay (SGD: the same gradient as the NumPy MLP's penalty).
+    train = dataclasses.replace(spec.train, weight_decay=spec.l2)
+    history = fit(model, _tensors(splits.train, device), _tensors(splits.val, device), loss, train, device, progress, augment, task)
     return model, history
 
 
 def predict_logits(model, spec: ModelSpec, images: np.ndarray, device) -> np.ndarray:
-    """(N, 28, 28) uint8 → (N, C) float32 logits."""
+    """(N, 28, 28) float32 in [0, 1] → (N, C) float32 logits."""
     if spec.model == ModelName.mlp_numpy:
-        x = (scaled(images) - model.input_mean) / model.input_std
+        x = (images - model.input_mean) / model.input_std
         return model.predict_logits(x.reshape(len(images), -1))
     import torch
 
     from common.training import predict
 
-    inputs = torch.from_numpy(scaled(images)).unsqueeze(1)
+    inputs = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
     return predict(model.to(device), (inputs, torch.zeros(len(images), dtype=torch.long)), device).numpy()
 
 
-def score(model, spec: ModelSpec, split: ImageSet, device) -> TestScores:
-    predicted = predict_logits(model, spec, split.images, device).argmax(axis=1)
+def predict_probabilities(model, spec: ModelSpec, images: np.ndarray, device, n_tta_views: int = 0) -> np.ndarray:
+    """(N, 28, 28) uint8 → (N, C) float32 class probabilities, averaged over the original and
+    ``n_tta_views`` fixed warps (``TTA_VIEWS``)."""
+    from scipy.special import softmax
+
+    original = scaled(images)  # (N, 28, 28)
+    views = [original] + [warp_numpy(original, np.broadcast_to(matrix, (len(images), 2, 3))) for matrix in TTA_VIEWS[:n_tta_views]]
+    return np.mean([softmax(predict_logits(model, spec, view, device), axis=1) for view in views], axis=0)
+
+
+def score(model, spec: ModelSpec, split: ImageSet, device, class_names: tuple[str, ...], n_tta_views: int = 0) -> TestScores:
+    predicted = predict_probabilities(model, spec, split.images, device, n_tta_views).argmax(axis=1)
     return TestScores(
         accuracy=float((predicted == split.labels).mean()),
         macro_f1=float(f1_score(split.labels, predicted, average="macro")),
         confusion=confusion_matrix(split.labels, predicted, labels=list(range(N_CLASSES))),
         predicted=predicted.astype(np.int64),
+        class_names=class_names,
     )
 
 
@@ -122,14 +176,19 @@ def data_description(splits: Splits) -> dict[str, Any]:
     return {"dataset": splits.dataset, "source": splits.train.source, "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)}
 
 
-def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: ProgressCallback = no_progress, score_test: bool = True) -> ModelRun:
-    """Train, score and save one model into ``run_dir`` (config.json first, metrics.json last)."""
+def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: ProgressCallback = no_progress, score_test: bool = True, n_tta_views: int = 0) -> ModelRun:
+    """Train, score and save one model into ``run_dir`` (config.json first, metrics.json last).
+
+    With ``n_tta_views`` > 0 the validation split is scored with and without the test-time views
+    (so the choice can be made on validation) and the test split with them.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "data_fingerprint": splits.fingerprint, "device": str(device)}))
+    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "data_fingerprint": splits.fingerprint, "device": str(device), "n_tta_views": n_tta_views}))
     model, history = train_model(spec, splits, device, progress, task=spec.key())
     validation_accuracy = history.epochs[-1].val_accuracy
-    test = score(model, spec, splits.test, device) if score_test else None
+    validation_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None
+    test = score(model, spec, splits.test, device, splits.class_names, n_tta_views) if score_test else None
     save_weights(model, spec, run_dir)
-    run = ModelRun(spec, history, n_parameters(model, spec), validation_accuracy, test, run_dir)
+    run = ModelRun(spec, history, n_parameters(model, spec), validation_accuracy, test, run_dir, n_tta_views, validation_accuracy_tta)
     write_json(run_dir / "metrics.json", stamp(run.metrics()))
     return run

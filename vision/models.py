@@ -18,7 +18,7 @@ from common import ConfigError
 from common.runs import atomic_file, write_npz
 from common.training import OptimizerName, ScheduleName, TrainConfig
 from vision.activations import Activation, check_architecture
-from vision.augment import NO_AUGMENT, SHIFT_ROTATE, AugmentConfig
+from vision.augment import NO_AUGMENT, SHIFT_ROTATE, WARP, AugmentConfig
 from vision.names import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
 from vision.numpy_train import check_numpy_schedule
 
@@ -34,6 +34,7 @@ class ModelSpec:
     l2: float = 0.0
     batch_norm: bool = True  # CNNs only
     dropout: float = 0.0  # CNNs only
+    n_pools: int = 2  # CNNs only: how many blocks end with a 2x2 max pool
     label_smoothing: float = 0.0  # torch models only
     augment: AugmentConfig = NO_AUGMENT
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -103,12 +104,13 @@ PRESETS: dict[ModelName, ModelSpec] = {
         ModelName.cnn, depth=2, width=32, dropout=0.25, l2=5e-4,
         train=TrainConfig(n_epochs=12, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, schedule=ScheduleName.cosine),
     ),
-    # The strong preset: VGG-style 3 blocks (32-64-128 channels) with BN, shifts/rotations/scaling,
-    # label smoothing and a one-cycle schedule. On the 6,284-image protocol, stronger augmentation
-    # (an elastic warp, pen-width changes, larger ranges) and width 48 did not score better on test.
+    # The strong preset (issue #12): VGG-style 3 blocks of 48-96-192 channels with BN, each block
+    # ending in a max pool, dropout 0.3 before the linear head, AdamW with a one-cycle schedule,
+    # label smoothing and affine warps of every batch. The SGD/width-32 preset it replaces
+    # (95.7% on the 6,284-image protocol) differs in optimiser, width, dropout and warp ranges.
     ModelName.cnn_strong: ModelSpec(
-        ModelName.cnn_strong, depth=3, width=32, l2=5e-4, label_smoothing=0.1, augment=SHIFT_ROTATE,
-        train=TrainConfig(n_epochs=40, batch_size=128, optimizer=OptimizerName.sgd, lr=0.1, schedule=ScheduleName.onecycle, warmup_fraction=0.2),
+        ModelName.cnn_strong, depth=3, width=48, l2=5e-4, dropout=0.3, n_pools=3, label_smoothing=0.1, augment=WARP,
+        train=TrainConfig(n_epochs=30, batch_size=128, optimizer=OptimizerName.adamw, lr=3e-3, schedule=ScheduleName.onecycle, warmup_fraction=0.3),
     ),
 }
 
@@ -137,7 +139,7 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
     torch.manual_seed(seed)
     if spec.model == ModelName.mlp_torch:
         return TorchMLP(spec.depth, spec.width, spec.activation, mean=input_mean, std=input_std)
-    cnn = CNNConfig(depth=spec.depth, width=spec.width, activation=spec.activation, batch_norm=spec.batch_norm, dropout=spec.dropout)
+    cnn = CNNConfig(depth=spec.depth, width=spec.width, activation=spec.activation, batch_norm=spec.batch_norm, dropout=spec.dropout, n_pools=spec.n_pools)
     return CNN(cnn, mean=input_mean, std=input_std)
 
 

@@ -196,7 +196,7 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
         progress("sweep", done + 1, len(setup.specs))
     rows.sort(key=lambda row: -row["validation_accuracy"])
     best = next(s for s in setup.specs if s.key() == rows[0]["key"])
-    best_test = score(load_weights(best, setup.sweep_dir / best.key()), best, setup.splits.test, setup.device)
+    best_test = score(load_weights(best, setup.sweep_dir / best.key()), best, setup.splits.test, setup.device, setup.splits.class_names)
     rows[0] = {**rows[0], "test_accuracy": best_test.accuracy, "test_macro_f1": best_test.macro_f1}
     report_dir = new_run_name(setup.sweep_dir, "report")
     with staged_run_dir(report_dir) as stage:

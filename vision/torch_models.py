@@ -62,9 +62,9 @@ class TorchMLP(nn.Module):
 class CNNConfig:
     """``depth`` conv blocks (two 3x3 convs each); block i has ``width * 2**i`` channels.
 
-    The first two blocks halve the resolution (28 → 14 → 7); later blocks keep 7x7. A global
-    average pool and one linear layer make the head, so the parameter count does not grow with
-    the image size.
+    The first ``n_pools`` blocks end with a 2x2 max pool (2: 28 → 14 → 7, later blocks keep 7x7;
+    3: 28 → 14 → 7 → 3). A global average pool and one linear layer make the head, so the
+    parameter count does not grow with the image size.
     """
 
     depth: int = 3
@@ -72,11 +72,14 @@ class CNNConfig:
     activation: Activation = Activation.relu
     batch_norm: bool = True
     dropout: float = 0.0
+    n_pools: int = 2
 
     def check(self) -> "CNNConfig":
         check_architecture(self.depth, self.width)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 0 <= self.n_pools <= 3:
+            raise ConfigError(f"CNN pooling: {self.n_pools} pooled blocks, expected 0..3 (28 px halves to 3 px after three)")
         return self
 
 
@@ -100,7 +103,7 @@ class CNN(nn.Module):
         blocks, c_in = [], 1
         for i in range(config.depth):
             c_out = config.width * 2**i
-            blocks.append(conv_block(c_in, c_out, config, pool=i < 2))
+            blocks.append(conv_block(c_in, c_out, config, pool=i < config.n_pools))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(c_in, n_classes))

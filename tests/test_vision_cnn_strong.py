@@ -1,0 +1,137 @@
+"""Issue 12: the cnn-strong recipe, test-time augmentation, per-class accuracy and the error gallery."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+from vision_helpers import write_npz_dataset
+
+from cli.main import app
+from common.training import OptimizerName, ScheduleName
+from vision import experiment
+from vision.augment import affine_matrix, warp_numpy
+from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA
+from vision.experiment import MAX_TTA_VIEWS, predict_logits, predict_probabilities
+from vision.models import ModelName, build_model, preset
+from vision.plots import class_labels, confused_pairs
+
+runner = CliRunner()
+
+
+def test_cnn_strong_is_the_recipe():
+    spec = preset(ModelName.cnn_strong)
+    assert (spec.depth, spec.width, spec.n_pools, spec.dropout, spec.label_smoothing, spec.l2) == (
+        3,
+        48,
+        3,
+        0.3,
+        0.1,
+        5e-4,
+    )
+    assert (spec.train.optimizer, spec.train.schedule, spec.train.lr, spec.train.batch_size, spec.train.n_epochs) == (
+        OptimizerName.adamw,
+        ScheduleName.onecycle,
+        3e-3,
+        128,
+        30,
+    )
+    assert spec.augment.max_shift_px == pytest.approx(2.8) and spec.augment.max_scale == pytest.approx(0.1)
+    model = build_model(spec, 0.2, 0.3, seed=0)
+    assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 192, 3, 3)  # a pool after each of the 3 blocks
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_the_specs_l2_reaches_the_optimiser_as_weight_decay(monkeypatch, tmp_path):
+    import common.training
+    from vision.data import DatasetName, load_splits
+    from vision.experiment import train_model
+
+    seen = []
+    monkeypatch.setattr(
+        common.training, "fit", lambda model, train, val, loss, config, *args: seen.append(config) or None
+    )
+    splits = load_splits(DatasetName.kmnist, write_npz_dataset(tmp_path / "k", 60, 20), 0.2, 0)
+    train_model(preset(ModelName.cnn_strong), splits, torch.device("cpu"))
+    assert seen[0].weight_decay == 5e-4
+
+
+def test_identity_warp_keeps_images_and_tta_probabilities_are_averaged():
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    scaled = images.astype(np.float32) / 255
+    assert np.allclose(warp_numpy(scaled, np.broadcast_to(affine_matrix(), (5, 2, 3))), scaled, atol=1e-6)
+    spec = preset(ModelName.cnn, n_epochs=1)
+    model = build_model(spec, 0.2, 0.3, seed=0)
+    logits = predict_logits(model, spec, scaled, torch.device("cpu"))
+    plain = predict_probabilities(model, spec, images, torch.device("cpu"))
+    assert np.allclose(plain, torch.softmax(torch.from_numpy(logits), 1).numpy(), atol=1e-6)
+    views = predict_probabilities(model, spec, images, torch.device("cpu"), n_tta_views=MAX_TTA_VIEWS)
+    assert views.shape == (5, 10) and np.allclose(views.sum(axis=1), 1, atol=1e-5) and not np.allclose(views, plain)
+
+
+def test_per_class_accuracy_and_most_confused_pairs():
+    confusion = np.array([[8, 2, 0], [0, 5, 5], [1, 0, 0]])
+    scores = experiment.TestScores(0.5, 0.5, confusion, np.zeros(21, np.int64), ("a", "b", "c"))
+    assert scores.per_class_accuracy == {"a": 0.8, "b": 0.5, "c": 0.0}
+    assert confused_pairs(confusion, 2) == [(1, 2, 5), (0, 1, 2)]
+
+
+def test_labels_fall_back_to_romaji_without_a_japanese_font(monkeypatch, caplog):
+    import vision.plots
+
+    monkeypatch.setattr(vision.plots, "japanese_font", lambda: None)
+    with caplog.at_level(logging.WARNING):
+        assert class_labels(KMNIST_CLASS_NAMES, KMNIST_HIRAGANA) == KMNIST_CLASS_NAMES
+    assert "no font with Japanese glyphs" in caplog.text
+    monkeypatch.setattr(vision.plots, "japanese_font", lambda: "Some CJK Font")
+    assert class_labels(KMNIST_CLASS_NAMES, KMNIST_HIRAGANA)[2] == "す su"
+
+
+def test_compare_plot_detail_and_tta_end_to_end(tmp_path):
+    data_dir = write_npz_dataset(tmp_path / "kmnist", n_train=200, n_test=100)
+    out = tmp_path / "runs"
+    args = [
+        "vision",
+        "compare",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "mlp-torch",
+        "--epochs",
+        "2",
+        "--tta",
+        "2",
+        "--plot",
+        "--detail",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Per-class test accuracy" in result.output and "tsu" in result.output
+    run_dir = next(out.iterdir())
+    assert (run_dir / "errors_mlp-torch.png").stat().st_size > 10_000 and (run_dir / "confusion_mlp-torch.png").exists()
+    metrics = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())
+    assert set(metrics["per_class_accuracy"]) == set(KMNIST_CLASS_NAMES)
+    assert metrics["n_tta_views"] == 2 and 0 <= metrics["validation_accuracy_tta"] <= 1
+    table = json.loads((run_dir / "metrics.json").read_text())["rows"][0]
+    assert table["per_class_accuracy"] == metrics["per_class_accuracy"]
+
+
+@pytest.mark.parametrize("value", ["-1", str(MAX_TTA_VIEWS + 1)])
+def test_bad_tta_is_one_line(value, isolated_home):
+    result = runner.invoke(app, ["vision", "compare", "--tta", value])
+    assert result.exit_code == 2, result.output
+    assert f"--tta takes 0 (off) to {MAX_TTA_VIEWS} extra test-time views" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (isolated_home / "runs").exists()
+
+
+def test_bad_tta_value_type_is_typers_error():
+    result = runner.invoke(app, ["vision", "compare", "--tta", "some"])
+    assert result.exit_code == 2 and "--tta" in result.output
