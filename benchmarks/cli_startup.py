@@ -35,7 +35,9 @@ def timings(command: list[str], env: dict, runs: int) -> tuple[list[float], list
     On a machine shared with other jobs the wall time includes waiting for a core; the CPU time
     does not, and is close to the wall time the same command takes on an idle machine.
     """
-    subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)  # warm the page cache
+    subprocess.run(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+    )  # warm the page cache
     wall, cpu = [], []
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -64,12 +66,16 @@ def main() -> None:
             "mlx store list": [*mlx, "store", "list", "--folder", str(home)],
             "mlx embed (cache hit)": embed,
         }
-        print(f"{'command':<24}{'wall median s':>14}{'wall min s':>11}{'CPU median s':>13}{'target s':>10}  ok (wall)  ({args.runs} runs each)")
+        print(
+            f"{'command':<24}{'wall median s':>14}{'wall min s':>11}{'CPU median s':>13}{'target s':>10}  ok (wall)  ({args.runs} runs each)"
+        )
         for name, command in commands.items():
             wall, cpu = timings(command, env, args.runs)
             target = TARGETS.get(name)
             ok = "" if target is None else ("yes" if statistics.median(wall) < target else "NO")
-            print(f"{name:<24}{statistics.median(wall):>14.3f}{min(wall):>11.3f}{statistics.median(cpu):>13.3f}{target or '':>10}  {ok}")
+            print(
+                f"{name:<24}{statistics.median(wall):>14.3f}{min(wall):>11.3f}{statistics.median(cpu):>13.3f}{target or '':>10}  {ok}"
+            )
         print(f"load average {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} on {os.cpu_count()} CPUs")
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -31,8 +31,14 @@ from embeddings.models import DType, bundled_minilm_path  # noqa: E402
 from embeddings.store import EmbeddingStore  # noqa: E402
 
 # ../shared/data from a checkout in /work/main, ../../shared/data from a worktree in /work/wt/<name>
-AG_NEWS_TEST = next((p for p in (Path(__file__).resolve().parents[i] / "shared" / "data" / "ag_news" / "test.csv" for i in (2, 3))
-                     if p.exists()), Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv")
+AG_NEWS_TEST = next(
+    (
+        p
+        for p in (Path(__file__).resolve().parents[i] / "shared" / "data" / "ag_news" / "test.csv" for i in (2, 3))
+        if p.exists()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.csv",
+)
 
 
 def load_texts(n: int) -> tuple[list[str], str]:
@@ -49,8 +55,16 @@ def run_mlx(texts: list[str], dtype: DType, batch_size: int, folder: Path) -> tu
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
         writer.writerows([t, 0] for t in texts)
-    config = EmbedConfig(dataset=str(data), model="minilm", poolings=("all",), dtype=dtype, batch_size=batch_size,
-                         max_length=256, out=folder / f"bench-{dtype.value}.h5", device="cpu")
+    config = EmbedConfig(
+        dataset=str(data),
+        model="minilm",
+        poolings=("all",),
+        dtype=dtype,
+        batch_size=batch_size,
+        max_length=256,
+        out=folder / f"bench-{dtype.value}.h5",
+        device="cpu",
+    )
     plan = plan_extraction(config)
     started = time.perf_counter()
     result = extract_embeddings(plan)
@@ -74,9 +88,30 @@ def run_mlx_ranks(texts: list[str], nproc: int, batch_size: int, folder: Path) -
         writer.writerow(["text", "label"])
         writer.writerows([t, 0] for t in texts)
     out = folder / f"bench-{nproc}-ranks.h5"
-    command = [sys.executable, "-m", "cli.main", "embed", "--dataset", str(data), "--model", "minilm", "--pooling", "all",
-               "--dtype", "fp32", "--device", "cpu", "--batch-size", str(batch_size), "--max-length", "256", "--out", str(out),
-               "--nproc", str(nproc)]
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "embed",
+        "--dataset",
+        str(data),
+        "--model",
+        "minilm",
+        "--pooling",
+        "all",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(batch_size),
+        "--max-length",
+        "256",
+        "--out",
+        str(out),
+        "--nproc",
+        str(nproc),
+    ]
     env = dict(os.environ, MLX_HOME=str(folder / "home"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     started = time.perf_counter()
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,7 +160,9 @@ def main() -> None:
     print(f"\ncosine(mlx fp32 mean, ST)   min {c_st.min():.6f}  mean {c_st.mean():.6f}")
     print(f"cosine(mlx bf16 mean, fp32) min {c_bf16.min():.6f}  mean {c_bf16.mean():.6f}")
     print(f"2 ranks vs 1 rank (fp32 mean): max |difference| {np.abs(ranks_mean - fp32_mean).max():.2e}")
-    print(f"2 ranks: {os.cpu_count()} CPUs here; with as many cores as ranks the row shows coordination cost, not a speed-up")
+    print(
+        f"2 ranks: {os.cpu_count()} CPUs here; with as many cores as ranks the row shows coordination cost, not a speed-up"
+    )
 
 
 if __name__ == "__main__":

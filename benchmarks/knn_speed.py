@@ -52,7 +52,13 @@ def load_vectors(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, 
             seconds = time.perf_counter() - start
             y, y_q = store.labels("train"), store.labels("test")
         mb = (X.nbytes + Q.nbytes) / 1e6
-        return X, y, Q, y_q, f"store {args.store} {args.pooling} layer {args.layer or 'last'} (read {mb:.0f} MB in {seconds:.2f} s)"
+        return (
+            X,
+            y,
+            Q,
+            y_q,
+            f"store {args.store} {args.pooling} layer {args.layer or 'last'} (read {mb:.0f} MB in {seconds:.2f} s)",
+        )
     from probes.synthetic import Mixture
 
     rng = np.random.default_rng(args.seed)
@@ -61,7 +67,13 @@ def load_vectors(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, 
     mixture = Mixture.random(args.dim, 4, rng, latent_dim=48, clusters_per_class=16, spread=args.spread)
     X, y = mixture.sample(args.n_train, rng)
     Q, y_q = mixture.sample(args.n_test, rng)
-    return X, y, Q, y_q, f"synthetic clustered unit vectors (48-d latent mixture, spread {args.spread}, seed {args.seed})"
+    return (
+        X,
+        y,
+        Q,
+        y_q,
+        f"synthetic clustered unit vectors (48-d latent mixture, spread {args.spread}, seed {args.seed})",
+    )
 
 
 def timed(estimator, X, y, Q) -> tuple[np.ndarray, float, float]:
@@ -83,8 +95,10 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     X, y, Q, y_q, source = load_vectors(args)
-    print(f"{source}: train {X.shape[0]:,} x {X.shape[1]}, queries {Q.shape[0]:,}; k={args.k}, {args.metric}, "
-          f"{args.threads} threads, faiss {faiss.__version__}")
+    print(
+        f"{source}: train {X.shape[0]:,} x {X.shape[1]}, queries {Q.shape[0]:,}; k={args.k}, {args.metric}, "
+        f"{args.threads} threads, faiss {faiss.__version__}"
+    )
     rows = []
     with threadpool_limits(args.threads):
         if not args.skip_sklearn:
@@ -96,7 +110,12 @@ def main() -> None:
         exact = KNNProbe(k=args.k, metric=args.metric, index="flat")
         rows.append(("mlx FAISS flat (exact)", *timed(exact, X, y, Q), None))
         params = ApproximateParams()
-        overrides = {"ivf_lists": args.nlist, "ivf_nprobe": args.nprobe, "ivf_refine_factor": args.refine, "hnsw_ef_search": args.ef_search}
+        overrides = {
+            "ivf_lists": args.nlist,
+            "ivf_nprobe": args.nprobe,
+            "ivf_refine_factor": args.refine,
+            "hnsw_ef_search": args.ef_search,
+        }
         params = ApproximateParams(**{**params.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         approximate = KNNProbe(k=args.k, metric=args.metric, index=args.approximate, params=params, seed=args.seed)
         y_approx, fit_seconds, predict_seconds = timed(approximate, X, y, Q)
@@ -110,15 +129,19 @@ def report(rows, y_q: np.ndarray) -> None:
     """Speed-ups are against the first row: total = fit + predict, query = predict only (index prebuilt)."""
     base_total, base_query = rows[0][2] + rows[0][3], rows[0][3]
     exact = next(r for r in rows if "exact" in r[0])
-    print(f"{'contender':30} {'fit s':>7} {'pred s':>7} {'total s':>8} {'x total':>8} {'x query':>8} "
-          f"{'accuracy':>9} {'vs exact':>9} {'agree':>7} {'recall@k':>9}")
+    print(
+        f"{'contender':30} {'fit s':>7} {'pred s':>7} {'total s':>8} {'x total':>8} {'x query':>8} "
+        f"{'accuracy':>9} {'vs exact':>9} {'agree':>7} {'recall@k':>9}"
+    )
     for name, y_pred, fit_seconds, predict_seconds, recall in rows:
         accuracy = np.mean(y_pred == y_q)
         delta = 100 * (accuracy - np.mean(exact[1] == y_q))
         total = fit_seconds + predict_seconds
-        print(f"{name:30} {fit_seconds:7.2f} {predict_seconds:7.2f} {total:8.2f} {base_total / total:7.1f}x "
-              f"{base_query / predict_seconds:7.1f}x {accuracy:9.2%} {delta:+8.2f}pt {np.mean(y_pred == exact[1]):7.2%} "
-              f"{'-' if recall is None else f'{recall:.4f}':>9}")
+        print(
+            f"{name:30} {fit_seconds:7.2f} {predict_seconds:7.2f} {total:8.2f} {base_total / total:7.1f}x "
+            f"{base_query / predict_seconds:7.1f}x {accuracy:9.2%} {delta:+8.2f}pt {np.mean(y_pred == exact[1]):7.2%} "
+            f"{'-' if recall is None else f'{recall:.4f}':>9}"
+        )
 
 
 if __name__ == "__main__":

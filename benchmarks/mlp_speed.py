@@ -34,7 +34,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     add_data_options(parser, n_examples=6000)
     parser.set_defaults(epochs=4)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for both sides (torch and NumPy's BLAS)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="CPU threads for both sides (torch and NumPy's BLAS)",
+    )
     return parser.parse_args()
 
 
@@ -48,19 +53,28 @@ def run(args: argparse.Namespace) -> None:
     activation = parse_activation(args.activation)
     images, labels = load_images(args)
     val = (images[:256], labels[:256])  # small: the per-epoch validation pass is part of both loops
-    config = TrainConfig(n_epochs=1, batch_size=args.batch_size, lr=0.01, weight_decay=1e-4, schedule=ScheduleName.constant)
+    config = TrainConfig(
+        n_epochs=1, batch_size=args.batch_size, lr=0.01, weight_decay=1e-4, schedule=ScheduleName.constant
+    )
 
     numpy_model = MLP(args.depth, args.width, activation, np.random.default_rng(0), l2=1e-4)
     torch_model = TorchMLP(args.depth, args.width, activation)
     torch_train = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels))
     torch_val = (torch.from_numpy(val[0]).unsqueeze(1), torch.from_numpy(val[1]))
     rng = np.random.default_rng(1)
-    seconds = time_interleaved({
-        "numpy": lambda: fit_numpy(numpy_model, (images, labels), val, config, rng),
-        "torch": lambda: fit(torch_model, torch_train, torch_val, torch.nn.functional.cross_entropy, config, torch.device("cpu")),
-    }, args.epochs)
-    print(f"MLP {args.depth}x{args.width} {activation.value}, batch {args.batch_size}, {len(labels):,} images, float32, CPU, "
-          f"{args.threads} thread(s) for torch {torch.__version__} and NumPy {np.__version__}'s BLAS")
+    seconds = time_interleaved(
+        {
+            "numpy": lambda: fit_numpy(numpy_model, (images, labels), val, config, rng),
+            "torch": lambda: fit(
+                torch_model, torch_train, torch_val, torch.nn.functional.cross_entropy, config, torch.device("cpu")
+            ),
+        },
+        args.epochs,
+    )
+    print(
+        f"MLP {args.depth}x{args.width} {activation.value}, batch {args.batch_size}, {len(labels):,} images, float32, CPU, "
+        f"{args.threads} thread(s) for torch {torch.__version__} and NumPy {np.__version__}'s BLAS"
+    )
     median = print_epoch_table(seconds)
     print(f"ratio numpy / torch: {median['numpy'] / median['torch']:.2f}x (target: <= 1.3x)")
 

@@ -51,7 +51,9 @@ def _quiet_interrupt(kind, value, traceback, previous=sys.excepthook) -> None:
 
 sys.excepthook = _quiet_interrupt
 try:
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # left alone where SIGINT is ignored (background jobs)
+    if (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):  # left alone where SIGINT is ignored (background jobs)
         signal.signal(signal.SIGINT, _on_interrupt)
 except ValueError:  # imported outside the main thread: nothing to install
     pass

@@ -12,23 +12,48 @@ from embeddings.pooling import ALL_POOLINGS
 
 
 def embed(
-    dataset: str = typer.Option("demo", help="'ag_news' (Hugging Face hub), 'demo' (bundled smoke-test headlines), or a path: a folder of train.csv/test.csv in the AG News layout, or one CSV/JSONL/Parquet file."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline)."),
-    pooling: list[str] = typer.Option(["mean"], help=f"Pooling strategy, repeatable or comma-separated: {', '.join(ALL_POOLINGS)}, or 'all'. All come from one forward pass."),
-    layer: str = typer.Option("last", help="Hidden layer to pool: 'last', 'all' (every layer, for layer-wise probing), or numbers like 4,5,6 or 4-6 (0 = embedding output)."),
+    dataset: str = typer.Option(
+        "demo",
+        help="'ag_news' (Hugging Face hub), 'demo' (bundled smoke-test headlines), or a path: a folder of train.csv/test.csv in the AG News layout, or one CSV/JSONL/Parquet file.",
+    ),
+    model: str = typer.Option(
+        DEFAULT_MODEL,
+        help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline).",
+    ),
+    pooling: list[str] = typer.Option(
+        ["mean"],
+        help=f"Pooling strategy, repeatable or comma-separated: {', '.join(ALL_POOLINGS)}, or 'all'. All come from one forward pass.",
+    ),
+    layer: str = typer.Option(
+        "last",
+        help="Hidden layer to pool: 'last', 'all' (every layer, for layer-wise probing), or numbers like 4,5,6 or 4-6 (0 = embedding output).",
+    ),
     split: list[str] = typer.Option([], help="Split to embed (repeatable). Default: every split present."),
     limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N rows per split."),
     seed: int = typer.Option(0, help="Seed for --limit."),
     text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
-    label_column: str = typer.Option("label", help="Label column of a CSV/JSONL/Parquet file (integers 0..C-1 or class names)."),
-    max_length: int = typer.Option(None, help="Truncate texts to this many tokens. Default: 256, or the model's limit if lower."),
+    label_column: str = typer.Option(
+        "label", help="Label column of a CSV/JSONL/Parquet file (integers 0..C-1 or class names)."
+    ),
+    max_length: int = typer.Option(
+        None, help="Truncate texts to this many tokens. Default: 256, or the model's limit if lower."
+    ),
     batch_size: int = typer.Option(64, help="Texts per forward pass (length-sorted, padded per batch)."),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. Vectors are always stored as float32."),
+    dtype: DType = typer.Option(
+        DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. Vectors are always stored as float32."
+    ),
     out: Path = typer.Option(None, help="Store path. Default: $MLX_HOME/stores/<dataset>-<model>-<key>.h5."),
     force: bool = typer.Option(False, "--force", help="Recompute even if a complete store of this extraction exists."),
-    json_: bool = typer.Option(False, "--json", help="Print a JSON summary (path, cached, sizes, seconds) instead of the path."),
-    nproc: int = typer.Option(None, "--nproc", min=1, help="Run N ranks on this machine (torchrun --standalone); each computes its share of the shards."),
+    json_: bool = typer.Option(
+        False, "--json", help="Print a JSON summary (path, cached, sizes, seconds) instead of the path."
+    ),
+    nproc: int = typer.Option(
+        None,
+        "--nproc",
+        min=1,
+        help="Run N ranks on this machine (torchrun --standalone); each computes its share of the shards.",
+    ),
 ) -> None:
     """Extract frozen embeddings into a cached, resumable, self-describing HDF5 store.
 
@@ -41,10 +66,23 @@ def embed(
         raise typer.Exit(launch_local(nproc))
     from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 
-    config = EmbedConfig(dataset=dataset, splits=tuple(split), text_column=text_column, label_column=label_column, limit=limit,
-                         seed=seed, model=model, poolings=parse_names(pooling, "--pooling", (*ALL_POOLINGS, ALL)),
-                         layer=parse_layer(layer), max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
-                         out=out, force=force)
+    config = EmbedConfig(
+        dataset=dataset,
+        splits=tuple(split),
+        text_column=text_column,
+        label_column=label_column,
+        limit=limit,
+        seed=seed,
+        model=model,
+        poolings=parse_names(pooling, "--pooling", (*ALL_POOLINGS, ALL)),
+        layer=parse_layer(layer),
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        out=out,
+        force=force,
+    )
     plan = plan_extraction(config)
     if not dist_info().is_main:  # only rank 0 prints
         try:
@@ -59,12 +97,24 @@ def embed(
         _print_result(extract_embeddings(plan), json_)
         return
     sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())
-    ui.summary_panel("mlx embed", {
-        "model": f"{model} ({plan.model_revision})", "data": f"{plan.dataset.name}: {sizes}", "pooling": ", ".join(config.poolings),
-        "layer": layer_text(config.layer), "device": plan.device, "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
-        "batch / max length": f"{batch_size} / {plan.config.max_length}", "output": plan.path,
-        **({"ranks": f"{dist_info().world_size} (torchrun; rank 0 writes the store)"} if dist_info().enabled else {}),
-    })
+    ui.summary_panel(
+        "mlx embed",
+        {
+            "model": f"{model} ({plan.model_revision})",
+            "data": f"{plan.dataset.name}: {sizes}",
+            "pooling": ", ".join(config.poolings),
+            "layer": layer_text(config.layer),
+            "device": plan.device,
+            "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
+            "batch / max length": f"{batch_size} / {plan.config.max_length}",
+            "output": plan.path,
+            **(
+                {"ranks": f"{dist_info().world_size} (torchrun; rank 0 writes the store)"}
+                if dist_info().enabled
+                else {}
+            ),
+        },
+    )
     try:
         with ui.progress_bar("sent") as progress:
             result = extract_embeddings(plan, progress)
@@ -76,14 +126,26 @@ def embed(
     for note in result.notes:
         ui.warn(note)
     resumed = f"; {result.n_resumed:,} resumed from kept shards, not counted" if result.n_resumed else ""
-    ui.say(f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s{resumed})")
+    ui.say(
+        f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s{resumed})"
+    )
     _print_result(result, json_)
 
 
 def _print_result(result, json_: bool) -> None:
     if json_:
-        ui.print_json({"path": str(result.path), "cached": result.cached, "n_examples": result.n_examples, "n_resumed": result.n_resumed, "poolings": list(result.poolings),
-                       "layers": list(result.layers), "seconds": round(result.seconds, 3), "sentences_per_second": round(result.sentences_per_second, 1)})
+        ui.print_json(
+            {
+                "path": str(result.path),
+                "cached": result.cached,
+                "n_examples": result.n_examples,
+                "n_resumed": result.n_resumed,
+                "poolings": list(result.poolings),
+                "layers": list(result.layers),
+                "seconds": round(result.seconds, 3),
+                "sentences_per_second": round(result.sentences_per_second, 1),
+            }
+        )
     else:
         ui.out.print(str(result.path))
 

@@ -45,7 +45,9 @@ class MlxGroup(TyperGroup):
                 ctx.exit(130)
             if is_disk_full(exc):  # a full disk that no writer named: still one line
                 where = getattr(exc, "filename", None)
-                ui.print_error(disk_full_message(where) if where else "no space left on device; free some space and re-run")
+                ui.print_error(
+                    disk_full_message(where) if where else "no space left on device; free some space and re-run"
+                )
                 ctx.exit(1)
             raise
 
@@ -76,14 +78,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library details to stderr."),
 ) -> None:
     """mlx: fast, reproducible, honest numbers for representation experiments.
 
     Artifacts (stores, run folders, caches) live under the mlx home: $MLX_HOME, default ~/.mlx.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not verbose:
         # The hub client logs every retry when offline; the one-line error that follows says it all.
         for name in ("huggingface_hub", "transformers", "datasets"):

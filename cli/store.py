@@ -28,8 +28,16 @@ def list_(
     for e in entries:
         info = e.info
         splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items()) if info else ""
-        table.add_row(str(e.path), e.status, info.model_id if info else "", info.dataset_name if info else "", splits,
-                      ", ".join(info.poolings) if info else "", _layers(info.layers) if info else "", f"{e.size_mb:.1f}")
+        table.add_row(
+            str(e.path),
+            e.status,
+            info.model_id if info else "",
+            info.dataset_name if info else "",
+            splits,
+            ", ".join(info.poolings) if info else "",
+            _layers(info.layers) if info else "",
+            f"{e.size_mb:.1f}",
+        )
     ui.out.print(table)
 
 
@@ -49,7 +57,17 @@ def info(
     table.add_column(style="bold")
     table.add_column()
     d = store_info.to_dict()
-    for key in ("model_id", "model_revision", "dataset_name", "dataset_fingerprint", "max_length", "dtype", "mlx_version", "created_at", "schema_version"):
+    for key in (
+        "model_id",
+        "model_revision",
+        "dataset_name",
+        "dataset_fingerprint",
+        "max_length",
+        "dtype",
+        "mlx_version",
+        "created_at",
+        "schema_version",
+    ):
         table.add_row(key, str(d[key]))
     table.add_row("splits", ", ".join(f"{k} {v:,}" for k, v in store_info.splits.items()))
     table.add_row("labels", ", ".join(store_info.label_names))

@@ -98,4 +98,3 @@ def progress_bar(unit: str = "it") -> Iterator:
 
     with progress:
         yield callback
-

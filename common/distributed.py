@@ -34,7 +34,9 @@ class DistInfo:
 def dist_info() -> DistInfo:
     """Who this process is, from the torchrun environment (a single process when it is absent)."""
     try:
-        return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+        return DistInfo(
+            int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+        )
     except ValueError:
         raise ConfigError("RANK / WORLD_SIZE / LOCAL_RANK must be integers (they are set by torchrun)") from None
 
@@ -97,8 +99,19 @@ def launch_local(nproc: int, argv: list[str] | None = None) -> int:
     if dist_info().enabled:
         raise ConfigError("--nproc cannot be used inside torchrun; drop it (torchrun already started the ranks)")
     args = strip_nproc(list(sys.argv[1:] if argv is None else argv))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "cli.main", *args]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "cli.main",
+        *args,
+    ]
+    env = dict(
+        os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    )
     try:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:

@@ -35,27 +35,39 @@ def parse_list(values: str | Iterable[str], convert: Callable[[str], T], option:
         try:
             parsed.append(convert(part))
         except ValueError:
-            raise ConfigError(f"{option}: cannot read {part!r}; give comma-separated values such as {option} {example}") from None
+            raise ConfigError(
+                f"{option}: cannot read {part!r}; give comma-separated values such as {option} {example}"
+            ) from None
     if not parsed:
         raise ConfigError(f"{option} is empty; give comma-separated values such as {option} {example}")
     return tuple(dict.fromkeys(parsed))
 
 
-def parse_ints(values: str | Iterable[str], option: str, minimum: int | None = None, example: str = "1,5,10") -> tuple[int, ...]:
+def parse_ints(
+    values: str | Iterable[str], option: str, minimum: int | None = None, example: str = "1,5,10"
+) -> tuple[int, ...]:
     numbers = parse_list(values, int, option, example)
     if minimum is not None and min(numbers) < minimum:
-        raise ConfigError(f"{option}: {min(numbers)} is below {minimum}; give values of at least {minimum}, e.g. {option} {example}")
+        raise ConfigError(
+            f"{option}: {min(numbers)} is below {minimum}; give values of at least {minimum}, e.g. {option} {example}"
+        )
     return numbers
 
 
-def parse_floats(values: str | Iterable[str], option: str, positive: bool = False, example: str = "0.01,0.1,1") -> tuple[float, ...]:
+def parse_floats(
+    values: str | Iterable[str], option: str, positive: bool = False, example: str = "0.01,0.1,1"
+) -> tuple[float, ...]:
     """Finite floats (``nan`` and ``inf`` refused); ``positive`` also refuses zero and negatives."""
     numbers = parse_list(values, float, option, example)
     for number in numbers:
         if not math.isfinite(number):
-            raise ConfigError(f"{option}: {number} is not a {'positive ' if positive else ''}finite number; give values such as {option} {example}")
+            raise ConfigError(
+                f"{option}: {number} is not a {'positive ' if positive else ''}finite number; give values such as {option} {example}"
+            )
         if positive and number <= 0:
-            raise ConfigError(f"{option}: {number:g} is not a positive finite number; give values such as {option} {example}")
+            raise ConfigError(
+                f"{option}: {number:g} is not a positive finite number; give values such as {option} {example}"
+            )
     return numbers
 
 
@@ -86,10 +98,14 @@ def parse_layer(text: str, option: str = "--layer") -> LayerSpec:
                 raise ValueError(part)
             layers.extend(range(int(low), int(high) + 1) if dash else [int(low)])
     except ValueError:
-        raise ConfigError(f"cannot read {option} {text!r}; use a layer number, a list such as 4,5,6, a range such as 4-6, "
-                          f"'{LAST}' or '{ALL}'") from None
+        raise ConfigError(
+            f"cannot read {option} {text!r}; use a layer number, a list such as 4,5,6, a range such as 4-6, "
+            f"'{LAST}' or '{ALL}'"
+        ) from None
     if not layers:
-        raise ConfigError(f"{option} is empty; use a layer number, a list such as 4,5,6, a range such as 4-6, '{LAST}' or '{ALL}'")
+        raise ConfigError(
+            f"{option} is empty; use a layer number, a list such as 4,5,6, a range such as 4-6, '{LAST}' or '{ALL}'"
+        )
     return tuple(dict.fromkeys(layers))
 
 
@@ -107,7 +123,9 @@ def layers_in(spec: LayerSpec, n_layers: int, option: str = "--layer") -> tuple[
         return tuple(range(n_layers + 1))
     bad = [layer for layer in spec if not 0 <= layer <= n_layers]
     if bad:
-        raise ConfigError(f"{option} {layer_text(spec)}: this model has layers 0..{n_layers} (0 = embeddings, {n_layers} = last)")
+        raise ConfigError(
+            f"{option} {layer_text(spec)}: this model has layers 0..{n_layers} (0 = embeddings, {n_layers} = last)"
+        )
     return tuple(spec)
 
 

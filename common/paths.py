@@ -27,7 +27,9 @@ def home_subdir(name: str) -> Path:
 def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` (and parents) and check that we can write there; raise StoreError otherwise."""
     if path.exists() and not path.is_dir():
-        raise StoreError(f"cannot create folder {path}: it is a file, not a folder; choose another --out or set MLX_HOME")
+        raise StoreError(
+            f"cannot create folder {path}: it is a file, not a folder; choose another --out or set MLX_HOME"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -123,7 +123,9 @@ def staged_run_dir(run_dir: Path) -> Iterator[Path]:
                 raise FileExistsError(errno.EEXIST, "exists")
             os.rename(staging, run_dir)
         except OSError as exc:
-            raise StoreError(f"cannot move the finished run to {run_dir} ({exc.strerror}); move that folder away and re-run") from None
+            raise StoreError(
+                f"cannot move the finished run to {run_dir} ({exc.strerror}); move that folder away and re-run"
+            ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -146,11 +148,15 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
         return True
     text = str(exc)
-    return isinstance(exc, OSError) and ("No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text)
+    return isinstance(exc, OSError) and (
+        "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text
+    )
 
 
 def disk_full_message(path: Path, detail: str = "") -> str:
-    return f"no space left on device {_mount_point(path)} ({path}){detail}; free some space there or choose another --out"
+    return (
+        f"no space left on device {_mount_point(path)} ({path}){detail}; free some space there or choose another --out"
+    )
 
 
 @contextmanager
@@ -174,7 +180,9 @@ def check_free_space(path: Path, n_bytes: int) -> None:
     free = shutil.disk_usage(folder).free
     needed = int(n_bytes * 1.02) + (256 << 10)
     if free < needed:
-        raise DiskFullError(disk_full_message(path, f": the write needs {needed / 1e6:,.1f} MB, {free / 1e6:,.1f} MB are free"))
+        raise DiskFullError(
+            disk_full_message(path, f": the write needs {needed / 1e6:,.1f} MB, {free / 1e6:,.1f} MB are free")
+        )
 
 
 @contextmanager

@@ -11,7 +11,9 @@ import numpy as np
 from common.errors import ConfigError, DataError
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int, what: str = "validation") -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int, what: str = "validation"
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded (kept_rows, held_out_rows) of a label vector (N,), both sorted int arrays.
 
     ``fraction`` of the rows (per class, rounded by scikit-learn's rule) are held out; ``what``
@@ -26,12 +28,16 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int, what: str =
         raise DataError(f"cannot carve a {what} split from 0 rows")
     counts = np.bincount(np.unique(labels, return_inverse=True)[1])
     if counts.min() < 2:
-        raise DataError(f"a class has fewer than 2 examples, so no stratified {what} split can hold it; add examples or drop the class")
+        raise DataError(
+            f"a class has fewer than 2 examples, so no stratified {what} split can hold it; add examples or drop the class"
+        )
     rows = np.arange(len(labels))
     try:
         kept, held_out = train_test_split(rows, test_size=fraction, stratify=labels, random_state=seed)
     except ValueError as exc:  # too few rows for one per class on each side
-        raise DataError(f"cannot carve a stratified {fraction:.0%} {what} split from {len(labels)} rows: {exc}") from None
+        raise DataError(
+            f"cannot carve a stratified {fraction:.0%} {what} split from {len(labels)} rows: {exc}"
+        ) from None
     return np.sort(kept), np.sort(held_out)
 
 

@@ -91,11 +91,15 @@ class TrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"learning rate must be a positive finite number, got {self.lr}; e.g. 0.05")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight decay / L2 must be a finite number >= 0, got {self.weight_decay}; e.g. 0 or 1e-4")
+            raise ConfigError(
+                f"weight decay / L2 must be a finite number >= 0, got {self.weight_decay}; e.g. 0 or 1e-4"
+            )
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum}; e.g. 0.9")
         if self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer (NumPy's generators reject negative seeds), got {self.seed}; use --seed 0 or above")
+            raise ConfigError(
+                f"seed must be a non-negative integer (NumPy's generators reject negative seeds), got {self.seed}; use --seed 0 or above"
+            )
         if self.grad_accum < 1:
             raise ConfigError(f"gradient accumulation must be at least 1 micro-batch per step, got {self.grad_accum}")
         if not (math.isfinite(self.warmup_fraction) and 0 <= self.warmup_fraction < 1):
@@ -223,7 +227,11 @@ def _batches(data: Data, batch_size: int, generator: torch.Generator | None) -> 
         return
     inputs, targets = data
     n = len(targets)
-    order = torch.randperm(n, generator=generator).to(targets.device) if generator is not None else torch.arange(n, device=targets.device)
+    order = (
+        torch.randperm(n, generator=generator).to(targets.device)
+        if generator is not None
+        else torch.arange(n, device=targets.device)
+    )
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         yield inputs[index], targets[index]
@@ -254,18 +262,29 @@ def make_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, 
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
         groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     else:
-        groups = [{"params": g["params"], "weight_decay": g.get("weight_decay", 0.0), "lr": config.lr * g.get("lr_scale", 1.0)} for g in param_groups]
+        groups = [
+            {
+                "params": g["params"],
+                "weight_decay": g.get("weight_decay", 0.0),
+                "lr": config.lr * g.get("lr_scale", 1.0),
+            }
+            for g in param_groups
+        ]
     if config.optimizer == OptimizerName.sgd:
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr, **({"fused": True} if config.fused else {}))
     total_steps = config.n_epochs * steps_per_epoch
     if config.schedule == ScheduleName.onecycle:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction
+        )
     elif config.schedule == ScheduleName.cosine:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     elif config.schedule == ScheduleName.linear:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total_steps, round(config.warmup_fraction * total_steps)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _linear_schedule(total_steps, round(config.warmup_fraction * total_steps))
+        )
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     return optimizer, scheduler
@@ -295,7 +314,14 @@ def _all_reduce_sum(values: list[float], dist: DistInfo) -> list[float]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: Data, device: torch.device, batch_size: int = 1024, autocast: str | None = None, dist: DistInfo | None = None) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    data: Data,
+    device: torch.device,
+    batch_size: int = 1024,
+    autocast: str | None = None,
+    dist: DistInfo | None = None,
+) -> torch.Tensor:
     """Model outputs for every example of ``data`` in order, as one (N, C) float32 CPU tensor.
 
     Under DDP each rank predicts every world-size-th batch and the outputs are gathered, in order,
@@ -319,7 +345,15 @@ def predict(model: nn.Module, data: Data, device: torch.device, batch_size: int 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Data, loss_fn: Callable, device: torch.device, batch_size: int = 1024, autocast: str | None = None, dist: DistInfo | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    loss_fn: Callable,
+    device: torch.device,
+    batch_size: int = 1024,
+    autocast: str | None = None,
+    dist: DistInfo | None = None,
+) -> tuple[float, float]:
     """(mean loss, accuracy) of ``model`` on ``data``; under DDP each rank scores its share of the batches."""
     model.eval()
     dist = dist or DistInfo()
@@ -364,7 +398,12 @@ class LoopState:
 
 
 def _rng_state(generator: torch.Generator) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "generator": generator.get_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -443,7 +482,9 @@ def _config_dict(config: TrainConfig) -> dict:
 
 def _restore(run: _Run, saved: dict) -> LoopState:
     if saved.get("world_size", 1) != run.dist.world_size:
-        raise ConfigError(f"the checkpoint was written by {saved.get('world_size', 1)} process(es), this run has {run.dist.world_size}; resume with the same --nproc")
+        raise ConfigError(
+            f"the checkpoint was written by {saved.get('world_size', 1)} process(es), this run has {run.dist.world_size}; resume with the same --nproc"
+        )
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
@@ -505,7 +546,9 @@ def _train_step(run: _Run, chunk: list) -> tuple[float, int]:
 
 def _evaluate_now(run: _Run, val: Data, state: LoopState, epoch: int) -> None:
     """Validate, record, keep the best checkpoint, count evaluations without gain."""
-    val_loss, val_accuracy = evaluate(run.model, val, run.loss_fn, run.device, autocast=run.config.autocast, dist=run.dist)
+    val_loss, val_accuracy = evaluate(
+        run.model, val, run.loss_fn, run.device, autocast=run.config.autocast, dist=run.dist
+    )
     train_loss = state.since_eval_loss / max(1, state.since_eval_seen)
     state.evals.append(EvalRecord(state.step, epoch, train_loss, val_loss, val_accuracy))
     state.since_eval_loss, state.since_eval_seen = 0.0, 0
@@ -548,7 +591,20 @@ def fit(
     steps = steps_per_epoch(_n_batches(train, config.batch_size), config, dist.world_size)
     optimizer, scheduler = make_optimizer(model, config, steps, param_groups)
     scaler = torch.amp.GradScaler(device.type) if config.autocast == "fp16" and device.type == "cuda" else None
-    run = _Run(model, model, loss_fn, config, device, dist, optimizer, scheduler, scaler, generator, checkpoints, batch_transform)
+    run = _Run(
+        model,
+        model,
+        loss_fn,
+        config,
+        device,
+        dist,
+        optimizer,
+        scheduler,
+        scaler,
+        generator,
+        checkpoints,
+        batch_transform,
+    )
     state, resumed_from = LoopState(), None
     saved = checkpoints.load_latest() if checkpoints is not None else None
     if saved is not None:
@@ -588,7 +644,14 @@ def fit(
             state.since_eval_loss += loss_sum
             state.since_eval_seen += int(n_seen)
             state.epoch_seconds = time.perf_counter() - epoch_start
-            progress(task, state.step, total, epoch=epoch, loss=state.epoch_loss / state.epoch_seen, val_acc=state.last_val_accuracy)
+            progress(
+                task,
+                state.step,
+                total,
+                epoch=epoch,
+                loss=state.epoch_loss / state.epoch_seen,
+                val_acc=state.last_val_accuracy,
+            )
             evaluated = config.eval_every is not None and state.step % config.eval_every == 0
             if evaluated:
                 _evaluate_now(run, val, state, epoch)
@@ -599,12 +662,22 @@ def fit(
         if state.stopped_early:
             break
         _finish_epoch(run, val, state, epoch, time.perf_counter() - epoch_start)
-        progress(task, epoch * steps, total, epoch=epoch, loss=state.records[-1].train_loss, val_acc=state.last_val_accuracy)
+        progress(
+            task, epoch * steps, total, epoch=epoch, loss=state.records[-1].train_loss, val_acc=state.last_val_accuracy
+        )
     if resumed_from is not None and state.stopped_early:
         log.info("stopped early at step %d", state.step)
     return TrainHistory(
-        tuple(state.records), earlier_seconds + time.perf_counter() - started, tuple(state.evals), state.best_step, state.best_accuracy,
-        state.step, state.train_samples, state.train_seconds, state.stopped_early, resumed_from,
+        tuple(state.records),
+        earlier_seconds + time.perf_counter() - started,
+        tuple(state.evals),
+        state.best_step,
+        state.best_accuracy,
+        state.step,
+        state.train_samples,
+        state.train_seconds,
+        state.stopped_early,
+        resumed_from,
     )
 
 
@@ -616,8 +689,20 @@ def _finish_epoch(run: _Run, val: Data, state: LoopState, epoch: int, seconds: f
         _evaluate_now(run, val, state, epoch)
     last = state.evals[-1]
     state.records.append(EpochRecord(epoch, train_loss, last.val_loss, last.val_accuracy, seconds))
-    log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch, train_loss, last.val_loss, last.val_accuracy)
-    state.epoch, state.micro_in_epoch, state.epoch_loss, state.epoch_seen, state.epoch_seconds = epoch + 1, 0, 0.0, 0, 0.0
+    log.info(
+        "epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f",
+        epoch,
+        train_loss,
+        last.val_loss,
+        last.val_accuracy,
+    )
+    state.epoch, state.micro_in_epoch, state.epoch_loss, state.epoch_seen, state.epoch_seconds = (
+        epoch + 1,
+        0,
+        0.0,
+        0,
+        0.0,
+    )
     _save(run, state, best=state.best_step == state.step)
 
 
@@ -626,4 +711,8 @@ def _kept(checkpoints: Checkpoints | None) -> str:
     if checkpoints is None:
         return ""
     last = getattr(checkpoints, "last_step", lambda: None)()
-    return f"the last good checkpoint (step {last}) is kept; " if last is not None else "no checkpoint had been written yet; "
+    return (
+        f"the last good checkpoint (step {last}) is kept; "
+        if last is not None
+        else "no checkpoint had been written yet; "
+    )

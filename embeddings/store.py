@@ -85,7 +85,9 @@ def write_store(path: Path, attrs: dict[str, Any], splits: dict[str, SplitArrays
     as Python objects). An existing file at ``path`` is replaced only once the new one is whole.
     """
     path = Path(path)
-    n_bytes = sum(np.asarray(m).nbytes for arrays in splits.values() for m in arrays.vectors.values()) + sum(16 * len(a.labels) for a in splits.values())
+    n_bytes = sum(np.asarray(m).nbytes for arrays in splits.values() for m in arrays.vectors.values()) + sum(
+        16 * len(a.labels) for a in splits.values()
+    )
     check_free_space(path, n_bytes)  # before h5py starts: its failures on a full disk can be crashes, not errors
     with atomic_path(path) as temporary:
         with h5py.File(temporary, "w") as f:
@@ -183,7 +185,9 @@ class EmbeddingStore:
 
 def _open_for_reading(path: Path) -> h5py.File:
     if not path.exists():
-        raise StoreError(f"store {path} does not exist; create it with `mlx embed` or list stores with `mlx store list`")
+        raise StoreError(
+            f"store {path} does not exist; create it with `mlx embed` or list stores with `mlx store list`"
+        )
     if path.is_dir():
         raise StoreError(f"{path} is a folder, not an HDF5 store")
     try:
@@ -196,7 +200,9 @@ def _open_for_reading(path: Path) -> h5py.File:
     if int(f.attrs.get("schema_version", -1)) > SCHEMA_VERSION:
         version = f.attrs.get("schema_version")
         f.close()
-        raise StoreError(f"{path} has store schema {version}, newer than this mlx reads ({SCHEMA_VERSION}); upgrade mlx")
+        raise StoreError(
+            f"{path} has store schema {version}, newer than this mlx reads ({SCHEMA_VERSION}); upgrade mlx"
+        )
     if not bool(f.attrs.get("complete", False)):
         f.close()
         raise StoreError(f"store {path} is incomplete; re-run the `mlx embed` command that made it to finish it")
@@ -247,7 +253,12 @@ class StoreEntry:
     info: StoreInfo | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "status": self.status, "size_mb": round(self.size_mb, 3), "info": self.info.to_dict() if self.info else None}
+        return {
+            "path": str(self.path),
+            "status": self.status,
+            "size_mb": round(self.size_mb, 3),
+            "info": self.info.to_dict() if self.info else None,
+        }
 
 
 def list_stores(folder: Path | None = None) -> list[StoreEntry]:

@@ -4,14 +4,24 @@ Probes are scikit-learn style estimators (``KNNProbe``, ``LogRegProbe``); ``run_
 loop that evaluates them over every pooled matrix of a store and saves a run folder.
 """
 
-
 import importlib
 
 # Imported on first use (PEP 562): the CLI reads the option enums from probes.knn at start-up
 # without paying for scikit-learn and FAISS.
 _HOMES = {
-    **dict.fromkeys(("ClassMetrics", "KNNConfig", "LogRegConfig", "ProbeKind", "ProbeReport", "ProbeResult", "ProbeRunConfig",
-                     "run_probes"), "probes.evaluate"),
+    **dict.fromkeys(
+        (
+            "ClassMetrics",
+            "KNNConfig",
+            "LogRegConfig",
+            "ProbeKind",
+            "ProbeReport",
+            "ProbeResult",
+            "ProbeRunConfig",
+            "run_probes",
+        ),
+        "probes.evaluate",
+    ),
     **dict.fromkeys(("ApproximateParams", "KNNProbe"), "probes.knn"),
     **dict.fromkeys(("IndexKind", "Metric", "Weights"), "probes.choices"),
     **dict.fromkeys(("LogRegProbe", "select_C"), "probes.logreg"),
@@ -24,5 +34,20 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'probes' has no attribute {name!r}")
 
 
-__all__ = ["ApproximateParams", "ClassMetrics", "IndexKind", "KNNConfig", "KNNProbe", "LogRegConfig", "LogRegProbe",
-           "Metric", "ProbeKind", "ProbeReport", "ProbeResult", "ProbeRunConfig", "Weights", "run_probes", "select_C"]
+__all__ = [
+    "ApproximateParams",
+    "ClassMetrics",
+    "IndexKind",
+    "KNNConfig",
+    "KNNProbe",
+    "LogRegConfig",
+    "LogRegProbe",
+    "Metric",
+    "ProbeKind",
+    "ProbeReport",
+    "ProbeResult",
+    "ProbeRunConfig",
+    "Weights",
+    "run_probes",
+    "select_C",
+]

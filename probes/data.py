@@ -37,10 +37,14 @@ class SplitPlan:
 
     def describe(self) -> str:
         if self.limited_to is not None:
-            return f"{replace(self, limited_to=None).describe()}; a stratified subset of {self.limited_to} training rows"
+            return (
+                f"{replace(self, limited_to=None).describe()}; a stratified subset of {self.limited_to} training rows"
+            )
         if self.carved_fraction is not None:
-            return (f"split {self.train_split!r} carved into {len(self.train_rows)} train / {len(self.test_rows)} test rows "
-                    f"(stratified, {self.carved_fraction:g} test fraction)")
+            return (
+                f"split {self.train_split!r} carved into {len(self.train_rows)} train / {len(self.test_rows)} test rows "
+                f"(stratified, {self.carved_fraction:g} test fraction)"
+            )
         where = "the test store" if self.test_from_other_store else "the store"
         return f"train = split {self.train_split!r}, test = split {self.test_split!r} of {where}"
 
@@ -65,7 +69,9 @@ def layer_label(layers: Sequence[int]) -> str:
     return ",".join(str(layer) for layer in layers)
 
 
-def parse_layers(specs: Sequence[LayerSpec], stored: Sequence[int], where: object = "the store") -> tuple[tuple[int, ...], ...]:
+def parse_layers(
+    specs: Sequence[LayerSpec], stored: Sequence[int], where: object = "the store"
+) -> tuple[tuple[int, ...], ...]:
     """Layer selections from parsed ``--layer`` values (common.options.parse_layers).
 
     ``all`` = every stored layer on its own; ``last`` (the default) = the last stored layer;
@@ -84,8 +90,10 @@ def parse_layers(specs: Sequence[LayerSpec], stored: Sequence[int], where: objec
         else:
             missing = [layer for layer in spec if layer not in stored]
             if missing:
-                raise StoreError(f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
-                                 "re-embed with `mlx embed --layer all` to store every layer")
+                raise StoreError(
+                    f"layer {missing[0]} is not in {where}; stored layers: {list(stored)}; pass some of those, or "
+                    "re-embed with `mlx embed --layer all` to store every layer"
+                )
             selections.append(tuple(spec))
     return tuple(dict.fromkeys(selections))
 
@@ -96,12 +104,16 @@ def resolve_poolings(names: Sequence[str], stored: Sequence[str], where: object 
         return tuple(stored)
     for name in names:
         if name not in stored:
-            raise StoreError(f"pooling {name!r} is not in {where}; it holds: {', '.join(stored)}; pass one of those or "
-                             "'all', or re-embed with `mlx embed --pooling ...` to add it")
+            raise StoreError(
+                f"pooling {name!r} is not in {where}; it holds: {', '.join(stored)}; pass one of those or "
+                "'all', or re-embed with `mlx embed --pooling ...` to add it"
+            )
     return tuple(dict.fromkeys(names))
 
 
-def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_fraction: float | None, seed: int) -> SplitPlan:
+def plan_splits(
+    store: EmbeddingStore, test_store: EmbeddingStore | None, test_fraction: float | None, seed: int
+) -> SplitPlan:
     """Choose train and test: the store's train/test splits, a test store, or a carved test split."""
     splits = store.splits
     if test_store is not None:
@@ -113,14 +125,20 @@ def plan_splits(store: EmbeddingStore, test_store: EmbeddingStore | None, test_f
         return SplitPlan(train, test, True, None, None, None, notes=check_disjoint(store, train, test_store, test))
     if "train" in splits and "test" in splits:
         if test_fraction is not None:
-            raise ConfigError(f"{store.path} already has a test split; drop --test-fraction (it is for one-split stores)")
+            raise ConfigError(
+                f"{store.path} already has a test split; drop --test-fraction (it is for one-split stores)"
+            )
         return SplitPlan("train", "test", False, None, None, None, notes=check_disjoint(store, "train", store, "test"))
     if len(splits) != 1:
-        raise StoreError(f"{store.path} has splits {splits} but no train/test pair; a probe needs 'train' and 'test' "
-                         "splits, or a store with one split and --test-fraction")
+        raise StoreError(
+            f"{store.path} has splits {splits} but no train/test pair; a probe needs 'train' and 'test' "
+            "splits, or a store with one split and --test-fraction"
+        )
     if test_fraction is None:
-        raise ConfigError(f"{store.path} has only the split {splits[0]!r}; pass --test-fraction 0.2 to carve a "
-                          "stratified test split from it, or --test-store PATH")
+        raise ConfigError(
+            f"{store.path} has only the split {splits[0]!r}; pass --test-fraction 0.2 to carve a "
+            "stratified test split from it, or --test-store PATH"
+        )
     if not 0 < test_fraction < 1:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     return _carve(store, splits[0], test_fraction, seed)
@@ -135,22 +153,28 @@ def check_disjoint(store: EmbeddingStore, train: str, test_store: EmbeddingStore
     train_print, test_print = store.split_fingerprint(train), test_store.split_fingerprint(test)
     same_file = Path(store.path).resolve() == Path(test_store.path).resolve() and train == test
     if same_file or (train_print and train_print == test_print):
-        raise DataError(f"the test rows (split {test!r} of {test_store.path}) are the train rows (split {train!r} of {store.path}): "
-                        "scoring train against itself says nothing; pass a store with other rows, or --test-fraction to carve a test split")
+        raise DataError(
+            f"the test rows (split {test!r} of {test_store.path}) are the train rows (split {train!r} of {store.path}): "
+            "scoring train against itself says nothing; pass a store with other rows, or --test-fraction to carve a test split"
+        )
     if train != test or store.info.dataset_name != test_store.info.dataset_name:
         return ()
     shared = np.intersect1d(store.row_ids(train), test_store.row_ids(test))
     if not len(shared):
         return ()
     n_test = test_store.info.splits[test]
-    return (f"warning: {len(shared):,} of {n_test:,} test rows are also train rows (rows of split {train!r} of dataset "
-            f"{store.info.dataset_name!r} in both stores): the test score is inflated",)
+    return (
+        f"warning: {len(shared):,} of {n_test:,} test rows are also train rows (rows of split {train!r} of dataset "
+        f"{store.info.dataset_name!r} in both stores): the test score is inflated",
+    )
 
 
 def _only_split(store: EmbeddingStore, option: str) -> str:
     if len(store.splits) != 1:
-        raise StoreError(f"cannot tell which split of {store.path} to use with {option}: it holds {store.splits}; "
-                         "name them 'train' and 'test'")
+        raise StoreError(
+            f"cannot tell which split of {store.path} to use with {option}: it holds {store.splits}; "
+            "name them 'train' and 'test'"
+        )
     return store.splits[0]
 
 
@@ -160,7 +184,9 @@ def _carve(store: EmbeddingStore, split: str, fraction: float, seed: int) -> Spl
     try:
         train_rows, test_rows = stratified_split(labels, fraction, seed, what="test")
     except DataError as exc:
-        raise DataError(f"split {split!r} of {store.path}: {exc}; use a larger store or another --test-fraction") from None
+        raise DataError(
+            f"split {split!r} of {store.path}: {exc}; use a larger store or another --test-fraction"
+        ) from None
     return SplitPlan(split, split, False, fraction, train_rows, test_rows)
 
 
@@ -168,18 +194,24 @@ def _check_same_model(store: EmbeddingStore, other: EmbeddingStore) -> None:
     a, b = store.info, other.info
     for field_name in ("model_id", "model_revision", "label_names"):
         if getattr(a, field_name) != getattr(b, field_name):
-            raise StoreError(f"{a.path} and {b.path} differ in {field_name} ({getattr(a, field_name)!r} vs "
-                             f"{getattr(b, field_name)!r}); embed train and test with the same model and labels")
+            raise StoreError(
+                f"{a.path} and {b.path} differ in {field_name} ({getattr(a, field_name)!r} vs "
+                f"{getattr(b, field_name)!r}); embed train and test with the same model and labels"
+            )
 
 
 def _check_classes(labels: np.ndarray, split: str, store: EmbeddingStore) -> None:
     classes = np.unique(labels)
     if len(classes) < 2:
         name = _class_name(store, classes[0]) if len(classes) else "none"
-        raise DataError(f"split {split!r} of {store.path} has only one class ({name}); a probe needs at least two classes")
+        raise DataError(
+            f"split {split!r} of {store.path} has only one class ({name}); a probe needs at least two classes"
+        )
     n_names = len(store.info.label_names)
     if n_names and (classes.min() < 0 or classes.max() >= n_names):
-        raise StoreError(f"split {split!r} of {store.path} has labels outside 0..{n_names - 1}; re-create the store with `mlx embed`")
+        raise StoreError(
+            f"split {split!r} of {store.path} has labels outside 0..{n_names - 1}; re-create the store with `mlx embed`"
+        )
 
 
 def _class_name(store: EmbeddingStore, label: int) -> str:
@@ -204,8 +236,10 @@ def limit_train(plan: SplitPlan, store: EmbeddingStore, n: int | None, seed: int
 def split_refs(plan: SplitPlan, store: EmbeddingStore, test_store: EmbeddingStore | None) -> tuple[SplitRef, ...]:
     """Fingerprint and size of the exact train and test rows (row subsets get their own fingerprint)."""
     refs = []
-    for role, source, split, rows in (("train", store, plan.train_split, plan.train_rows),
-                                      ("test", test_store or store, plan.test_split, plan.test_rows)):
+    for role, source, split, rows in (
+        ("train", store, plan.train_split, plan.train_rows),
+        ("test", test_store or store, plan.test_split, plan.test_rows),
+    ):
         fingerprint = source.split_fingerprint(split)
         n_rows = source.info.splits[split]
         if rows is not None:
@@ -238,9 +272,13 @@ def stored_layers(store: EmbeddingStore, split: str, pooling: str) -> tuple[int,
     return store.layers_of(split, pooling)
 
 
-def pair_poolings_with_layers(store: EmbeddingStore, split: str, poolings: Sequence[str],
-                              selections: Sequence[tuple[int, ...]], explicit_poolings: bool
-                              ) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+def pair_poolings_with_layers(
+    store: EmbeddingStore,
+    split: str,
+    poolings: Sequence[str],
+    selections: Sequence[tuple[int, ...]],
+    explicit_poolings: bool,
+) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
     """(pooling, layer selection) pairs that the store holds, and notes on the ones skipped.
 
     A pooling named with ``--pooling`` must hold every requested layer; with the default (all
@@ -251,19 +289,27 @@ def pair_poolings_with_layers(store: EmbeddingStore, split: str, poolings: Seque
         available = set(stored_layers(store, split, pooling))
         missing = [s for s in selections if not set(s) <= available]
         if missing and explicit_poolings:
-            raise StoreError(f"pooling {pooling!r} in {store.path} has layers {sorted(available)} only, not "
-                             f"{layer_label(missing[0])}; pass --layer with those, or drop --pooling {pooling}")
+            raise StoreError(
+                f"pooling {pooling!r} in {store.path} has layers {sorted(available)} only, not "
+                f"{layer_label(missing[0])}; pass --layer with those, or drop --pooling {pooling}"
+            )
         if missing:
-            notes.append(f"pooling {pooling!r} skipped for layer(s) {'; '.join(map(layer_label, missing))} "
-                         f"(stored: {', '.join(map(str, sorted(available)))})")
+            notes.append(
+                f"pooling {pooling!r} skipped for layer(s) {'; '.join(map(layer_label, missing))} "
+                f"(stored: {', '.join(map(str, sorted(available)))})"
+            )
         pairs.extend((pooling, s) for s in selections if set(s) <= available)
     if not pairs:
         raise StoreError(f"no pooling in {store.path} holds the requested layers; see `mlx store info {store.path}`")
     return pairs, notes
 
 
-def iter_matrices(store: EmbeddingStore, test_store: EmbeddingStore | None, plan: SplitPlan,
-                  pairs: Sequence[tuple[str, tuple[int, ...]]]) -> Iterator[PooledMatrices]:
+def iter_matrices(
+    store: EmbeddingStore,
+    test_store: EmbeddingStore | None,
+    plan: SplitPlan,
+    pairs: Sequence[tuple[str, tuple[int, ...]]],
+) -> Iterator[PooledMatrices]:
     """Yield one PooledMatrices per (pooling, layer selection), reading each dataset once, lazily.
 
     ``pairs`` must be grouped by pooling; a layer read for one selection is kept only until its
@@ -294,22 +340,28 @@ def _read_pair(store, test_store, plan: SplitPlan, pooling: str, layer: int) -> 
     X_train = X_train if plan.train_rows is None else X_train[plan.train_rows]
     X_test = _read(test_store or store, plan.test_split, pooling, layer)
     if X_train.shape[1] != X_test.shape[1]:
-        raise StoreError(f"pooling {pooling!r} layer {layer}: train vectors have {X_train.shape[1]} dimensions but test "
-                         f"vectors have {X_test.shape[1]}; the splits come from different models, so embed both with one "
-                         "`mlx embed` run")
+        raise StoreError(
+            f"pooling {pooling!r} layer {layer}: train vectors have {X_train.shape[1]} dimensions but test "
+            f"vectors have {X_test.shape[1]}; the splits come from different models, so embed both with one "
+            "`mlx embed` run"
+        )
     return X_train, X_test
 
 
 def _read(store: EmbeddingStore, split: str, pooling: str, layer: int) -> np.ndarray:
     X = store.vectors(split, pooling, layer)  # one contiguous read
     if X.shape[0] != store.info.splits[split]:
-        raise StoreError(f"{store.path}: split {split!r} pooling {pooling!r} layer {layer} has {X.shape[0]} rows but the "
-                         f"split has {store.info.splits[split]} labels; the store is damaged, re-create it with `mlx embed`")
+        raise StoreError(
+            f"{store.path}: split {split!r} pooling {pooling!r} layer {layer} has {X.shape[0]} rows but the "
+            f"split has {store.info.splits[split]} labels; the store is damaged, re-create it with `mlx embed`"
+        )
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
-        raise DataError(f"{store.path}: split {split!r} pooling {pooling!r} layer {layer} has NaN or inf in "
-                        f"{int((~finite).sum())} of {len(X)} rows (first row {int(np.argmin(finite))}); re-embed with `mlx embed --dtype fp32` "
-                        "(half precision can overflow) or choose another pooling/layer")
+        raise DataError(
+            f"{store.path}: split {split!r} pooling {pooling!r} layer {layer} has NaN or inf in "
+            f"{int((~finite).sum())} of {len(X)} rows (first row {int(np.argmin(finite))}); re-embed with `mlx embed --dtype fp32` "
+            "(half precision can overflow) or choose another pooling/layer"
+        )
     log.info("read %s/%s/layer %d: %d x %d", split, pooling, layer, *X.shape)
     return X
 

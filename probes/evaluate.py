@@ -111,10 +111,19 @@ class ProbeResult:
         d = self.to_dict()
         details = {k: d[k] for k in ("per_class", "confusion", "fit_seconds", "predict_seconds", "dim", "recall_at_k")}
         return run_record.ResultRow(
-            name=self.name, method=self.probe, setting=self.setting,
-            params={"pooling": self.pooling, "layers": list(self.layers), **d["params"]}, accuracy=self.accuracy,
-            macro_f1=self.macro_f1, validation_accuracy=self.validation_accuracy, n_train=self.n_train, n_test=self.n_test,
-            trainable_params=self.trainable_params, train_seconds=self.fit_seconds, details=details)
+            name=self.name,
+            method=self.probe,
+            setting=self.setting,
+            params={"pooling": self.pooling, "layers": list(self.layers), **d["params"]},
+            accuracy=self.accuracy,
+            macro_f1=self.macro_f1,
+            validation_accuracy=self.validation_accuracy,
+            n_train=self.n_train,
+            n_test=self.n_test,
+            trainable_params=self.trainable_params,
+            train_seconds=self.fit_seconds,
+            details=details,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = _plain(asdict(self))
@@ -138,9 +147,12 @@ class ProbeReport:
     @property
     def warnings(self) -> tuple[str, ...]:
         """Things the reader must know about the numbers: a C chosen on the edge of its grid."""
-        return tuple(f"logreg {r.pooling} layer {r.layer_label}: C={r.params['C']:g} is on the edge of the C grid "
-                     f"({min(r.params['C_grid']):g}..{max(r.params['C_grid']):g}); the best C may lie beyond it, widen --C"
-                     for r in self.results if r.params.get("C_on_grid_edge"))
+        return tuple(
+            f"logreg {r.pooling} layer {r.layer_label}: C={r.params['C']:g} is on the edge of the C grid "
+            f"({min(r.params['C_grid']):g}..{max(r.params['C_grid']):g}); the best C may lie beyond it, widen --C"
+            for r in self.results
+            if r.params.get("C_on_grid_edge")
+        )
 
     @property
     def best(self) -> ProbeResult:
@@ -150,8 +162,11 @@ class ProbeReport:
 Prediction = tuple[str, dict[str, Any], np.ndarray, float, float, dict[str, float]]
 
 
-def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
-               on_plan: Callable[[dict[str, Any]], None] | None = None) -> ProbeReport:
+def run_probes(
+    config: ProbeRunConfig,
+    progress: ProgressCallback = no_progress,
+    on_plan: Callable[[dict[str, Any]], None] | None = None,
+) -> ProbeReport:
     """Open the store(s), check everything, evaluate every probe on every pooled matrix, save a run folder.
 
     ``on_plan`` is called with a summary (sizes, poolings, layers, output folder) before the long work.
@@ -174,17 +189,34 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
         store_meta = _store_meta(store, test_store)
         if on_plan:
             n_test = len(data.test_labels(plan, store, test_store))
-            on_plan({"store": str(store.path), "model": store.info.model_id, "split": plan.describe(),
-                     "rows": f"{len(y_train):,} train / {n_test:,} test, {len(label_names)} classes, seed {config.seed}",
-                     "poolings": ", ".join(poolings), "layers": "; ".join(map(data.layer_label, selections)),
-                     "probes": ", ".join(p.value for p in config.probes), "run folder": str(run_dir), "notes": notes})
+            on_plan(
+                {
+                    "store": str(store.path),
+                    "model": store.info.model_id,
+                    "split": plan.describe(),
+                    "rows": f"{len(y_train):,} train / {n_test:,} test, {len(label_names)} classes, seed {config.seed}",
+                    "poolings": ", ".join(poolings),
+                    "layers": "; ".join(map(data.layer_label, selections)),
+                    "probes": ", ".join(p.value for p in config.probes),
+                    "run folder": str(run_dir),
+                    "notes": notes,
+                }
+            )
         with common_runs.staged_run_dir(run_dir) as staging:
             predictions: dict[str, np.ndarray] = {}
-            results = _evaluate(config, data.iter_matrices(store, test_store, plan, pairs), len(pairs), label_names,
-                                progress, predictions)
+            results = _evaluate(
+                config,
+                data.iter_matrices(store, test_store, plan, pairs),
+                len(pairs),
+                label_names,
+                progress,
+                predictions,
+            )
             results = tuple(sorted(results, key=lambda r: -r.accuracy))
             plots = report.write_plots(staging, results, selections, label_names) if config.plot else ()
-            record = _record(config, results, store, test_store, plan, label_names, store_meta, notes, plots, started_at)
+            record = _record(
+                config, results, store, test_store, plan, label_names, store_meta, notes, plots, started_at
+            )
             row_ids, y_true = data.test_row_ids(plan, store, test_store), data.test_labels(plan, store, test_store)
             run_record.write_record(staging, record, run_record.Predictions(row_ids, y_true, predictions))
         plots = tuple(run_dir / p.name for p in plots)
@@ -192,8 +224,18 @@ def run_probes(config: ProbeRunConfig, progress: ProgressCallback = no_progress,
         store.close()
         if test_store:
             test_store.close()
-    return ProbeReport(config, results, run_dir, plan.describe(), plan.carved_fraction is not None, store_meta, plots,
-                       selections, tuple(notes), record)
+    return ProbeReport(
+        config,
+        results,
+        run_dir,
+        plan.describe(),
+        plan.carved_fraction is not None,
+        store_meta,
+        plots,
+        selections,
+        tuple(notes),
+        record,
+    )
 
 
 def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
@@ -201,8 +243,10 @@ def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
         if not config.knn.ks or min(config.knn.ks) < 1:
             raise ConfigError(f"--k needs positive integers such as 1,5,10,20, got {list(config.knn.ks)}")
         if max(config.knn.ks) > n_train:
-            raise ConfigError(f"k={max(config.knn.ks)} is larger than the training set ({n_train} rows); "
-                              f"choose --k values of at most {n_train}")
+            raise ConfigError(
+                f"k={max(config.knn.ks)} is larger than the training set ({n_train} rows); "
+                f"choose --k values of at most {n_train}"
+            )
     if ProbeKind.LOGREG in config.probes:
         if not config.logreg.Cs or not all(0 < c < float("inf") for c in config.logreg.Cs):
             raise ConfigError(f"--C needs positive finite numbers such as 0.01,0.1,1,10, got {list(config.logreg.Cs)}")
@@ -210,9 +254,14 @@ def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
         raise ConfigError(f"--seed must be 0 or more, got {config.seed}")
 
 
-def _evaluate(config: ProbeRunConfig, matrices: Iterator[data.PooledMatrices], n_matrices: int,
-              label_names: tuple[str, ...], progress: ProgressCallback,
-              predictions: dict[str, np.ndarray]) -> list[ProbeResult]:
+def _evaluate(
+    config: ProbeRunConfig,
+    matrices: Iterator[data.PooledMatrices],
+    n_matrices: int,
+    label_names: tuple[str, ...],
+    progress: ProgressCallback,
+    predictions: dict[str, np.ndarray],
+) -> list[ProbeResult]:
     """The one loop: for each pooled matrix, for each probe, fit on train and score once on test.
 
     ``predictions`` receives each result's (N_test,) predicted labels under the result's name.
@@ -236,8 +285,14 @@ def _knn_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Iterator
     c = config.knn
     k_max = max(c.ks)
     start = time.perf_counter()
-    probe = KNNProbe(k=k_max, metric=c.metric.value, weights=c.weights.value, index=c.index.value,
-                     params=c.approximate, seed=config.seed).fit(m.X_train, m.y_train)
+    probe = KNNProbe(
+        k=k_max,
+        metric=c.metric.value,
+        weights=c.weights.value,
+        index=c.index.value,
+        params=c.approximate,
+        seed=config.seed,
+    ).fit(m.X_train, m.y_train)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     distances, rows = probe.kneighbors(m.X_test, k_max)
@@ -267,55 +322,117 @@ def _logreg_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Itera
     start = time.perf_counter()
     y_pred = probe.predict(m.X_test)
     predict_s = time.perf_counter() - start
-    params = {"C": chosen.C, "C_grid": list(c.Cs), "validation_accuracy_by_C": {str(k): v for k, v in chosen.validation_accuracy.items()},
-              "n_fit": chosen.n_fit, "n_validation": chosen.n_validation, "C_on_grid_edge": chosen.on_edge}
+    params = {
+        "C": chosen.C,
+        "C_grid": list(c.Cs),
+        "validation_accuracy_by_C": {str(k): v for k, v in chosen.validation_accuracy.items()},
+        "n_fit": chosen.n_fit,
+        "n_validation": chosen.n_validation,
+        "C_on_grid_edge": chosen.on_edge,
+    }
     if chosen.on_edge:
         log.info("%s layer %s: C=%g is on the edge of the C grid", m.pooling, m.layer_label, chosen.C)
     n_weights = probe.model_.coef_.size + probe.model_.intercept_.size
-    yield f"C={chosen.C:g}", params, y_pred, fit_s, predict_s, {"validation_accuracy": chosen.validation_accuracy[chosen.C],
-                                                                 "trainable_params": int(n_weights)}
+    yield (
+        f"C={chosen.C:g}",
+        params,
+        y_pred,
+        fit_s,
+        predict_s,
+        {"validation_accuracy": chosen.validation_accuracy[chosen.C], "trainable_params": int(n_weights)},
+    )
 
 
-def _result(kind: ProbeKind, m: data.PooledMatrices, setting: str, params: dict[str, Any], y_pred: np.ndarray,
-            fit_s: float, predict_s: float, extra: dict[str, float], label_names: tuple[str, ...]) -> ProbeResult:
+def _result(
+    kind: ProbeKind,
+    m: data.PooledMatrices,
+    setting: str,
+    params: dict[str, Any],
+    y_pred: np.ndarray,
+    fit_s: float,
+    predict_s: float,
+    extra: dict[str, float],
+    label_names: tuple[str, ...],
+) -> ProbeResult:
     labels = np.arange(len(label_names))
     precision, recall, f1, support = precision_recall_fscore_support(m.y_test, y_pred, labels=labels, zero_division=0)
-    per_class = tuple(ClassMetrics(name, float(p), float(r), float(f), int(s))
-                      for name, p, r, f, s in zip(label_names, precision, recall, f1, support))
+    per_class = tuple(
+        ClassMetrics(name, float(p), float(r), float(f), int(s))
+        for name, p, r, f, s in zip(label_names, precision, recall, f1, support)
+    )
     confusion = confusion_matrix(m.y_test, y_pred, labels=labels)
     return ProbeResult(
-        probe=kind.value, pooling=m.pooling, layers=m.layers, setting=setting, params=params,
+        probe=kind.value,
+        pooling=m.pooling,
+        layers=m.layers,
+        setting=setting,
+        params=params,
         accuracy=float(np.mean(y_pred == m.y_test)),
         # Classes absent from both truth and predictions have no F1: averaging their 0 would understate it.
-        macro_f1=float(f1_score(m.y_test, y_pred, labels=np.union1d(m.y_test, y_pred), average="macro", zero_division=0)),
-        per_class=per_class, confusion=tuple(tuple(int(v) for v in row) for row in confusion),
-        fit_seconds=fit_s, predict_seconds=predict_s, n_train=len(m.y_train), n_test=len(m.y_test),
-        dim=int(m.X_train.shape[1]), **extra)
+        macro_f1=float(
+            f1_score(m.y_test, y_pred, labels=np.union1d(m.y_test, y_pred), average="macro", zero_division=0)
+        ),
+        per_class=per_class,
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
+        fit_seconds=fit_s,
+        predict_seconds=predict_s,
+        n_train=len(m.y_train),
+        n_test=len(m.y_test),
+        dim=int(m.X_train.shape[1]),
+        **extra,
+    )
 
 
 def _store_meta(store, test_store) -> dict[str, Any]:
     info = store.info
-    meta = {"path": str(info.path), "fingerprint": runs.store_fingerprint(info.path), "model_id": info.model_id,
-            "model_revision": info.model_revision, "dataset_name": info.dataset_name,
-            "dataset_fingerprint": info.dataset_fingerprint, "created_at": info.created_at, "splits": info.splits}
+    meta = {
+        "path": str(info.path),
+        "fingerprint": runs.store_fingerprint(info.path),
+        "model_id": info.model_id,
+        "model_revision": info.model_revision,
+        "dataset_name": info.dataset_name,
+        "dataset_fingerprint": info.dataset_fingerprint,
+        "created_at": info.created_at,
+        "splits": info.splits,
+    }
     if test_store:
-        meta["test_store"] = {"path": str(test_store.info.path), "fingerprint": runs.store_fingerprint(test_store.info.path),
-                              "dataset_fingerprint": test_store.info.dataset_fingerprint}
+        meta["test_store"] = {
+            "path": str(test_store.info.path),
+            "fingerprint": runs.store_fingerprint(test_store.info.path),
+            "dataset_fingerprint": test_store.info.dataset_fingerprint,
+        }
     return meta
 
 
-def _record(config: ProbeRunConfig, results: tuple[ProbeResult, ...], store, test_store, plan: data.SplitPlan,
-            label_names: tuple[str, ...], store_meta: dict[str, Any], notes: list[str], plots: tuple[Path, ...],
-            started_at: str) -> run_record.RunRecord:
+def _record(
+    config: ProbeRunConfig,
+    results: tuple[ProbeResult, ...],
+    store,
+    test_store,
+    plan: data.SplitPlan,
+    label_names: tuple[str, ...],
+    store_meta: dict[str, Any],
+    notes: list[str],
+    plots: tuple[Path, ...],
+    started_at: str,
+) -> run_record.RunRecord:
     info = store.info
     return run_record.RunRecord(
-        kind="probe", command=f"probe {config.command}", command_line=run_record.command_line(), started_at=started_at,
-        finished_at=run_record.now(), config={**config.to_dict(), "store_meta": store_meta, "split": plan.describe()},
+        kind="probe",
+        command=f"probe {config.command}",
+        command_line=run_record.command_line(),
+        started_at=started_at,
+        finished_at=run_record.now(),
+        config={**config.to_dict(), "store_meta": store_meta, "split": plan.describe()},
         model=run_record.ModelRef(info.model_id, info.model_revision),
-        data=run_record.DataRef(info.dataset_name, info.dataset_fingerprint, data.split_refs(plan, store, test_store),
-                                tuple(label_names)),
-        device="cpu", results=tuple(r.to_row() for r in results), artifacts=tuple(p.name for p in plots),
-        notes=tuple(notes))
+        data=run_record.DataRef(
+            info.dataset_name, info.dataset_fingerprint, data.split_refs(plan, store, test_store), tuple(label_names)
+        ),
+        device="cpu",
+        results=tuple(r.to_row() for r in results),
+        artifacts=tuple(p.name for p in plots),
+        notes=tuple(notes),
+    )
 
 
 def _plain(obj: Any) -> Any:

@@ -60,7 +60,9 @@ def _prepare(X: np.ndarray, metric: Metric) -> np.ndarray:
     return X
 
 
-def build_index(X: np.ndarray, metric: Metric, kind: IndexKind, params: ApproximateParams = ApproximateParams(), seed: int = 0):
+def build_index(
+    X: np.ndarray, metric: Metric, kind: IndexKind, params: ApproximateParams = ApproximateParams(), seed: int = 0
+):
     """A FAISS index over prepared (N, D) float32 vectors ``X``."""
     import faiss
 
@@ -83,7 +85,9 @@ def _ivf_index(X: np.ndarray, faiss_metric: int, params: ApproximateParams, seed
 
     n, d = X.shape
     if n < MIN_IVF_ROWS:  # 4-bit PQ trains 16 centroids per sub-quantiser
-        raise ConfigError(f"--index ivf needs at least {MIN_IVF_ROWS} training rows, the store has {n}; use --index flat (exact, and fast at this size)")
+        raise ConfigError(
+            f"--index ivf needs at least {MIN_IVF_ROWS} training rows, the store has {n}; use --index flat (exact, and fast at this size)"
+        )
     n_lists = max(1, min(params.ivf_lists or int(math.sqrt(n) / 2.7), n // 39))
     n_codes = max(m for m in range(1, max(1, d // 8) + 1) if d % m == 0)  # ~8 dimensions per 4-bit code
     index = faiss.index_factory(d, f"IVF{n_lists},PQ{n_codes}x4fs,RFlat", faiss_metric)
@@ -158,8 +162,15 @@ def vote(neighbour_labels: np.ndarray, distances: np.ndarray, n_classes: int, we
 class KNNProbe:
     """k-NN classifier over a FAISS index. ``fit`` returns self; learned state ends in ``_``."""
 
-    def __init__(self, k: int = 5, metric: str = "cosine", weights: str = "uniform", index: str = "flat",
-                 params: ApproximateParams = ApproximateParams(), seed: int = 0):
+    def __init__(
+        self,
+        k: int = 5,
+        metric: str = "cosine",
+        weights: str = "uniform",
+        index: str = "flat",
+        params: ApproximateParams = ApproximateParams(),
+        seed: int = 0,
+    ):
         self.k = k
         self.metric = metric
         self.weights = weights
@@ -184,7 +195,9 @@ class KNNProbe:
         if not isinstance(self.k, (int, np.integer)) or self.k < 1:
             raise ConfigError(f"k must be a positive integer, got {self.k!r}")
         if self.k > len(X):
-            raise ConfigError(f"k={self.k} is larger than the training set ({len(X)} rows); choose --k of at most {len(X)}")
+            raise ConfigError(
+                f"k={self.k} is larger than the training set ({len(X)} rows); choose --k of at most {len(X)}"
+            )
         self.classes_, self.y_ = np.unique(np.asarray(y), return_inverse=True)
         self.n_features_in_ = X.shape[1]
         self.index_ = build_index(_prepare(X, metric), metric, kind, self.params, self.seed)
@@ -196,7 +209,9 @@ class KNNProbe:
         metric, _, _ = self._choices()
         X = _as_matrix(X, "query vectors")
         if X.shape[1] != self.n_features_in_:
-            raise DataError(f"query vectors have {X.shape[1]} features but the probe was fitted on {self.n_features_in_}")
+            raise DataError(
+                f"query vectors have {X.shape[1]} features but the probe was fitted on {self.n_features_in_}"
+            )
         return search(self.index_, _prepare(X, metric), k or self.k, metric)
 
     def predict_from_neighbours(self, distances: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -205,7 +220,9 @@ class KNNProbe:
         rows = rows[:, : self.k]
         if (rows < 0).any():
             # An approximate index can return fewer than k hits (-1 rows); they must not vote.
-            raise DataError(f"the {self.index} index returned fewer than k={self.k} neighbours; use --index flat or a smaller k")
+            raise DataError(
+                f"the {self.index} index returned fewer than k={self.k} neighbours; use --index flat or a smaller k"
+            )
         return self.classes_[vote(self.y_[rows], distances[:, : self.k], len(self.classes_), weights)]
 
     def predict(self, X: np.ndarray) -> np.ndarray:

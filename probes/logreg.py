@@ -78,8 +78,14 @@ class CSelection:
         return len(grid) > 1 and self.C in (grid[0], grid[-1])
 
 
-def select_C(X: np.ndarray, y: np.ndarray, Cs: tuple[float, ...], validation_fraction: float = 0.1,
-             seed: int = 0, max_iter: int = 1000) -> CSelection:
+def select_C(
+    X: np.ndarray,
+    y: np.ndarray,
+    Cs: tuple[float, ...],
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> CSelection:
     """Fit one probe per C on train minus a validation split, return the C with best validation accuracy.
 
     Cs are fitted from the smallest up, each fit starting from the previous solution (a

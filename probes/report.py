@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 
 
-def accuracy_by_layer(results: Sequence, selections: Sequence[tuple[int, ...]]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
+def accuracy_by_layer(
+    results: Sequence, selections: Sequence[tuple[int, ...]]
+) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
     """Columns (single layers, in order) and rows (pooling + probe setting -> accuracy per layer).
 
     Only single-layer selections take part; rows keep every setting, so nothing here is chosen on test.
@@ -16,12 +18,19 @@ def accuracy_by_layer(results: Sequence, selections: Sequence[tuple[int, ...]]) 
     for r in results:
         if len(r.layers) == 1 and r.layers[0] in layers:
             cells.setdefault((r.pooling, r.probe, r.params.get("k", 0)), {})[r.layers[0]] = r.accuracy
-    rows = [(f"{pooling} {probe} {f'k={k}' if probe == 'knn' else '(C on validation)'}", [cell.get(layer) for layer in layers])
-            for (pooling, probe, k), cell in sorted(cells.items())]
+    rows = [
+        (
+            f"{pooling} {probe} {f'k={k}' if probe == 'knn' else '(C on validation)'}",
+            [cell.get(layer) for layer in layers],
+        )
+        for (pooling, probe, k), cell in sorted(cells.items())
+    ]
     return [str(layer) for layer in layers], rows
 
 
-def write_plots(folder: Path, results: Sequence, selections: Sequence[tuple[int, ...]], label_names: Sequence[str]) -> tuple[Path, ...]:
+def write_plots(
+    folder: Path, results: Sequence, selections: Sequence[tuple[int, ...]], label_names: Sequence[str]
+) -> tuple[Path, ...]:
     """Confusion matrix PNG of the best result of each probe, and accuracy-by-layer PNG if several layers."""
     import matplotlib
 
@@ -45,10 +54,21 @@ def _plot_confusion(path: Path, result, label_names: Sequence[str]) -> Path:
     ax.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")
     ax.set_yticks(range(len(label_names)), label_names)
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black", fontsize=8)
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > matrix.max() / 2 else "black",
+            fontsize=8,
+        )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{result.probe} {result.pooling} layer {result.layer_label} {result.setting}\naccuracy {result.accuracy:.2%}", fontsize=9)
+    ax.set_title(
+        f"{result.probe} {result.pooling} layer {result.layer_label} {result.setting}\naccuracy {result.accuracy:.2%}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

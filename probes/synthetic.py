@@ -26,8 +26,17 @@ class Mixture:
     noise: float
 
     @classmethod
-    def random(cls, dim: int, n_classes: int, rng: np.random.Generator, *, latent_dim: int = 48,
-               clusters_per_class: int = 16, spread: float = 1.5, noise: float = 0.05) -> "Mixture":
+    def random(
+        cls,
+        dim: int,
+        n_classes: int,
+        rng: np.random.Generator,
+        *,
+        latent_dim: int = 48,
+        clusters_per_class: int = 16,
+        spread: float = 1.5,
+        noise: float = 0.05,
+    ) -> "Mixture":
         centres = rng.standard_normal((n_classes * clusters_per_class, latent_dim)).astype(np.float32)
         projection = (rng.standard_normal((latent_dim, dim)) / np.sqrt(latent_dim)).astype(np.float32)
         return cls(centres, projection, clusters_per_class, spread, noise)
@@ -37,16 +46,30 @@ class Mixture:
         n_classes = len(self.centres) // self.clusters_per_class
         labels = rng.integers(0, n_classes, n)
         cluster = labels * self.clusters_per_class + rng.integers(0, self.clusters_per_class, n)
-        Z = self.centres[cluster] + self.spread * rng.standard_normal((n, self.centres.shape[1]), dtype=np.float32)  # (N, L)
-        X = Z @ self.projection + self.noise * rng.standard_normal((n, self.projection.shape[1]), dtype=np.float32)  # (N, D)
+        Z = self.centres[cluster] + self.spread * rng.standard_normal(
+            (n, self.centres.shape[1]), dtype=np.float32
+        )  # (N, L)
+        X = Z @ self.projection + self.noise * rng.standard_normal(
+            (n, self.projection.shape[1]), dtype=np.float32
+        )  # (N, D)
         X /= np.linalg.norm(X, axis=1, keepdims=True)
         return X.astype(np.float32), labels.astype(np.int64)
 
 
-def write_synthetic_store(path: Path, *, n_train: int = 300, n_test: int = 100, dim: int = 16, n_classes: int = 3,
-                          poolings: Sequence[str] = ("mean", "cls"), layers: Sequence[int] = (0, 1, 2),
-                          spread: float = 1.5, seed: int = 0, splits: Sequence[str] = ("train", "test"),
-                          model_id: str = "synthetic/random") -> Path:
+def write_synthetic_store(
+    path: Path,
+    *,
+    n_train: int = 300,
+    n_test: int = 100,
+    dim: int = 16,
+    n_classes: int = 3,
+    poolings: Sequence[str] = ("mean", "cls"),
+    layers: Sequence[int] = (0, 1, 2),
+    spread: float = 1.5,
+    seed: int = 0,
+    splits: Sequence[str] = ("train", "test"),
+    model_id: str = "synthetic/random",
+) -> Path:
     """A complete store of clustered vectors: later layers are less noisy, so layer choice matters."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_classes * 2, dim)).astype(np.float32)
@@ -63,10 +86,23 @@ def write_synthetic_store(path: Path, *, n_train: int = 300, n_test: int = 100, 
                 noise = spread * (1.0 + (max(layers) - layer) * 0.5)
                 X = centres[cluster] + noise * rng.standard_normal((n, dim)).astype(np.float32)
                 vectors[(pooling, layer)] = X.astype(np.float32)
-        split_arrays[split] = SplitArrays(labels=labels, row_ids=np.arange(n, dtype=np.int64), vectors=vectors,
-                                          fingerprint=f"synthetic-{split}-{seed}")
-    attrs = {"model_id": model_id, "model_revision": "none", "max_length": 0, "dtype": "float32",
-             "dataset_name": "synthetic", "dataset_fingerprint": f"synthetic-{seed}",
-             "label_names": [f"class{c}" for c in range(n_classes)], "poolings": list(poolings), "layers": list(layers),
-             "n_layers": max(layers), "config": {"synthetic": True, "seed": seed}}
+        split_arrays[split] = SplitArrays(
+            labels=labels,
+            row_ids=np.arange(n, dtype=np.int64),
+            vectors=vectors,
+            fingerprint=f"synthetic-{split}-{seed}",
+        )
+    attrs = {
+        "model_id": model_id,
+        "model_revision": "none",
+        "max_length": 0,
+        "dtype": "float32",
+        "dataset_name": "synthetic",
+        "dataset_fingerprint": f"synthetic-{seed}",
+        "label_names": [f"class{c}" for c in range(n_classes)],
+        "poolings": list(poolings),
+        "layers": list(layers),
+        "n_layers": max(layers),
+        "config": {"synthetic": True, "seed": seed},
+    }
     return write_store(Path(path), attrs, split_arrays)

@@ -27,4 +27,3 @@ def write_ag_news_folder(folder: Path, n_train: int = 24, n_test: int = 12) -> P
                 writer.writerow([c + 1, f"{topics[c]} {i}", f"the {topics[c]} on day {i} " * (1 + i % 3)])
     (folder / "classes.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")
     return folder
-

@@ -36,7 +36,19 @@ def test_vision_run_on_a_full_disk(small_disk):
 def test_embed_on_a_full_disk_then_resumes_elsewhere(tiny_bert, small_disk, tmp_path):
     (small_disk / "ballast").write_bytes(b"\0" * (1024 * 1024 - 16 * 1024))  # leave 16 KiB
     data = write_ag_news_folder(tmp_path / "ag", n_train=200, n_test=40)
-    result = invoke("embed", "--model", tiny_bert, "--dataset", data, "--layer", "all", "--pooling", "all", "--out", small_disk / "s.h5")
+    result = invoke(
+        "embed",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        data,
+        "--layer",
+        "all",
+        "--pooling",
+        "all",
+        "--out",
+        small_disk / "s.h5",
+    )
     single_error(result, f"no space left on device {small_disk}")
     assert not (small_disk / "s.h5").exists()
     assert not [p for p in small_disk.iterdir() if ".partial-" in p.name]  # no stray temporary file

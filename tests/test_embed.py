@@ -77,11 +77,15 @@ def test_second_run_is_a_cache_hit_without_model_work(tiny_bert, tmp_path, monke
 def test_parsed_options_share_one_cache_key(tiny_bert, tmp_path, monkeypatch):
     """--layer 1-2 == --layer 2,1,1 == ... and pooling order/repetition: one extraction, one cache entry."""
     data = write_ag_news_folder(tmp_path / "ag", n_train=8, n_test=4)
-    first = invoke(*embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", "1-2", "--pooling", "mean,cls", "--json"))
+    first = invoke(
+        *embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", "1-2", "--pooling", "mean,cls", "--json")
+    )
     assert first.exit_code == 0, first.output
     monkeypatch.setattr(extract, "load_model", lambda *a, **k: pytest.fail("a cache hit must not load the model"))
     for layer, pooling in (("1,2", ["cls", "--pooling", "mean"]), ("2,1,1", ["mean,cls,mean"])):
-        again = invoke(*embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", layer, "--pooling", *pooling, "--json"))
+        again = invoke(
+            *embed_args(tiny_bert, data, tmp_path / "ignored.h5", "--layer", layer, "--pooling", *pooling, "--json")
+        )
         assert again.exit_code == 0, again.output
         assert json.loads(again.stdout)["cached"] is True
 
@@ -117,7 +121,10 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_bert, tmp_path):
 
     resumed_calls = []
     extract_embeddings(plan_extraction(crashed), lambda task, done, total, **_: resumed_calls.append((task, done)))
-    assert ("embed train", 64) in resumed_calls and ("embed train", 4) not in resumed_calls  # shard 0 was not recomputed
+    assert ("embed train", 64) in resumed_calls and (
+        "embed train",
+        4,
+    ) not in resumed_calls  # shard 0 was not recomputed
     assert not partial.exists()
     with EmbeddingStore(whole.path) as a, EmbeddingStore(crashed.out) as b:
         for split in ("train", "test"):

@@ -16,8 +16,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def embed_command(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "embed", "--model", str(model), "--dataset", str(data), "--out", str(out),
-            "--device", "cpu", "--dtype", "fp32", "--batch-size", "2", "--pooling", "mean,cls", "--layer", "all", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "embed",
+        "--model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--batch-size",
+        "2",
+        "--pooling",
+        "mean,cls",
+        "--layer",
+        "all",
+        *extra,
+    ]
 
 
 def environment(tmp_path: Path) -> dict:
@@ -45,7 +66,12 @@ def rank_pids(out: Path) -> list[int]:
         except (OSError, ValueError):
             continue
         words = [w.decode(errors="replace") for w in argv]
-        if "cli.main" in words and str(out) in words and "--nproc" not in words and "torch.distributed.run" not in words:
+        if (
+            "cli.main" in words
+            and str(out) in words
+            and "--nproc" not in words
+            and "torch.distributed.run" not in words
+        ):
             pids.append(int(proc.name))
     return pids
 
@@ -58,8 +84,14 @@ def test_two_ranks_write_the_one_rank_store_and_resume_after_a_rank_is_killed(ti
     one = subprocess.run(embed_command(tiny_bert, data, reference), env=env, cwd=ROOT, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
     out, partial = tmp_path / "s.h5", tmp_path / ".s.h5.partial"
-    launcher = subprocess.Popen(embed_command(tiny_bert, data, out, "--nproc", "2"), env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    launcher = subprocess.Popen(
+        embed_command(tiny_bert, data, out, "--nproc", "2"),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not list(partial.glob("train-*.npz")) and time.monotonic() < deadline and launcher.poll() is None:
@@ -76,8 +108,14 @@ def test_two_ranks_write_the_one_rank_store_and_resume_after_a_rank_is_killed(ti
         kept = {p.name for p in partial.glob("*.npz")}
     print(f"rank killed mid-run: {killed}")
     extra = () if killed else ("--force",)
-    again = subprocess.run(embed_command(tiny_bert, data, out, "--nproc", "2", *extra), env=env, cwd=ROOT, capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        embed_command(tiny_bert, data, out, "--nproc", "2", *extra),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines() == [str(out)]  # only rank 0 printed
     assert "2 (torchrun; rank 0 writes the store)" in again.stderr

@@ -39,12 +39,15 @@ def test_a_row_with_more_fields_than_the_header_is_an_error(tmp_path):
         load_text_dataset(str(tmp_path / "train.csv"))
 
 
-@pytest.mark.parametrize("labels, names", [
-    (["1000000000", "0", "1"], ("0", "1", "1000000000")),
-    (["1000", "2000", "3000"], ("1000", "2000", "3000")),
-    (["100000000000000000000", "7"], ("7", "100000000000000000000")),
-    (["1", "2", "3", "4"], ("1", "2", "3", "4")),
-])
+@pytest.mark.parametrize(
+    "labels, names",
+    [
+        (["1000000000", "0", "1"], ("0", "1", "1000000000")),
+        (["1000", "2000", "3000"], ("1000", "2000", "3000")),
+        (["100000000000000000000", "7"], ("7", "100000000000000000000")),
+        (["1", "2", "3", "4"], ("1", "2", "3", "4")),
+    ],
+)
 def test_integer_labels_that_are_not_indices_are_class_names_said_aloud(tmp_path, labels, names):
     """Item 4: never a class count taken from a label's size."""
     rows = "".join(f"text {i},{label}\n" for i, label in enumerate(labels))
@@ -55,24 +58,35 @@ def test_integer_labels_that_are_not_indices_are_class_names_said_aloud(tmp_path
     assert any("treated as" in note and "class names" in note for note in dataset.notes)
 
 
-@pytest.mark.parametrize("test_labels, train_labels", [
-    (["a", "b", "c"], ["a", "b", "c", "d"]),
-    (["0", "1", "2"], ["0", "1", "2", "3"]),
-])
+@pytest.mark.parametrize(
+    "test_labels, train_labels",
+    [
+        (["a", "b", "c"], ["a", "b", "c", "d"]),
+        (["0", "1", "2"], ["0", "1", "2", "3"]),
+    ],
+)
 def test_classes_come_from_all_splits(tmp_path, test_labels, train_labels):
     """Item 5: test.csv sorts first and lacks a class; train must still load."""
     for name, labels in (("train.csv", train_labels), ("test.csv", test_labels)):
         (tmp_path / name).write_text("text,label\n" + "".join(f"t {i},{label}\n" for i, label in enumerate(labels)))
     dataset = load_text_dataset(str(tmp_path))
     assert len(dataset.label_names) == 4
-    assert dataset.splits["train"].labels.tolist() == [0, 1, 2, 3] and dataset.splits["test"].labels.tolist() == [0, 1, 2]
+    assert dataset.splits["train"].labels.tolist() == [0, 1, 2, 3] and dataset.splits["test"].labels.tolist() == [
+        0,
+        1,
+        2,
+    ]
 
 
 def _parquet(path, rows):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows) if rows else pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())})
+    table = (
+        pa.Table.from_pylist(rows)
+        if rows
+        else pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())})
+    )
     pq.write_table(table, path)
 
 
@@ -82,7 +96,11 @@ HOSTILE_FILES = {
     "csv extra field": ("train.csv", lambda p: p.write_text("text,label\na, b,0\n"), "row 2: 3 fields"),
     "csv bad utf8": ("train.csv", lambda p: p.write_bytes(b"text,label\n\xff\xfe,0\n"), "not valid UTF-8"),
     "csv empty label": ("train.csv", lambda p: p.write_text("text,label\nhello,\n"), "label ('label') is empty"),
-    "csv unclosed quote": ("train.csv", lambda p: p.write_text('text,label\n"unclosed,0\nb,1\n'), "1 fields but the header has 2"),
+    "csv unclosed quote": (
+        "train.csv",
+        lambda p: p.write_text('text,label\n"unclosed,0\nb,1\n'),
+        "1 fields but the header has 2",
+    ),
     "ag news short row": ("train.csv", lambda p: p.write_text('"1","t","d"\n"2","t"\n'), "expected 3 fields"),
     "jsonl empty": ("train.jsonl", lambda p: p.write_text("\n\n"), "no data rows"),
     "jsonl array": ("train.jsonl", lambda p: p.write_text("[1, 2]\n"), "JSON object per line"),
@@ -92,7 +110,11 @@ HOSTILE_FILES = {
     "parquet empty": ("train.parquet", lambda p: _parquet(p, []), "no data rows"),
     "parquet junk": ("train.parquet", lambda p: p.write_bytes(b"PAR1 not really"), "not a readable Parquet file"),
     "parquet no text": ("train.parquet", lambda p: _parquet(p, [{"body": "x", "label": 0}]), "no column 'text'"),
-    "parquet null text": ("train.parquet", lambda p: _parquet(p, [{"text": None, "label": 0}, {"text": "b", "label": 1}]), "row 1"),
+    "parquet null text": (
+        "train.parquet",
+        lambda p: _parquet(p, [{"text": None, "label": 0}, {"text": "b", "label": 1}]),
+        "row 1",
+    ),
 }
 
 
@@ -151,18 +173,21 @@ def test_a_model_path_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch
     one_line_error(invoke(*embed_args(tmp_path / "no-such-model", "demo", tmp_path / "s.h5")), "does not exist")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--limit", "0"], "--limit"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--max-length", "1"], "--max-length"),
-    (["--max-length", "100000"], "more than model"),
-    (["--seed", "-3"], "--seed"),
-    (["--layer", "99"], "layers 0..2"),
-    (["--layer", "3-1"], "--layer"),
-    (["--pooling", "nope"], "pooling"),
-    (["--split", "nope"], "split 'nope'"),
-    (["--device", "mps"], "mps"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--limit", "0"], "--limit"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--max-length", "1"], "--max-length"),
+        (["--max-length", "100000"], "more than model"),
+        (["--seed", "-3"], "--seed"),
+        (["--layer", "99"], "layers 0..2"),
+        (["--layer", "3-1"], "--layer"),
+        (["--pooling", "nope"], "pooling"),
+        (["--split", "nope"], "split 'nope'"),
+        (["--device", "mps"], "mps"),
+    ],
+)
 def test_absurd_options_are_one_line(tiny_bert, tmp_path, args, fragment):
     one_line_error(invoke(*embed_args(tiny_bert, "demo", tmp_path / "s.h5", *args)), fragment)
 

@@ -13,9 +13,26 @@ from tests.helpers import invoke
 
 @pytest.mark.parametrize("delay_seconds", [0.3, 1.5])
 def test_ctrl_c_in_the_first_seconds_exits_130_quietly(tmp_path, delay_seconds):
-    command = [sys.executable, "-m", "cli.main", "vision", "compare", "--models", "mlp-numpy", "--epochs", "1", "--out", str(tmp_path / "runs")]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "vision",
+        "compare",
+        "--models",
+        "mlp-numpy",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "runs"),
+    ]
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(delay_seconds)
     child.send_signal(signal.SIGINT)
     _, stderr = child.communicate(timeout=120)

@@ -6,10 +6,19 @@ from common import ConfigError
 from common.options import layers_in, parse_floats, parse_ints, parse_layer, parse_layers, parse_names
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("4", (4,)), ("4,5,6", (4, 5, 6)), ("4-6", (4, 5, 6)), ("1,3-4", (1, 3, 4)), (" 6 , 4 ", (6, 4)),
-    ("4,4,5", (4, 5)), ("last", "last"), ("ALL", "all"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("4", (4,)),
+        ("4,5,6", (4, 5, 6)),
+        ("4-6", (4, 5, 6)),
+        ("1,3-4", (1, 3, 4)),
+        (" 6 , 4 ", (6, 4)),
+        ("4,4,5", (4, 5)),
+        ("last", "last"),
+        ("ALL", "all"),
+    ],
+)
 def test_layer_grammar(text, expected):
     assert parse_layer(text) == expected
 
@@ -31,7 +40,13 @@ def test_numbers_are_typed_deduplicated_and_finite():
     assert parse_ints("1,5,5,10", "--k", minimum=1) == (1, 5, 10)
     assert parse_ints(["1", "2,3"], "--k") == (1, 2, 3)
     assert parse_floats("0.1,1e-3,0.1", "--C", positive=True) == (0.1, 0.001)
-    for bad, message in (("nan", "finite"), ("inf", "finite"), ("0", "positive"), ("-1", "positive"), ("a", "cannot read 'a'")):
+    for bad, message in (
+        ("nan", "finite"),
+        ("inf", "finite"),
+        ("0", "positive"),
+        ("-1", "positive"),
+        ("a", "cannot read 'a'"),
+    ):
         with pytest.raises(ConfigError, match=message):
             parse_floats(bad, "--C", positive=True)
     with pytest.raises(ConfigError, match="below 1"):
@@ -54,7 +69,21 @@ def test_probe_layer_forms_give_one_selection_and_edge_C_is_warned(tmp_path):
     from tests.helpers import invoke
 
     store = write_synthetic_store(tmp_path / "s.h5")
-    result = invoke("probe", "logreg", "--store", store, "--pooling", "mean", "--layer", "1-2", "--layer", "1,2,2", "--C", "1e-6,1e-5", "--json")
+    result = invoke(
+        "probe",
+        "logreg",
+        "--store",
+        store,
+        "--pooling",
+        "mean",
+        "--layer",
+        "1-2",
+        "--layer",
+        "1,2,2",
+        "--C",
+        "1e-6,1e-5",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)["results"]
     assert row["params"]["layers"] == [1, 2] and row["params"]["C_grid"] == [1e-06, 1e-05]

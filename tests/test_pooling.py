@@ -26,7 +26,9 @@ def test_every_strategy_by_hand():
     first = HIDDEN * 3  # a made-up first layer
     pooled = pool_layer(tuple(p for p in Pooling if p is not Pooling.POOLER), HIDDEN, first, MASK)
     np.testing.assert_allclose(pooled[Pooling.CLS].numpy(), [[1.0, 2.0], [-1.0, 7.0]])
-    np.testing.assert_allclose(pooled[Pooling.MEAN_MAX].numpy(), [[3.0, -2 / 3, 5.0, 2.0], [-1.0, 7.0, -1.0, 7.0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        pooled[Pooling.MEAN_MAX].numpy(), [[3.0, -2 / 3, 5.0, 2.0], [-1.0, 7.0, -1.0, 7.0]], rtol=1e-6
+    )
     # mean of (h1 + hL)/2 = 2 * mean(hL) here
     np.testing.assert_allclose(pooled[Pooling.FIRST_LAST_AVG].numpy(), 2 * mean_pool(HIDDEN, MASK).numpy(), rtol=1e-6)
 

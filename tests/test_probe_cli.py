@@ -71,7 +71,9 @@ def test_json_schema_one_object_per_pooling_layer_probe_setting(store):
 
 
 def test_logreg_result_uses_C_chosen_on_validation(store):
-    report = run_probes(ProbeRunConfig(command="logreg", store=store, probes=(ProbeKind.LOGREG,), poolings=("mean",), layers=((2,),)))
+    report = run_probes(
+        ProbeRunConfig(command="logreg", store=store, probes=(ProbeKind.LOGREG,), poolings=("mean",), layers=((2,),))
+    )
     with EmbeddingStore(store) as s:
         expected = select_C(s.vectors("train", "mean", 2), s.labels("train"), report.config.logreg.Cs)
     (result,) = report.results
@@ -80,12 +82,30 @@ def test_logreg_result_uses_C_chosen_on_validation(store):
 
 
 def test_layer_all_adds_layer_table_and_plot_and_concatenation_widens(store, isolated_home):
-    result = probe("compare", "--store", store, "--pooling", "cls", "--layer", "all", "--layer", "1,2", "--k", "5", "--plot", "--detail")
+    result = probe(
+        "compare",
+        "--store",
+        store,
+        "--pooling",
+        "cls",
+        "--layer",
+        "all",
+        "--layer",
+        "1,2",
+        "--k",
+        "5",
+        "--plot",
+        "--detail",
+    )
     assert result.exit_code == 0, result.output
     assert "test accuracy by layer" in result.stdout and "layer 0" in result.stdout
     assert "per class" in result.stdout
     (folder,) = run_folders(isolated_home)
-    assert {p.name for p in folder.glob("*.png")} == {"accuracy-by-layer.png", "confusion-knn.png", "confusion-logreg.png"}
+    assert {p.name for p in folder.glob("*.png")} == {
+        "accuracy-by-layer.png",
+        "confusion-knn.png",
+        "confusion-logreg.png",
+    }
     record = read_record(folder)
     assert set(record.artifacts) == {"accuracy-by-layer.png", "confusion-knn.png", "confusion-logreg.png"}
     assert {r.details["dim"] for r in record.results if r.params["layers"] == [1, 2]} == {32}
@@ -113,7 +133,9 @@ def test_test_fraction_carves_stratified_split_aloud(tmp_path):
     assert "carving a test split" in result.stderr
     (o,) = json.loads(result.stdout)["results"]
     assert (o["n_train"], o["n_test"]) == (150, 50)
-    again = json.loads(probe("knn", "--store", one_split, "--pooling", "mean", "--k", "5", "--test-fraction", "0.25", "--json").stdout)
+    again = json.loads(
+        probe("knn", "--store", one_split, "--pooling", "mean", "--k", "5", "--test-fraction", "0.25", "--json").stdout
+    )
     assert again["results"][0]["accuracy"] == o["accuracy"]  # seeded
     assert json.loads(result.stdout)["data"]["splits"] == again["data"]["splits"]  # same carved rows, same fingerprints
 
@@ -122,7 +144,10 @@ def test_test_fraction_carves_stratified_split_aloud(tmp_path):
 def test_approximate_index_reports_recall(store, index):
     result = probe("knn", "--store", store, "--index", index, "--k", "5", "--json")
     assert result.exit_code == 0, result.output
-    assert all(0.9 <= o["details"]["recall_at_k"] <= 1.0 and o["params"]["index"] == index for o in json.loads(result.stdout)["results"])
+    assert all(
+        0.9 <= o["details"]["recall_at_k"] <= 1.0 and o["params"]["index"] == index
+        for o in json.loads(result.stdout)["results"]
+    )
 
 
 def test_test_split_from_another_store(tmp_path):
@@ -146,13 +171,29 @@ def test_explicit_out_is_used_and_never_overwritten(store, tmp_path):
 
 def test_embed_then_compare_end_to_end(tiny_bert, tmp_path):
     store = tmp_path / "demo.h5"
-    embedded = runner.invoke(app, ["embed", "--model", str(tiny_bert), "--dataset", "demo", "--pooling", "mean,cls",
-                                   "--layer", "all", "--out", str(store)])
+    embedded = runner.invoke(
+        app,
+        [
+            "embed",
+            "--model",
+            str(tiny_bert),
+            "--dataset",
+            "demo",
+            "--pooling",
+            "mean,cls",
+            "--layer",
+            "all",
+            "--out",
+            str(store),
+        ],
+    )
     assert embedded.exit_code == 0, embedded.output
     result = probe("compare", "--store", store, "--layer", "all", "--k", "5", "--json")
     assert result.exit_code == 0, result.output
     objects = json.loads(result.stdout)["results"]
-    assert {o["params"]["pooling"] for o in objects} == {"mean", "cls"} and {o["params"]["layers"][0] for o in objects} == {0, 1, 2}
+    assert {o["params"]["pooling"] for o in objects} == {"mean", "cls"} and {
+        o["params"]["layers"][0] for o in objects
+    } == {0, 1, 2}
     assert all(o["n_train"] == 300 and o["n_test"] == 100 and o["details"]["dim"] == 32 for o in objects)
     # a random tiny BERT still separates the demo's four topics better than chance (25%)
     assert max(o["accuracy"] for o in objects) > 0.3
@@ -163,10 +204,18 @@ def _store_with_pooler_at_last_layer(path):
     splits = {}
     for split, n in (("train", 60), ("test", 20)):
         labels = np.arange(n) % 2
-        vectors = {("mean", layer): rng.standard_normal((n, 4)).astype(np.float32) + labels[:, None] for layer in (0, 1, 2)}
+        vectors = {
+            ("mean", layer): rng.standard_normal((n, 4)).astype(np.float32) + labels[:, None] for layer in (0, 1, 2)
+        }
         vectors[("pooler", 2)] = rng.standard_normal((n, 4)).astype(np.float32) + labels[:, None]
         splits[split] = SplitArrays(labels, np.arange(n), vectors)
-    attrs = {"model_id": "m", "label_names": ["a", "b"], "poolings": ["mean", "pooler"], "layers": [0, 1, 2], "n_layers": 2}
+    attrs = {
+        "model_id": "m",
+        "label_names": ["a", "b"],
+        "poolings": ["mean", "pooler"],
+        "layers": [0, 1, 2],
+        "n_layers": 2,
+    }
     return write_store(path, attrs, splits)
 
 

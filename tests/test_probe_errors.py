@@ -17,7 +17,11 @@ def fails_cleanly(args, home, *expected):
     assert result.exit_code != 0
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("╭", "│", "╰", "probing", "carving"))]
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith(("╭", "│", "╰", "probing", "carving"))
+    ]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for text in expected:
         assert text in lines[0], lines[0]
@@ -115,7 +119,9 @@ def test_review_findings_fail_cleanly(tmp_path, isolated_home):
     path = _store(tmp_path / "s.h5")
     fails_cleanly(["knn", "--store", path, "--layer", "3-1"], isolated_home, "cannot read --layer '3-1'")
     tiny = _store(tmp_path / "tiny.h5", train_labels=np.array([0, 1] * 5))
-    fails_cleanly(["knn", "--store", tiny, "--index", "ivf", "--k", "1"], isolated_home, "needs at least 16", "--index flat")
+    fails_cleanly(
+        ["knn", "--store", tiny, "--index", "ivf", "--k", "1"], isolated_home, "needs at least 16", "--index flat"
+    )
     fails_cleanly(["logreg", "--store", path, "--C", "inf"], isolated_home, "positive finite")
     fails_cleanly(["logreg", "--store", path, "--seed", "-1"], isolated_home, "--seed must be 0 or more")
 

@@ -76,7 +76,10 @@ def test_select_C_picks_the_best_validation_accuracy_without_test_data():
     chosen = select_C(X, y, Cs, validation_fraction=0.25, seed=3)
     fit_rows, validation_rows = stratified_split(y, 0.25, 3)
     assert len(validation_rows) == 100 and not set(fit_rows) & set(validation_rows)
-    expected = {C: LogRegProbe(C=C, seed=3).fit(X[fit_rows], y[fit_rows]).score(X[validation_rows], y[validation_rows]) for C in Cs}
+    expected = {
+        C: LogRegProbe(C=C, seed=3).fit(X[fit_rows], y[fit_rows]).score(X[validation_rows], y[validation_rows])
+        for C in Cs
+    }
     # Warm starts reach the same optimum up to the solver's tolerance: at most one validation row differs.
     assert chosen.validation_accuracy == pytest.approx(expected, abs=0.011)
     assert chosen.C == max(Cs, key=lambda C: (chosen.validation_accuracy[C], -C))
@@ -92,7 +95,6 @@ def test_logreg_probe_standardises_features():
     probe = LogRegProbe(C=1.0).fit(X, y)
     assert probe.score(X, y) > 0.9
     np.testing.assert_allclose(probe.scaler_.transform(X).std(axis=0), 1.0, atol=1e-3)
-
 
 
 def test_macro_f1_ignores_classes_absent_from_test_and_predictions():

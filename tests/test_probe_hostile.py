@@ -71,16 +71,34 @@ HOSTILE = {
     "k zero": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--k", "0"), "--k"),
     "k negative": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--k", "-5"), "--k"),
     "k text": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--k", "five"), "--k"),
-    "k huge": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--k", "1000000"), "larger than the training set"),
+    "k huge": (
+        lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--k", "1000000"),
+        "larger than the training set",
+    ),
     "C zero": (lambda t: ("logreg", "--store", write_synthetic_store(t / "s.h5"), "--C", "0"), "--C"),
     "C inf": (lambda t: ("logreg", "--store", write_synthetic_store(t / "s.h5"), "--C", "inf"), "--C"),
     "C nan": (lambda t: ("logreg", "--store", write_synthetic_store(t / "s.h5"), "--C", "nan"), "--C"),
-    "test fraction 1.5": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5", splits=("train",)), "--test-fraction", "1.5"), "--test-fraction"),
-    "seed negative": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--seed", "-1", "--k", "1"), "--seed"),
+    "test fraction 1.5": (
+        lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5", splits=("train",)), "--test-fraction", "1.5"),
+        "--test-fraction",
+    ),
+    "seed negative": (
+        lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--seed", "-1", "--k", "1"),
+        "--seed",
+    ),
     "layer absent": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--layer", "99"), "layer 99"),
-    "pooling absent": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--pooling", "max"), "pooling 'max'"),
-    "out exists": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--out", _file(t)), "already exists"),
-    "out under a file": (lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--out", _file(t) / "run"), "cannot create folder"),
+    "pooling absent": (
+        lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--pooling", "max"),
+        "pooling 'max'",
+    ),
+    "out exists": (
+        lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--out", _file(t)),
+        "already exists",
+    ),
+    "out under a file": (
+        lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--out", _file(t) / "run"),
+        "cannot create folder",
+    ),
 }
 
 

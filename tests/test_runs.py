@@ -81,10 +81,13 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("write", [
-    lambda path, monkeypatch: (monkeypatch.setattr(json, "dump", _enospc), write_json(path, {"a": 1})),
-    lambda path, monkeypatch: (monkeypatch.setattr(np, "savez", _enospc), write_npz(path, {"a": np.zeros(3)})),
-])
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path, monkeypatch: (monkeypatch.setattr(json, "dump", _enospc), write_json(path, {"a": 1})),
+        lambda path, monkeypatch: (monkeypatch.setattr(np, "savez", _enospc), write_npz(path, {"a": np.zeros(3)})),
+    ],
+)
 def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, write):
     target = tmp_path / "out.file"
     target.write_text("old")

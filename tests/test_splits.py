@@ -31,12 +31,15 @@ def test_split_matches_scikit_learn_rows():
     np.testing.assert_array_equal(kept, np.sort(sk_kept))
 
 
-@pytest.mark.parametrize("labels, fraction, error, message", [
-    (np.array([0, 1] * 5), 1.0, ConfigError, "between 0 and 1"),
-    (np.array([], dtype=int), 0.2, DataError, "from 0 rows"),
-    (np.array([0, 0, 0, 1]), 0.5, DataError, "fewer than 2 examples"),
-    (np.array([0, 0, 1, 1, 2, 2]), 0.1, DataError, "cannot carve"),
-])
+@pytest.mark.parametrize(
+    "labels, fraction, error, message",
+    [
+        (np.array([0, 1] * 5), 1.0, ConfigError, "between 0 and 1"),
+        (np.array([], dtype=int), 0.2, DataError, "from 0 rows"),
+        (np.array([0, 0, 0, 1]), 0.5, DataError, "fewer than 2 examples"),
+        (np.array([0, 0, 1, 1, 2, 2]), 0.1, DataError, "cannot carve"),
+    ],
+)
 def test_split_refuses_impossible_requests(labels, fraction, error, message):
     with pytest.raises(error, match=message):
         stratified_split(labels, fraction, seed=0, what="test")

@@ -18,8 +18,10 @@ def test_importing_the_cli_and_common_pulls_no_heavy_library():
 
 
 def test_help_and_version_pull_no_heavy_library():
-    code = "import sys\nfrom cli.main import app\nfor args in (['--help'], ['--version'], ['embed', '--help'], ['probe', 'compare', '--help']):\n" \
-           "    try:\n        app(args)\n    except SystemExit:\n        pass"
+    code = (
+        "import sys\nfrom cli.main import app\nfor args in (['--help'], ['--version'], ['embed', '--help'], ['probe', 'compare', '--help']):\n"
+        "    try:\n        app(args)\n    except SystemExit:\n        pass"
+    )
     assert imported_after(code) == set()
 
 

@@ -23,17 +23,46 @@ def invoke(*args):
 
 def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
     out = tmp_path / "runs"
-    result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy,mlp-torch,cnn", "--epochs", "3", "--json", "--out", out, "--device", "cpu")
+    result = invoke(
+        "compare",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--models",
+        "mlp-numpy,mlp-torch,cnn",
+        "--epochs",
+        "3",
+        "--json",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert validate(report) == [] and report["kind"] == "vision" and report["command"] == "vision compare"
     rows = {row["method"]: row for row in report["results"]}
     assert set(rows) == {"mlp-numpy", "mlp-torch", "cnn"}
-    assert rows["mlp-numpy"]["trainable_params"] == rows["mlp-torch"]["trainable_params"] == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
+    assert (
+        rows["mlp-numpy"]["trainable_params"]
+        == rows["mlp-torch"]["trainable_params"]
+        == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
+    )
     assert rows["mlp-numpy"]["accuracy"] > 0.5  # chance is 0.1: a square's position gives the class
     assert rows["mlp-torch"]["accuracy"] > 0.5
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    for name in ("config.json", "metrics.json", "run.json", "predictions.npz", "learning_curves.png", "confusion_cnn.png", "mlp-numpy/weights.npz", "cnn/weights.pt", "cnn/metrics.json"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "run.json",
+        "predictions.npz",
+        "learning_curves.png",
+        "confusion_cnn.png",
+        "mlp-numpy/weights.npz",
+        "cnn/weights.pt",
+        "cnn/metrics.json",
+    ):
         assert (run_dir / name).exists(), name
     assert read_record(run_dir).to_dict() == report
     predictions = read_predictions(run_dir)
@@ -44,13 +73,38 @@ def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
     history = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())["history"]
     assert len(history) == 3 and {"train_loss", "val_accuracy"} <= set(history[0])
 
-    second = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy", "--epochs", "1", "--json", "--out", out)
+    second = invoke(
+        "compare",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--models",
+        "mlp-numpy",
+        "--epochs",
+        "1",
+        "--json",
+        "--out",
+        out,
+    )
     assert second.exit_code == 0, second.output
     assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # a new run never overwrites an old one
 
 
 def test_compare_table_says_the_device(data_dir, tmp_path):
-    result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-torch", "--epochs", "1", "--out", tmp_path / "o")
+    result = invoke(
+        "compare",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--models",
+        "mlp-torch",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "o",
+    )
     assert result.exit_code == 0, result.output
     assert "torch device: cpu" in result.output or "torch device: cuda" in result.output
     assert "mlp-torch" in result.output and "macro-F1" in result.output
@@ -58,8 +112,28 @@ def test_compare_table_says_the_device(data_dir, tmp_path):
 
 def test_sweep_ranks_by_validation_and_resumes(data_dir, tmp_path):
     out = tmp_path / "sweep"
-    args = ("sweep", "--model", "mlp-numpy", "--depth", "1,2", "--width", "16", "--activation", "relu,tanh", "--l2", "0",
-            "--epochs", "2", "--dataset", "kmnist", "--data-dir", data_dir, "--out", out, "--json")
+    args = (
+        "sweep",
+        "--model",
+        "mlp-numpy",
+        "--depth",
+        "1,2",
+        "--width",
+        "16",
+        "--activation",
+        "relu,tanh",
+        "--l2",
+        "0",
+        "--epochs",
+        "2",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--out",
+        out,
+        "--json",
+    )
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
@@ -83,7 +157,21 @@ def test_sweep_ranks_by_validation_and_resumes(data_dir, tmp_path):
 
 def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
     out = tmp_path / "sweep"
-    base = ("sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8", "--dataset", "kmnist", "--data-dir", data_dir, "--out", out)
+    base = (
+        "sweep",
+        "--model",
+        "mlp-numpy",
+        "--depth",
+        "1",
+        "--width",
+        "8",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--out",
+        out,
+    )
     assert invoke(*base, "--epochs", "1").exit_code == 0
     other = invoke(*base, "--epochs", "2")
     assert other.exit_code == 4 or other.exit_code == 1
@@ -93,14 +181,26 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (("compare", "--models", "mlp-numpy,resnet"), 2, "--models: unknown value 'resnet'; choose from mlp-numpy, mlp-torch, cnn, cnn-strong"),
-        (("sweep", "--model", "mlp-numpy", "--activation", "relu,swishy"), 2, "unknown activation 'swishy'; choose one of: relu, leaky-relu, tanh"),
+        (
+            ("compare", "--models", "mlp-numpy,resnet"),
+            2,
+            "--models: unknown value 'resnet'; choose from mlp-numpy, mlp-torch, cnn, cnn-strong",
+        ),
+        (
+            ("sweep", "--model", "mlp-numpy", "--activation", "relu,swishy"),
+            2,
+            "unknown activation 'swishy'; choose one of: relu, leaky-relu, tanh",
+        ),
         (("sweep", "--model", "mlp-torch", "--width", "0"), 2, "--width: 0 is below 1"),
         (("sweep", "--model", "cnn", "--depth", "0,1"), 2, "--depth: 0 is below 1"),
         (("sweep", "--model", "mlp-numpy", "--depth", ","), 2, "--depth is empty"),
         (("sweep", "--model", "mlp-numpy", "--l2", "-1"), 2, "L2 must be a finite number >= 0, got -1.0"),
         (("sweep", "--model", "mlp-numpy", "--l2", "nan"), 2, "--l2: nan is not a finite number"),
-        (("sweep", "--model", "mlp-torch", "--depth", "1", "--width", "4", "--epochs", "1", "--l2", "0,inf"), 2, "--l2: inf is not a finite number"),
+        (
+            ("sweep", "--model", "mlp-torch", "--depth", "1", "--width", "4", "--epochs", "1", "--l2", "0,inf"),
+            2,
+            "--l2: inf is not a finite number",
+        ),
         (("gradcheck", "--l2", "nan"), 2, "L2 must be a finite number >= 0, got nan"),
         (("compare", "--seed", "-1"), 2, "seed must be a non-negative integer"),
         (("sweep", "--model", "mlp-torch", "--seed", "-1"), 2, "seed must be a non-negative integer"),
@@ -145,6 +245,20 @@ def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(common.training, "fit", stopped_fit)
     out = tmp_path / "runs"
-    result = invoke("compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy,mlp-torch", "--epochs", "1", "--out", out, "--device", "cpu")
+    result = invoke(
+        "compare",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--models",
+        "mlp-numpy,mlp-torch",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code != 0 and len(calls) == 1, result.output
     assert list(out.iterdir()) == []  # neither a half run under its final name nor the hidden staging folder

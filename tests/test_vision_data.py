@@ -68,7 +68,9 @@ def test_npz_without_arr_0_and_garbage_files(tmp_path):
 
 
 def test_missing_files_cli_message_names_files_folder_and_download(tmp_path):
-    result = runner.invoke(app, ["vision", "compare", "--dataset", "kmnist", "--data-dir", str(tmp_path), "--epochs", "1"])
+    result = runner.invoke(
+        app, ["vision", "compare", "--dataset", "kmnist", "--data-dir", str(tmp_path), "--epochs", "1"]
+    )
     assert result.exit_code == 1
     line = " ".join(result.output.split())
     assert "kmnist-train-imgs.npz" in line and "kmnist-train-labels.npz" in line
@@ -79,7 +81,21 @@ def test_missing_files_cli_message_names_files_folder_and_download(tmp_path):
 def test_bad_dtype_through_the_cli_is_one_line_and_nothing_written(tmp_path, isolated_home):
     write_npz_dataset(tmp_path)
     np.savez(tmp_path / "kmnist-test-imgs.npz", np.zeros((100, 28, 28), np.int32))
-    result = runner.invoke(app, ["vision", "compare", "--dataset", "kmnist", "--data-dir", str(tmp_path), "--epochs", "1", "--models", "mlp-numpy"])
+    result = runner.invoke(
+        app,
+        [
+            "vision",
+            "compare",
+            "--dataset",
+            "kmnist",
+            "--data-dir",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--models",
+            "mlp-numpy",
+        ],
+    )
     assert result.exit_code == 1
     assert "dtype int32, expected uint8" in result.output
     assert not (isolated_home / "runs").exists()

@@ -109,7 +109,9 @@ def test_cli_mismatch_against_official_md5_exits_nonzero(tmp_path):
 
 
 def test_cli_unreachable_host_and_missing_file(tmp_path, server):
-    missing = runner.invoke(app, ["vision", "download", "--data-dir", str(tmp_path), "--url", server.url, "--format", "idx"])
+    missing = runner.invoke(
+        app, ["vision", "download", "--data-dir", str(tmp_path), "--url", server.url, "--format", "idx"]
+    )
     assert missing.exit_code == 1
     assert "HTTP 404" in missing.output
     dead = runner.invoke(app, ["vision", "download", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9/none"])
@@ -121,7 +123,9 @@ def test_cli_unreachable_host_and_missing_file(tmp_path, server):
 def test_cli_url_without_a_supported_scheme_is_one_line(tmp_path, url):
     result = runner.invoke(app, ["vision", "download", "--data-dir", str(tmp_path / "x"), "--url", url])
     assert result.exit_code == 2, result.output
-    assert "is not a URL mlx can download from; give one starting with http://, https://, file://" in " ".join(result.output.split())
+    assert "is not a URL mlx can download from; give one starting with http://, https://, file://" in " ".join(
+        result.output.split()
+    )
     assert "Traceback" not in result.output and not (tmp_path / "x").exists()
 
 

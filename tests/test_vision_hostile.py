@@ -25,8 +25,25 @@ def data_dir(tmp_path):
 
 
 def sweep_args(data_dir, out, *extra):
-    return ("sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8", "--epochs", "1", "--dataset", "kmnist",
-            "--data-dir", data_dir, "--out", out, "--json", *extra)
+    return (
+        "sweep",
+        "--model",
+        "mlp-numpy",
+        "--depth",
+        "1",
+        "--width",
+        "8",
+        "--epochs",
+        "1",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--out",
+        out,
+        "--json",
+        *extra,
+    )
 
 
 def test_sweep_refuses_to_reuse_results_of_other_data(data_dir, tmp_path):
@@ -102,7 +119,19 @@ def test_a_full_disk_while_saving_weights_is_one_line(data_dir, tmp_path, monkey
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "savez", full)
-    result = invoke("compare", "--models", "mlp-numpy", "--epochs", "1", "--dataset", "kmnist", "--data-dir", data_dir, "--out", tmp_path / "runs")
+    result = invoke(
+        "compare",
+        "--models",
+        "mlp-numpy",
+        "--epochs",
+        "1",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        data_dir,
+        "--out",
+        tmp_path / "runs",
+    )
     assert result.exit_code != 0 and "no space left on device" in result.output and "Traceback" not in result.output
     assert list((tmp_path / "runs").iterdir()) == []
 
@@ -111,7 +140,10 @@ def _write_idx(folder, n_train=60, n_test=30, **override):
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
         images, labels = tiny_images(n, seed)
-        files = {f"{prefix}-images-idx3-ubyte.gz": gzip.compress(idx_bytes(images)), f"{prefix}-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(labels))}
+        files = {
+            f"{prefix}-images-idx3-ubyte.gz": gzip.compress(idx_bytes(images)),
+            f"{prefix}-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(labels)),
+        }
         for name, raw in files.items():
             (folder / name).write_bytes(override.get(name, raw))
     return folder
@@ -127,16 +159,41 @@ def _npz_with(folder, split, images=None, labels=None):
 
 
 HOSTILE_DATA = {
-    "npz zero test images": (lambda d: _npz_with(d, "test", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)), "zero images"),
-    "npz zero train images": (lambda d: _npz_with(d, "train", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)), "zero images"),
+    "npz zero test images": (
+        lambda d: _npz_with(d, "test", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)),
+        "zero images",
+    ),
+    "npz zero train images": (
+        lambda d: _npz_with(d, "train", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)),
+        "zero images",
+    ),
     "npz all black": (lambda d: _npz_with(d, "train", np.zeros((60, 28, 28), np.uint8)), "identical"),
-    "npz not a zip": (lambda d: (_npz_with(d, "train"), (d / "kmnist-train-imgs.npz").write_bytes(b"junk"))[0], "not a readable npz"),
+    "npz not a zip": (
+        lambda d: (_npz_with(d, "train"), (d / "kmnist-train-imgs.npz").write_bytes(b"junk"))[0],
+        "not a readable npz",
+    ),
     "npz labels out of range": (lambda d: _npz_with(d, "train", labels=np.full(60, 12, np.uint8)), "expected 0..9"),
     "npz float images": (lambda d: _npz_with(d, "test", images=np.zeros((30, 28, 28), np.float32)), "dtype"),
-    "idx zero images": (lambda d: _write_idx(d, **{"t10k-images-idx3-ubyte.gz": gzip.compress(idx_bytes(np.zeros((0, 28, 28), np.uint8))),
-                                                   "t10k-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(np.zeros(0, np.uint8)))}), "zero images"),
-    "idx truncated": (lambda d: _write_idx(d, **{"train-images-idx3-ubyte.gz": gzip.compress(idx_bytes(np.zeros((60, 28, 28), np.uint8))[:-5])}), "truncated"),
-    "idx bad magic": (lambda d: _write_idx(d, **{"train-labels-idx1-ubyte.gz": gzip.compress(b"\x01\x02\x03\x04")}), "magic"),
+    "idx zero images": (
+        lambda d: _write_idx(
+            d,
+            **{
+                "t10k-images-idx3-ubyte.gz": gzip.compress(idx_bytes(np.zeros((0, 28, 28), np.uint8))),
+                "t10k-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(np.zeros(0, np.uint8))),
+            },
+        ),
+        "zero images",
+    ),
+    "idx truncated": (
+        lambda d: _write_idx(
+            d, **{"train-images-idx3-ubyte.gz": gzip.compress(idx_bytes(np.zeros((60, 28, 28), np.uint8))[:-5])}
+        ),
+        "truncated",
+    ),
+    "idx bad magic": (
+        lambda d: _write_idx(d, **{"train-labels-idx1-ubyte.gz": gzip.compress(b"\x01\x02\x03\x04")}),
+        "magic",
+    ),
     "idx not gzip": (lambda d: _write_idx(d, **{"train-labels-idx1-ubyte.gz": b"plain"}), "cannot read idx"),
 }
 
@@ -148,7 +205,11 @@ def test_malformed_data_is_one_line_before_any_training(tmp_path, case, command)
     make, message = HOSTILE_DATA[case]
     folder = make(tmp_path / "d")
     args = ("--epochs", "1", "--dataset", "kmnist", "--data-dir", folder, "--out", tmp_path / "o")
-    result = invoke(command, "--models", "mlp-numpy", *args) if command == "compare" else invoke("sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8", *args)
+    result = (
+        invoke(command, "--models", "mlp-numpy", *args)
+        if command == "compare"
+        else invoke("sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8", *args)
+    )
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert message in result.output, result.output
     assert "diverged" not in result.output and not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
@@ -178,10 +239,19 @@ def test_absurd_options_are_one_line(tmp_path, case, command):
     """Items 13 and 14 and their class: every bad option is refused with one line before any work."""
     extra, message = HOSTILE_OPTIONS[case]
     extra = extra(tmp_path)
-    head = ("compare", "--models", "mlp-numpy") if command == "compare" else ("sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8")
+    head = (
+        ("compare", "--models", "mlp-numpy")
+        if command == "compare"
+        else ("sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8")
+    )
     defaults = () if "--out" in extra else ("--out", tmp_path / "o")
     result = invoke(*head, *defaults, *extra)
-    assert result.exit_code != 0 and "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert (
+        result.exit_code != 0
+        and "Traceback" not in result.output
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    )
     assert message in result.output, result.output
 
 
@@ -203,4 +273,6 @@ def test_the_parameter_estimate_matches_the_models():
         n = model.n_parameters() if name == ModelName.mlp_numpy else sum(p.numel() for p in model.parameters())
         assert estimated_parameters(spec) == n
     cnn = dataclasses.replace(preset(ModelName.cnn), depth=2, width=16)
-    assert abs(estimated_parameters(cnn) - sum(p.numel() for p in build_model(cnn, 0.0, 1.0, seed=0).parameters())) < 200
+    assert (
+        abs(estimated_parameters(cnn) - sum(p.numel() for p in build_model(cnn, 0.0, 1.0, seed=0).parameters())) < 200
+    )

@@ -24,7 +24,9 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("activation", list(Activation))
 def test_gradients_match_central_differences(activation):
-    result = run_gradcheck(GradcheckConfig(depth=2, width=8, activation=activation, l2=1e-2, n_inputs=20, max_entries=60))
+    result = run_gradcheck(
+        GradcheckConfig(depth=2, width=8, activation=activation, l2=1e-2, n_inputs=20, max_entries=60)
+    )
     assert result.passed, [(t.name, t.relative_error) for t in result.tensors]
     assert [t.name for t in result.tensors] == ["layer0.W", "layer0.b", "layer1.W", "layer1.b", "layer2.W", "layer2.b"]
 
@@ -57,7 +59,9 @@ def test_gradients_match_pytorch_autograd(activation, depth):
     twin = torch_copy(model, activation)
     logits = twin(torch.from_numpy(x))
     weights = [m.weight for m in twin.net if isinstance(m, torch.nn.Linear)]
-    torch_loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)) + 0.5 * l2 * sum((w**2).sum() for w in weights)
+    torch_loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)) + 0.5 * l2 * sum(
+        (w**2).sum() for w in weights
+    )
     torch_loss.backward()
 
     assert loss == pytest.approx(float(torch_loss.detach()), rel=1e-12)

@@ -67,7 +67,15 @@ def test_fit_passes_dict_inputs_as_keyword_arguments_and_applies_the_batch_trans
         calls.append(1)
         return inputs
 
-    fit(Keyed(), batches, batches, nn.functional.cross_entropy, TrainConfig(n_epochs=2, lr=0.1), torch.device("cpu"), batch_transform=transform)
+    fit(
+        Keyed(),
+        batches,
+        batches,
+        nn.functional.cross_entropy,
+        TrainConfig(n_epochs=2, lr=0.1),
+        torch.device("cpu"),
+        batch_transform=transform,
+    )
     assert len(calls) == 8  # training batches only, never validation
 
 
@@ -95,7 +103,14 @@ def test_divergence_is_reported():
     x, y = blobs()
     model = nn.Linear(2, 3)
     with pytest.raises(ConfigError, match="diverged"):
-        fit(model, (x * 1e30, y), (x, y), nn.functional.cross_entropy, TrainConfig(n_epochs=1, lr=1e10), torch.device("cpu"))
+        fit(
+            model,
+            (x * 1e30, y),
+            (x, y),
+            nn.functional.cross_entropy,
+            TrainConfig(n_epochs=1, lr=1e10),
+            torch.device("cpu"),
+        )
 
 
 def test_torch_mlp_matches_numpy_mlp_forward():
@@ -109,7 +124,9 @@ def test_torch_mlp_matches_numpy_mlp_forward():
             linear.weight.copy_(torch.from_numpy(layer.params["W"].T))
             linear.bias.copy_(torch.from_numpy(layer.params["b"]))
     x = rng.random((5, 1, 28, 28))
-    np.testing.assert_allclose(twin(torch.from_numpy(x)).detach().numpy(), numpy_model.forward(x.reshape(5, -1)), rtol=1e-10)
+    np.testing.assert_allclose(
+        twin(torch.from_numpy(x)).detach().numpy(), numpy_model.forward(x.reshape(5, -1)), rtol=1e-10
+    )
     assert count_parameters(twin) == numpy_model.n_parameters()
 
 
@@ -135,7 +152,9 @@ def test_weights_round_trip_for_numpy_and_torch(tmp_path):
             assert loaded.input_mean == pytest.approx(0.2)
         else:
             model.eval(), loaded.eval()
-            torch.testing.assert_close(loaded(torch.from_numpy(x).unsqueeze(1)), model(torch.from_numpy(x).unsqueeze(1)))
+            torch.testing.assert_close(
+                loaded(torch.from_numpy(x).unsqueeze(1)), model(torch.from_numpy(x).unsqueeze(1))
+            )
 
 
 def test_predict_and_evaluate_keep_order():

@@ -26,7 +26,13 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.max_shift_px > 0 or self.max_rotation_deg > 0 or self.max_scale > 0 or self.elastic_px > 0 or self.stroke_prob > 0
+        return (
+            self.max_shift_px > 0
+            or self.max_rotation_deg > 0
+            or self.max_scale > 0
+            or self.elastic_px > 0
+            or self.stroke_prob > 0
+        )
 
 
 NO_AUGMENT = AugmentConfig()
@@ -46,11 +52,15 @@ def upsample_matrix(size: int, n_points: int = CONTROL_POINTS) -> np.ndarray:
     return weights
 
 
-def sample_displacement(config: AugmentConfig, n: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray | None:
+def sample_displacement(
+    config: AugmentConfig, n: int, height: int, width: int, rng: np.random.Generator
+) -> np.ndarray | None:
     """(n, 2, H, W) float32 smooth displacements in pixels (x then y), or None when elastic is off."""
     if config.elastic_px <= 0:
         return None
-    coarse = rng.uniform(-config.elastic_px, config.elastic_px, (n, 2, CONTROL_POINTS, CONTROL_POINTS)).astype(np.float32)
+    coarse = rng.uniform(-config.elastic_px, config.elastic_px, (n, 2, CONTROL_POINTS, CONTROL_POINTS)).astype(
+        np.float32
+    )
     return np.einsum("hi,bcij,wj->bchw", upsample_matrix(height), coarse, upsample_matrix(width))
 
 
@@ -105,7 +115,9 @@ def augment_numpy(images: np.ndarray, config: AugmentConfig, rng: np.random.Gene
     return warp_numpy(images, matrix, sample_displacement(config, n, height, width, rng))
 
 
-def affine_matrix(rotation_deg: float = 0.0, scale: float = 1.0, shift_x_px: float = 0.0, shift_y_px: float = 0.0) -> np.ndarray:
+def affine_matrix(
+    rotation_deg: float = 0.0, scale: float = 1.0, shift_x_px: float = 0.0, shift_y_px: float = 0.0
+) -> np.ndarray:
     """(2, 3) float32: one fixed warp in ``sample_affine``'s convention (output offsets → input offsets)."""
     angle = np.deg2rad(rotation_deg)
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale

@@ -113,13 +113,36 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     final = setup.run_dir
     with staged_run_dir(final) as stage:
         with cpu_threads(setup.config.threads) as n_threads:
-            write_json(stage / "config.json", stamp({"command": "compare", "specs": [s.to_dict() for s in setup.specs], "data": data_description(setup.splits), "device": str(setup.device), "seed": setup.config.seed, "threads": n_threads}))
-            runs = tuple(run_model(spec, setup.splits, setup.device, stage / spec.model.value, progress, n_tta_views=setup.config.tta_views) for spec in setup.specs)
+            write_json(
+                stage / "config.json",
+                stamp(
+                    {
+                        "command": "compare",
+                        "specs": [s.to_dict() for s in setup.specs],
+                        "data": data_description(setup.splits),
+                        "device": str(setup.device),
+                        "seed": setup.config.seed,
+                        "threads": n_threads,
+                    }
+                ),
+            )
+            runs = tuple(
+                run_model(
+                    spec,
+                    setup.splits,
+                    setup.device,
+                    stage / spec.model.value,
+                    progress,
+                    n_tta_views=setup.config.tta_views,
+                )
+                for spec in setup.specs
+            )
         figures = _write_figures(runs, setup.splits, stage, setup.config.plot_errors)
         write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
         config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
-        record, predictions = compare_record(runs, setup.splits, config, str(setup.device),
-                                             [f.relative_to(stage) for f in figures], started_at)
+        record, predictions = compare_record(
+            runs, setup.splits, config, str(setup.device), [f.relative_to(stage) for f in figures], started_at
+        )
         run_record.write_record(stage, record, predictions)
     runs = tuple(dataclasses.replace(r, run_dir=final / r.run_dir.name) for r in runs)
     return CompareResult(runs, final, tuple(final / f.name for f in figures), record)
@@ -135,5 +158,16 @@ def _write_figures(runs: tuple[ModelRun, ...], splits: Splits, folder: Path, plo
         if plot_errors:
             errors = int(r.test.confusion.sum() - np.trace(r.test.confusion))
             gallery_title = f"{name}: {errors:,} of {len(splits.test):,} test images misclassified ({r.test.accuracy:.2%} correct), by the most confused pairs"
-            figures.append(plot_error_gallery(splits.test.images, splits.test.labels, r.test.predicted, r.test.confusion, splits.class_names, glyphs, gallery_title, folder / f"errors_{name}.png"))
+            figures.append(
+                plot_error_gallery(
+                    splits.test.images,
+                    splits.test.labels,
+                    r.test.predicted,
+                    r.test.confusion,
+                    splits.class_names,
+                    glyphs,
+                    gallery_title,
+                    folder / f"errors_{name}.png",
+                )
+            )
     return figures

@@ -77,15 +77,21 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
 def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate shapes, dtypes and label range; return (images uint8, labels int64) or raise DataError."""
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise DataError(f"{where}: images have shape {images.shape}, expected (N, 28, 28); use the official KMNIST files")
+        raise DataError(
+            f"{where}: images have shape {images.shape}, expected (N, 28, 28); use the official KMNIST files"
+        )
     if images.dtype != np.uint8:
-        raise DataError(f"{where}: images have dtype {images.dtype}, expected uint8 (0..255); use the official KMNIST files")
+        raise DataError(
+            f"{where}: images have dtype {images.dtype}, expected uint8 (0..255); use the official KMNIST files"
+        )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{where}: labels have shape {labels.shape} and dtype {labels.dtype}, expected (N,) integers")
     if len(labels) != len(images):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels; the two files must belong together")
     if len(labels) == 0:
-        raise DataError(f"{where}: holds zero images; the file is empty or truncated, delete it and run `mlx vision download`")
+        raise DataError(
+            f"{where}: holds zero images; the file is empty or truncated, delete it and run `mlx vision download`"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
         raise DataError(f"{where}: labels range {labels.min()}..{labels.max()}, expected 0..{N_CLASSES - 1}")
     return images, labels.astype(np.int64)
@@ -96,7 +102,9 @@ def read_npz_array(path: Path) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "arr_0" not in archive.files:
-                raise DataError(f"{path}: no array 'arr_0' (found {archive.files}); expected the official KMNIST npz format")
+                raise DataError(
+                    f"{path}: no array 'arr_0' (found {archive.files}); expected the official KMNIST npz format"
+                )
             return archive["arr_0"]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable npz file ({exc}); delete it and run `mlx vision download`") from None
@@ -117,7 +125,9 @@ def read_idx(path: Path) -> np.ndarray:
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims))
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
-        raise DataError(f"{path}: header says shape {shape} ({expected} bytes) but the file holds {len(raw) - header}; the file is truncated")
+        raise DataError(
+            f"{path}: header says shape {shape} ({expected} bytes) but the file holds {len(raw) - header}; the file is truncated"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -169,7 +179,9 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction
     """Load train/val/test for ``dataset``; ``data_dir`` defaults to ``./data`` (KMNIST only)."""
     if dataset == DatasetName.digits:
         if data_dir is not None:
-            raise ConfigError(f"--data-dir {data_dir} is only read with --dataset kmnist (digits is bundled); pass --dataset kmnist or drop --data-dir")
+            raise ConfigError(
+                f"--data-dir {data_dir} is only read with --dataset kmnist (digits is bundled); pass --dataset kmnist or drop --data-dir"
+            )
         train, test = load_digits28()
         class_names = tuple(str(i) for i in range(N_CLASSES))
     else:
@@ -181,11 +193,15 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction
     fit_rows, validation_rows = stratified_split(train.labels, validation_fraction, seed, what="validation")
     train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
-    return Splits(train=train, val=val, test=test, dataset=dataset.value, class_names=class_names, fingerprint=fingerprint)
+    return Splits(
+        train=train, val=val, test=test, dataset=dataset.value, class_names=class_names, fingerprint=fingerprint
+    )
 
 
 def check_variance(train: ImageSet) -> None:
     """Every model standardises by the training set's std: identical images (all black) leave nothing to learn."""
     if train.images.min() == train.images.max():
-        raise DataError(f"{train.source}: all {len(train)} training images are identical (every pixel {int(train.images.min())}); "
-                        "nothing can be learned from them, so check the image files")
+        raise DataError(
+            f"{train.source}: all {len(train)} training images are identical (every pixel {int(train.images.min())}); "
+            "nothing can be learned from them, so check the image files"
+        )

@@ -81,7 +81,9 @@ def _open(url: str, start: int, timeout_s: float):
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start:  # the partial file is already whole
             return None
-        raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}; check --url or try again later") from None
+        raise DataError(
+            f"download of {url} failed: HTTP {exc.code} {exc.reason}; check --url or try again later"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"cannot reach {url}: {reason}; check the network or --url, then re-run to resume") from None
@@ -118,29 +120,43 @@ def check_url(url: str) -> str:
     """``url`` unchanged if urllib can open it; otherwise a ConfigError before any folder is made."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in URL_SCHEMES:
-        raise ConfigError(f"--url {url!r} is not a URL mlx can download from; give one starting with {', '.join(s + '://' for s in URL_SCHEMES)} (default {KMNIST_URL})")
+        raise ConfigError(
+            f"--url {url!r} is not a URL mlx can download from; give one starting with {', '.join(s + '://' for s in URL_SCHEMES)} (default {KMNIST_URL})"
+        )
     return url
 
 
-def download_file(remote: RemoteFile, base_url: str, data_dir: Path, progress: ProgressCallback = no_progress, timeout_s: float = 60.0) -> Downloaded:
+def download_file(
+    remote: RemoteFile, base_url: str, data_dir: Path, progress: ProgressCallback = no_progress, timeout_s: float = 60.0
+) -> Downloaded:
     """Download one file into ``data_dir`` unless a copy with the right MD5 is there already."""
     final = data_dir / remote.name
     if final.exists():
         if file_md5(final) == remote.md5:
             return Downloaded(final, Outcome.present, final.stat().st_size)
-        raise DataError(f"{final} exists but its MD5 is not the published {remote.md5}; delete it and re-run `mlx vision download`")
+        raise DataError(
+            f"{final} exists but its MD5 is not the published {remote.md5}; delete it and re-run `mlx vision download`"
+        )
     partial = final.with_name(final.name + ".partial")
     resumed = fetch(f"{base_url.rstrip('/')}/{remote.name}", partial, progress, remote.name, timeout_s)
     actual = file_md5(partial)
     if actual != remote.md5:
         partial.unlink()
-        raise DataError(f"MD5 mismatch for {remote.name} from {base_url}: got {actual}, expected {remote.md5}; the bad download was deleted, re-run `mlx vision download`")
+        raise DataError(
+            f"MD5 mismatch for {remote.name} from {base_url}: got {actual}, expected {remote.md5}; the bad download was deleted, re-run `mlx vision download`"
+        )
     os.replace(partial, final)
     log.info("%s: %s (%d bytes)", final, "resumed" if resumed else "downloaded", final.stat().st_size)
     return Downloaded(final, Outcome.resumed if resumed else Outcome.downloaded, final.stat().st_size)
 
 
-def download_kmnist(data_dir: Path, fmt: FileFormat = FileFormat.npz, base_url: str = KMNIST_URL, progress: ProgressCallback = no_progress, files: tuple[RemoteFile, ...] | None = None) -> tuple[Downloaded, ...]:
+def download_kmnist(
+    data_dir: Path,
+    fmt: FileFormat = FileFormat.npz,
+    base_url: str = KMNIST_URL,
+    progress: ProgressCallback = no_progress,
+    files: tuple[RemoteFile, ...] | None = None,
+) -> tuple[Downloaded, ...]:
     """Fetch the four KMNIST files of ``fmt`` (or ``files``) into ``data_dir``, checking each MD5."""
     check_url(base_url)
     ensure_writable_dir(Path(data_dir))

@@ -40,7 +40,9 @@ class TestScores:
         """Recall of each class: the share of its images predicted as it (nan for an absent class)."""
         totals = self.confusion.sum(axis=1)
         names = self.class_names or tuple(str(c) for c in range(len(totals)))
-        return {name: float(self.confusion[c, c] / totals[c]) if totals[c] else float("nan") for c, name in enumerate(names)}
+        return {
+            name: float(self.confusion[c, c] / totals[c]) if totals[c] else float("nan") for c, name in enumerate(names)
+        }
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,16 @@ class ModelRun:
     validation_accuracy_tta: float | None = None  # with the test-time views, when n_tta_views > 0
 
     def metrics(self) -> dict[str, Any]:
-        scores = {} if self.test is None else {
-            "test_accuracy": self.test.accuracy,
-            "test_macro_f1": self.test.macro_f1,
-            "per_class_accuracy": self.test.per_class_accuracy,
-            "confusion": self.test.confusion.tolist(),
-        }
+        scores = (
+            {}
+            if self.test is None
+            else {
+                "test_accuracy": self.test.accuracy,
+                "test_macro_f1": self.test.macro_f1,
+                "per_class_accuracy": self.test.per_class_accuracy,
+                "confusion": self.test.confusion.tolist(),
+            }
+        )
         return {
             "model": self.spec.model.value,
             "n_parameters": self.n_parameters,
@@ -92,7 +98,9 @@ MAX_TTA_VIEWS = len(TTA_VIEWS)
 
 def check_tta_views(n_views: int) -> int:
     if not 0 <= n_views <= MAX_TTA_VIEWS:
-        raise ConfigError(f"--tta takes 0 (off) to {MAX_TTA_VIEWS} extra test-time views (shifts, rotations, scalings), got {n_views}")
+        raise ConfigError(
+            f"--tta takes 0 (off) to {MAX_TTA_VIEWS} extra test-time views (shifts, rotations, scalings), got {n_views}"
+        )
     return n_views
 
 
@@ -104,7 +112,9 @@ def scaled(images: np.ndarray) -> np.ndarray:
 def _tensors(split: ImageSet, device):
     import torch
 
-    return torch.from_numpy(scaled(split.images)).unsqueeze(1).to(device), torch.from_numpy(split.labels).to(device)  # (N, 1, 28, 28), (N,)
+    return torch.from_numpy(scaled(split.images)).unsqueeze(1).to(device), torch.from_numpy(split.labels).to(
+        device
+    )  # (N, 1, 28, 28), (N,)
 
 
 def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallback = no_progress, task: str = "train"):
@@ -117,7 +127,9 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
 
         rng = np.random.default_rng(spec.train.seed + 1)
         val = (scaled(splits.val.images), splits.val.labels)
-        history = fit_numpy(model, (train_images, splits.train.labels), val, spec.train, rng, spec.augment, progress, task)
+        history = fit_numpy(
+            model, (train_images, splits.train.labels), val, spec.train, rng, spec.augment, progress, task
+        )
         return model, history
     import torch.nn.functional as F
 
@@ -128,7 +140,17 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
     augment = torch_augmenter(spec.augment, seed=spec.train.seed + 1)
     # The spec's L2 is the optimiser's weight decay (SGD: the same gradient as the NumPy MLP's penalty).
     train = dataclasses.replace(spec.train, weight_decay=spec.l2)
-    history = fit(model, _tensors(splits.train, device), _tensors(splits.val, device), loss, train, device, progress, augment, task)
+    history = fit(
+        model,
+        _tensors(splits.train, device),
+        _tensors(splits.val, device),
+        loss,
+        train,
+        device,
+        progress,
+        augment,
+        task,
+    )
     return model, history
 
 
@@ -151,11 +173,15 @@ def predict_probabilities(model, spec: ModelSpec, images: np.ndarray, device, n_
     from scipy.special import softmax
 
     original = scaled(images)  # (N, 28, 28)
-    views = [original] + [warp_numpy(original, np.broadcast_to(matrix, (len(images), 2, 3))) for matrix in TTA_VIEWS[:n_tta_views]]
+    views = [original] + [
+        warp_numpy(original, np.broadcast_to(matrix, (len(images), 2, 3))) for matrix in TTA_VIEWS[:n_tta_views]
+    ]
     return np.mean([softmax(predict_logits(model, spec, view, device), axis=1) for view in views], axis=0)
 
 
-def score(model, spec: ModelSpec, split: ImageSet, device, class_names: tuple[str, ...], n_tta_views: int = 0) -> TestScores:
+def score(
+    model, spec: ModelSpec, split: ImageSet, device, class_names: tuple[str, ...], n_tta_views: int = 0
+) -> TestScores:
     predicted = predict_probabilities(model, spec, split.images, device, n_tta_views).argmax(axis=1)
     return TestScores(
         accuracy=float((predicted == split.labels).mean()),
@@ -173,22 +199,58 @@ def n_parameters(model, spec: ModelSpec) -> int:
 
 
 def data_description(splits: Splits) -> dict[str, Any]:
-    return {"dataset": splits.dataset, "source": splits.train.source, "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)}
+    return {
+        "dataset": splits.dataset,
+        "source": splits.train.source,
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": len(splits.test),
+    }
 
 
-def run_model(spec: ModelSpec, splits: Splits, device, run_dir: Path, progress: ProgressCallback = no_progress, score_test: bool = True, n_tta_views: int = 0) -> ModelRun:
+def run_model(
+    spec: ModelSpec,
+    splits: Splits,
+    device,
+    run_dir: Path,
+    progress: ProgressCallback = no_progress,
+    score_test: bool = True,
+    n_tta_views: int = 0,
+) -> ModelRun:
     """Train, score and save one model into ``run_dir`` (config.json first, metrics.json last).
 
     With ``n_tta_views`` > 0 the validation split is scored with and without the test-time views
     (so the choice can be made on validation) and the test split with them.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", stamp({"spec": spec.to_dict(), "data": data_description(splits), "data_fingerprint": splits.fingerprint, "device": str(device), "n_tta_views": n_tta_views}))
+    write_json(
+        run_dir / "config.json",
+        stamp(
+            {
+                "spec": spec.to_dict(),
+                "data": data_description(splits),
+                "data_fingerprint": splits.fingerprint,
+                "device": str(device),
+                "n_tta_views": n_tta_views,
+            }
+        ),
+    )
     model, history = train_model(spec, splits, device, progress, task=spec.key())
     validation_accuracy = history.epochs[-1].val_accuracy
-    validation_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None
+    validation_accuracy_tta = (
+        score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None
+    )
     test = score(model, spec, splits.test, device, splits.class_names, n_tta_views) if score_test else None
     save_weights(model, spec, run_dir)
-    run = ModelRun(spec, history, n_parameters(model, spec), validation_accuracy, test, run_dir, n_tta_views, validation_accuracy_tta)
+    run = ModelRun(
+        spec,
+        history,
+        n_parameters(model, spec),
+        validation_accuracy,
+        test,
+        run_dir,
+        n_tta_views,
+        validation_accuracy_tta,
+    )
     write_json(run_dir / "metrics.json", stamp(run.metrics()))
     return run

@@ -62,7 +62,15 @@ def relative_error(numeric: np.ndarray, analytic: np.ndarray) -> float:
     return float(np.linalg.norm(numeric - analytic) / denominator)
 
 
-def check_tensor(model: MLP, x: np.ndarray, labels: np.ndarray, param: np.ndarray, analytic: np.ndarray, entries: np.ndarray, epsilon: float) -> np.ndarray:
+def check_tensor(
+    model: MLP,
+    x: np.ndarray,
+    labels: np.ndarray,
+    param: np.ndarray,
+    analytic: np.ndarray,
+    entries: np.ndarray,
+    epsilon: float,
+) -> np.ndarray:
     """Central differences (L(p+e) - L(p-e)) / 2e at the flat ``entries`` of ``param``, restored after."""
     flat = param.reshape(-1)  # a view: writing it perturbs the model
     numeric = np.empty(len(entries))
@@ -81,7 +89,9 @@ def run_gradcheck(config: GradcheckConfig, progress: ProgressCallback = no_progr
     """Build a float64 MLP on a random batch and compare every gradient tensor with finite differences."""
     config.check()
     rng = np.random.default_rng(config.seed)
-    model = MLP(config.depth, config.width, config.activation, rng, l2=config.l2, n_inputs=config.n_inputs, dtype=np.float64)
+    model = MLP(
+        config.depth, config.width, config.activation, rng, l2=config.l2, n_inputs=config.n_inputs, dtype=np.float64
+    )
     x = rng.standard_normal((config.batch_size, config.n_inputs))  # (B, D) float64
     labels = rng.integers(0, 10, config.batch_size)  # (B,)
     model.loss(x, labels)
@@ -95,6 +105,15 @@ def run_gradcheck(config: GradcheckConfig, progress: ProgressCallback = no_progr
         numeric = check_tensor(model, x, labels, param, analytic[name], entries, config.epsilon)
         expected = analytic[name].reshape(-1)[entries]
         error = relative_error(numeric, expected)
-        checks.append(TensorCheck(name, param.shape, n_checked, error, float(np.max(np.abs(numeric - expected))), error <= config.tolerance))
+        checks.append(
+            TensorCheck(
+                name,
+                param.shape,
+                n_checked,
+                error,
+                float(np.max(np.abs(numeric - expected))),
+                error <= config.tolerance,
+            )
+        )
         progress("gradcheck", done + 1, len(named))
     return GradcheckResult(config, tuple(checks))

@@ -45,8 +45,10 @@ class ModelSpec:
             raise ConfigError(f"CNN depth {self.depth} too large: each block doubles the channels; use 1..5")
         n_parameters = estimated_parameters(self)
         if n_parameters > MAX_PARAMETERS:
-            raise ConfigError(f"{self.model.value} depth {self.depth} width {self.width} has about {n_parameters:,.0f} parameters "
-                              f"({n_parameters * 16 / 1e9:,.0f} GB to train); mlx allows up to {MAX_PARAMETERS:,}: choose a smaller --width or --depth")
+            raise ConfigError(
+                f"{self.model.value} depth {self.depth} width {self.width} has about {n_parameters:,.0f} parameters "
+                f"({n_parameters * 16 / 1e9:,.0f} GB to train); mlx allows up to {MAX_PARAMETERS:,}: choose a smaller --width or --depth"
+            )
         if not (math.isfinite(self.l2) and self.l2 >= 0):
             raise ConfigError(f"L2 must be a finite number >= 0, got {self.l2}; e.g. --l2 0 or --l2 1e-4")
         if self.model == ModelName.mlp_numpy:
@@ -93,29 +95,57 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_MLP_TRAIN = TrainConfig(n_epochs=40, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, momentum=0.9, schedule=ScheduleName.cosine)
+_MLP_TRAIN = TrainConfig(
+    n_epochs=40, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, momentum=0.9, schedule=ScheduleName.cosine
+)
 
 PRESETS: dict[ModelName, ModelSpec] = {
     # Two hidden layers of 1024 like the scikit-learn reference, but trained on shifted/rotated copies.
-    ModelName.mlp_numpy: ModelSpec(ModelName.mlp_numpy, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN),
-    ModelName.mlp_torch: ModelSpec(ModelName.mlp_torch, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN),
+    ModelName.mlp_numpy: ModelSpec(
+        ModelName.mlp_numpy, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN
+    ),
+    ModelName.mlp_torch: ModelSpec(
+        ModelName.mlp_torch, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN
+    ),
     # A plain small CNN in the spirit of the KMNIST paper's Keras baseline: no augmentation.
     ModelName.cnn: ModelSpec(
-        ModelName.cnn, depth=2, width=32, dropout=0.25, l2=5e-4,
-        train=TrainConfig(n_epochs=12, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, schedule=ScheduleName.cosine),
+        ModelName.cnn,
+        depth=2,
+        width=32,
+        dropout=0.25,
+        l2=5e-4,
+        train=TrainConfig(
+            n_epochs=12, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, schedule=ScheduleName.cosine
+        ),
     ),
     # The strong preset (issue #12): VGG-style 3 blocks of 48-96-192 channels with BN, each block
     # ending in a max pool, dropout 0.3 before the linear head, AdamW with a one-cycle schedule,
     # label smoothing and affine warps of every batch. The SGD/width-32 preset it replaces
     # (95.7% on the 6,284-image protocol) differs in optimiser, width, dropout and warp ranges.
     ModelName.cnn_strong: ModelSpec(
-        ModelName.cnn_strong, depth=3, width=48, l2=5e-4, dropout=0.3, n_pools=3, label_smoothing=0.1, augment=WARP,
-        train=TrainConfig(n_epochs=30, batch_size=128, optimizer=OptimizerName.adamw, lr=3e-3, schedule=ScheduleName.onecycle, warmup_fraction=0.3),
+        ModelName.cnn_strong,
+        depth=3,
+        width=48,
+        l2=5e-4,
+        dropout=0.3,
+        n_pools=3,
+        label_smoothing=0.1,
+        augment=WARP,
+        train=TrainConfig(
+            n_epochs=30,
+            batch_size=128,
+            optimizer=OptimizerName.adamw,
+            lr=3e-3,
+            schedule=ScheduleName.onecycle,
+            warmup_fraction=0.3,
+        ),
     ),
 }
 
 
-def preset(model: ModelName, n_epochs: int | None = None, augment: bool | None = None, seed: int = 0, **overrides: Any) -> ModelSpec:
+def preset(
+    model: ModelName, n_epochs: int | None = None, augment: bool | None = None, seed: int = 0, **overrides: Any
+) -> ModelSpec:
     """The preset spec for ``model``, with optional overrides (epochs, augmentation on/off, seed, fields)."""
     spec = PRESETS[model]
     train = dataclasses.replace(spec.train, seed=seed, **({"n_epochs": n_epochs} if n_epochs is not None else {}))
@@ -139,7 +169,14 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
     torch.manual_seed(seed)
     if spec.model == ModelName.mlp_torch:
         return TorchMLP(spec.depth, spec.width, spec.activation, mean=input_mean, std=input_std)
-    cnn = CNNConfig(depth=spec.depth, width=spec.width, activation=spec.activation, batch_norm=spec.batch_norm, dropout=spec.dropout, n_pools=spec.n_pools)
+    cnn = CNNConfig(
+        depth=spec.depth,
+        width=spec.width,
+        activation=spec.activation,
+        batch_norm=spec.batch_norm,
+        dropout=spec.dropout,
+        n_pools=spec.n_pools,
+    )
     return CNN(cnn, mean=input_mean, std=input_std)
 
 

@@ -139,7 +139,17 @@ class MLP:
     ``l2`` adds (l2 / 2) * sum(W**2) over weight matrices (not biases) to the loss.
     """
 
-    def __init__(self, depth: int, width: int, activation: Activation, rng: np.random.Generator, l2: float = 0.0, n_inputs: int = 784, n_classes: int = 10, dtype=np.float32):
+    def __init__(
+        self,
+        depth: int,
+        width: int,
+        activation: Activation,
+        rng: np.random.Generator,
+        l2: float = 0.0,
+        n_inputs: int = 784,
+        n_classes: int = 10,
+        dtype=np.float32,
+    ):
         check_architecture(depth, width)
         if l2 < 0:
             raise ConfigError(f"L2 must be >= 0, got {l2}")
@@ -147,7 +157,10 @@ class MLP:
         sizes = [n_inputs] + [width] * depth
         self.layers: list = []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            self.layers += [Linear(fan_in, fan_out, activation.init_scheme, rng, dtype), ACTIVATION_LAYERS[activation]()]
+            self.layers += [
+                Linear(fan_in, fan_out, activation.init_scheme, rng, dtype),
+                ACTIVATION_LAYERS[activation](),
+            ]
         # The output layer feeds a softmax, not a rectifier: Xavier init.
         self.layers.append(Linear(sizes[-1], n_classes, "xavier", rng, dtype))
         self.layers[0].needs_input_grad = False
@@ -169,7 +182,11 @@ class MLP:
         """Data loss plus the L2 penalty, caching what ``backward`` needs."""
         data_loss = self.loss_layer.forward(self.forward(x), labels)
         self.data_loss = data_loss  # reported alone in training curves, like torch's weight decay
-        penalty = sum(float(np.vdot(p, p)) for name, p, _ in self.named_parameters() if name.endswith(".W")) if self.l2 else 0.0
+        penalty = (
+            sum(float(np.vdot(p, p)) for name, p, _ in self.named_parameters() if name.endswith(".W"))
+            if self.l2
+            else 0.0
+        )
         return data_loss + 0.5 * self.l2 * penalty
 
     def backward(self) -> None:

@@ -27,7 +27,9 @@ NUMPY_SCHEDULES = (ScheduleName.constant, ScheduleName.cosine)
 
 def check_numpy_schedule(config: TrainConfig) -> None:
     if config.schedule not in NUMPY_SCHEDULES:
-        raise ConfigError(f"the NumPy MLP supports the schedules {', '.join(s.value for s in NUMPY_SCHEDULES)}, not {config.schedule.value}; use one of those or a torch model")
+        raise ConfigError(
+            f"the NumPy MLP supports the schedules {', '.join(s.value for s in NUMPY_SCHEDULES)}, not {config.schedule.value}; use one of those or a torch model"
+        )
 
 
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -78,7 +80,14 @@ def fit_numpy(
             model.backward()
             optimizer.step(lr_at(config, (epoch - 1) * n_steps + step, total_steps))
             total_loss += model.data_loss * len(index)  # without the L2 term, as torch reports it
-            progress(task, (epoch - 1) * n_steps + step + 1, total_steps, epoch=epoch, loss=total_loss / min(len(labels), (step + 1) * config.batch_size), val_acc=val_accuracy)
+            progress(
+                task,
+                (epoch - 1) * n_steps + step + 1,
+                total_steps,
+                epoch=epoch,
+                loss=total_loss / min(len(labels), (step + 1) * config.batch_size),
+                val_acc=val_accuracy,
+            )
         train_loss = total_loss / len(labels)
         if not np.isfinite(train_loss):
             raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate")

@@ -74,8 +74,14 @@ def japanese_font() -> str | None:
 
     known = {entry.fname for entry in font_manager.fontManager.ttflist}
     # Also fonts installed after matplotlib built its font cache; regular weights before bold ones.
-    candidates = [p for p in known | set(font_manager.findSystemFonts()) if any(hint in Path(p).name.lower() for hint in _CJK_NAME_HINTS)]
-    candidates.sort(key=lambda p: (any(w in Path(p).name.lower() for w in ("bold", "black", "heavy", "light", "thin")), p))
+    candidates = [
+        p
+        for p in known | set(font_manager.findSystemFonts())
+        if any(hint in Path(p).name.lower() for hint in _CJK_NAME_HINTS)
+    ]
+    candidates.sort(
+        key=lambda p: (any(w in Path(p).name.lower() for w in ("bold", "black", "heavy", "light", "thin")), p)
+    )
     for path in candidates:
         if has_hiragana(path):
             if path not in known:
@@ -89,14 +95,21 @@ def class_labels(class_names: tuple[str, ...], glyphs: tuple[str, ...] | None) -
     if glyphs is None:
         return class_names
     if japanese_font() is None:
-        log.warning("no font with Japanese glyphs found (fc-list :lang=ja lists none): the error gallery names classes by romaji only; install one, e.g. apt-get install fonts-noto-cjk")
+        log.warning(
+            "no font with Japanese glyphs found (fc-list :lang=ja lists none): the error gallery names classes by romaji only; install one, e.g. apt-get install fonts-noto-cjk"
+        )
         return class_names
     return tuple(f"{glyph} {name}" for glyph, name in zip(glyphs, class_names))
 
 
 def confused_pairs(confusion: np.ndarray, n_pairs: int) -> list[tuple[int, int, int]]:
     """The ``n_pairs`` most frequent (true, predicted, count) errors, most frequent first; ties by class order."""
-    errors = [(int(confusion[t, p]), t, p) for t in range(len(confusion)) for p in range(len(confusion)) if t != p and confusion[t, p] > 0]
+    errors = [
+        (int(confusion[t, p]), t, p)
+        for t in range(len(confusion))
+        for p in range(len(confusion))
+        if t != p and confusion[t, p] > 0
+    ]
     errors.sort(key=lambda e: (-e[0], e[1], e[2]))
     return [(t, p, count) for count, t, p in errors[:n_pairs]]
 
@@ -123,7 +136,17 @@ def plot_error_gallery(
     pairs = confused_pairs(confusion, n_pairs)
     n_rows = max(1, len(pairs))
     fig = plt.figure(figsize=(7.4 + 1.0 * n_examples, max(5.5, 1.15 * n_rows + 0.8)))
-    grid = fig.add_gridspec(n_rows, n_examples + 2, width_ratios=[6.5, 0.9] + [1.0] * n_examples, hspace=0.45, wspace=0.08, left=0.05, right=0.98, top=0.9, bottom=0.05)
+    grid = fig.add_gridspec(
+        n_rows,
+        n_examples + 2,
+        width_ratios=[6.5, 0.9] + [1.0] * n_examples,
+        hspace=0.45,
+        wspace=0.08,
+        left=0.05,
+        right=0.98,
+        top=0.9,
+        bottom=0.05,
+    )
     with plt.rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
         _draw_confusion(fig.add_subplot(grid[:, 0]), confusion, names, "confusion (rows: true)")
         for row, (true, guess, count) in enumerate(pairs):
@@ -133,8 +156,13 @@ def plot_error_gallery(
                 ax.set_axis_off()
                 if column < len(rows):
                     ax.imshow(images[rows[column]], cmap="gray_r", vmin=0, vmax=255)
-            fig.text(fig.axes[-n_examples].get_position().x0, fig.axes[-n_examples].get_position().y1 + 0.004,
-                     f"true {names[true]}  →  predicted {names[guess]}   ({count} test images)", fontsize=10, va="bottom")
+            fig.text(
+                fig.axes[-n_examples].get_position().x0,
+                fig.axes[-n_examples].get_position().y1 + 0.004,
+                f"true {names[true]}  →  predicted {names[guess]}   ({count} test images)",
+                fontsize=10,
+                va="bottom",
+            )
         if not pairs:
             fig.text(0.7, 0.5, "no misclassified images", ha="center")
         fig.suptitle(title)

@@ -40,7 +40,10 @@ def result_row(
         n_test=len(splits.test) if test else None,
         trainable_params=n_parameters,
         train_seconds=train_seconds,
-        details={**({"per_class_accuracy": test.per_class_accuracy, "confusion": test.confusion.tolist()} if test else {}), **(extra or {})},
+        details={
+            **({"per_class_accuracy": test.per_class_accuracy, "confusion": test.confusion.tolist()} if test else {}),
+            **(extra or {}),
+        },
     )
 
 
@@ -60,8 +63,12 @@ def compare_record(
             r.validation_accuracy,
             r.test,
             splits,
-            {"seconds_per_epoch": r.history.seconds_per_epoch, "n_epochs": len(r.history.epochs),
-             "n_tta_views": r.n_tta_views, "validation_accuracy_tta": r.validation_accuracy_tta},
+            {
+                "seconds_per_epoch": r.history.seconds_per_epoch,
+                "n_epochs": len(r.history.epochs),
+                "n_tta_views": r.n_tta_views,
+                "validation_accuracy_tta": r.validation_accuracy_tta,
+            },
         )
         for r in runs
     )

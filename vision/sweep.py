@@ -60,7 +60,15 @@ class SweepConfig:
     def base(self) -> dict[str, Any]:
         """Settings shared by every configuration; a sweep folder holds one base only."""
         data_dir = str(Path(self.data_dir).resolve()) if self.data_dir else None
-        return {"model": self.model.value, "dataset": self.dataset.value, "data_dir": data_dir, "n_epochs": self.n_epochs, "augment": self.augment, "validation_fraction": self.validation_fraction, "seed": self.seed}
+        return {
+            "model": self.model.value,
+            "dataset": self.dataset.value,
+            "data_dir": data_dir,
+            "n_epochs": self.n_epochs,
+            "augment": self.augment,
+            "validation_fraction": self.validation_fraction,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,8 @@ class SweepSetup:
             "grid": f"{len(self.specs)} configurations ({len(self.completed)} already complete, skipped)",
             "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test (fingerprint {self.splits.fingerprint})",
             "epochs": self.specs[0].train.n_epochs,
-            "device": f"{self.device}" + (" (unused: the NumPy MLP runs on CPU)" if self.config.model == ModelName.mlp_numpy else ""),
+            "device": f"{self.device}"
+            + (" (unused: the NumPy MLP runs on CPU)" if self.config.model == ModelName.mlp_numpy else ""),
             "seed": self.config.seed,
             "output": self.sweep_dir,
         }
@@ -104,9 +113,13 @@ def build_grid(config: SweepConfig) -> tuple[ModelSpec, ...]:
     """Every combination as a checked spec; an empty factor or an invalid value raises before any work."""
     for factor, values in zip(FACTORS, (config.depths, config.widths, config.activations, config.l2s)):
         if not values:
-            raise ConfigError(f"the sweep grid is empty: --{factor.replace('_', '-')} has no values; give at least one, e.g. --{factor} {'relu' if factor == 'activation' else 1}")
+            raise ConfigError(
+                f"the sweep grid is empty: --{factor.replace('_', '-')} has no values; give at least one, e.g. --{factor} {'relu' if factor == 'activation' else 1}"
+            )
     base = preset(config.model, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed)
-    grid = itertools.product(*(dict.fromkeys(values) for values in (config.depths, config.widths, config.activations, config.l2s)))
+    grid = itertools.product(
+        *(dict.fromkeys(values) for values in (config.depths, config.widths, config.activations, config.l2s))
+    )
     return tuple(dataclasses.replace(base, depth=d, width=w, activation=a, l2=l2).check() for d, w, a, l2 in grid)
 
 
@@ -126,14 +139,20 @@ def is_complete(spec: ModelSpec, folder: Path, data_fingerprint: str) -> bool:
     if saved.get("spec") != json.loads(json.dumps(spec.to_dict())):
         raise StoreError(f"{folder} holds a different configuration than this sweep asks for; choose another --out")
     if saved.get("data_fingerprint") != data_fingerprint:
-        raise StoreError(f"{folder} was trained on other data (fingerprint {saved.get('data_fingerprint')}, the data now is "
-                         f"{data_fingerprint}); its results cannot be reused: choose another --out to train afresh")
+        raise StoreError(
+            f"{folder} was trained on other data (fingerprint {saved.get('data_fingerprint')}, the data now is "
+            f"{data_fingerprint}); its results cannot be reused: choose another --out to train afresh"
+        )
     return True
 
 
 def _remove_unfinished(sweep_dir: Path, specs: tuple[ModelSpec, ...]) -> list[Path]:
     """Configuration folders of this grid with a config.json but no metrics.json (written before staging existed): not results."""
-    unfinished = [sweep_dir / s.key() for s in specs if (sweep_dir / s.key() / "config.json").exists() and not (sweep_dir / s.key() / "metrics.json").exists()]
+    unfinished = [
+        sweep_dir / s.key()
+        for s in specs
+        if (sweep_dir / s.key() / "config.json").exists() and not (sweep_dir / s.key() / "metrics.json").exists()
+    ]
     for folder in unfinished:
         shutil.rmtree(folder)
     return unfinished
@@ -146,11 +165,17 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
         write_json(marker, stamp({"base": base}))
         return
     saved = read_json(marker).get("base") or {}
-    if saved.get("data_fingerprint") != base["data_fingerprint"] and {k: v for k, v in saved.items() if k != "data_fingerprint"} == {k: v for k, v in base.items() if k != "data_fingerprint"}:
-        raise StoreError(f"the data changed since the sweep in {sweep_dir} ran (fingerprint {saved.get('data_fingerprint')}, now "
-                         f"{base['data_fingerprint']}): its finished configurations do not describe this data; choose another --out to train afresh")
+    if saved.get("data_fingerprint") != base["data_fingerprint"] and {
+        k: v for k, v in saved.items() if k != "data_fingerprint"
+    } == {k: v for k, v in base.items() if k != "data_fingerprint"}:
+        raise StoreError(
+            f"the data changed since the sweep in {sweep_dir} ran (fingerprint {saved.get('data_fingerprint')}, now "
+            f"{base['data_fingerprint']}): its finished configurations do not describe this data; choose another --out to train afresh"
+        )
     if saved != json.loads(json.dumps(base)):
-        raise StoreError(f"{sweep_dir} belongs to a sweep with other settings (see its sweep.json); choose another --out")
+        raise StoreError(
+            f"{sweep_dir} belongs to a sweep with other settings (see its sweep.json); choose another --out"
+        )
 
 
 def prepare_sweep(config: SweepConfig) -> SweepSetup:
@@ -191,20 +216,50 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
             with staged_run_dir(folder) as stage:
                 run_model(spec, setup.splits, setup.device, stage, progress, score_test=False)
         metrics = read_json(folder / "metrics.json")
-        rows.append({"key": spec.key(), "depth": spec.depth, "width": spec.width, "activation": spec.activation.value, "l2": spec.l2,
-                     "validation_accuracy": metrics.get("validation_accuracy", metrics.get("val_accuracy")), "n_parameters": metrics["n_parameters"], "train_seconds": metrics["train_seconds"]})
+        rows.append(
+            {
+                "key": spec.key(),
+                "depth": spec.depth,
+                "width": spec.width,
+                "activation": spec.activation.value,
+                "l2": spec.l2,
+                "validation_accuracy": metrics.get("validation_accuracy", metrics.get("val_accuracy")),
+                "n_parameters": metrics["n_parameters"],
+                "train_seconds": metrics["train_seconds"],
+            }
+        )
         progress("sweep", done + 1, len(setup.specs))
     rows.sort(key=lambda row: -row["validation_accuracy"])
     best = next(s for s in setup.specs if s.key() == rows[0]["key"])
-    best_test = score(load_weights(best, setup.sweep_dir / best.key()), best, setup.splits.test, setup.device, setup.splits.class_names)
+    best_test = score(
+        load_weights(best, setup.sweep_dir / best.key()),
+        best,
+        setup.splits.test,
+        setup.device,
+        setup.splits.class_names,
+    )
     rows[0] = {**rows[0], "test_accuracy": best_test.accuracy, "test_macro_f1": best_test.macro_f1}
     report_dir = new_run_name(setup.sweep_dir, "report")
     with staged_run_dir(report_dir) as stage:
         figure = plot_factor_effects(rows, FACTORS, stage / "factor_effects.png")
-        write_json(stage / "config.json", stamp({"command": "sweep", "base": setup.base(), "grid": [s.key() for s in setup.specs]}))
-        write_json(stage / "metrics.json", stamp({"rows": rows, "best": rows[0]["key"], "best_test_accuracy": best_test.accuracy}))
+        write_json(
+            stage / "config.json",
+            stamp({"command": "sweep", "base": setup.base(), "grid": [s.key() for s in setup.specs]}),
+        )
+        write_json(
+            stage / "metrics.json",
+            stamp({"rows": rows, "best": rows[0]["key"], "best_test_accuracy": best_test.accuracy}),
+        )
         config = {**dataclasses.asdict(setup.config), "n_skipped": n_skipped, "sweep_dir": setup.sweep_dir}
-        record, predictions = sweep_record(rows, setup.specs, best_test, setup.splits, config, str(setup.device),
-                                           [figure.relative_to(stage)], started_at)
+        record, predictions = sweep_record(
+            rows,
+            setup.specs,
+            best_test,
+            setup.splits,
+            config,
+            str(setup.device),
+            [figure.relative_to(stage)],
+            started_at,
+        )
         run_record.write_record(stage, record, predictions)
     return SweepResult(tuple(rows), best_test, n_skipped, report_dir, report_dir / figure.name, record)

@@ -39,7 +39,16 @@ def torch_activation(activation: Activation) -> nn.Module:
 class TorchMLP(nn.Module):
     """depth hidden layers of ``width`` units; the same architecture and init as vision.numpy_mlp.MLP."""
 
-    def __init__(self, depth: int, width: int, activation: Activation, n_inputs: int = 784, n_classes: int = 10, mean: float = 0.0, std: float = 1.0):
+    def __init__(
+        self,
+        depth: int,
+        width: int,
+        activation: Activation,
+        n_inputs: int = 784,
+        n_classes: int = 10,
+        mean: float = 0.0,
+        std: float = 1.0,
+    ):
         super().__init__()
         check_architecture(depth, width)
         layers: list[nn.Module] = [Standardize(mean, std), nn.Flatten()]
@@ -79,7 +88,9 @@ class CNNConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         if not 0 <= self.n_pools <= 3:
-            raise ConfigError(f"CNN pooling: {self.n_pools} pooled blocks, expected 0..3 (28 px halves to 3 px after three)")
+            raise ConfigError(
+                f"CNN pooling: {self.n_pools} pooled blocks, expected 0..3 (28 px halves to 3 px after three)"
+            )
         return self
 
 
@@ -106,7 +117,9 @@ class CNN(nn.Module):
             blocks.append(conv_block(c_in, c_out, config, pool=i < config.n_pools))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(c_in, n_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(c_in, n_classes)
+        )
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
