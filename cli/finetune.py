@@ -1,5 +1,6 @@
 """`mlx finetune`: train every parameter of an encoder on a text classification set."""
 
+import json
 from pathlib import Path
 
 import typer
@@ -156,22 +157,8 @@ def _render(result, json_: bool) -> None:
         f"wrote {result.out}: test accuracy {result.accuracy:.4f}, macro-F1 {result.macro_f1:.4f} (best validation accuracy "
         f"{result.validation_accuracy:.4f} at step {result.best_step}); {result.train_seconds:.0f} s, {result.samples_per_second:.1f} samples/s"
     )
-    if json_:
-        ui.print_json(
-            {
-                "out": str(result.out),
-                "accuracy": result.accuracy,
-                "macro_f1": result.macro_f1,
-                "validation_accuracy": result.validation_accuracy,
-                "best_step": result.best_step,
-                "n_train": result.n_train,
-                "n_validation": result.n_validation,
-                "n_test": result.n_test,
-                "trainable_params": result.trainable_params,
-                "train_seconds": round(result.train_seconds, 2),
-                "samples_per_second": round(result.samples_per_second, 2),
-            }
-        )
+    if json_:  # the run record itself, as every command's --json
+        ui.print_json(json.loads((result.out / "run.json").read_text()))
     else:
         ui.out.print(str(result.out))
 
