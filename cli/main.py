@@ -2,6 +2,7 @@
 
 import importlib
 import logging
+import os
 
 import typer
 from typer.core import TyperGroup
@@ -94,6 +95,9 @@ def root(
         # The hub client logs every retry when offline; the one-line error that follows says it all.
         for name in ("huggingface_hub", "transformers", "datasets"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # transformers is imported lazily, after this point, and then resets its own logger level from
+        # this variable (otherwise its LOAD REPORT table about unused head weights reaches stderr).
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         _quiet_hub()
 
 
