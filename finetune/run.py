@@ -445,10 +445,10 @@ def _layer_depth(name: str, n_layers: int) -> int:
 
 
 def _result(plan: FinetunePlan, model, history, predicted: np.ndarray, test) -> FinetuneResult:
-    from sklearn.metrics import f1_score
+    from common.metrics import macro_f1 as score_macro_f1
 
     accuracy = float((predicted == test.labels).mean())
-    macro_f1 = float(f1_score(test.labels, predicted, average="macro", labels=np.unique(test.labels)))
+    macro_f1 = score_macro_f1(test.labels, predicted)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     notes = []
     if history.stopped_early:

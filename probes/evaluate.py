@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from common import ConfigError
 from common import record as run_record
 from common import runs as common_runs
+from common.metrics import macro_f1
 from common.options import LayerSpec
 from common.progress import ProgressCallback, no_progress
 from probes import data, report, runs
@@ -368,10 +369,7 @@ def _result(
         setting=setting,
         params=params,
         accuracy=float(np.mean(y_pred == m.y_test)),
-        # Classes absent from both truth and predictions have no F1: averaging their 0 would understate it.
-        macro_f1=float(
-            f1_score(m.y_test, y_pred, labels=np.union1d(m.y_test, y_pred), average="macro", zero_division=0)
-        ),
+        macro_f1=macro_f1(m.y_test, y_pred),
         per_class=per_class,
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
         fit_seconds=fit_s,

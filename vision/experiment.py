@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.metrics import confusion_matrix
 
 from common import ConfigError
+from common.metrics import macro_f1
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
 from common.training import TrainHistory
@@ -185,7 +186,7 @@ def score(
     predicted = predict_probabilities(model, spec, split.images, device, n_tta_views).argmax(axis=1)
     return TestScores(
         accuracy=float((predicted == split.labels).mean()),
-        macro_f1=float(f1_score(split.labels, predicted, average="macro")),
+        macro_f1=macro_f1(split.labels, predicted),
         confusion=confusion_matrix(split.labels, predicted, labels=list(range(N_CLASSES))),
         predicted=predicted.astype(np.int64),
         class_names=class_names,
