@@ -2,6 +2,7 @@
 
     python benchmarks/finetune_speed.py --data ../shared/data/ag_news --limit 2000 --epochs 1
     python benchmarks/finetune_speed.py --data demo --epochs 2           # offline smoke run
+    python benchmarks/finetune_speed.py --data ../shared/data/ag_news --nproc 2 --threads 1   # mlx as 2 DDP ranks
 
 Both train on the same rows (mlx's training rows after carving validation off), validate on the
 same validation rows at each epoch end, and score the same test rows once. Trainer gets what its
@@ -10,6 +11,10 @@ decay, no checkpoints. Samples/s is training rows x epochs / wall time of the tr
 (validation passes included for both; mlx's epoch-end checkpoints included). CPU seconds of the
 same phase are reported too: on a shared machine they are the steadier figure. Needs the ``bench`` extra
 (``accelerate``).
+
+With ``--nproc N`` the mlx side runs as ``mlx finetune --nproc N`` (N torchrun ranks, per-rank batch
+= batch / N, so the global batch is the same) and its training time is the run record's fit wall
+time; Trainer stays one process with ``--threads`` threads, as its users run it on one machine.
 """
 
 import argparse
@@ -34,6 +39,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's choice)")
     parser.add_argument("--only", choices=("mlx", "trainer"), default=None)
+    parser.add_argument("--nproc", type=int, default=1, help="run mlx as this many DDP ranks (torchrun, gloo)")
     args = parser.parse_args()
 
     import torch
@@ -66,16 +72,20 @@ def main() -> None:
     )
     results = {}
     if args.only in (None, "mlx"):
-        results["mlx"] = run_mlx(plan, n_rows)
+        results["mlx"] = run_mlx(plan, n_rows) if args.nproc == 1 else run_mlx_ddp(args, work, n_rows)
         print(f"mlx finetune   {results['mlx']}", flush=True)
     if args.only in (None, "trainer"):
         results["trainer"] = run_trainer(plan, work, n_rows)
         print(f"hf Trainer     {results['trainer']}", flush=True)
     if len(results) == 2:
         mlx, hf = results["mlx"], results["trainer"]
-        print(
-            f"ratio mlx/Trainer: {mlx['samples_per_s'] / hf['samples_per_s']:.2f}x samples/s (wall), "
+        per_cpu = (
             f"{mlx['samples_per_cpu_s'] / hf['samples_per_cpu_s']:.2f}x samples per CPU second; "
+            if mlx["samples_per_cpu_s"]
+            else ""
+        )
+        print(
+            f"ratio mlx/Trainer: {mlx['samples_per_s'] / hf['samples_per_s']:.2f}x samples/s (wall), {per_cpu}"
             f"test accuracy {mlx['accuracy']:.4f} vs {hf['accuracy']:.4f} ({100 * (mlx['accuracy'] - hf['accuracy']):+.2f} pt); "
             f"load at the end {os.getloadavg()[0]:.1f}"
         )
@@ -106,6 +116,29 @@ def run_mlx(plan, n_rows: int) -> dict:
         "train_s": round(seconds, 1),
         "samples_per_s": round(n_rows / seconds, 2),
         "samples_per_cpu_s": round(n_rows / cpu, 2),
+    }
+
+
+def run_mlx_ddp(args, work: Path, n_rows: int) -> dict:
+    """``mlx finetune --nproc N`` in a subprocess; wall time of its training phase from run.json."""
+    import json
+    import subprocess
+
+    out = work / "mlx-ddp"
+    command = [sys.executable, "-m", "cli.main", "finetune", "--model", args.model, "--dataset", args.data]
+    command += ["--epochs", str(args.epochs), "--lr", str(args.lr), "--max-length", str(args.max_length)]
+    command += ["--batch-size", str(args.batch_size // args.nproc), "--nproc", str(args.nproc), "--out", str(out)]
+    command += ["--checkpoint-every", str(10**9)] + (["--limit", str(args.limit)] if args.limit else [])
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+    subprocess.run(command, check=True, env=env, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    result = json.loads((out / "run.json").read_text())["results"][0]
+    seconds = result["train_seconds"]
+    return {
+        "accuracy": round(result["accuracy"], 4),
+        "train_s": round(seconds, 1),
+        "samples_per_s": round(n_rows / seconds, 2),
+        "samples_per_cpu_s": None,  # the ranks' CPU time of the training phase alone is not recorded
+        "ranks": args.nproc,
     }
 
 

@@ -263,6 +263,7 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
 
     from common.checkpoints import CheckpointDir
     from common.training import cpu_threads, fit
+    from finetune.dropout import fast_dropout
 
     dist = init_distributed(torch.device(plan.device).type)
     device = (
@@ -281,18 +282,19 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
             steps_done[0] = completed
             progress("finetune", completed * plan.global_batch, total * plan.global_batch, **info)
 
-        history = fit(
-            model,
-            data["train"],
-            data["validation"],
-            torch.nn.functional.cross_entropy,
-            _train_config(plan),
-            device,
-            on_step if dist.is_main else no_progress,
-            param_groups=_param_groups(model, plan),
-            checkpoints=checkpoints,
-            dist=dist,
-        )
+        with fast_dropout(model):
+            history = fit(
+                model,
+                data["train"],
+                data["validation"],
+                torch.nn.functional.cross_entropy,
+                _train_config(plan),
+                device,
+                on_step if dist.is_main else no_progress,
+                param_groups=_param_groups(model, plan),
+                checkpoints=checkpoints,
+                dist=dist,
+            )
         in_sync = _ranks_in_sync(model, dist)
         if history.best_step is not None:
             model.load_state_dict(checkpoints.load(history.best_step)["model"])
