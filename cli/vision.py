@@ -116,7 +116,7 @@ def compare(
         0.1,
         "--validation-fraction",
         "--val-fraction",
-        help="Share of train carved out (stratified, seeded) for validation.",
+        help="Share of train carved out (stratified, seeded) for validation; 0 trains on every training image (no validation, so no --tta).",
     ),
     seed: int = typer.Option(0),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),

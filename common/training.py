@@ -367,7 +367,9 @@ def evaluate(
         n_correct += int((outputs.argmax(dim=1) == targets).sum())
         n_seen += len(targets)
     total_loss, n_correct, n_seen = _all_reduce_sum([total_loss, n_correct, n_seen], dist)
-    return total_loss / max(1, n_seen), n_correct / max(1, n_seen)
+    if n_seen == 0:  # no validation rows (vision --validation-fraction 0): no score, not a score of 0
+        return float("nan"), float("nan")
+    return total_loss / n_seen, n_correct / n_seen
 
 
 # --- the loop ---------------------------------------------------------------------------------

@@ -91,6 +91,23 @@ def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
     assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # a new run never overwrites an old one
 
 
+def test_validation_fraction_0_trains_on_every_training_image(data_dir, tmp_path):
+    result = invoke(
+        "compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-numpy,mlp-torch", "--epochs", "3",
+        "--validation-fraction", "0", "--json", "--out", tmp_path / "runs", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert validate(report) == []
+    splits = {s["name"]: s["n_rows"] for s in report["data"]["splits"]}
+    assert splits == {"train": 200, "validation": 0, "test": 100}
+    for row in report["results"]:
+        assert row["n_train"] == 200 and row["validation_accuracy"] is None and row["accuracy"] > 0.5
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())  # strict JSON: no NaN for "no score"
+    assert metrics["validation_accuracy"] is None and metrics["history"][-1]["val_accuracy"] is None
+
+
 def test_compare_table_says_the_device(data_dir, tmp_path):
     result = invoke(
         "compare",
@@ -207,7 +224,10 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (("gradcheck", "--seed", "-1"), 2, "seed must be a non-negative integer"),
         (("sweep", "--model", "mlp-numpy", "--width", "a,b"), 2, "--width: cannot read 'a'"),
         (("compare", "--epochs", "0"), 2, "epochs must be at least 1"),
-        (("compare", "--val-fraction", "0"), 2, "strictly between 0 and 1"),
+        (("compare", "--val-fraction", "1"), 2, "--validation-fraction must lie in [0, 1)"),
+        (("compare", "--val-fraction", "-0.1"), 2, "--validation-fraction must lie in [0, 1)"),
+        (("compare", "--val-fraction", "0", "--tta", "2"), 2, "--validation-fraction 0 leaves none"),
+        (("sweep", "--model", "cnn", "--val-fraction", "0"), 2, "--validation-fraction must be above 0"),
         (("compare", "--device", "cuda"), 2, "CUDA is not available"),
         (("sweep", "--model", "cnn", "--device", "mps"), 2, "'mps' is not one of 'auto', 'cpu', 'cuda'"),
         (("gradcheck", "--activation", "softsign"), 2, "unknown activation 'softsign'"),

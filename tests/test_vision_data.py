@@ -113,8 +113,10 @@ def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path):
     assert np.bincount(val.labels, minlength=10).tolist() == [6] * 10
     train_rows = {row.tobytes() for row in fit.images}
     assert not any(row.tobytes() in train_rows for row in val.images)
-    with pytest.raises(ConfigError, match="between 0 and 1"):
+    with pytest.raises(ConfigError, match=r"must lie in \[0, 1\)"):
         load_splits(DatasetName.kmnist, folder, 1.0, seed=0)
+    everything = load_splits(DatasetName.kmnist, folder, 0.0, seed=0)  # 0: train on all, no validation
+    assert len(everything.train) == 300 and len(everything.val) == 0
 
 
 def test_digits_stand_in_is_28x28_and_says_it_is_not_kmnist():

@@ -91,6 +91,11 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
     from common.devices import resolve_device
 
     check_tta_views(config.tta_views)
+    if config.tta_views and config.validation_fraction == 0:
+        raise ConfigError(
+            "--tta is judged on validation (scored with and without the views), and --validation-fraction 0 leaves none; "
+            "use a fraction above 0 with --tta"
+        )
     specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")

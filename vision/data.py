@@ -190,7 +190,14 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction
         class_names = KMNIST_CLASS_NAMES
     check_variance(train)
     fingerprint = fingerprint_arrays(train.images, train.labels, test.images, test.labels)
-    fit_rows, validation_rows = stratified_split(train.labels, validation_fraction, seed, what="validation")
+    if not 0 <= validation_fraction < 1:
+        raise ConfigError(
+            f"--validation-fraction must lie in [0, 1) (0: train on every training image, no validation), got {validation_fraction}"
+        )
+    if validation_fraction == 0:  # every training image is trained on; nothing can be chosen on validation
+        fit_rows, validation_rows = np.arange(len(train)), np.zeros(0, dtype=np.int64)
+    else:
+        fit_rows, validation_rows = stratified_split(train.labels, validation_fraction, seed, what="validation")
     train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
     return Splits(

@@ -7,6 +7,7 @@ reports and sweep ranking; the test split is scored once per trained model, at t
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -51,7 +52,7 @@ class ModelRun:
     spec: ModelSpec
     history: TrainHistory
     n_parameters: int
-    validation_accuracy: float
+    validation_accuracy: float | None  # None: trained with no validation split (--validation-fraction 0)
     test: TestScores | None
     run_dir: Path
     n_tta_views: int = 0
@@ -78,8 +79,13 @@ class ModelRun:
             "train_seconds": self.history.seconds,
             "seconds_per_epoch": self.history.seconds_per_epoch,
             "n_epochs": len(self.history.epochs),
-            "history": [vars(r) for r in self.history.epochs],
+            "history": [{k: _none_if_nan(v) for k, v in vars(r).items()} for r in self.history.epochs],
         }
+
+
+def _none_if_nan(value: Any) -> Any:
+    """JSON has no nan: an epoch with no validation score records null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 # Test-time augmentation: fixed small warps, each a plausible redrawing of the same character.
@@ -237,9 +243,11 @@ def run_model(
         ),
     )
     model, history = train_model(spec, splits, device, progress, task=spec.key())
-    validation_accuracy = history.epochs[-1].val_accuracy
+    validation_accuracy = _none_if_nan(history.epochs[-1].val_accuracy) if len(splits.val) else None
     validation_accuracy_tta = (
-        score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy if n_tta_views else None
+        score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy
+        if n_tta_views and len(splits.val)
+        else None
     )
     test = score(model, spec, splits.test, device, splits.class_names, n_tta_views) if score_test else None
     save_weights(model, spec, run_dir)

@@ -41,7 +41,9 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
 
 
 def evaluate_numpy(model: MLP, images: np.ndarray, labels: np.ndarray, mean: float, std: float) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy). images: (N, 28, 28) float32 in [0, 1]."""
+    """(mean cross-entropy, accuracy). images: (N, 28, 28) float32 in [0, 1]; (nan, nan) for no images."""
+    if len(images) == 0:
+        return float("nan"), float("nan")
     logits = model.predict_logits(((images - mean) / std).reshape(len(images), -1))  # (N, C)
     loss = model.loss_layer.forward(logits, labels)
     return loss, float((logits.argmax(axis=1) == labels).mean())
