@@ -135,3 +135,42 @@ def test_bad_tta_is_one_line(value, isolated_home):
 def test_bad_tta_value_type_is_typers_error():
     result = runner.invoke(app, ["vision", "compare", "--tta", "some"])
     assert result.exit_code == 2 and "--tta" in result.output
+
+
+def test_an_ensemble_trains_each_member_on_its_own_loss_and_averages_probabilities(tmp_path):
+    import dataclasses
+
+    from common import ConfigError
+    from vision.models import load_weights, save_weights
+    from vision.torch_models import Ensemble, member_loss
+
+    single = dataclasses.replace(preset(ModelName.cnn), width=4)
+    pair = dataclasses.replace(single, members=2).check()
+    model = build_model(pair, 0.2, 0.3, seed=0)
+    assert isinstance(model, Ensemble) and len(model.members) == 2
+    assert sum(p.numel() for p in model.parameters()) == 2 * sum(
+        p.numel() for p in build_model(single, 0.2, 0.3, seed=0).parameters()
+    )
+    first, second = (dict(m.named_parameters()) for m in model.members)
+    assert not torch.equal(first["features.0.0.weight"], second["features.0.0.weight"])  # members start apart
+    x, y = torch.rand(5, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4])
+    model.train()
+    logits = model(x)  # (B, C, K): each member's own logits
+    assert logits.shape == (5, 10, 2)
+    loss = member_loss(0.1)(logits, y)
+    expected = sum(torch.nn.functional.cross_entropy(logits[..., k], y, label_smoothing=0.1) for k in range(2)) / 2
+    assert torch.allclose(loss, expected)
+    model.eval()
+    with torch.no_grad():
+        log_mean = model(x)
+        members = torch.stack([torch.softmax(m(x), dim=1) for m in model.members])
+    assert torch.allclose(log_mean.exp(), members.mean(dim=0), atol=1e-6)  # the mean of the members' probabilities
+    assert pair.key().endswith("-x2") and single.key() != pair.key()
+    save_weights(model, pair, tmp_path)
+    again = load_weights(pair, tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), log_mean)
+    with pytest.raises(ConfigError, match="ensemble takes 1 to 8"):
+        dataclasses.replace(preset(ModelName.mlp_numpy), members=2).check()
+    with pytest.raises(ConfigError, match="ensemble takes 1 to 8"):
+        dataclasses.replace(single, members=0).check()

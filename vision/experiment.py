@@ -9,7 +9,6 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +137,11 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
             model, (train_images, splits.train.labels), val, spec.train, rng, spec.augment, progress, task
         )
         return model, history
-    import torch.nn.functional as F
-
     from common.training import fit
     from vision.augment import torch_augmenter
+    from vision.torch_models import member_loss
 
-    loss = partial(F.cross_entropy, label_smoothing=spec.label_smoothing)
+    loss = member_loss(spec.label_smoothing)
     augment = torch_augmenter(spec.augment, seed=spec.train.seed + 1)
     # The spec's L2 is the optimiser's weight decay (SGD: the same gradient as the NumPy MLP's penalty).
     train = dataclasses.replace(spec.train, weight_decay=spec.l2)

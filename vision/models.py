@@ -36,6 +36,7 @@ class ModelSpec:
     dropout: float = 0.0  # CNNs only
     n_pools: int = 2  # CNNs only: how many blocks end with a 2x2 max pool
     label_smoothing: float = 0.0  # torch models only
+    members: int = 1  # torch models only: an ensemble of this many networks, trained side by side
     augment: AugmentConfig = NO_AUGMENT
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -55,6 +56,10 @@ class ModelSpec:
             check_numpy_schedule(self.train)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 1 <= self.members <= MAX_MEMBERS or (self.members > 1 and self.model == ModelName.mlp_numpy):
+            raise ConfigError(
+                f"an ensemble takes 1 to {MAX_MEMBERS} torch networks (not the NumPy MLP), got {self.members} of {self.model.value}"
+            )
         self.train.check()
         return self
 
@@ -63,10 +68,12 @@ class ModelSpec:
 
     def key(self) -> str:
         """A short folder-safe name, e.g. 'mlp-numpy-d2-w512-relu-l2_0.0001'."""
-        return f"{self.model.value}-d{self.depth}-w{self.width}-{self.activation.value}-l2_{exact_number(self.l2)}"
+        members = f"-x{self.members}" if self.members > 1 else ""
+        return f"{self.model.value}-d{self.depth}-w{self.width}-{self.activation.value}-l2_{exact_number(self.l2)}{members}"
 
 
 MAX_PARAMETERS = 100_000_000  # 1.6 GB of weights, gradients and Adam moments in float32
+MAX_MEMBERS = 8
 
 
 def estimated_parameters(spec: "ModelSpec") -> int:
@@ -74,9 +81,9 @@ def estimated_parameters(spec: "ModelSpec") -> int:
     if spec.model.is_cnn:
         channels = [1] + [spec.width * 2**i for i in range(spec.depth)]
         convs = sum(9 * c_in * c_out + 9 * c_out * c_out + 6 * c_out for c_in, c_out in zip(channels, channels[1:]))
-        return convs + channels[-1] * 10 + 10
+        return (convs + channels[-1] * 10 + 10) * spec.members
     sizes = [784] + [spec.width] * spec.depth + [10]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:])) * spec.members
 
 
 def exact_number(value: float) -> str:
@@ -164,20 +171,26 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
         return model
     import torch
 
-    from vision.torch_models import CNN, CNNConfig, TorchMLP
+    from vision.torch_models import CNN, CNNConfig, Ensemble, TorchMLP
 
     torch.manual_seed(seed)
-    if spec.model == ModelName.mlp_torch:
-        return TorchMLP(spec.depth, spec.width, spec.activation, mean=input_mean, std=input_std)
-    cnn = CNNConfig(
-        depth=spec.depth,
-        width=spec.width,
-        activation=spec.activation,
-        batch_norm=spec.batch_norm,
-        dropout=spec.dropout,
-        n_pools=spec.n_pools,
-    )
-    return CNN(cnn, mean=input_mean, std=input_std)
+
+    def network():
+        if spec.model == ModelName.mlp_torch:
+            return TorchMLP(spec.depth, spec.width, spec.activation, mean=input_mean, std=input_std)
+        cnn = CNNConfig(
+            depth=spec.depth,
+            width=spec.width,
+            activation=spec.activation,
+            batch_norm=spec.batch_norm,
+            dropout=spec.dropout,
+            n_pools=spec.n_pools,
+        )
+        return CNN(cnn, mean=input_mean, std=input_std)
+
+    if spec.members == 1:
+        return network()
+    return Ensemble([network() for _ in range(spec.members)])  # one seed, so each member starts elsewhere
 
 
 def save_weights(model, spec: ModelSpec, path: Path) -> Path:

@@ -4,6 +4,7 @@ Both take (B, 1, 28, 28) float inputs in [0, 1] and standardise them inside the 
 augmentation can zero-fill with the true background value first), returning (B, C) logits.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -126,6 +127,36 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) → (B, C)
         return self.head(self.features(self.standardize(x)))
+
+
+class Ensemble(nn.Module):
+    """Several networks trained side by side on the same batches; the prediction averages their probabilities.
+
+    In training the output is (B, C, K) logits, one column per member, for :func:`member_loss` (each
+    member learns on its own loss, as if trained alone); in evaluation it is (B, C) log mean
+    probability, so argmax, softmax and cross-entropy treat the ensemble as one model.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([member(x) for member in self.members], dim=-1)  # (B, C, K)
+        if self.training:
+            return logits
+        return torch.logsumexp(torch.log_softmax(logits, dim=1), dim=-1) - math.log(len(self.members))
+
+
+def member_loss(label_smoothing: float = 0.0):
+    """Cross-entropy of (B, C) outputs, or the mean over members of (B, C, K) ensemble outputs."""
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if outputs.ndim == 3:
+            targets = targets.unsqueeze(1).expand(-1, outputs.shape[-1])  # (B, K)
+        return nn.functional.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+
+    return loss
 
 
 def count_parameters(model: nn.Module) -> int:
