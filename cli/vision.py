@@ -133,6 +133,12 @@ def compare(
         help="Also write errors_<model>.png: misclassified test images grouped by the most confused class pairs, beside the confusion matrix.",
     ),
     detail: bool = typer.Option(False, "--detail", help="Also print each model's per-class test accuracy."),
+    members: int = typer.Option(
+        1,
+        "--members",
+        help="Train each torch model as an ensemble of this many networks (different initial weights, the same batches; "
+        "the prediction averages their probabilities). Costs N times the training time. Not for mlp-numpy.",
+    ),
     json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
 ) -> None:
     """Train each model on the same data and budget; a table, learning curves and confusion matrices."""
@@ -151,6 +157,7 @@ def compare(
         out=out,
         tta_views=tta,
         plot_errors=plot,
+        members=members,
     )
     setup = prepare_compare(config)
     _say_device(setup.device)

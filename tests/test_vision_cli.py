@@ -108,6 +108,18 @@ def test_validation_fraction_0_trains_on_every_training_image(data_dir, tmp_path
     assert metrics["validation_accuracy"] is None and metrics["history"][-1]["val_accuracy"] is None
 
 
+def test_members_trains_an_ensemble_per_model(data_dir, tmp_path):
+    result = invoke(
+        "compare", "--dataset", "kmnist", "--data-dir", data_dir, "--models", "mlp-torch", "--epochs", "2",
+        "--members", "2", "--json", "--out", tmp_path / "runs", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["name"].endswith("-x2") and row["params"]["members"] == 2
+    assert row["trainable_params"] == 2 * (784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10)
+    assert row["accuracy"] > 0.5
+
+
 def test_compare_table_says_the_device(data_dir, tmp_path):
     result = invoke(
         "compare",
@@ -228,6 +240,9 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (("compare", "--val-fraction", "-0.1"), 2, "--validation-fraction must lie in [0, 1)"),
         (("compare", "--val-fraction", "0", "--tta", "2"), 2, "--validation-fraction 0 leaves none"),
         (("sweep", "--model", "cnn", "--val-fraction", "0"), 2, "--validation-fraction must be above 0"),
+        (("compare", "--members", "2"), 2, "drop mlp-numpy from --models"),
+        (("compare", "--models", "cnn", "--members", "0"), 2, "an ensemble takes 1 to 8 torch networks"),
+        (("compare", "--models", "cnn", "--members", "9"), 2, "an ensemble takes 1 to 8 torch networks"),
         (("compare", "--device", "cuda"), 2, "CUDA is not available"),
         (("sweep", "--model", "cnn", "--device", "mps"), 2, "'mps' is not one of 'auto', 'cpu', 'cuda'"),
         (("gradcheck", "--activation", "softsign"), 2, "unknown activation 'softsign'"),

@@ -35,6 +35,7 @@ class CompareConfig:
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
     tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
     plot_errors: bool = False  # an error gallery per model beside its confusion matrix
+    members: int = 1  # each torch model as an ensemble of this many networks
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class CompareSetup:
             "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test",
             "source": data["source"],
             "epochs": ", ".join(f"{s.model.value}={s.train.n_epochs}" for s in self.specs),
+            **({"ensemble": f"{self.config.members} networks per model"} if self.config.members > 1 else {}),
             "device": f"{self.device} (torch models; the NumPy MLP always runs on CPU)",
             "dtype": "float32",
             "threads": self.config.threads or "library default",
@@ -96,7 +98,12 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
             "--tta is judged on validation (scored with and without the views), and --validation-fraction 0 leaves none; "
             "use a fraction above 0 with --tta"
         )
-    specs = tuple(preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed) for m in config.models)
+    if config.members != 1 and ModelName.mlp_numpy in config.models:
+        raise ConfigError("--members trains torch models as ensembles; drop mlp-numpy from --models or use --members 1")
+    specs = tuple(
+        preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed, members=config.members)
+        for m in config.models
+    )
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
