@@ -182,7 +182,7 @@ def compare(
     for row in result.rows():
         validation = (f"{row['validation_accuracy']:.2%}", f"{row['validation_accuracy_tta']:.2%}") if tta else ()
         table.add_row(
-            row["model"],
+            row["model"] + (f" ({members} networks)" if members > 1 else ""),
             *validation,
             f"{row['test_accuracy']:.2%}",
             f"{row['test_macro_f1']:.4f}",
