@@ -55,7 +55,8 @@ def attention_with_fast_dropout(module, query, key, value, attention_mask, scali
     written out with :func:`apply_dropout`; without it, transformers' SDPA function (the fused kernel)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if dropout == 0.0 or not module.training or query.device.type != "cpu":
+    # Causal (decoder) attention may arrive with no mask and rely on SDPA's is_causal: leave it to SDPA.
+    if dropout == 0.0 or not module.training or query.device.type != "cpu" or getattr(module, "is_causal", False):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )

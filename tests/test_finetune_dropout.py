@@ -91,3 +91,18 @@ def test_training_attention_matches_sdpa_without_dropout(tiny_bert):
     got, weights = attention_with_fast_dropout(module, q, k, v, attend, dropout=1e-12)  # the written-out path
     assert torch.allclose(got, expected, atol=1e-5)
     assert torch.all(weights[1, :, :, 6:] == 0)
+
+
+def test_causal_attention_is_left_to_sdpa(monkeypatch):
+    """A decoder's attention may come with no mask and rely on SDPA's is_causal: never written out without it."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    from finetune.dropout import attention_with_fast_dropout
+
+    calls = []
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *args, **kwargs: calls.append(kwargs) or ("sdpa", None))
+    module = nn.Module()
+    module.is_causal = True
+    q = torch.randn(1, 2, 4, 8)
+    assert attention_with_fast_dropout(module, q, q, q, None, dropout=0.1)[0] == "sdpa"
+    assert calls and calls[0]["dropout"] == 0.1
