@@ -41,6 +41,14 @@ def main() -> None:
     parser.add_argument("--only", choices=("mlx", "trainer"), default=None)
     parser.add_argument("--nproc", type=int, default=1, help="run mlx as this many DDP ranks (torchrun, gloo)")
     args = parser.parse_args()
+    if args.nproc < 1 or args.batch_size % args.nproc:
+        parser.error(
+            f"--nproc must be at least 1 and divide --batch-size {args.batch_size} (same global batch), got {args.nproc}"
+        )
+    if args.data != "demo" and Path(args.data).exists():
+        args.data = str(Path(args.data).resolve())  # the DDP side runs from the repository root
+    if Path(args.model).exists():
+        args.model = str(Path(args.model).resolve())
 
     import torch
 
@@ -50,46 +58,48 @@ def main() -> None:
     from finetune.run import prepare_finetune
 
     work = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
-    os.environ.setdefault("MLX_HOME", str(work / "home"))
-    config = FinetuneConfig(
-        model=args.model,
-        dataset=args.data,
-        limit=args.limit,
-        n_epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        checkpoint_every=10**9,
-        out=work / "mlx-run",
-    )
-    plan = prepare_finetune(config)
-    n_rows = len(plan.fit_rows) * args.epochs
-    print(
-        f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
-        f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, bf16, "
-        f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
-    results = {}
-    if args.only in (None, "mlx"):
-        results["mlx"] = run_mlx(plan, n_rows) if args.nproc == 1 else run_mlx_ddp(args, work, n_rows)
-        print(f"mlx finetune   {results['mlx']}", flush=True)
-    if args.only in (None, "trainer"):
-        results["trainer"] = run_trainer(plan, work, n_rows)
-        print(f"hf Trainer     {results['trainer']}", flush=True)
-    if len(results) == 2:
-        mlx, hf = results["mlx"], results["trainer"]
-        per_cpu = (
-            f"{mlx['samples_per_cpu_s'] / hf['samples_per_cpu_s']:.2f}x samples per CPU second; "
-            if mlx["samples_per_cpu_s"]
-            else ""
+    try:
+        os.environ.setdefault("MLX_HOME", str(work / "home"))
+        config = FinetuneConfig(
+            model=args.model,
+            dataset=args.data,
+            limit=args.limit,
+            n_epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            checkpoint_every=10**9,
+            out=work / "mlx-run",
         )
+        plan = prepare_finetune(config)
+        n_rows = len(plan.fit_rows) * args.epochs
         print(
-            f"ratio mlx/Trainer: {mlx['samples_per_s'] / hf['samples_per_s']:.2f}x samples/s (wall), {per_cpu}"
-            f"test accuracy {mlx['accuracy']:.4f} vs {hf['accuracy']:.4f} ({100 * (mlx['accuracy'] - hf['accuracy']):+.2f} pt); "
-            f"load at the end {os.getloadavg()[0]:.1f}"
+            f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
+            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, bf16, "
+            f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
+            flush=True,
         )
-    shutil.rmtree(work, ignore_errors=True)
+        results = {}
+        if args.only in (None, "mlx"):
+            results["mlx"] = run_mlx(plan, n_rows) if args.nproc == 1 else run_mlx_ddp(args, work, n_rows)
+            print(f"mlx finetune   {results['mlx']}", flush=True)
+        if args.only in (None, "trainer"):
+            results["trainer"] = run_trainer(plan, work, n_rows)
+            print(f"hf Trainer     {results['trainer']}", flush=True)
+        if len(results) == 2:
+            mlx, hf = results["mlx"], results["trainer"]
+            per_cpu = (
+                f"{mlx['samples_per_cpu_s'] / hf['samples_per_cpu_s']:.2f}x samples per CPU second; "
+                if mlx["samples_per_cpu_s"]
+                else ""
+            )
+            print(
+                f"ratio mlx/Trainer: {mlx['samples_per_s'] / hf['samples_per_s']:.2f}x samples/s (wall), {per_cpu}"
+                f"test accuracy {mlx['accuracy']:.4f} vs {hf['accuracy']:.4f} ({100 * (mlx['accuracy'] - hf['accuracy']):+.2f} pt); "
+                f"load at the end {os.getloadavg()[0]:.1f}"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_mlx(plan, n_rows: int) -> dict:

@@ -17,6 +17,9 @@ DEFAULT_MAX_LENGTH = 128
 
 # Options that do not change what a run computes: a resumed run may differ in these.
 RUNTIME_OPTIONS = ("out", "force", "device", "keep_checkpoints", "threads")
+# How dropout masks are drawn (finetune/dropout.py). Part of a run's identity: a run interrupted under
+# torch's own masks (mlx before this) must not resume under these and claim a bit-identical result.
+DROPOUT_MASKS = "pcg64"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from embeddings.datasets import TextDataset, load_text_dataset
 from embeddings.models import model_shape, resolve_model
 from finetune.config import (
     DEFAULT_MAX_LENGTH,
+    DROPOUT_MASKS,
     RUNTIME_OPTIONS,
     VALIDATION_FRACTION,
     VALIDATION_SEED,
@@ -109,6 +110,7 @@ def run_key(config: FinetuneConfig, world_size: int) -> str:
     """A short hash of the options that change what a run computes (its default folder name)."""
     options = {k: v for k, v in config.as_dict().items() if k not in RUNTIME_OPTIONS}
     options["world_size"] = world_size
+    options["dropout_masks"] = DROPOUT_MASKS
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -239,13 +241,12 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     if config.force or not saved.exists():
         return None
     before = json.loads(saved.read_text())
-    now = dict(_comparable(config.as_dict()), world_size=world_size)
-    then = before.get("options", {})
+    now = dict(_comparable(config.as_dict()), world_size=world_size, dropout_masks=DROPOUT_MASKS)
+    then = {"dropout_masks": "torch", **before.get("options", {})}  # runs from before the key drew torch's masks
     changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if changed:
-        described = ", ".join(
-            f"{'--nproc' if k == 'world_size' else option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed
-        )
+        names = {"world_size": "--nproc", "dropout_masks": "dropout masks (an older mlx)"}
+        described = ", ".join(f"{names.get(k) or option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed)
         raise ConfigError(
             f"{out} has an interrupted run started with other options ({described}); re-run with the original options to resume, or pass --force to start over"
         )
@@ -363,7 +364,7 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
 
         CheckpointDir(plan.partial / "checkpoints").clean_partials()
         if not (plan.partial / "config.json").exists():
-            options = dict(_comparable(plan.config.as_dict()), world_size=plan.world_size)
+            options = dict(_comparable(plan.config.as_dict()), world_size=plan.world_size, dropout_masks=DROPOUT_MASKS)
             write_json(
                 plan.partial / "config.json",
                 {

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from common.checkpoints import CheckpointDir
+from common.errors import ConfigError
 from finetune.config import FinetuneConfig
 from finetune.run import prepare_finetune, run_finetune
 from tests.helpers import invoke, write_ag_news_folder
@@ -234,6 +235,15 @@ def test_changed_options_on_resume_are_named_and_a_finished_run_is_kept(tiny_ber
     )
     assert result.exit_code != 0
     assert "other options (--lr 0.002 -> 0.001, --epochs 2 -> 3)" in result.stderr and "Traceback" not in result.output
+    # A run interrupted under torch's own dropout masks (an older mlx) is not resumed under PCG64's.
+    partial = next(p for p in tmp_path.iterdir() if p.name.endswith(".partial"))
+    saved = json.loads((partial / "config.json").read_text())
+    (partial / "config.json").write_text(
+        json.dumps({**saved, "options": {k: v for k, v in saved["options"].items() if k != "dropout_masks"}})
+    )
+    with pytest.raises(ConfigError, match=r"dropout masks \(an older mlx\) torch -> pcg64"):
+        prepare_finetune(config(tiny_bert, data, out))
+    (partial / "config.json").write_text(json.dumps(saved))
     run_finetune(prepare_finetune(config(tiny_bert, data, out)))
     before = (out / "run.json").read_text()
     again = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--batch-size", "8")

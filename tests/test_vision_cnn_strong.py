@@ -158,8 +158,11 @@ def test_an_ensemble_trains_each_member_on_its_own_loss_and_averages_probabiliti
     logits = model(x)  # (B, C, K): each member's own logits
     assert logits.shape == (5, 10, 2)
     loss = member_loss(0.1)(logits, y)
-    expected = sum(torch.nn.functional.cross_entropy(logits[..., k], y, label_smoothing=0.1) for k in range(2)) / 2
-    assert torch.allclose(loss, expected)
+    each = [torch.nn.functional.cross_entropy(logits[..., k], y, label_smoothing=0.1) for k in range(2)]
+    assert torch.allclose(loss, sum(each) / 2)  # reported: the mean over members
+    (gradient,) = torch.autograd.grad(loss, logits)
+    (alone,) = torch.autograd.grad(each[0], logits)  # member 0 trained alone
+    assert torch.allclose(gradient[..., 0], alone[..., 0])  # each member gets its own loss's full gradient
     model.eval()
     with torch.no_grad():
         log_mean = model(x)

@@ -227,7 +227,7 @@ HOSTILE_OPTIONS = {
     "out under a file": (lambda t: ("--out", _file(t) / "sub"), "cannot create folder"),
     "data-dir with digits": (lambda t: ("--dataset", "digits", "--data-dir", t), "only read with --dataset kmnist"),
     "epochs zero": (lambda t: ("--epochs", "0"), "epoch"),
-    "val fraction 1": (lambda t: ("--val-fraction", "1"), "must lie in [0, 1)"),
+    "val fraction 1": (lambda t: ("--val-fraction", "1"), "--validation-fraction must lie"),
     "threads zero": (lambda t: ("--threads", "0"), "threads"),
     "seed negative": (lambda t: ("--seed", "-1"), "seed"),
 }

@@ -58,7 +58,7 @@ class ModelSpec:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         if not 1 <= self.members <= MAX_MEMBERS or (self.members > 1 and self.model == ModelName.mlp_numpy):
             raise ConfigError(
-                f"an ensemble takes 1 to {MAX_MEMBERS} torch networks (not the NumPy MLP), got {self.members} of {self.model.value}"
+                f"--members: an ensemble takes 1 to {MAX_MEMBERS} torch networks (not the NumPy MLP), got {self.members} of {self.model.value}"
             )
         self.train.check()
         return self

@@ -30,6 +30,9 @@ def plot_learning_curves(histories: dict[str, TrainHistory], path: Path) -> Path
         ax_acc.plot(epochs, [r.val_accuracy for r in history.epochs], label=name)
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
+    if not any(np.isfinite(r.val_accuracy) for h in histories.values() for r in h.epochs):
+        ax_acc.set_title("Validation accuracy: none (trained on every training image)")
+        ax_acc.set_yticks([])
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

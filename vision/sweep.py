@@ -181,8 +181,10 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
 def prepare_sweep(config: SweepConfig) -> SweepSetup:
     from common.devices import resolve_device
 
-    if config.validation_fraction == 0:
-        raise ConfigError("a sweep ranks configurations by validation accuracy: --validation-fraction must be above 0")
+    if not 0 < config.validation_fraction < 1:
+        raise ConfigError(
+            f"a sweep ranks configurations by validation accuracy: --validation-fraction must lie strictly between 0 and 1, got {config.validation_fraction}"
+        )
     specs = build_grid(config)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")

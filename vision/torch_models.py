@@ -149,12 +149,17 @@ class Ensemble(nn.Module):
 
 
 def member_loss(label_smoothing: float = 0.0):
-    """Cross-entropy of (B, C) outputs, or the mean over members of (B, C, K) ensemble outputs."""
+    """Cross-entropy of (B, C) outputs; for (B, C, K) ensemble outputs the mean over members as the value
+    and the sum as the gradient, so that each member gets the full gradient of its own loss (as if
+    trained alone: under SGD a mean would train each at lr / K)."""
 
     def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if outputs.ndim == 3:
-            targets = targets.unsqueeze(1).expand(-1, outputs.shape[-1])  # (B, K)
-        return nn.functional.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+        if outputs.ndim == 2:
+            return nn.functional.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+        n_members = outputs.shape[-1]
+        targets = targets.unsqueeze(1).expand(-1, n_members)  # (B, K)
+        mean = nn.functional.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+        return mean + (n_members - 1) * (mean - mean.detach())  # value: the mean; gradient: the sum
 
     return loss
 
