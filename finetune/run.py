@@ -106,12 +106,18 @@ class FinetuneResult:
     ranks_in_sync: bool | None = None  # DDP only: the trained parameters are bit-identical on every rank
 
 
+def run_options(config: FinetuneConfig, world_size: int) -> dict:
+    """What a run computes depends on: its options less the runtime ones, the world size, the dropout masks.
+
+    Hashed into the default folder name, saved in the partial folder, compared on resume.
+    """
+    options = {k: v for k, v in config.as_dict().items() if k not in RUNTIME_OPTIONS}
+    return dict(options, world_size=world_size, dropout_masks=DROPOUT_MASKS)
+
+
 def run_key(config: FinetuneConfig, world_size: int) -> str:
     """A short hash of the options that change what a run computes (its default folder name)."""
-    options = {k: v for k, v in config.as_dict().items() if k not in RUNTIME_OPTIONS}
-    options["world_size"] = world_size
-    options["dropout_masks"] = DROPOUT_MASKS
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(run_options(config, world_size), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def default_out(config: FinetuneConfig, world_size: int) -> Path:
@@ -220,10 +226,6 @@ def _max_length(config: FinetuneConfig, model_limit: int) -> int:
     return config.max_length
 
 
-def _comparable(options: dict) -> dict:
-    return {k: v for k, v in options.items() if k not in RUNTIME_OPTIONS}
-
-
 def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_size: int) -> int | None:
     """Refuse a finished run (without --force) or a resume with other options; return the resume step."""
     if out.exists() and not config.force:
@@ -241,7 +243,7 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     if config.force or not saved.exists():
         return None
     before = json.loads(saved.read_text())
-    now = dict(_comparable(config.as_dict()), world_size=world_size, dropout_masks=DROPOUT_MASKS)
+    now = run_options(config, world_size)
     then = {"dropout_masks": "torch", **before.get("options", {})}  # runs from before the key drew torch's masks
     changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if changed:
@@ -364,7 +366,7 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
 
         CheckpointDir(plan.partial / "checkpoints").clean_partials()
         if not (plan.partial / "config.json").exists():
-            options = dict(_comparable(plan.config.as_dict()), world_size=plan.world_size, dropout_masks=DROPOUT_MASKS)
+            options = run_options(plan.config, plan.world_size)
             write_json(
                 plan.partial / "config.json",
                 {

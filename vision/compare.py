@@ -14,7 +14,7 @@ from common.progress import ProgressCallback, no_progress
 from common.runs import new_run_name, staged_run_dir, write_json
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, check_tta_views, data_description, run_model
-from vision.models import MAX_MEMBERS, ModelName, ModelSpec, preset
+from vision.models import ModelName, ModelSpec, preset
 from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
 from vision.runs import default_runs_dir, stamp
 
@@ -98,8 +98,6 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
             "--tta is judged on validation (scored with and without the views), and --validation-fraction 0 leaves none; "
             "use a fraction above 0 with --tta"
         )
-    if 1 < config.members <= MAX_MEMBERS and ModelName.mlp_numpy in config.models:
-        raise ConfigError("--members trains torch models as ensembles; drop mlp-numpy from --models or use --members 1")
     specs = tuple(
         preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed, members=config.members)
         for m in config.models

@@ -241,7 +241,7 @@ def run_model(
         ),
     )
     model, history = train_model(spec, splits, device, progress, task=spec.key())
-    validation_accuracy = _none_if_nan(history.epochs[-1].val_accuracy) if len(splits.val) else None
+    validation_accuracy = _none_if_nan(history.epochs[-1].val_accuracy)  # nan only with no validation rows
     validation_accuracy_tta = (
         score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy
         if n_tta_views and len(splits.val)

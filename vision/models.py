@@ -56,9 +56,14 @@ class ModelSpec:
             check_numpy_schedule(self.train)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if not 1 <= self.members <= MAX_MEMBERS or (self.members > 1 and self.model == ModelName.mlp_numpy):
+        if not 1 <= self.members <= MAX_MEMBERS:
             raise ConfigError(
                 f"--members: an ensemble takes 1 to {MAX_MEMBERS} torch networks (not the NumPy MLP), got {self.members} of {self.model.value}"
+            )
+        if self.members > 1 and self.model == ModelName.mlp_numpy:
+            raise ConfigError(
+                f"--members: an ensemble takes 1 to {MAX_MEMBERS} torch networks, not the NumPy MLP; "
+                "drop mlp-numpy from --models or use --members 1"
             )
         self.train.check()
         return self
