@@ -26,13 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.epoch_timing import add_data_options, load_images, print_epoch_table, time_interleaved  # noqa: E402
 from common.training import cpu_threads, fit  # noqa: E402
 from vision.augment import torch_augmenter  # noqa: E402
-from vision.models import ModelName, build_model, preset  # noqa: E402
+from vision.models import ModelName, build_model, compute_dtype, preset, with_dtype  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_options(parser, n_examples=6284)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for torch")
+    parser.add_argument(
+        "--dtype", choices=("auto", "fp32", "bf16"), default="auto", help="as `mlx vision compare --dtype` (both sides)"
+    )
     return parser.parse_args()
 
 
@@ -47,14 +50,16 @@ def plain_epoch(model, images, labels, val, spec, augment, generator) -> None:
     order = torch.randperm(len(labels), generator=generator)
     for start in range(0, len(labels), spec.train.batch_size):
         index = order[start : start + spec.train.batch_size]
-        loss = F.cross_entropy(model(augment(images[index])), labels[index], label_smoothing=spec.label_smoothing)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.train.autocast == "bf16"):
+            loss = F.cross_entropy(model(augment(images[index])), labels[index], label_smoothing=spec.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
     model.eval()
     with torch.no_grad():
-        model(val[0]).argmax(1).eq(val[1]).float().mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.train.autocast == "bf16"):
+            model(val[0]).argmax(1).eq(val[1]).float().mean()
 
 
 def main() -> None:
@@ -64,7 +69,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    spec = preset(ModelName.cnn_strong, n_epochs=1)
+    spec = with_dtype(preset(ModelName.cnn_strong, n_epochs=1), args.dtype, torch.device("cpu"))
     images, labels = (torch.from_numpy(a) for a in load_images(args))
     images = images.unsqueeze(1)  # (N, 1, 28, 28)
     val = (images[:256], labels[:256])  # small: the per-epoch validation pass is part of both loops
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
     )
     print(
         f"cnn-strong ({spec.depth} blocks, width {spec.width}, {sum(p.numel() for p in models['mlx'].parameters()):,} parameters), "
-        f"batch {spec.train.batch_size}, {len(labels):,} images with affine warps, float32, CPU, {args.threads} thread(s), torch {torch.__version__}"
+        f"batch {spec.train.batch_size}, {len(labels):,} images with affine warps, {compute_dtype(spec)} (channels-last), CPU, {args.threads} thread(s), torch {torch.__version__}"
     )
     median = print_epoch_table(seconds)
     print(f"ratio mlx loop / plain loop: {median['mlx'] / median['plain']:.3f}x (target: < 1.10x)")

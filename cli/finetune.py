@@ -45,7 +45,7 @@ def finetune(
     max_grad_norm: float = typer.Option(1.0, help="Clip the gradient norm to this."),
     dtype: DType = typer.Option(
         DType.AUTO,
-        help="auto: bf16 autocast on CPU and CUDA (fp32 master weights); fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off.",
+        help="auto: bf16 autocast (fp32 master weights) where the hardware has native bf16 (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off.",
     ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     seed: int = typer.Option(0, help="Seed for the head, dropout, the batch order and --limit."),

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from cli import ui
-from common.devices import Device
+from common.devices import Device, DType
 from common.options import parse_floats, parse_ints, parse_list
 from vision.activations import parse_activation
 from vision.download import KMNIST_URL, FileFormat
@@ -20,6 +20,7 @@ DATASET_HELP = "kmnist (official files in --data-dir) or digits (scikit-learn's 
 DATA_DIR_HELP = (
     "Folder with the KMNIST files (kmnist-*.npz, or *-idx?-ubyte.gz as in torchvision's KMNIST/raw). Default: ./data"
 )
+DTYPE_HELP = "Compute dtype of the torch models (autocast; weights stay fp32). auto: bf16 where the hardware has it natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32. fp16 needs CUDA. The NumPy MLP always computes in fp32."
 THREADS_HELP = "CPU threads for torch and NumPy's BLAS (default: the libraries' own, usually one per core). On a CPU shared with other jobs, 1 can be faster."
 OUT_HELP = "Parent folder for the new run folder. Default: $MLX_HOME/runs/vision"
 
@@ -121,6 +122,7 @@ def compare(
     seed: int = typer.Option(0),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    dtype: DType = typer.Option(DType.AUTO, "--dtype", help=DTYPE_HELP),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
     tta: int = typer.Option(
         0,
@@ -158,6 +160,7 @@ def compare(
         tta_views=tta,
         plot_errors=plot,
         members=members,
+        dtype=dtype,
     )
     setup = prepare_compare(config)
     _say_device(setup.device)
@@ -231,6 +234,7 @@ def sweep(
     seed: int = typer.Option(0),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    dtype: DType = typer.Option(DType.AUTO, "--dtype", help=DTYPE_HELP),
     out: Path = typer.Option(
         None,
         "--out",
@@ -255,6 +259,7 @@ def sweep(
         seed=seed,
         device=device,
         threads=threads,
+        dtype=dtype,
         out=out,
     )
     setup = prepare_sweep(config)

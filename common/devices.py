@@ -77,6 +77,27 @@ def resolve_dtype(requested: DType | str, device: torch.device | str, cpu_defaul
     return dtype
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 matrix products and convolutions run natively here: a CUDA GPU that supports bf16, or
+    a CPU with AVX512-BF16 or AMX. Elsewhere (e.g. AVX2-only CPUs) torch emulates them, slower than fp32."""
+    import torch
+
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up defensively
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def preferred_dtype(requested: DType | str, device: torch.device | str) -> DType:
+    """'auto' -> bf16 where the hardware computes it natively (:func:`native_bf16`), else fp32; an explicit
+    choice is kept. For training under autocast: weights stay fp32, products run in bf16."""
+    dtype = resolve_dtype(requested, device)
+    if DType(requested) is DType.AUTO:
+        return DType.BF16 if native_bf16(device) else DType.FP32
+    return dtype
+
+
 def torch_dtype(dtype: DType) -> torch.dtype:
     """The torch dtype of a resolved (non-auto) DType."""
     import torch

@@ -33,9 +33,6 @@ class FinetuneConfig:
     train_size: int | None = (
         None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
     )
-    train_size: int | None = (
-        None  # a stratified, seeded subset of the training split (the rows `probe --train-size` uses)
-    )
     n_epochs: int = 3
     lr: float | None = None  # None: by model size (default_lr)
     batch_size: int = 32

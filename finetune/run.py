@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common import __version__
-from common.devices import DType, resolve_device, resolve_dtype
+from common.devices import DType, preferred_dtype, resolve_device
 from common.distributed import DistInfo, barrier, dist_info, init_distributed
 from common.errors import ConfigError, DataError, ModelLoadError, StoreError
 from common.paths import ensure_writable_dir, mlx_home
@@ -151,7 +151,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         config, lr=config.lr or default_lr(_hidden_size(source)), max_length=_max_length(config, shape.max_positions)
     )
     device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device, cpu_default=DType.BF16)
+    dtype = preferred_dtype(config.dtype, device)
     if dtype is DType.FP16 and device.type != "cuda":
         raise ConfigError(
             "--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 (default) or fp32"

@@ -177,3 +177,65 @@ def test_an_ensemble_trains_each_member_on_its_own_loss_and_averages_probabiliti
         dataclasses.replace(preset(ModelName.mlp_numpy), members=2).check()
     with pytest.raises(ConfigError, match="ensemble takes 1 to 8"):
         dataclasses.replace(single, members=0).check()
+
+
+def test_dtype_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    import common.devices
+    from common import ConfigError
+    from common.devices import DType, preferred_dtype
+    from vision.models import compute_dtype, with_dtype
+
+    cpu = torch.device("cpu")
+    for native, expected in ((True, DType.BF16), (False, DType.FP32)):
+        monkeypatch.setattr(common.devices, "native_bf16", lambda device, native=native: native)
+        assert preferred_dtype("auto", cpu) is expected
+        assert compute_dtype(with_dtype(preset(ModelName.cnn_strong), "auto", cpu)) == expected.value
+        assert preferred_dtype("fp32", cpu) is DType.FP32 and preferred_dtype("bf16", cpu) is DType.BF16
+    numpy_mlp = preset(ModelName.mlp_numpy)
+    assert with_dtype(numpy_mlp, "bf16", cpu) == numpy_mlp  # the NumPy MLP computes in fp32 whatever is asked
+    assert with_dtype(preset(ModelName.cnn), "bf16", cpu).train.autocast == "bf16"
+    assert with_dtype(preset(ModelName.cnn), "fp32", cpu).train.autocast is None
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        with_dtype(preset(ModelName.cnn), "fp16", cpu)
+
+
+def test_cnns_are_channels_last_and_bf16_training_learns_and_reloads(tmp_path):
+    import dataclasses
+
+    from vision.data import DatasetName, load_splits
+    from vision.experiment import train_model
+    from vision.models import load_weights, save_weights, with_dtype
+
+    small = dataclasses.replace(preset(ModelName.cnn_strong, n_epochs=3, augment=False), width=8)
+    spec = with_dtype(small, "bf16", torch.device("cpu"))
+    model = build_model(spec, 0.2, 0.3, seed=0)
+    conv = model.features[0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and conv.dtype == torch.float32
+    splits = load_splits(DatasetName.digits, None, 0.2, 0)
+    model, history = train_model(spec, splits, torch.device("cpu"))
+    assert history.epochs[-1].val_accuracy > 0.5  # ten classes: chance is 0.1
+    assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay fp32
+    images = splits.test.images[:32].astype(np.float32) / 255
+    save_weights(model, spec, tmp_path)
+    again = load_weights(spec, tmp_path)
+    assert np.array_equal(
+        predict_logits(again, spec, images, torch.device("cpu")),
+        predict_logits(model, spec, images, torch.device("cpu")),
+    )
+
+
+def test_compare_says_its_dtype_and_refuses_fp16_on_cpu(tmp_path, isolated_home):
+    data_dir = write_npz_dataset(tmp_path / "kmnist", n_train=120, n_test=40)
+    base = ["vision", "compare", "--dataset", "kmnist", "--data-dir", str(data_dir), "--device", "cpu"]
+    result = runner.invoke(app, [*base, "--models", "mlp-torch", "--dtype", "fp16"])
+    assert result.exit_code == 2, result.output
+    assert "--dtype fp16 needs CUDA" in result.output and "Traceback" not in result.output
+    assert not (isolated_home / "runs").exists()
+    out = tmp_path / "runs"
+    args = [*base, "--models", "mlp-numpy,mlp-torch", "--epochs", "1", "--dtype", "bf16", "--json", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mlp-numpy=fp32, mlp-torch=bf16" in " ".join(result.output.split())
+    record = json.loads((next(out.iterdir()) / "run.json").read_text())
+    settings = {row["method"]: row["setting"] for row in record["results"]}
+    assert settings["mlp-torch"].endswith(" bf16") and not settings["mlp-numpy"].endswith("bf16")

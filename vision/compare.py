@@ -9,12 +9,12 @@ import numpy as np
 
 from common import ConfigError
 from common import record as run_record
-from common.devices import Device
+from common.devices import Device, DType
 from common.progress import ProgressCallback, no_progress
 from common.runs import new_run_name, staged_run_dir, write_json
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, check_tta_views, data_description, run_model
-from vision.models import ModelName, ModelSpec, preset
+from vision.models import ModelName, ModelSpec, compute_dtype, preset, with_dtype
 from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
 from vision.runs import default_runs_dir, stamp
 
@@ -36,6 +36,7 @@ class CompareConfig:
     tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
     plot_errors: bool = False  # an error gallery per model beside its confusion matrix
     members: int = 1  # each torch model as an ensemble of this many networks
+    dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.models.with_dtype)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class CompareSetup:
             "epochs": ", ".join(f"{s.model.value}={s.train.n_epochs}" for s in self.specs),
             **({"ensemble": f"{self.config.members} networks per model"} if self.config.members > 1 else {}),
             "device": f"{self.device} (torch models; the NumPy MLP always runs on CPU)",
-            "dtype": "float32",
+            "dtype": ", ".join(f"{s.model.value}={compute_dtype(s)}" for s in self.specs)
+            + (" (autocast: fp32 weights)" if any(s.train.autocast for s in self.specs) else ""),
             "threads": self.config.threads or "library default",
             "seed": self.config.seed,
             "test-time views": self.config.tta_views or "off",
@@ -98,13 +100,17 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
             "--tta is judged on validation (scored with and without the views), and --validation-fraction 0 leaves none; "
             "use a fraction above 0 with --tta"
         )
-    specs = tuple(
-        preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed, members=config.members)
-        for m in config.models
-    )
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
+    specs = tuple(
+        with_dtype(
+            preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed, members=config.members),
+            config.dtype,
+            device,
+        )
+        for m in config.models
+    )
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
     run_dir = new_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
     return CompareSetup(config, specs, splits, device, run_dir)

@@ -32,7 +32,8 @@ def result_row(
         name=spec.key(),
         method=spec.model.value,
         setting=f"d{spec.depth} w{spec.width} {spec.activation.value} l2={spec.l2:g}"
-        + (f" x{spec.members} networks" if spec.members > 1 else ""),
+        + (f" x{spec.members} networks" if spec.members > 1 else "")
+        + (f" {spec.train.autocast}" if spec.train.autocast else ""),
         params=spec.to_dict(),
         accuracy=test.accuracy if test else None,
         macro_f1=test.macro_f1 if test else None,

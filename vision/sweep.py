@@ -25,7 +25,7 @@ from typing import Any
 
 from common import ConfigError, StoreError
 from common import record as run_record
-from common.devices import Device
+from common.devices import Device, DType
 from common.locking import store_lock
 from common.paths import ensure_writable_dir
 from common.progress import ProgressCallback, no_progress
@@ -33,7 +33,7 @@ from common.runs import clean_stale_staging, new_run_name, staged_run_dir, write
 from vision.activations import Activation
 from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import TestScores, data_description, run_model, score
-from vision.models import ModelName, ModelSpec, load_weights, preset
+from vision.models import ModelName, ModelSpec, compute_dtype, load_weights, preset, with_dtype
 from vision.plots import plot_factor_effects
 from vision.runs import default_runs_dir, read_json, stamp
 
@@ -55,6 +55,7 @@ class SweepConfig:
     seed: int = 0
     device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
+    dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.models.with_dtype)
     out: Path | None = None  # the sweep folder itself; default derived from the settings, so re-runs resume
 
     def base(self) -> dict[str, Any]:
@@ -68,6 +69,7 @@ class SweepConfig:
             "augment": self.augment,
             "validation_fraction": self.validation_fraction,
             "seed": self.seed,
+            "dtype": self.dtype.value,
         }
 
 
@@ -92,6 +94,7 @@ class SweepSetup:
             "grid": f"{len(self.specs)} configurations ({len(self.completed)} already complete, skipped)",
             "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test (fingerprint {self.splits.fingerprint})",
             "epochs": self.specs[0].train.n_epochs,
+            "dtype": compute_dtype(self.specs[0]),
             "device": f"{self.device}"
             + (" (unused: the NumPy MLP runs on CPU)" if self.config.model == ModelName.mlp_numpy else ""),
             "seed": self.config.seed,
@@ -109,14 +112,16 @@ class SweepResult:
     record: run_record.RunRecord | None = None  # what report-*/run.json holds; ``--json`` prints it
 
 
-def build_grid(config: SweepConfig) -> tuple[ModelSpec, ...]:
+def build_grid(config: SweepConfig, device: Any = "cpu") -> tuple[ModelSpec, ...]:
     """Every combination as a checked spec; an empty factor or an invalid value raises before any work."""
     for factor, values in zip(FACTORS, (config.depths, config.widths, config.activations, config.l2s)):
         if not values:
             raise ConfigError(
                 f"the sweep grid is empty: --{factor.replace('_', '-')} has no values; give at least one, e.g. --{factor} {'relu' if factor == 'activation' else 1}"
             )
-    base = preset(config.model, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed)
+    base = with_dtype(
+        preset(config.model, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed), config.dtype, device
+    )
     grid = itertools.product(
         *(dict.fromkeys(values) for values in (config.depths, config.widths, config.activations, config.l2s))
     )
@@ -185,10 +190,10 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
         raise ConfigError(
             f"a sweep ranks configurations by validation accuracy: --validation-fraction must lie strictly between 0 and 1, got {config.validation_fraction}"
         )
-    specs = build_grid(config)
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     device = resolve_device(config.device)
+    specs = build_grid(config, device)
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
     base = {**config.base(), "data_fingerprint": splits.fingerprint}
     sweep_dir = ensure_writable_dir(Path(config.out) if config.out else default_sweep_dir(base))
