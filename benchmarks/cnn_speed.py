@@ -1,7 +1,7 @@
 """Seconds per epoch of the cnn-strong preset: mlx's training loop against a plain PyTorch loop.
 
-Both sides train the same network (the preset's CNN) on the same tensors with the same work per
-epoch: a shuffled pass in batches, the preset's random affine warps of every batch, label-smoothed
+Both sides train one network of the preset (which trains four side by side and averages them; the
+loop's overhead is per network) on the same tensors, in the same dtype, with the same work per epoch: a shuffled pass in batches, the preset's random affine warps of every batch, label-smoothed
 cross-entropy, AdamW with a one-cycle schedule, then one evaluation pass over a small validation
 set. The mlx side is ``common.training.fit`` as `mlx vision compare` calls it; the plain side is the
 ten-line loop anyone would write. Epochs alternate (mlx, plain, mlx, ...) so that load from other
@@ -69,7 +69,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    spec = with_dtype(preset(ModelName.cnn_strong, n_epochs=1), args.dtype, torch.device("cpu"))
+    spec = with_dtype(preset(ModelName.cnn_strong, n_epochs=1, members=1), args.dtype, torch.device("cpu"))
     images, labels = (torch.from_numpy(a) for a in load_images(args))
     images = images.unsqueeze(1)  # (N, 1, 28, 28)
     val = (images[:256], labels[:256])  # small: the per-epoch validation pass is part of both loops

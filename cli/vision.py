@@ -136,10 +136,11 @@ def compare(
     ),
     detail: bool = typer.Option(False, "--detail", help="Also print each model's per-class test accuracy."),
     members: int = typer.Option(
-        1,
+        None,
         "--members",
         help="Train each torch model as an ensemble of this many networks (different initial weights, the same batches; "
-        "the prediction averages their probabilities). Costs N times the training time. Not for mlp-numpy.",
+        "the prediction averages their probabilities). Default: each preset's own (cnn-strong 4, the others 1). "
+        "Costs N times one network's training time. Not for mlp-numpy.",
     ),
     json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
 ) -> None:
@@ -185,7 +186,7 @@ def compare(
     for row in result.rows():
         validation = (f"{row['validation_accuracy']:.2%}", f"{row['validation_accuracy_tta']:.2%}") if tta else ()
         table.add_row(
-            row["model"] + (f" ({members} networks)" if members > 1 else ""),
+            row["model"] + (f" ({row['members']} networks)" if row["members"] > 1 else ""),
             *validation,
             f"{row['test_accuracy']:.2%}",
             f"{row['test_macro_f1']:.4f}",

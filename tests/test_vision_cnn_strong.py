@@ -39,7 +39,8 @@ def test_cnn_strong_is_the_recipe():
         30,
     )
     assert spec.augment.max_shift_px == pytest.approx(2.8) and spec.augment.max_scale == pytest.approx(0.1)
-    model = build_model(spec, 0.2, 0.3, seed=0)
+    assert spec.members == 4 and len(build_model(spec, 0.2, 0.3, seed=0).members) == 4  # chosen on validation
+    model = build_model(preset(ModelName.cnn_strong, members=1), 0.2, 0.3, seed=0)
     assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 192, 3, 3)  # a pool after each of the 3 blocks
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
@@ -206,7 +207,7 @@ def test_cnns_are_channels_last_and_bf16_training_learns_and_reloads(tmp_path):
     from vision.experiment import train_model
     from vision.models import load_weights, save_weights, with_dtype
 
-    small = dataclasses.replace(preset(ModelName.cnn_strong, n_epochs=3, augment=False), width=8)
+    small = dataclasses.replace(preset(ModelName.cnn_strong, n_epochs=3, augment=False, members=1), width=8)
     spec = with_dtype(small, "bf16", torch.device("cpu"))
     model = build_model(spec, 0.2, 0.3, seed=0)
     conv = model.features[0][0].weight

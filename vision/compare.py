@@ -35,7 +35,7 @@ class CompareConfig:
     out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
     tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
     plot_errors: bool = False  # an error gallery per model beside its confusion matrix
-    members: int = 1  # each torch model as an ensemble of this many networks
+    members: int | None = None  # each torch model as an ensemble of this many networks; None: each preset's own
     dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.models.with_dtype)
 
 
@@ -54,7 +54,11 @@ class CompareSetup:
             "data": f"{data['dataset']}: {data['n_train']} train / {data['n_val']} val / {data['n_test']} test",
             "source": data["source"],
             "epochs": ", ".join(f"{s.model.value}={s.train.n_epochs}" for s in self.specs),
-            **({"ensemble": f"{self.config.members} networks per model"} if self.config.members > 1 else {}),
+            **(
+                {"ensemble": ", ".join(f"{s.model.value}={s.members} networks" for s in self.specs if s.members > 1)}
+                if any(s.members > 1 for s in self.specs)
+                else {}
+            ),
             "device": f"{self.device} (torch models; the NumPy MLP always runs on CPU)",
             "dtype": ", ".join(f"{s.model.value}={compute_dtype(s)}" for s in self.specs)
             + (" (autocast: fp32 weights)" if any(s.train.autocast for s in self.specs) else ""),
@@ -76,6 +80,7 @@ class CompareResult:
         return [
             {
                 "model": r.spec.model.value,
+                "members": r.spec.members,
                 "test_accuracy": r.test.accuracy if r.test else None,
                 "test_macro_f1": r.test.macro_f1 if r.test else None,
                 "validation_accuracy": r.validation_accuracy,
@@ -105,7 +110,13 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
     device = resolve_device(config.device)
     specs = tuple(
         with_dtype(
-            preset(m, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed, members=config.members),
+            preset(
+                m,
+                n_epochs=config.n_epochs,
+                augment=config.augment,
+                seed=config.seed,
+                **({} if config.members is None else {"members": config.members}),
+            ),
             config.dtype,
             device,
         )

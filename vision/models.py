@@ -135,6 +135,8 @@ PRESETS: dict[ModelName, ModelSpec] = {
     # ending in a max pool, dropout 0.3 before the linear head, AdamW with a one-cycle schedule,
     # label smoothing and affine warps of every batch. The SGD/width-32 preset it replaces
     # (95.7% on the 6,284-image protocol) differs in optimiser, width, dropout and warp ranges.
+    # Four such networks side by side (different initial weights, the same batches), their probabilities
+    # averaged: chosen on validation (docs/vision.md), the most that fits 10 minutes on 2 CPU cores in bf16.
     ModelName.cnn_strong: ModelSpec(
         ModelName.cnn_strong,
         depth=3,
@@ -143,6 +145,7 @@ PRESETS: dict[ModelName, ModelSpec] = {
         dropout=0.3,
         n_pools=3,
         label_smoothing=0.1,
+        members=4,
         augment=WARP,
         train=TrainConfig(
             n_epochs=30,
