@@ -43,6 +43,12 @@ def finetune(
         1.0, help="Layer-wise learning-rate decay: layer i of L trains at lr x decay^(L-i) (1.0 = off)."
     ),
     max_grad_norm: float = typer.Option(1.0, help="Clip the gradient norm to this."),
+    head_init: str = typer.Option(
+        "probe",
+        "--head-init",
+        help="probe: start the new classification head as a logistic regression on the frozen model's features "
+        "(linear probe, then fine-tune: LP-FT; one encoding pass over the training rows first). random: transformers' initialisation.",
+    ),
     dtype: DType = typer.Option(
         DType.AUTO,
         help="auto: bf16 autocast (fp32 master weights) where the hardware has native bf16 (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off.",
@@ -100,6 +106,7 @@ def finetune(
         warmup=warmup,
         weight_decay=weight_decay,
         layer_lr_decay=layer_lr_decay,
+        head_init=head_init,
         max_grad_norm=max_grad_norm,
         dtype=dtype,
         device=device,
@@ -155,7 +162,9 @@ def _render(result, json_: bool) -> None:
         ui.warn(note)
     ui.say(
         f"wrote {result.out}: test accuracy {result.accuracy:.4f}, macro-F1 {result.macro_f1:.4f} (best validation accuracy "
-        f"{result.validation_accuracy:.4f} at step {result.best_step}); {result.train_seconds:.0f} s, {result.samples_per_second:.1f} samples/s"
+        f"{result.validation_accuracy:.4f} at step {result.best_step}); {result.train_seconds:.0f} s of training"
+        + (f" (linear-probe head {result.head.seconds:.0f} s)" if result.head is not None else "")
+        + f", {result.samples_per_second:.1f} samples/s"
     )
     if json_:  # the run record itself, as every command's --json
         ui.print_json(json.loads((result.out / "run.json").read_text()))

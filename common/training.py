@@ -321,8 +321,10 @@ def predict(
     batch_size: int = 1024,
     autocast: str | None = None,
     dist: DistInfo | None = None,
+    features_of: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Model outputs for every example of ``data`` in order, as one (N, C) float32 CPU tensor.
+    """Model outputs for every example of ``data`` in order, as one (N, C) float32 CPU tensor; with
+    ``features_of``, the input that submodule receives instead (N, D): e.g. the features a head reads.
 
     Under DDP each rank predicts every world-size-th batch and the outputs are gathered, in order,
     on every rank (no example is counted twice).
@@ -330,10 +332,16 @@ def predict(
     model.eval()
     dist = dist or DistInfo()
     batches = list(_batches(data, batch_size, None)) if dist.enabled else _batches(data, batch_size, None)
-    outputs = []
-    for inputs, _ in _shard(batches, dist):
-        with _autocast(device, autocast):
-            outputs.append(_forward(model, _to_device(inputs, device)).float().cpu())
+    outputs, captured = [], []
+    hook = None if features_of is None else features_of.register_forward_pre_hook(lambda _, a: captured.append(a[0]))
+    try:
+        for inputs, _ in _shard(batches, dist):
+            with _autocast(device, autocast):
+                output = _forward(model, _to_device(inputs, device))
+            outputs.append((output if hook is None else captured.pop()).float().cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
     if not dist.enabled:
         return torch.cat(outputs)
     import torch.distributed as tdist

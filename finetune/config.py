@@ -41,6 +41,7 @@ class FinetuneConfig:
     warmup: float = 0.1
     weight_decay: float = 0.01
     layer_lr_decay: float = 1.0
+    head_init: str = "probe"  # finetune.head.HeadInit: the new head starts as a linear probe, or at random
     max_grad_norm: float = 1.0
     dtype: DType = DType.AUTO
     device: Device = Device.AUTO
@@ -93,8 +94,8 @@ class FinetuneConfig:
             raise ConfigError(f"--max-grad-norm must be a positive finite number, got {self.max_grad_norm}; e.g. 1.0")
         if self.seed < 0:
             raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
-        if self.train_size is not None and self.train_size < 1:
-            raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
+        if self.head_init not in ("probe", "random"):
+            raise ConfigError(f"--head-init must be probe or random, got {self.head_init!r}")
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
         if self.limit is not None and self.limit < 1:

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,12 @@ class FinetunePlan:
             f"{c.batch_size} x {self.world_size} rank(s) x {c.grad_accum} accumulation = {self.global_batch} per step"
         )
         return {
-            "model": f"{c.model} ({self.n_layers} layers) + a new {self.n_classes}-class head (initialised from the seed)",
+            "model": f"{c.model} ({self.n_layers} layers) + a new {self.n_classes}-class head "
+            + (
+                "(started as a linear probe of the frozen features)"
+                if c.head_init == "probe"
+                else "(initialised from the seed)"
+            ),
             "data": f"{self.dataset.name}: train {len(self.fit_rows):,}, validation {len(self.val_rows):,} (held out of {c.train_split}), test {len(test):,}",
             "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}",
             "batch": batch + f"; max length {c.max_length}, length-grouped",
@@ -104,6 +109,7 @@ class FinetuneResult:
     history: object  # common.training.TrainHistory
     notes: tuple[str, ...] = ()
     ranks_in_sync: bool | None = None  # DDP only: the trained parameters are bit-identical on every rank
+    head: object = None  # finetune.head.HeadFit when the head started as a probe in this process (not on resume)
 
 
 def run_options(config: FinetuneConfig, world_size: int) -> dict:
@@ -285,6 +291,7 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
             steps_done[0] = completed
             progress("finetune", completed * plan.global_batch, total * plan.global_batch, **info)
 
+        head = _probe_head(plan, model, data, device, dist, progress)
         with fast_dropout(model):
             history = fit(
                 model,
@@ -303,15 +310,44 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
             model.load_state_dict(checkpoints.load(history.best_step)["model"])
         from common.training import predict
 
-        autocast = None if plan.dtype is DType.FP32 else plan.dtype.value
-        logits = predict(model, data["test"], device, autocast=autocast, dist=dist)
+        logits = predict(model, data["test"], device, autocast=_autocast(plan), dist=dist)
     predicted = np.empty(len(logits), dtype=np.int64)
     predicted[data["test_order"]] = logits.argmax(dim=1).numpy()
-    result = replace(_result(plan, model, history, predicted, data["test_split"]), ranks_in_sync=in_sync)
+    result = _result(plan, model, history, predicted, data["test_split"])
+    # The probe head is part of what training cost: its seconds count in the run's training time.
+    seconds = result.train_seconds + (head.seconds if head is not None else 0.0)
+    result = replace(result, ranks_in_sync=in_sync, head=head, train_seconds=seconds)
     if dist.is_main:
         _write_run(plan, result, model, tokenizer, predicted, data["test_split"])
     barrier()
     return result
+
+
+def _probe_head(plan: FinetunePlan, model, data: dict, device, dist: DistInfo, progress: ProgressCallback):
+    """--head-init probe: fit the new head on the frozen features of the training rows (None: random head)."""
+    if plan.config.head_init != "probe":
+        return None
+    from finetune.head import HeadFit, probe_head
+
+    saved = plan.partial / "head_probe.json"
+    if plan.resume_step is not None:  # the checkpoint holds the head; its fit is remembered for the record
+        return HeadFit(**json.loads(saved.read_text())) if saved.exists() else None
+
+    train = data["train"].split
+    batches, order = scoring_batches(train, EVAL_BATCH_SIZE, data["train"].pad_id)
+    if dist.is_main:
+        progress("head: linear probe", 0, len(order))
+    head = probe_head(
+        model, batches, train.labels[order], plan.n_classes, device, _autocast(plan), dist, plan.config.seed
+    )
+    if dist.is_main:
+        progress("head: linear probe", len(order), len(order), train_acc=head.train_accuracy)
+        write_json(saved, asdict(head))
+    return head
+
+
+def _autocast(plan: FinetunePlan) -> str | None:
+    return None if plan.dtype is DType.FP32 else plan.dtype.value
 
 
 def _ranks_in_sync(model, dist: DistInfo) -> bool | None:
@@ -345,7 +381,7 @@ def _train_config(plan: FinetunePlan):
         max_grad_norm=c.max_grad_norm,
         seed=c.seed,
         grad_accum=c.grad_accum,
-        autocast=None if plan.dtype is DType.FP32 else plan.dtype.value,
+        autocast=_autocast(plan),
         eval_every=c.eval_every,
         checkpoint_every=c.checkpoint_every,
         patience=c.patience,
@@ -524,6 +560,12 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "global_batch": plan.global_batch,
         "ranks_in_sync": result.ranks_in_sync,
         "dtype": plan.dtype.value,
+        "head_init": c.head_init,
+        **(
+            {"head_probe": {"train_accuracy": result.head.train_accuracy, "seconds": result.head.seconds}}
+            if result.head is not None
+            else {}
+        ),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
             for name, p, r, f, n in zip(plan.dataset.label_names, precision, recall, f1, support)
@@ -542,6 +584,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "warmup": c.warmup,
         "weight_decay": c.weight_decay,
         "layer_lr_decay": c.layer_lr_decay,
+        "head_init": c.head_init,
         "dtype": plan.dtype.value,
     }
     row = run_record.ResultRow(

@@ -76,7 +76,7 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
         "--out",
         out,
         "--epochs",
-        "4",
+        "8",  # a random tiny BERT: 4 epochs barely move the loss off ln 4
         "--lr",
         "3e-3",
         "--batch-size",
@@ -95,7 +95,7 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
     losses = [e["train_loss"] for e in record["epochs"]]
     assert losses[-1] < losses[0]
     assert record["trainable_params"] > 0 and record["train_seconds"] > 0 and record["dtype"] == "bf16"
-    assert len(record["evals"]) == 4 * 9 // 3 and record["best_step"] in [e["step"] for e in record["evals"]]
+    assert len(record["evals"]) == 8 * 9 // 3 and record["best_step"] in [e["step"] for e in record["evals"]]
     assert sum(map(sum, record["confusion_matrix"])) == 24 and set(record["per_class"]) == {
         "World",
         "Sports",
@@ -139,7 +139,7 @@ class Crash(Exception):
 
 def crash_at(step: int, global_batch: int):
     def progress(task, completed, total, **info):
-        if completed == step * global_batch:
+        if task == "finetune" and completed == step * global_batch:
             raise Crash(step)
 
     return progress
@@ -308,3 +308,43 @@ def test_gradient_accumulation_takes_one_step_per_group_of_micro_batches(tiny_be
     plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run", batch_size=4, grad_accum=2, n_epochs=1))
     result = run_finetune(plan)
     assert plan.global_batch == 8 and result.history.n_steps == 9  # 72 rows / 4 = 18 micro-batches / 2
+
+
+def test_the_probe_head_is_the_logistic_regression_of_the_frozen_features(tiny_bert, data, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from common.distributed import DistInfo
+    from finetune.data import encode_split, scoring_batches
+    from finetune.head import PROBE_C, classifier_layer, probe_head
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=4).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    texts = [f"headline {i} about {w}" for i, w in enumerate(["cup", "market", "chip", "war"] * 6)]
+    labels = np.arange(24) % 4
+    split = encode_split(texts, labels, np.arange(24), tokenizer, 32)
+    batches, order = scoring_batches(split, 5, tokenizer.pad_token_id)
+    with torch.no_grad():  # what BERT's classifier reads: the pooled [CLS] (dropout is off in eval)
+        features = model.bert(**tokenizer(texts, padding=True, return_tensors="pt")).pooler_output.numpy()
+    head = probe_head(model, batches, labels[order], 4, torch.device("cpu"), None, DistInfo(), seed=0)
+    expected = LogisticRegression(C=PROBE_C, max_iter=1000, random_state=0).fit(features, labels)
+    layer = classifier_layer(model, 4)
+    assert layer is model.classifier and head.n_rows == 24
+    np.testing.assert_allclose(layer.weight.detach().numpy(), expected.coef_, atol=1e-3)
+    np.testing.assert_allclose(layer.bias.detach().numpy(), expected.intercept_, atol=1e-3)
+    assert head.train_accuracy == pytest.approx(expected.score(features, labels))
+
+
+def test_head_init_is_recorded_and_part_of_the_runs_identity(tiny_bert, data, tmp_path):
+    probe = run_finetune(prepare_finetune(config(tiny_bert, data, tmp_path / "probe", n_epochs=1)))
+    random = run_finetune(
+        prepare_finetune(config(tiny_bert, data, tmp_path / "random", n_epochs=1, head_init="random"))
+    )
+    probe_record, random_record = read_run(probe.out), read_run(random.out)
+    assert probe_record["params"]["head_init"] == "probe" and random_record["params"]["head_init"] == "random"
+    assert 0 <= probe_record["head_probe"]["train_accuracy"] <= 1 and "head_probe" not in random_record
+    assert probe.train_seconds >= probe.history.seconds + probe.head.seconds - 1e-9  # its cost counts
+    assert not torch.equal(weights(probe.out)["classifier.weight"], weights(random.out)["classifier.weight"])
+    from finetune.run import run_key
+
+    assert run_key(config(tiny_bert, data, None), 1) != run_key(config(tiny_bert, data, None, head_init="random"), 1)

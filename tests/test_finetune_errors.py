@@ -38,6 +38,7 @@ def fails(result, *fragments):
         (["--grad-accum", "0"], "--grad-accum must be at least 1"),
         (["--warmup", "1.5"], "--warmup"),
         (["--layer-lr-decay", "0"], "--layer-lr-decay"),
+        (["--head-init", "zeros"], "--head-init must be probe or random"),
         (["--eval-every", "often"], "--eval-every"),
         (["--device", "cuda"], "CUDA is not available"),
         (["--nproc", "99"], "only 9 training batch(es)"),
