@@ -109,7 +109,7 @@ class FinetuneResult:
     history: object  # common.training.TrainHistory
     notes: tuple[str, ...] = ()
     ranks_in_sync: bool | None = None  # DDP only: the trained parameters are bit-identical on every rank
-    head: object = None  # finetune.head.HeadFit when the head started as a probe in this process (not on resume)
+    head: object = None  # finetune.head.HeadFit when the head started as a linear probe (None: --head-init random)
 
 
 def run_options(config: FinetuneConfig, world_size: int) -> dict:
@@ -160,7 +160,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     dtype = preferred_dtype(config.dtype, device)
     if dtype is DType.FP16 and device.type != "cuda":
         raise ConfigError(
-            "--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 (default) or fp32"
+            "--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 or fp32"
         )
     n_batches = len(LengthGroupedBatches(_LenOnly(len(fit_rows)), config.batch_size, config.seed, 0))
     if world_size > n_batches:
