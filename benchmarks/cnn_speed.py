@@ -50,8 +50,9 @@ def plain_epoch(model, images, labels, val, spec, augment, generator) -> None:
     order = torch.randperm(len(labels), generator=generator)
     for start in range(0, len(labels), spec.train.batch_size):
         index = order[start : start + spec.train.batch_size]
+        inputs = augment(images[index])  # outside autocast, as fit applies its batch transform
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.train.autocast == "bf16"):
-            loss = F.cross_entropy(model(augment(images[index])), labels[index], label_smoothing=spec.label_smoothing)
+            loss = F.cross_entropy(model(inputs), labels[index], label_smoothing=spec.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -83,7 +83,7 @@ def main() -> None:
         n_rows = len(plan.fit_rows) * args.epochs
         print(
             f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
-            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, bf16, mlx head {args.head_init}, "
+            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, {plan.dtype.value}, mlx head {args.head_init}, "
             f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
@@ -209,7 +209,7 @@ def run_trainer(plan, work: Path, n_rows: int) -> dict:
         weight_decay=c.weight_decay,
         max_grad_norm=c.max_grad_norm,
         lr_scheduler_type="linear",
-        bf16=True,
+        bf16=plan.dtype.value == "bf16",  # the same dtype as the mlx side
         use_cpu=True,
         train_sampling_strategy="group_by_length",
         eval_strategy="epoch",

@@ -83,8 +83,8 @@ def native_bf16(device: torch.device | str) -> bool:
     import torch
 
     device_type = getattr(device, "type", str(device).split(":")[0])
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cuda":  # Ampere (compute capability 8.0) and later; older GPUs only emulate bf16
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up defensively
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 

@@ -336,9 +336,15 @@ def predict(
     hook = None if features_of is None else features_of.register_forward_pre_hook(lambda _, a: captured.append(a[0]))
     try:
         for inputs, _ in _shard(batches, dist):
+            captured.clear()
             with _autocast(device, autocast):
                 output = _forward(model, _to_device(inputs, device))
-            outputs.append((output if hook is None else captured.pop()).float().cpu())
+            if hook is not None and len(captured) != 1:
+                raise ConfigError(
+                    f"{type(features_of).__name__} ran {len(captured)} times in one forward pass (expected once): "
+                    "its input is not one feature per example"
+                )
+            outputs.append((output if hook is None else captured[0]).float().cpu())
     finally:
         if hook is not None:
             hook.remove()

@@ -50,16 +50,43 @@ def probe_head(model, batches: list, labels: np.ndarray, n_classes: int, device,
     from sklearn.linear_model import LogisticRegression
 
     from common.training import predict
+    from probes.logreg import _fit_quietly
 
     started = time.perf_counter()
     layer = classifier_layer(model, n_classes)
     features = predict(model, batches, device, autocast=autocast, dist=dist, features_of=layer).numpy()  # (N, D)
-    regression = LogisticRegression(
-        C=PROBE_C, max_iter=1000, random_state=seed, fit_intercept=layer.bias is not None
-    ).fit(features, labels)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise ConfigError(
+            "--head-init probe needs at least two classes among the training rows; use --head-init random"
+        )
+    regression = LogisticRegression(C=PROBE_C, max_iter=1000, random_state=seed, fit_intercept=layer.bias is not None)
+    _fit_quietly(regression, features, labels)
+    weight, bias = head_parameters(regression, n_classes)
     with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(regression.coef_, dtype=layer.weight.dtype))
+        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
         if layer.bias is not None:
-            layer.bias.copy_(torch.as_tensor(regression.intercept_, dtype=layer.bias.dtype))
-    accuracy = float(regression.score(features, labels))
+            layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    logits = features @ weight.T + (bias if layer.bias is not None else 0.0)  # the head as installed
+    accuracy = float(np.mean(logits.argmax(axis=1) == labels))
     return HeadFit(accuracy, time.perf_counter() - started, len(labels))
+
+
+ABSENT_CLASS_BIAS = -10.0  # a class with no training rows: a logit far below the others until training moves it
+
+
+def head_parameters(regression, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(C, D) weights and (C,) biases of a linear layer that scores like ``regression`` over all ``n_classes``.
+
+    scikit-learn keeps one row per class it saw (``classes_``), and for two classes a single row: the
+    log-odds of the second, split here as -w/2 and +w/2 so that the softmax of the two logits is its sigmoid.
+    A class it never saw gets zero weights and a low bias.
+    """
+    coef = np.asarray(regression.coef_, dtype=np.float64)
+    intercept = np.broadcast_to(np.asarray(regression.intercept_, dtype=np.float64), (coef.shape[0],))
+    if len(regression.classes_) == 2:
+        coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight = np.zeros((n_classes, coef.shape[1]))
+    bias = np.full(n_classes, ABSENT_CLASS_BIAS)
+    weight[regression.classes_], bias[regression.classes_] = coef, intercept
+    return weight, bias

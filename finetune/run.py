@@ -159,14 +159,14 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     device = resolve_device(config.device)
     dtype = preferred_dtype(config.dtype, device)
     if dtype is DType.FP16 and device.type != "cuda":
-        raise ConfigError(
-            "--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 or fp32"
-        )
+        raise ConfigError("--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 or fp32")
     n_batches = len(LengthGroupedBatches(_LenOnly(len(fit_rows)), config.batch_size, config.seed, 0))
     if world_size > n_batches:
         raise ConfigError(
             f"{world_size} processes but only {n_batches} training batch(es) per epoch; use --nproc {n_batches} or fewer, or a smaller --batch-size"
         )
+    # The resolved dtype, not 'auto', is part of the run's identity: 'auto' may mean another dtype elsewhere.
+    config = replace(config, dtype=dtype)
     out = Path(config.out).expanduser() if config.out else default_out(config, world_size)
     partial = out.parent / f".{out.name}.partial"
     resume_step = _check_run_folder(config, out, partial, world_size)
@@ -250,17 +250,21 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
         return None
     before = json.loads(saved.read_text())
     now = run_options(config, world_size)
-    then = {"dropout_masks": "torch", **before.get("options", {})}  # runs from before the key drew torch's masks
+    # Runs from before these keys drew torch's masks and started from a random head.
+    then = {"dropout_masks": "torch", "head_init": "random", **before.get("options", {})}
     changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    from common.checkpoints import CheckpointDir
+
+    last_step = CheckpointDir(partial / "checkpoints").last_step()
+    if changed and last_step is None:
+        return None  # interrupted before its first checkpoint: nothing to resume, it starts afresh with these options
     if changed:
         names = {"world_size": "--nproc", "dropout_masks": "dropout masks (an older mlx)"}
         described = ", ".join(f"{names.get(k) or option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed)
         raise ConfigError(
             f"{out} has an interrupted run started with other options ({described}); re-run with the original options to resume, or pass --force to start over"
         )
-    from common.checkpoints import CheckpointDir
-
-    return CheckpointDir(partial / "checkpoints").last_step()
+    return last_step
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -270,16 +274,27 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
     """Train, keep the best checkpoint by validation accuracy, score it once on test, write the run folder."""
     import torch
 
-    from common.checkpoints import CheckpointDir
-    from common.training import cpu_threads, fit
-    from finetune.dropout import fast_dropout
-
     dist = init_distributed(torch.device(plan.device).type)
     device = (
         torch.device(f"cuda:{dist.local_rank}")
         if plan.device.startswith("cuda") and dist.enabled
         else torch.device(plan.device)
     )
+    if not dist.is_main:
+        return _run(plan, progress, dist, device)
+    from common.locking import store_lock
+
+    with store_lock(plan.out, "fine-tune run"):  # two runs into one folder: the second is refused at once
+        return _run(plan, progress, dist, device)
+
+
+def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device) -> FinetuneResult:
+    import torch
+
+    from common.checkpoints import CheckpointDir
+    from common.training import cpu_threads, fit
+    from finetune.dropout import fast_dropout
+
     _start_folder(plan, dist)
     with cpu_threads(plan.config.threads):
         tokenizer, model = _load(plan)
@@ -401,6 +416,11 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
         from common.checkpoints import CheckpointDir
 
         CheckpointDir(plan.partial / "checkpoints").clean_partials()
+        if (
+            plan.resume_step is None
+        ):  # a fresh start: this run's options replace any left by one that never checkpointed
+            (plan.partial / "head_probe.json").unlink(missing_ok=True)
+            (plan.partial / "config.json").unlink(missing_ok=True)
         if not (plan.partial / "config.json").exists():
             options = run_options(plan.config, plan.world_size)
             write_json(

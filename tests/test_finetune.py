@@ -348,3 +348,56 @@ def test_head_init_is_recorded_and_part_of_the_runs_identity(tiny_bert, data, tm
     from finetune.run import run_key
 
     assert run_key(config(tiny_bert, data, None), 1) != run_key(config(tiny_bert, data, None, head_init="random"), 1)
+
+
+def test_probe_heads_for_two_classes_and_for_a_class_without_training_rows():
+    from scipy.special import softmax
+    from sklearn.linear_model import LogisticRegression
+
+    from finetune.head import ABSENT_CLASS_BIAS, head_parameters
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5))
+    binary = LogisticRegression().fit(x, np.where(x[:, 0] > 0, 1, 0))
+    weight, bias = head_parameters(binary, 2)
+    logits = x @ weight.T + bias  # two logits whose softmax is the regression's sigmoid (not one row copied twice)
+    np.testing.assert_allclose(softmax(logits, axis=1), binary.predict_proba(x), atol=1e-12)
+    labels = np.array([0, 1, 3])[np.digitize(x[:, 0], [-0.5, 0.5])]  # class 2 has no rows
+    three_of_four = LogisticRegression().fit(x, labels)
+    weight, bias = head_parameters(three_of_four, 4)
+    assert weight.shape == (4, 5) and not weight[2].any() and bias[2] == ABSENT_CLASS_BIAS
+    logits = x @ weight.T + bias
+    np.testing.assert_array_equal(logits.argmax(axis=1), three_of_four.predict(x))
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_restarts_with_new_options(tiny_bert, data, tmp_path):
+    out = tmp_path / "early"
+    plan = prepare_finetune(config(tiny_bert, data, out))
+    with pytest.raises(Crash):
+        run_finetune(plan, crash_at(1, plan.global_batch))  # before the first checkpoint (every 2 steps)
+    again = prepare_finetune(config(tiny_bert, data, out, head_init="random", lr=1e-3))  # no refusal: nothing to resume
+    assert again.resume_step is None
+    run_finetune(again)
+    saved = json.loads((out / "config.json").read_text())["options"]
+    assert saved["head_init"] == "random" and saved["lr"] == 1e-3 and not (out / "head_probe.json").exists()
+
+
+def test_the_resolved_dtype_is_part_of_the_runs_identity_and_a_busy_folder_is_refused(
+    tiny_bert, data, tmp_path, monkeypatch
+):
+    import common.devices
+    from common import StoreError
+    from common.locking import store_lock
+    from finetune.run import run_key
+
+    plans = {}
+    for native in (True, False):
+        monkeypatch.setattr(common.devices, "native_bf16", lambda device, native=native: native)
+        plans[native] = prepare_finetune(config(tiny_bert, data, None))
+    assert plans[True].dtype.value == "bf16" and plans[False].dtype.value == "fp32"
+    assert plans[True].out != plans[False].out  # 'auto' meant another dtype: another run, never a resume
+    assert run_key(plans[True].config, 1) != run_key(plans[False].config, 1)
+    plan = prepare_finetune(config(tiny_bert, data, tmp_path / "busy"))
+    with store_lock(plan.out, "fine-tune run"), pytest.raises(StoreError, match="being written by another mlx process"):
+        run_finetune(plan)
+    assert not (tmp_path / "busy").exists()

@@ -242,11 +242,10 @@ def run_model(
     )
     model, history = train_model(spec, splits, device, progress, task=spec.key())
     validation_accuracy = _none_if_nan(history.epochs[-1].val_accuracy)  # nan only with no validation rows
-    validation_accuracy_tta = (
-        score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy
-        if n_tta_views and len(splits.val)
-        else None
-    )
+    validation_accuracy_tta = None
+    if n_tta_views and len(splits.val):  # with and without the views, scored alike (fp32), to choose between them
+        validation_accuracy = score(model, spec, splits.val, device, splits.class_names).accuracy
+        validation_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy
     test = score(model, spec, splits.test, device, splits.class_names, n_tta_views) if score_test else None
     save_weights(model, spec, run_dir)
     run = ModelRun(

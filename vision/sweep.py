@@ -69,7 +69,6 @@ class SweepConfig:
             "augment": self.augment,
             "validation_fraction": self.validation_fraction,
             "seed": self.seed,
-            "dtype": self.dtype.value,
         }
 
 
@@ -85,7 +84,11 @@ class SweepSetup:
 
     def base(self) -> dict[str, Any]:
         """The config's base plus the data fingerprint: what every finished configuration must match."""
-        return {**self.config.base(), "data_fingerprint": self.splits.fingerprint}
+        return {
+            **self.config.base(),
+            "dtype": compute_dtype(self.specs[0]),
+            "data_fingerprint": self.splits.fingerprint,
+        }
 
     def summary(self) -> dict[str, Any]:
         data = data_description(self.splits)
@@ -119,8 +122,11 @@ def build_grid(config: SweepConfig, device: Any = "cpu") -> tuple[ModelSpec, ...
             raise ConfigError(
                 f"the sweep grid is empty: --{factor.replace('_', '-')} has no values; give at least one, e.g. --{factor} {'relu' if factor == 'activation' else 1}"
             )
+    # One network per configuration (cnn-strong's preset trains four): a sweep ranks architectures.
     base = with_dtype(
-        preset(config.model, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed), config.dtype, device
+        preset(config.model, n_epochs=config.n_epochs, augment=config.augment, seed=config.seed, members=1),
+        config.dtype,
+        device,
     )
     grid = itertools.product(
         *(dict.fromkeys(values) for values in (config.depths, config.widths, config.activations, config.l2s))
@@ -169,7 +175,7 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
     if not marker.exists():
         write_json(marker, stamp({"base": base}))
         return
-    saved = read_json(marker).get("base") or {}
+    saved = {"dtype": "fp32", **(read_json(marker).get("base") or {})}  # sweeps before --dtype trained in fp32
     if saved.get("data_fingerprint") != base["data_fingerprint"] and {
         k: v for k, v in saved.items() if k != "data_fingerprint"
     } == {k: v for k, v in base.items() if k != "data_fingerprint"}:
@@ -177,9 +183,13 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
             f"the data changed since the sweep in {sweep_dir} ran (fingerprint {saved.get('data_fingerprint')}, now "
             f"{base['data_fingerprint']}): its finished configurations do not describe this data; choose another --out to train afresh"
         )
-    if saved != json.loads(json.dumps(base)):
+    now = json.loads(json.dumps(base))
+    if saved != now:
+        changed = ", ".join(
+            f"{k} {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
+        )
         raise StoreError(
-            f"{sweep_dir} belongs to a sweep with other settings (see its sweep.json); choose another --out"
+            f"{sweep_dir} belongs to a sweep with other settings ({changed}; see its sweep.json); choose another --out"
         )
 
 
@@ -195,7 +205,8 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     device = resolve_device(config.device)
     specs = build_grid(config, device)
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
-    base = {**config.base(), "data_fingerprint": splits.fingerprint}
+    # The resolved dtype ('auto' differs between machines) and the data belong to the sweep's identity.
+    base = {**config.base(), "dtype": compute_dtype(specs[0]), "data_fingerprint": splits.fingerprint}
     sweep_dir = ensure_writable_dir(Path(config.out) if config.out else default_sweep_dir(base))
     _check_marker(sweep_dir, base)
     removed = clean_stale_staging(sweep_dir) + _remove_unfinished(sweep_dir, specs)
