@@ -124,6 +124,9 @@ def finetune(
     main = dist_info().is_main
     plan = prepare_finetune(config, world_size=nproc if nproc > 1 else None)
     if nproc > 1:
+        from finetune.run import check_not_busy
+
+        check_not_busy(plan)  # before torchrun: a busy folder is one line here, not a rank-0 failure in the noise
         ui.say(f"launching {nproc} processes with torchrun (global batch {plan.global_batch})")
         code = launch_local(nproc)
         if code:

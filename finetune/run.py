@@ -252,6 +252,8 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     now = run_options(config, world_size)
     # Runs from before these keys drew torch's masks and started from a random head.
     then = {"dropout_masks": "torch", "head_init": "random", **before.get("options", {})}
+    if then.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
+        then["dtype"] = now["dtype"]
     changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     from common.checkpoints import CheckpointDir
 
@@ -262,7 +264,7 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
         names = {"world_size": "--nproc", "dropout_masks": "dropout masks (an older mlx)"}
         described = ", ".join(f"{names.get(k) or option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed)
         raise ConfigError(
-            f"{out} has an interrupted run started with other options ({described}); re-run with the original options to resume, or pass --force to start over"
+            f"{out} has an interrupted (or still running) run started with other options ({described}); re-run with the original options to resume, or pass --force to start over"
         )
     return last_step
 
@@ -285,7 +287,20 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
     from common.locking import store_lock
 
     with store_lock(plan.out, "fine-tune run"):  # two runs into one folder: the second is refused at once
+        # The folder was checked before the lock: another run may have finished or checkpointed since.
+        if _check_run_folder(plan.config, plan.out, plan.partial, plan.world_size) != plan.resume_step:
+            raise StoreError(
+                f"{plan.out} changed while this run was starting (another mlx finetune wrote to it); run the command again"
+            )
         return _run(plan, progress, dist, device)
+
+
+def check_not_busy(plan: FinetunePlan) -> None:
+    """StoreError at once when another process is writing this run (the lock is taken and released)."""
+    from common.locking import store_lock
+
+    with store_lock(plan.out, "fine-tune run"):
+        pass
 
 
 def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device) -> FinetuneResult:
@@ -551,6 +566,10 @@ def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, pre
     )
     record = _run_record(plan, result, predicted, test)
     run_record.write_record(folder, record, run_record.Predictions(test.row_ids, test.labels, {"finetune": predicted}))
+    if plan.out.exists() and not plan.config.force:  # never replace a result without --force
+        raise StoreError(
+            f"{plan.out} appeared during this run; mlx never overwrites results: the new run stays in {folder}"
+        )
     if plan.out.exists():  # --force on a finished run: replaced only now that the new one is whole
         shutil.rmtree(plan.out)
     folder.rename(plan.out)

@@ -401,3 +401,16 @@ def test_the_resolved_dtype_is_part_of_the_runs_identity_and_a_busy_folder_is_re
     with store_lock(plan.out, "fine-tune run"), pytest.raises(StoreError, match="being written by another mlx process"):
         run_finetune(plan)
     assert not (tmp_path / "busy").exists()
+
+
+def test_a_run_prepared_before_another_finished_is_refused_under_the_lock(tiny_bert, data, tmp_path):
+    from common import StoreError
+
+    out = tmp_path / "raced"
+    plan = prepare_finetune(config(tiny_bert, data, out))
+    late = prepare_finetune(config(tiny_bert, data, out))  # prepared while the folder was still empty
+    run_finetune(plan)
+    finished = (out / "run.json").read_text()
+    with pytest.raises(StoreError, match="holds a finished run"):
+        run_finetune(late)
+    assert (out / "run.json").read_text() == finished  # the finished result is untouched

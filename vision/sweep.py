@@ -176,6 +176,8 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
         write_json(marker, stamp({"base": base}))
         return
     saved = {"dtype": "fp32", **(read_json(marker).get("base") or {})}  # sweeps before --dtype trained in fp32
+    if saved["dtype"] == "auto":  # saved by mlx before the resolved dtype was the identity
+        saved["dtype"] = base["dtype"]
     if saved.get("data_fingerprint") != base["data_fingerprint"] and {
         k: v for k, v in saved.items() if k != "data_fingerprint"
     } == {k: v for k, v in base.items() if k != "data_fingerprint"}:
