@@ -303,3 +303,20 @@ def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatc
     )
     assert result.exit_code != 0 and len(calls) == 1, result.output
     assert list(out.iterdir()) == []  # neither a half run under its final name nor the hidden staging folder
+
+
+def test_a_sweep_folder_remembers_its_resolved_dtype_and_networks(tmp_path, isolated_home, monkeypatch):
+    import common.devices
+
+    out = tmp_path / "sweep"
+    args = ["vision", "sweep", "--model", "mlp-torch", "--depth", "1", "--width", "16", "--epochs", "1"]
+    args += ["--device", "cpu", "--out", str(out)]
+    monkeypatch.setattr(common.devices, "native_bf16", lambda device: True)
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    saved = json.loads((out / "sweep.json").read_text())["base"]
+    assert saved["dtype"] == "bf16" and saved["members"] == 1
+    monkeypatch.setattr(common.devices, "native_bf16", lambda device: False)  # 'auto' means fp32 elsewhere
+    second = runner.invoke(app, args)
+    assert second.exit_code != 0 and "dtype bf16 -> fp32" in " ".join(second.output.split())
+    assert "Traceback" not in second.output

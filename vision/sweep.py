@@ -84,11 +84,7 @@ class SweepSetup:
 
     def base(self) -> dict[str, Any]:
         """The config's base plus the data fingerprint: what every finished configuration must match."""
-        return {
-            **self.config.base(),
-            "dtype": compute_dtype(self.specs[0]),
-            "data_fingerprint": self.splits.fingerprint,
-        }
+        return {**self.config.base(), **_resolved(self.specs), "data_fingerprint": self.splits.fingerprint}
 
     def summary(self) -> dict[str, Any]:
         data = data_description(self.splits)
@@ -134,6 +130,11 @@ def build_grid(config: SweepConfig, device: Any = "cpu") -> tuple[ModelSpec, ...
     return tuple(dataclasses.replace(base, depth=d, width=w, activation=a, l2=l2).check() for d, w, a, l2 in grid)
 
 
+def _resolved(specs: tuple[ModelSpec, ...]) -> dict[str, Any]:
+    """What the options resolve to on this machine and mlx version: the compute dtype and networks per configuration."""
+    return {"dtype": compute_dtype(specs[0]), "members": specs[0].members}
+
+
 def default_sweep_dir(base: dict[str, Any]) -> Path:
     """Derived from the settings and the data fingerprint: changed data starts a new sweep, never reuses an old one."""
     digest = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
@@ -175,7 +176,8 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
     if not marker.exists():
         write_json(marker, stamp({"base": base}))
         return
-    saved = {"dtype": "fp32", **(read_json(marker).get("base") or {})}  # sweeps before --dtype trained in fp32
+    # Sweeps before --dtype trained in fp32, one network per configuration.
+    saved = {"dtype": "fp32", "members": 1, **(read_json(marker).get("base") or {})}
     if saved["dtype"] == "auto":  # saved by mlx before the resolved dtype was the identity
         saved["dtype"] = base["dtype"]
     if saved.get("data_fingerprint") != base["data_fingerprint"] and {
@@ -208,7 +210,7 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     specs = build_grid(config, device)
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
     # The resolved dtype ('auto' differs between machines) and the data belong to the sweep's identity.
-    base = {**config.base(), "dtype": compute_dtype(specs[0]), "data_fingerprint": splits.fingerprint}
+    base = {**config.base(), **_resolved(specs), "data_fingerprint": splits.fingerprint}
     sweep_dir = ensure_writable_dir(Path(config.out) if config.out else default_sweep_dir(base))
     _check_marker(sweep_dir, base)
     removed = clean_stale_staging(sweep_dir) + _remove_unfinished(sweep_dir, specs)
