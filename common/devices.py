@@ -90,11 +90,14 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def preferred_dtype(requested: DType | str, device: torch.device | str) -> DType:
-    """'auto' -> bf16 where the hardware computes it natively (:func:`native_bf16`), else fp32; an explicit
-    choice is kept. For training under autocast: weights stay fp32, products run in bf16."""
+    """The compute dtype for training under autocast (weights stay fp32): 'auto' -> bf16 where the hardware
+    computes it natively (:func:`native_bf16`), else fp32; an explicit choice is kept, but fp16 only on CUDA
+    (where it trains with a grad scaler)."""
     dtype = resolve_dtype(requested, device)
     if DType(requested) is DType.AUTO:
         return DType.BF16 if native_bf16(device) else DType.FP32
+    if dtype is DType.FP16 and getattr(device, "type", str(device).split(":")[0]) != "cuda":
+        raise ConfigError("--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 or fp32")
     return dtype
 
 

@@ -158,8 +158,6 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     )
     device = resolve_device(config.device)
     dtype = preferred_dtype(config.dtype, device)
-    if dtype is DType.FP16 and device.type != "cuda":
-        raise ConfigError("--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 or fp32")
     n_batches = len(LengthGroupedBatches(_LenOnly(len(fit_rows)), config.batch_size, config.seed, 0))
     if world_size > n_batches:
         raise ConfigError(

@@ -176,8 +176,6 @@ def with_dtype(spec: ModelSpec, dtype: DType | str, device) -> ModelSpec:
     if spec.model == ModelName.mlp_numpy:
         return spec
     resolved = preferred_dtype(dtype, device)
-    if resolved is DType.FP16 and getattr(device, "type", str(device)) != "cuda":
-        raise ConfigError("--dtype fp16 needs CUDA (it trains with a grad scaler there); on CPU use bf16 or fp32")
     autocast = None if resolved is DType.FP32 else resolved.value
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, autocast=autocast))
 
