@@ -135,6 +135,16 @@ class EvalRecord:
     val_accuracy: float
 
 
+def json_value(value: Any) -> Any:
+    """Strict JSON has no nan or inf: a missing score (no validation rows) or a diverged loss records null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def json_record(record: EpochRecord | EvalRecord) -> dict[str, Any]:
+    """An epoch or evaluation record as a JSON-ready dict (non-finite floats as null)."""
+    return {k: json_value(v) for k, v in asdict(record).items()}
+
+
 @dataclass(frozen=True)
 class TrainHistory:
     epochs: tuple[EpochRecord, ...]

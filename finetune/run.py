@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -578,6 +577,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     from common import record as run_record
+    from common.training import json_record
     from embeddings.models import model_revision
 
     c, h = plan.config, result.history
@@ -608,8 +608,8 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
             for name, p, r, f, n in zip(plan.dataset.label_names, precision, recall, f1, support)
         },
         "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
-        "epochs": [_record_dict(r) for r in h.epochs],
-        "evals": [_record_dict(r) for r in h.evals],
+        "epochs": [json_record(r) for r in h.epochs],
+        "evals": [json_record(r) for r in h.evals],
     }
     params = {
         "lr": c.lr,
@@ -661,9 +661,3 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         artifacts=("model", "learning_curve.png", run_record.PREDICTIONS_FILE),
         notes=result.notes,
     )
-
-
-def _record_dict(record) -> dict:
-    from dataclasses import asdict
-
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(record).items()}

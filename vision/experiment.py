@@ -7,7 +7,6 @@ reports and sweep ranking; the test split is scored once per trained model, at t
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from common import ConfigError
 from common.metrics import macro_f1
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
-from common.training import TrainHistory
+from common.training import TrainHistory, json_record, json_value
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
@@ -78,13 +77,8 @@ class ModelRun:
             "train_seconds": self.history.seconds,
             "seconds_per_epoch": self.history.seconds_per_epoch,
             "n_epochs": len(self.history.epochs),
-            "history": [{k: _none_if_nan(v) for k, v in vars(r).items()} for r in self.history.epochs],
+            "history": [json_record(r) for r in self.history.epochs],
         }
-
-
-def _none_if_nan(value: Any) -> Any:
-    """JSON has no nan: an epoch with no validation score records null."""
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 # Test-time augmentation: fixed small warps, each a plausible redrawing of the same character.
@@ -241,7 +235,7 @@ def run_model(
         ),
     )
     model, history = train_model(spec, splits, device, progress, task=spec.key())
-    validation_accuracy = _none_if_nan(history.epochs[-1].val_accuracy)  # nan only with no validation rows
+    validation_accuracy = json_value(history.epochs[-1].val_accuracy)  # nan only with no validation rows
     validation_accuracy_tta = None
     if n_tta_views and len(splits.val):  # with and without the views, scored alike (fp32), to choose between them
         validation_accuracy = score(model, spec, splits.val, device, splits.class_names).accuracy
