@@ -45,20 +45,24 @@ EVAL_BATCH_SIZE = 128
 
 @dataclass(frozen=True)
 class FinetunePlan:
-    config: FinetuneConfig  # with lr and max_length resolved
+    config: FinetuneConfig  # with lr, max_length and dtype resolved
     dataset: TextDataset
     fit_rows: np.ndarray  # rows of the training split trained on
     val_rows: np.ndarray  # rows held out for validation (the probe's C-selection rows)
     source: str  # resolved model id or folder
     n_layers: int
     device: str
-    dtype: DType
     world_size: int
     n_batches: int  # training micro-batches per epoch (all ranks)
     out: Path
     partial: Path
     resume_step: int | None  # the checkpoint a resumed run starts from
     started_at: str = ""
+
+    @property
+    def dtype(self) -> DType:
+        """The resolved compute dtype (never 'auto': prepare_finetune resolves it into the config)."""
+        return DType(self.config.dtype)
 
     @property
     def n_classes(self) -> int:
@@ -177,7 +181,6 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         source,
         shape.n_layers,
         str(device),
-        dtype,
         world_size,
         n_batches,
         out,
