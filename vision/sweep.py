@@ -84,7 +84,7 @@ class SweepSetup:
 
     def base(self) -> dict[str, Any]:
         """The config's base plus the data fingerprint: what every finished configuration must match."""
-        return {**self.config.base(), **_resolved(self.specs), "data_fingerprint": self.splits.fingerprint}
+        return sweep_base(self.config, self.specs, self.splits.fingerprint)
 
     def summary(self) -> dict[str, Any]:
         data = data_description(self.splits)
@@ -130,9 +130,11 @@ def build_grid(config: SweepConfig, device: Any = "cpu") -> tuple[ModelSpec, ...
     return tuple(dataclasses.replace(base, depth=d, width=w, activation=a, l2=l2).check() for d, w, a, l2 in grid)
 
 
-def _resolved(specs: tuple[ModelSpec, ...]) -> dict[str, Any]:
-    """What the options resolve to on this machine and mlx version: the compute dtype and networks per configuration."""
-    return {"dtype": compute_dtype(specs[0]), "members": specs[0].members}
+def sweep_base(config: SweepConfig, specs: tuple[ModelSpec, ...], data_fingerprint: str) -> dict[str, Any]:
+    """A sweep's identity: its settings, what they resolve to on this machine and mlx version (the compute
+    dtype, 'auto' differing between machines, and the networks per configuration), and the data."""
+    resolved = {"dtype": compute_dtype(specs[0]), "members": specs[0].members}
+    return {**config.base(), **resolved, "data_fingerprint": data_fingerprint}
 
 
 def default_sweep_dir(base: dict[str, Any]) -> Path:
@@ -209,8 +211,7 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     device = resolve_device(config.device)
     specs = build_grid(config, device)
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
-    # The resolved dtype ('auto' differs between machines) and the data belong to the sweep's identity.
-    base = {**config.base(), **_resolved(specs), "data_fingerprint": splits.fingerprint}
+    base = sweep_base(config, specs, splits.fingerprint)
     sweep_dir = ensure_writable_dir(Path(config.out) if config.out else default_sweep_dir(base))
     _check_marker(sweep_dir, base)
     removed = clean_stale_staging(sweep_dir) + _remove_unfinished(sweep_dir, specs)
