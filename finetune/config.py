@@ -41,7 +41,7 @@ class FinetuneConfig:
     warmup: float = 0.1
     weight_decay: float = 0.01
     layer_lr_decay: float = 1.0
-    head_init: str = "probe"  # finetune.head.HeadInit: the new head starts as a linear probe, or at random
+    head_init: str = "probe"  # "probe": the new head starts as a linear probe (finetune/head.py); "random"
     max_grad_norm: float = 1.0
     dtype: DType = DType.AUTO
     device: Device = Device.AUTO

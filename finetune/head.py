@@ -4,7 +4,8 @@ A randomly initialised head sends large, noisy gradients into the pretrained lay
 first steps and distorts the features before the head has learnt anything (Kumar et al., 2022,
 "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution"). Fitting the
 head first as a logistic regression on the frozen features it will read, then fine-tuning every
-parameter from there, avoids that: the study's probe becomes the fine-tune's starting point.
+parameter from there, avoids that. This is not `mlx probe logreg` (standardised features, C chosen
+on validation): it reads the unscaled input of the head's last linear layer, with C = 1.
 """
 
 from __future__ import annotations

@@ -431,9 +431,8 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
         from common.checkpoints import CheckpointDir
 
         CheckpointDir(plan.partial / "checkpoints").clean_partials()
-        if (
-            plan.resume_step is None
-        ):  # a fresh start: this run's options replace any left by one that never checkpointed
+        # A fresh start: this run's options replace any left by a run that never checkpointed.
+        if plan.resume_step is None:
             (plan.partial / "head_probe.json").unlink(missing_ok=True)
             (plan.partial / "config.json").unlink(missing_ok=True)
         if not (plan.partial / "config.json").exists():
