@@ -139,7 +139,7 @@ def compare(
         None,
         "--members",
         help="Train each torch model as an ensemble of this many networks (different initial weights, the same batches; "
-        "the prediction averages their probabilities). Default: each preset's own (cnn-strong 4, the others 1). "
+        "the prediction averages their probabilities). Default: each preset's own (cnn-strong 3, the others 1). "
         "Costs N times one network's training time. Not for mlp-numpy.",
     ),
     json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
