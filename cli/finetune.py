@@ -49,6 +49,12 @@ def finetune(
         help="probe: start the new classification head as a logistic regression on the frozen model's features "
         "(linear probe, then fine-tune: LP-FT; one encoding pass over the training rows first). random: transformers' initialisation.",
     ),
+    pooling: str = typer.Option(
+        "auto",
+        help="What the classification head reads: cls (transformers' head: the [CLS] vector through BERT's pooler) or "
+        "mean (the mean of the last layer's token vectors, padding excluded; BERT-style models). "
+        "auto: mean for a sentence-transformers model trained with mean pooling (its 1_Pooling/config.json says so; minilm), else cls.",
+    ),
     dtype: DType = typer.Option(
         DType.AUTO,
         help="auto: bf16 autocast (fp32 master weights) where the hardware has native bf16 (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off.",
@@ -107,6 +113,7 @@ def finetune(
         weight_decay=weight_decay,
         layer_lr_decay=layer_lr_decay,
         head_init=head_init,
+        pooling=pooling,
         max_grad_norm=max_grad_norm,
         dtype=dtype,
         device=device,

@@ -156,6 +156,7 @@ def _remember(stamp: str, digest: str) -> None:
 class ModelShape:
     n_layers: int
     max_positions: int  # longest input in tokens; 0 when the config does not say
+    model_type: str = ""  # config.json's model_type ("bert", "roberta", ...)
 
 
 def model_shape(model_id: str) -> ModelShape:
@@ -176,17 +177,40 @@ def model_shape(model_id: str) -> ModelShape:
     positions = int(config.get("max_position_embeddings", 0) or 0)
     if config.get("model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # their position ids start after the padding index
-    return ModelShape(int(config.get("num_hidden_layers", 0) or 0), max(positions, 0))
+    return ModelShape(
+        int(config.get("num_hidden_layers", 0) or 0), max(positions, 0), str(config.get("model_type", "") or "")
+    )
+
+
+def sentence_pooling(model_id: str) -> str | None:
+    """The pooling a sentence-transformers model was trained with, from its ``1_Pooling/config.json``.
+
+    'mean', 'cls' or 'max' for a model folder (or hub cache entry) that has one; None otherwise
+    (a plain transformers model, or a hub model not on disk: nothing is downloaded for this).
+    """
+    config = _local_json(resolve_model(model_id), "1_Pooling/config.json")
+    if config is None:
+        return None
+    for mode in ("mean", "cls", "max"):
+        if config.get(f"pooling_mode_{'cls_token' if mode == 'cls' else mode + '_tokens'}") is True:
+            return mode
+    return None
 
 
 def _local_config(source: str) -> dict | None:
     """config.json of a local folder or of the hub cache as a dict; None when it is not on disk."""
-    path = Path(source) / "config.json"
+    config = _local_json(source, "config.json")
+    return config if config is not None and "num_hidden_layers" in config else None
+
+
+def _local_json(source: str, name: str) -> dict | None:
+    """A JSON file of a local model folder or of the hub cache as a dict; None when it is not on disk."""
+    path = Path(source) / name
     if not path.is_file():
         try:
             from huggingface_hub import try_to_load_from_cache
 
-            cached = try_to_load_from_cache(source, "config.json")
+            cached = try_to_load_from_cache(source, name)
         except Exception:  # an id the hub client refuses: let AutoConfig say what is wrong
             return None
         if not isinstance(cached, str):
@@ -196,7 +220,7 @@ def _local_config(source: str) -> dict | None:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return config if isinstance(config, dict) and "num_hidden_layers" in config else None
+    return config if isinstance(config, dict) else None
 
 
 def load_model(model_id: str, device: str, dtype: DType, attn_implementation: str | None = None) -> LoadedModel:

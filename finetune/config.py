@@ -21,6 +21,12 @@ RUNTIME_OPTIONS = ("out", "force", "device", "keep_checkpoints", "threads")
 # torch's own masks (mlx before this) must not resume under these and claim a bit-identical result.
 DROPOUT_MASKS = "pcg64"
 
+# Which token vectors the classifier head reads (finetune/pooling.py). auto: the encoder's own pooling.
+POOLINGS = ("auto", "cls", "mean")
+# Heads of one dropout and one linear layer over a pooled vector (BertForSequenceClassification): the
+# ones that can be given the mean of the token vectors unchanged.
+MEAN_POOLING_MODEL_TYPES = ("bert",)
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -42,6 +48,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     layer_lr_decay: float = 1.0
     head_init: str = "probe"  # "probe": the new head starts as a linear probe (finetune/head.py); "random"
+    pooling: str = "auto"  # the head reads "cls" (transformers' pooler) or "mean"; auto: resolve_pooling
     max_grad_norm: float = 1.0
     dtype: DType = DType.AUTO
     device: Device = Device.AUTO
@@ -96,6 +103,8 @@ class FinetuneConfig:
             raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
         if self.head_init not in ("probe", "random"):
             raise ConfigError(f"--head-init must be probe or random, got {self.head_init!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
         if self.limit is not None and self.limit < 1:
@@ -122,6 +131,21 @@ class FinetuneConfig:
             )
             for k, v in asdict(self).items()
         }
+
+
+def resolve_pooling(pooling: str, model: str, model_type: str) -> str:
+    """'cls' or 'mean'. auto: mean where the encoder was trained for mean pooling (a sentence-transformers
+    model, as its 1_Pooling/config.json says) and has a BERT-style head; else transformers' [CLS] head."""
+    from embeddings.models import sentence_pooling
+
+    if pooling == "auto":
+        return "mean" if model_type in MEAN_POOLING_MODEL_TYPES and sentence_pooling(model) == "mean" else "cls"
+    if pooling == "mean" and model_type not in MEAN_POOLING_MODEL_TYPES:
+        raise ConfigError(
+            f"--pooling mean needs a BERT-style classifier head (model type {', '.join(MEAN_POOLING_MODEL_TYPES)}); "
+            f"{model} is {model_type or 'of an unknown type'}: use --pooling cls"
+        )
+    return pooling
 
 
 def default_lr(hidden_size: int) -> float:

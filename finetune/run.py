@@ -35,6 +35,7 @@ from finetune.config import (
     FinetuneConfig,
     default_lr,
     option_name,
+    resolve_pooling,
 )
 from finetune.data import LengthGroupedBatches, encode_split, scoring_batches
 
@@ -79,7 +80,8 @@ class FinetunePlan:
             f"{c.batch_size} x {self.world_size} rank(s) x {c.grad_accum} accumulation = {self.global_batch} per step"
         )
         return {
-            "model": f"{c.model} ({self.n_layers} layers) + a new {self.n_classes}-class head "
+            "model": f"{c.model} ({self.n_layers} layers) + a new {self.n_classes}-class head on "
+            + ("the mean of the token vectors " if c.pooling == "mean" else "the [CLS] pooler ")
             + (
                 "(started as a linear probe of the frozen features)"
                 if c.head_init == "probe"
@@ -157,7 +159,10 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     shape = model_shape(config.model)
     source = resolve_model(config.model)
     config = replace(
-        config, lr=config.lr or default_lr(_hidden_size(source)), max_length=_max_length(config, shape.max_positions)
+        config,
+        lr=config.lr or default_lr(_hidden_size(source)),
+        max_length=_max_length(config, shape.max_positions),
+        pooling=resolve_pooling(config.pooling, config.model, shape.model_type),
     )
     device = resolve_device(config.device)
     dtype = preferred_dtype(config.dtype, device)
@@ -250,8 +255,8 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
         return None
     before = json.loads(saved.read_text())
     now = run_options(config, world_size)
-    # Runs from before these keys drew torch's masks and started from a random head.
-    then = {"dropout_masks": "torch", "head_init": "random", **before.get("options", {})}
+    # Runs from before these keys drew torch's masks, started from a random head and read the [CLS] pooler.
+    then = {"dropout_masks": "torch", "head_init": "random", "pooling": "cls", **before.get("options", {})}
     if then.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
         then["dtype"] = now["dtype"]
     changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
@@ -473,7 +478,9 @@ def _load(plan: FinetunePlan):
         raise ModelLoadError(
             f"could not load {plan.config.model!r} as a sequence classifier ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); use --model minilm or a local model folder"
         ) from None
-    return tokenizer, model
+    from finetune.pooling import with_pooling
+
+    return tokenizer, with_pooling(model, plan.config.pooling)
 
 
 def _encode(plan: FinetunePlan, tokenizer) -> dict:
@@ -600,6 +607,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "ranks_in_sync": result.ranks_in_sync,
         "dtype": plan.dtype.value,
         "head_init": c.head_init,
+        "pooling": c.pooling,
         **(
             {"head_probe": {"train_accuracy": result.head.train_accuracy, "seconds": result.head.seconds}}
             if result.head is not None
@@ -624,6 +632,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "weight_decay": c.weight_decay,
         "layer_lr_decay": c.layer_lr_decay,
         "head_init": c.head_init,
+        "pooling": c.pooling,
         "dtype": plan.dtype.value,
     }
     row = run_record.ResultRow(

@@ -1,0 +1,117 @@
+"""--pooling: the fine-tuned head reads BERT's [CLS] pooler or the mean of the token vectors (finetune/pooling.py)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from common.devices import DType
+from common.errors import ConfigError
+from finetune.config import resolve_pooling
+from finetune.run import prepare_finetune, run_finetune, run_key
+from tests.helpers import invoke, write_ag_news_folder
+from tests.test_finetune import Crash, config, crash_at, read_run, same_run, weights
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=24)
+
+
+@pytest.fixture
+def st_bert(tiny_bert, tmp_path):
+    """The tiny BERT laid out as a sentence-transformers model trained with mean pooling (as all-MiniLM-L6-v2)."""
+    folder = tmp_path / "st-bert"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "1_Pooling").mkdir()
+    modes = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **modes}))
+    return folder
+
+
+def test_auto_pooling_is_the_encoders_own_and_part_of_the_runs_identity(tiny_bert, st_bert, data, tmp_path):
+    assert prepare_finetune(config(tiny_bert, data, tmp_path / "a")).config.pooling == "cls"  # a plain BERT
+    assert prepare_finetune(config(st_bert, data, tmp_path / "b")).config.pooling == "mean"
+    assert prepare_finetune(config(st_bert, data, tmp_path / "c", pooling="cls")).config.pooling == "cls"
+    assert prepare_finetune(config(tiny_bert, data, tmp_path / "d", pooling="mean")).config.pooling == "mean"
+    assert run_key(config(st_bert, data, None, pooling="mean"), 1) != run_key(
+        config(st_bert, data, None, pooling="cls"), 1
+    )
+    assert "the mean of the token vectors" in prepare_finetune(config(st_bert, data, tmp_path / "e")).summary()["model"]
+
+
+def test_the_mean_head_reads_real_tokens_only_and_not_the_pooler(tiny_bert):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finetune.pooling import MeanPooledClassifier
+
+    model = MeanPooledClassifier(AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    short, long = "team wins cup", "the bank profit shares rise on the market for the software chip"
+    with torch.no_grad():
+        alone = model(**tokenizer([short], return_tensors="pt")).logits
+        padded = model(**tokenizer([short, long], padding=True, return_tensors="pt")).logits[:1]
+        hidden = model.classifier_model.bert(**tokenizer([short], return_tensors="pt")).last_hidden_state
+        expected = model.classifier_model.classifier(hidden.mean(dim=1))
+        model.classifier_model.bert.pooler.dense.weight.add_(1.0)  # the pooler plays no part
+        moved = model(**tokenizer([short], return_tensors="pt")).logits
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone, expected)
+    torch.testing.assert_close(moved, alone)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"classifier_model.bert.pooler.dense.weight", "classifier_model.bert.pooler.dense.bias"}
+
+
+def test_a_mean_pooled_run_saves_a_folder_that_loads_back_as_trained(st_bert, data, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from embeddings.datasets import load_text_dataset
+    from finetune.pooling import MeanPooledClassifier, load_classifier
+
+    out = tmp_path / "run"
+    result = run_finetune(prepare_finetune(config(st_bert, data, out, n_epochs=1, dtype=DType.FP32)))
+    record = read_run(out)
+    assert record["params"]["pooling"] == "mean" and record["pooling"] == "mean"
+    assert json.loads((out / "model" / "config.json").read_text())["classifier_pooling"] == "mean"
+    saved, start = weights(out), load_file(str(st_bert / "model.safetensors"))  # the pooler is kept, untrained
+    assert torch.equal(saved["bert.pooler.dense.weight"], start["pooler.dense.weight"])
+    assert not torch.equal(
+        saved["bert.encoder.layer.0.attention.self.query.weight"], start["encoder.layer.0.attention.self.query.weight"]
+    )
+    n_pooler = start["pooler.dense.weight"].numel() + start["pooler.dense.bias"].numel()
+    assert result.trainable_params == sum(v.numel() for v in saved.values()) - n_pooler
+    model = load_classifier(out / "model").eval()
+    assert isinstance(model, MeanPooledClassifier)
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    test = load_text_dataset(str(data), ("train", "test"), "text", "label", None, 0).splits["test"]
+    predictions = np.load(out / "predictions.npz")
+    np.testing.assert_array_equal(predictions["row_ids"], test.row_ids)
+    texts = list(test.texts)
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")).logits
+    np.testing.assert_array_equal(logits.argmax(dim=1).numpy(), predictions["finetune"])
+
+
+def test_a_crashed_mean_pooled_run_resumes_bit_identical(st_bert, data, tmp_path):
+    reference = tmp_path / "reference"
+    run_finetune(prepare_finetune(config(st_bert, data, reference)))
+    out = tmp_path / "crashed"
+    plan = prepare_finetune(config(st_bert, data, out))
+    with pytest.raises(Crash):
+        run_finetune(plan, crash_at(5, plan.global_batch))
+    resumed = prepare_finetune(config(st_bert, data, out))
+    assert resumed.resume_step == 4
+    run_finetune(resumed)
+    same_run(out, reference)
+
+
+def test_bad_pooling_is_one_line(tiny_bert, data, tmp_path):
+    result = invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "r", "--pooling", "max")
+    assert result.exit_code != 0 and "--pooling must be one of auto, cls, mean, got 'max'" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+    with pytest.raises(ConfigError, match="needs a BERT-style classifier head"):
+        resolve_pooling("mean", "roberta-base", "roberta")
+    assert resolve_pooling("auto", "roberta-base", "roberta") == "cls"
