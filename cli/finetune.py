@@ -43,6 +43,9 @@ def finetune(
         1.0, help="Layer-wise learning-rate decay: layer i of L trains at lr x decay^(L-i) (1.0 = off)."
     ),
     max_grad_norm: float = typer.Option(1.0, help="Clip the gradient norm to this."),
+    label_smoothing: float = typer.Option(
+        0.0, help="Label smoothing of the cross-entropy (0 = off; training and validation loss alike)."
+    ),
     head_init: str = typer.Option(
         "probe",
         "--head-init",
@@ -115,6 +118,7 @@ def finetune(
         head_init=head_init,
         pooling=pooling,
         max_grad_norm=max_grad_norm,
+        label_smoothing=label_smoothing,
         dtype=dtype,
         device=device,
         seed=seed,

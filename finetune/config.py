@@ -50,6 +50,7 @@ class FinetuneConfig:
     head_init: str = "probe"  # "probe": the new head starts as a linear probe (finetune/head.py); "random"
     pooling: str = "auto"  # the head reads "cls" (transformers' pooler) or "mean"; auto: resolve_pooling
     max_grad_norm: float = 1.0
+    label_smoothing: float = 0.0  # of the cross-entropy, training and validation loss alike
     dtype: DType = DType.AUTO
     device: Device = Device.AUTO
     seed: int = 0
@@ -99,6 +100,8 @@ class FinetuneConfig:
             raise ConfigError(f"--layer-lr-decay must lie in (0, 1] (1 = off), got {self.layer_lr_decay}; e.g. 0.9")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise ConfigError(f"--max-grad-norm must be a positive finite number, got {self.max_grad_norm}; e.g. 1.0")
+        if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise ConfigError(f"--label-smoothing must lie in [0, 1) (0 = off), got {self.label_smoothing}; e.g. 0.1")
         if self.seed < 0:
             raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
         if self.head_init not in ("probe", "random"):

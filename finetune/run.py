@@ -7,6 +7,7 @@ done the folder is renamed to its final name: a folder under a run's name is alw
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -88,7 +89,8 @@ class FinetunePlan:
                 else "(initialised from the seed)"
             ),
             "data": f"{self.dataset.name}: train {len(self.fit_rows):,}, validation {len(self.val_rows):,} (held out of {c.train_split}), test {len(test):,}",
-            "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}",
+            "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}"
+            + (f", label smoothing {c.label_smoothing:g}" if c.label_smoothing else ""),
             "batch": batch + f"; max length {c.max_length}, length-grouped",
             "device / dtype": f"{self.device} / {self.dtype.value}"
             + (" autocast" if self.dtype is not DType.FP32 else ""),
@@ -256,7 +258,13 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     before = json.loads(saved.read_text())
     now = run_options(config, world_size)
     # Runs from before these keys drew torch's masks, started from a random head and read the [CLS] pooler.
-    then = {"dropout_masks": "torch", "head_init": "random", "pooling": "cls", **before.get("options", {})}
+    then = {
+        "dropout_masks": "torch",
+        "head_init": "random",
+        "pooling": "cls",
+        "label_smoothing": 0.0,
+        **before.get("options", {}),
+    }
     if then.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
         then["dtype"] = now["dtype"]
     changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
@@ -332,7 +340,7 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device)
                 model,
                 data["train"],
                 data["validation"],
-                torch.nn.functional.cross_entropy,
+                functools.partial(torch.nn.functional.cross_entropy, label_smoothing=plan.config.label_smoothing),
                 _train_config(plan),
                 device,
                 on_step if dist.is_main else no_progress,
@@ -633,6 +641,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "layer_lr_decay": c.layer_lr_decay,
         "head_init": c.head_init,
         "pooling": c.pooling,
+        "label_smoothing": c.label_smoothing,
         "dtype": plan.dtype.value,
     }
     row = run_record.ResultRow(

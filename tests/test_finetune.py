@@ -350,6 +350,23 @@ def test_head_init_is_recorded_and_part_of_the_runs_identity(tiny_bert, data, tm
     assert run_key(config(tiny_bert, data, None), 1) != run_key(config(tiny_bert, data, None, head_init="random"), 1)
 
 
+def test_label_smoothing_is_the_loss_and_part_of_the_runs_identity(tiny_bert, data, tmp_path):
+    from finetune.run import run_key
+
+    plain = run_finetune(prepare_finetune(config(tiny_bert, data, tmp_path / "plain", n_epochs=1)))
+    smooth = run_finetune(
+        prepare_finetune(config(tiny_bert, data, tmp_path / "smooth", n_epochs=1, label_smoothing=0.2))
+    )
+    assert (
+        read_run(smooth.out)["params"]["label_smoothing"] == 0.2
+        and read_run(plain.out)["params"]["label_smoothing"] == 0
+    )
+    # the same batches and the same start: only the loss differs
+    assert smooth.history.epochs[0].train_loss != plain.history.epochs[0].train_loss
+    assert not torch.equal(weights(plain.out)["classifier.weight"], weights(smooth.out)["classifier.weight"])
+    assert run_key(config(tiny_bert, data, None), 1) != run_key(config(tiny_bert, data, None, label_smoothing=0.1), 1)
+
+
 def test_probe_heads_for_two_classes_and_for_a_class_without_training_rows():
     from scipy.special import softmax
     from sklearn.linear_model import LogisticRegression
