@@ -1,12 +1,16 @@
 """`mlx finetune`: train every parameter of an encoder on a text classification set."""
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import typer
 
 from cli import ui
 from common.devices import Device, DType
+from finetune.config import POOLINGS
+
+HeadPooling = Enum("HeadPooling", {name: name for name in POOLINGS}, type=str)  # --pooling [auto|cls|mean]
 
 
 def finetune(
@@ -52,8 +56,8 @@ def finetune(
         help="probe: start the new classification head as a logistic regression on the frozen model's features "
         "(linear probe, then fine-tune: LP-FT; one encoding pass over the training rows first). random: transformers' initialisation.",
     ),
-    pooling: str = typer.Option(
-        "auto",
+    pooling: HeadPooling = typer.Option(
+        HeadPooling.auto,
         help="What the classification head reads: cls (transformers' head: the [CLS] vector through BERT's pooler) or "
         "mean (the mean of the last layer's token vectors, padding excluded; BERT-style models). "
         "auto: mean for a sentence-transformers model trained with mean pooling (its 1_Pooling/config.json says so; minilm), else cls.",
@@ -116,7 +120,7 @@ def finetune(
         weight_decay=weight_decay,
         layer_lr_decay=layer_lr_decay,
         head_init=head_init,
-        pooling=pooling,
+        pooling=pooling.value,
         max_grad_norm=max_grad_norm,
         label_smoothing=label_smoothing,
         dtype=dtype,

@@ -39,7 +39,7 @@ def fails(result, *fragments):
         (["--warmup", "1.5"], "--warmup"),
         (["--layer-lr-decay", "0"], "--layer-lr-decay"),
         (["--head-init", "zeros"], "--head-init must be probe or random"),
-        (["--pooling", "max"], "--pooling must be one of auto, cls, mean, got 'max'"),
+        (["--pooling", "max"], "'max' is not one of 'auto', 'cls', 'mean'"),
         (["--label-smoothing", "1"], "--label-smoothing must lie in [0, 1)"),
         (["--label-smoothing", "-0.1"], "--label-smoothing must lie in [0, 1)"),
         (["--label-smoothing", "nan"], "--label-smoothing must lie in [0, 1)"),
