@@ -24,7 +24,8 @@ def command_started() -> None:
     _command_started = True
 
 
-def _exit_quietly() -> None:
+def exit_quietly() -> None:
+    """Flush the output streams and end the process with status 130 (interrupted)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -39,13 +40,13 @@ def _on_interrupt(signum, frame) -> None:
     if not _command_started:
         # Still importing: nothing written yet, and an exception raised here can be swallowed
         # (Python ignores exceptions in some import-machinery callbacks), so leave at once.
-        _exit_quietly()
+        exit_quietly()
     raise KeyboardInterrupt
 
 
 def _quiet_interrupt(kind, value, traceback, previous=sys.excepthook) -> None:
     if _interrupted or issubclass(kind, KeyboardInterrupt):
-        _exit_quietly()
+        exit_quietly()
     previous(kind, value, traceback)
 
 

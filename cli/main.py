@@ -113,7 +113,26 @@ for _module in (embed, store, probe, vision, runs, report, study, attention, fin
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit:
+        if cli.interrupted():
+            _exit_interrupted()
+        raise
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 after Ctrl-C, cleanly, and for certain.
+
+    CPython remembers a KeyboardInterrupt that interrupted code run through PyRun_String (Cython
+    modules run some that way while they import) and, at exit, kills the process with SIGINT instead
+    of returning the status the command chose, even though mlx caught the interrupt. So the exit
+    functions run here and the process leaves with 130 at once.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    cli.exit_quietly()
 
 
 if __name__ == "__main__":
