@@ -48,7 +48,7 @@ def finetune(
     ),
     max_grad_norm: float = typer.Option(1.0, help="Clip the gradient norm to this."),
     label_smoothing: float = typer.Option(
-        0.0, help="Label smoothing of the cross-entropy (0 = off; training and validation loss alike)."
+        0.0, help="Label smoothing of the cross-entropy, in [0, 1) (0 = off; training and validation loss alike)."
     ),
     head_init: str = typer.Option(
         "probe",

@@ -186,15 +186,25 @@ def sentence_pooling(model_id: str) -> str | None:
     """The pooling a sentence-transformers model was trained with, from its ``1_Pooling/config.json``.
 
     'mean', 'cls' or 'max' for a model folder (or hub cache entry) that has one; None otherwise
-    (a plain transformers model, or a hub model not on disk: nothing is downloaded for this).
+    (a plain transformers model, a concatenation of several modes, or a hub model not on disk:
+    nothing is downloaded for this).
     """
     config = _local_json(resolve_model(model_id), "1_Pooling/config.json")
     if config is None:
         return None
-    for mode in ("mean", "cls", "max"):
-        if config.get(f"pooling_mode_{'cls_token' if mode == 'cls' else mode + '_tokens'}") is True:
-            return mode
-    return None
+    modes = [
+        mode
+        for mode in ("mean", "cls", "max")
+        if config.get(f"pooling_mode_{'cls_token' if mode == 'cls' else mode + '_tokens'}") is True
+    ]
+    return modes[0] if len(modes) == 1 else None  # several modes are concatenated: none of them alone
+
+
+def classifier_pooling(model_id: str) -> str | None:
+    """``classifier_pooling`` of a model's config.json (a classifier that mlx finetune saved), if any."""
+    config = _local_config(resolve_model(model_id))
+    value = config.get("classifier_pooling") if config else None
+    return value if isinstance(value, str) else None
 
 
 def _local_config(source: str) -> dict | None:

@@ -138,11 +138,13 @@ class FinetuneConfig:
 
 def resolve_pooling(pooling: str, model: str, model_type: str) -> str:
     """'cls' or 'mean'. auto: mean where the encoder was trained for mean pooling (a sentence-transformers
-    model, as its 1_Pooling/config.json says) and has a BERT-style head; else transformers' [CLS] head."""
-    from embeddings.models import sentence_pooling
+    model, as its 1_Pooling/config.json says, or a classifier mlx fine-tuned with mean pooling, as its
+    config.json says) and has a BERT-style head; else transformers' [CLS] head."""
+    from embeddings.models import classifier_pooling, sentence_pooling
 
-    if pooling == "auto":
-        return "mean" if model_type in MEAN_POOLING_MODEL_TYPES and sentence_pooling(model) == "mean" else "cls"
+    if pooling == "auto":  # a classifier mlx fine-tuned before keeps the pooling its head was trained on
+        own = classifier_pooling(model) or sentence_pooling(model)
+        return "mean" if model_type in MEAN_POOLING_MODEL_TYPES and own == "mean" else "cls"
     if pooling == "mean" and model_type not in MEAN_POOLING_MODEL_TYPES:
         raise ConfigError(
             f"--pooling mean needs a BERT-style classifier head (model type {', '.join(MEAN_POOLING_MODEL_TYPES)}); "

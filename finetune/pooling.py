@@ -48,16 +48,33 @@ class MeanPooledClassifier(nn.Module):
     def save_pretrained(self, folder: Path) -> None:
         self.classifier_model.save_pretrained(folder)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **inputs,
+    ) -> SequenceClassifierOutput:
         model = self.classifier_model
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
         pooled = mean_pool(hidden, attention_mask)  # (N, T, H) -> (N, H)
-        return SequenceClassifierOutput(logits=model.classifier(model.dropout(pooled)))  # (N, C)
+        logits = model.classifier(model.dropout(pooled))  # (N, C)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 def with_pooling(classifier: nn.Module, pooling: str) -> nn.Module:
-    """``classifier`` as trained with ``pooling`` ('cls': unchanged; 'mean': :class:`MeanPooledClassifier`)."""
-    return MeanPooledClassifier(classifier) if pooling == "mean" else classifier
+    """``classifier`` as trained with ``pooling`` ('cls': unchanged; 'mean': :class:`MeanPooledClassifier`).
+
+    Either way its config records the pooling, so that a classifier fine-tuned again from a mean-pooled
+    folder with ``cls`` is not saved under the old folder's ``classifier_pooling: mean``.
+    """
+    if pooling == "mean":
+        return MeanPooledClassifier(classifier)
+    classifier.config.classifier_pooling = "cls"
+    return classifier
 
 
 def load_classifier(folder: Path) -> nn.Module:

@@ -57,9 +57,11 @@ def test_the_mean_head_reads_real_tokens_only_and_not_the_pooler(tiny_bert):
         expected = model.classifier_model.classifier(hidden.mean(dim=1))
         model.classifier_model.bert.pooler.dense.weight.add_(1.0)  # the pooler plays no part
         moved = model(**tokenizer([short], return_tensors="pt")).logits
+        with_labels = model(**tokenizer([short], return_tensors="pt"), labels=torch.tensor([2]))
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(alone, expected)
     torch.testing.assert_close(moved, alone)
+    torch.testing.assert_close(with_labels.loss, torch.nn.functional.cross_entropy(alone, torch.tensor([2])))
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen == {"classifier_model.bert.pooler.dense.weight", "classifier_model.bert.pooler.dense.bias"}
 
@@ -112,3 +114,28 @@ def test_mean_pooling_needs_a_bert_head_and_auto_falls_back_to_cls():
     with pytest.raises(ConfigError, match="needs a BERT-style classifier head"):
         resolve_pooling("mean", "roberta-base", "roberta")
     assert resolve_pooling("auto", "roberta-base", "roberta") == "cls"
+
+
+def test_a_fine_tuned_folder_keeps_its_pooling_and_a_cls_run_from_it_says_cls(st_bert, data, tmp_path):
+    from finetune.pooling import MeanPooledClassifier, load_classifier
+
+    first = tmp_path / "first"
+    run_finetune(prepare_finetune(config(st_bert, data, first, n_epochs=1, dtype=DType.FP32)))
+    again = prepare_finetune(config(first / "model", data, tmp_path / "again", n_epochs=1, dtype=DType.FP32))
+    assert again.config.pooling == "mean"  # auto: the pooling the saved head was trained on
+    cls_run = tmp_path / "cls"
+    run_finetune(prepare_finetune(config(first / "model", data, cls_run, n_epochs=1, pooling="cls", dtype=DType.FP32)))
+    assert json.loads((cls_run / "model" / "config.json").read_text())["classifier_pooling"] == "cls"
+    model = load_classifier(cls_run / "model").eval()
+    assert not isinstance(model, MeanPooledClassifier)
+    assert prepare_finetune(config(cls_run / "model", data, tmp_path / "third")).config.pooling == "cls"
+
+
+def test_a_sentence_transformer_that_concatenates_poolings_is_not_read_as_mean(st_bert):
+    from embeddings.models import sentence_pooling
+
+    assert sentence_pooling(str(st_bert)) == "mean"
+    pooling = st_bert / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_cls_token": True}))
+    assert sentence_pooling(str(st_bert)) is None
+    assert resolve_pooling("auto", str(st_bert), "bert") == "cls"
