@@ -157,6 +157,7 @@ class ModelShape:
     n_layers: int
     max_positions: int  # longest input in tokens; 0 when the config does not say
     model_type: str = ""  # config.json's model_type ("bert", "roberta", ...)
+    classifier_pooling: str | None = None  # config.json's classifier_pooling (a classifier mlx finetune saved)
 
 
 def model_shape(model_id: str) -> ModelShape:
@@ -177,8 +178,12 @@ def model_shape(model_id: str) -> ModelShape:
     positions = int(config.get("max_position_embeddings", 0) or 0)
     if config.get("model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # their position ids start after the padding index
+    pooling = config.get("classifier_pooling")
     return ModelShape(
-        int(config.get("num_hidden_layers", 0) or 0), max(positions, 0), str(config.get("model_type", "") or "")
+        int(config.get("num_hidden_layers", 0) or 0),
+        max(positions, 0),
+        str(config.get("model_type", "") or ""),
+        pooling if isinstance(pooling, str) else None,
     )
 
 
@@ -192,19 +197,9 @@ def sentence_pooling(model_id: str) -> str | None:
     config = _local_json(resolve_model(model_id), "1_Pooling/config.json")
     if config is None:
         return None
-    modes = [
-        mode
-        for mode in ("mean", "cls", "max")
-        if config.get(f"pooling_mode_{'cls_token' if mode == 'cls' else mode + '_tokens'}") is True
-    ]
+    keys = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
+    modes = [mode for mode, key in keys.items() if config.get(key) is True]
     return modes[0] if len(modes) == 1 else None  # several modes are concatenated: none of them alone
-
-
-def classifier_pooling(model_id: str) -> str | None:
-    """``classifier_pooling`` of a model's config.json (a classifier that mlx finetune saved), if any."""
-    config = _local_config(resolve_model(model_id))
-    value = config.get("classifier_pooling") if config else None
-    return value if isinstance(value, str) else None
 
 
 def _local_config(source: str) -> dict | None:

@@ -6,9 +6,13 @@ import math
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.devices import Device, DType
 from common.errors import ConfigError
+
+if TYPE_CHECKING:
+    from embeddings.models import ModelShape
 
 # Same rows as the logistic-regression probe's choice of C (probes/logreg.py select_C defaults).
 VALIDATION_FRACTION = 0.1
@@ -136,14 +140,15 @@ class FinetuneConfig:
         }
 
 
-def resolve_pooling(pooling: str, model: str, model_type: str) -> str:
+def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:
     """'cls' or 'mean'. auto: mean where the encoder was trained for mean pooling (a sentence-transformers
     model, as its 1_Pooling/config.json says, or a classifier mlx fine-tuned with mean pooling, as its
     config.json says) and has a BERT-style head; else transformers' [CLS] head."""
-    from embeddings.models import classifier_pooling, sentence_pooling
+    from embeddings.models import sentence_pooling
 
+    model_type = shape.model_type
     if pooling == "auto":  # a classifier mlx fine-tuned before keeps the pooling its head was trained on
-        own = classifier_pooling(model) or sentence_pooling(model)
+        own = shape.classifier_pooling or sentence_pooling(model)
         return "mean" if model_type in MEAN_POOLING_MODEL_TYPES and own == "mean" else "cls"
     if pooling == "mean" and model_type not in MEAN_POOLING_MODEL_TYPES:
         raise ConfigError(

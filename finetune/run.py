@@ -164,7 +164,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         config,
         lr=config.lr or default_lr(_hidden_size(source)),
         max_length=_max_length(config, shape.max_positions),
-        pooling=resolve_pooling(config.pooling, config.model, shape.model_type),
+        pooling=resolve_pooling(config.pooling, config.model, shape),
     )
     device = resolve_device(config.device)
     dtype = preferred_dtype(config.dtype, device)

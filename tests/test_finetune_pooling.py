@@ -9,6 +9,7 @@ import torch
 
 from common.devices import DType
 from common.errors import ConfigError
+from embeddings.models import ModelShape
 from finetune.config import resolve_pooling
 from finetune.run import prepare_finetune, run_finetune, run_key
 from tests.helpers import write_ag_news_folder
@@ -112,8 +113,8 @@ def test_a_crashed_mean_pooled_run_resumes_bit_identical(st_bert, data, tmp_path
 
 def test_mean_pooling_needs_a_bert_head_and_auto_falls_back_to_cls():
     with pytest.raises(ConfigError, match="needs a BERT-style classifier head"):
-        resolve_pooling("mean", "roberta-base", "roberta")
-    assert resolve_pooling("auto", "roberta-base", "roberta") == "cls"
+        resolve_pooling("mean", "roberta-base", ModelShape(12, 512, "roberta"))
+    assert resolve_pooling("auto", "roberta-base", ModelShape(12, 512, "roberta")) == "cls"
 
 
 def test_a_fine_tuned_folder_keeps_its_pooling_and_a_cls_run_from_it_says_cls(st_bert, data, tmp_path):
@@ -138,4 +139,4 @@ def test_a_sentence_transformer_that_concatenates_poolings_is_not_read_as_mean(s
     pooling = st_bert / "1_Pooling" / "config.json"
     pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_cls_token": True}))
     assert sentence_pooling(str(st_bert)) is None
-    assert resolve_pooling("auto", str(st_bert), "bert") == "cls"
+    assert resolve_pooling("auto", str(st_bert), ModelShape(2, 128, "bert")) == "cls"

@@ -39,9 +39,8 @@ def test_cnn_strong_is_the_recipe():
         40,
     )
     assert spec.augment.max_shift_px == pytest.approx(2.8) and spec.augment.max_scale == pytest.approx(0.1)
-    assert (
-        spec.members == 3 and len(build_model(spec, 0.2, 0.3, seed=0).members) == 3
-    )  # K=3 ties K=4 on validation and fits 10 min
+    # K=3 ties K=4 on validation and fits 10 min
+    assert spec.members == 3 and len(build_model(spec, 0.2, 0.3, seed=0).members) == 3
     model = build_model(preset(ModelName.cnn_strong, members=1), 0.2, 0.3, seed=0)
     assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 192, 3, 3)  # a pool after each of the 3 blocks
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
