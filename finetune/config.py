@@ -143,14 +143,19 @@ class FinetuneConfig:
 def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:
     """'cls' or 'mean'. auto: mean where the encoder was trained for mean pooling (a sentence-transformers
     model, as its 1_Pooling/config.json says, or a classifier mlx fine-tuned with mean pooling, as its
-    config.json says) and has a BERT-style head; else transformers' [CLS] head."""
+    config.json says) and has a BERT-style head; for a model whose own head pools by its config's
+    classifier_pooling (ModernBERT, EuroBERT), that value; else transformers' [CLS] head."""
     from embeddings.models import sentence_pooling
 
     model_type = shape.model_type
+    # ModernBERT and EuroBERT heads pool by their config's classifier_pooling themselves (finetune.pooling).
+    native = model_type not in MEAN_POOLING_MODEL_TYPES and shape.classifier_pooling in ("cls", "mean")
     if pooling == "auto":  # a classifier mlx fine-tuned before keeps the pooling its head was trained on
+        if native:
+            return shape.classifier_pooling
         own = shape.classifier_pooling or sentence_pooling(model)
         return "mean" if model_type in MEAN_POOLING_MODEL_TYPES and own == "mean" else "cls"
-    if pooling == "mean" and model_type not in MEAN_POOLING_MODEL_TYPES:
+    if pooling == "mean" and model_type not in MEAN_POOLING_MODEL_TYPES and not native:
         raise ConfigError(
             f"--pooling mean needs a BERT-style classifier head (model type {', '.join(MEAN_POOLING_MODEL_TYPES)}); "
             f"{model} is {model_type or 'of an unknown type'}: use --pooling cls"

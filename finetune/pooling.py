@@ -22,6 +22,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from common import ConfigError
 from embeddings.pooling import mean_pool
+from finetune.config import MEAN_POOLING_MODEL_TYPES
 
 
 class MeanPooledClassifier(nn.Module):
@@ -66,14 +67,19 @@ class MeanPooledClassifier(nn.Module):
 
 
 def with_pooling(classifier: nn.Module, pooling: str) -> nn.Module:
-    """``classifier`` as trained with ``pooling`` ('cls': unchanged; 'mean': :class:`MeanPooledClassifier`).
+    """``classifier`` as trained with ``pooling`` ('cls' or 'mean').
 
-    Either way its config records the pooling, so that a classifier fine-tuned again from a mean-pooled
-    folder with ``cls`` is not saved under the old folder's ``classifier_pooling: mean``.
+    A BERT gets :class:`MeanPooledClassifier` for 'mean'; either way its config records the pooling,
+    so that a classifier fine-tuned again from a mean-pooled folder with 'cls' is not saved under the
+    old folder's ``classifier_pooling: mean``. Models whose own head already pools by that config key
+    (ModernBERT, EuroBERT) get the key set and pool themselves; other heads are left as they are.
     """
-    if pooling == "mean":
-        return MeanPooledClassifier(classifier)
-    classifier.config.classifier_pooling = "cls"
+    if classifier.config.model_type in MEAN_POOLING_MODEL_TYPES:
+        if pooling == "mean":
+            return MeanPooledClassifier(classifier)
+        classifier.config.classifier_pooling = "cls"
+    elif hasattr(classifier.config, "classifier_pooling"):
+        classifier.config.classifier_pooling = pooling
     return classifier
 
 

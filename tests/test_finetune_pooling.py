@@ -140,3 +140,26 @@ def test_a_sentence_transformer_that_concatenates_poolings_is_not_read_as_mean(s
     pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_cls_token": True}))
     assert sentence_pooling(str(st_bert)) is None
     assert resolve_pooling("auto", str(st_bert), ModelShape(2, 128, "bert")) == "cls"
+
+
+def test_a_head_that_pools_by_its_own_config_keeps_it_unless_asked(tmp_path):
+    """ModernBERT's own config key classifier_pooling chooses its head's pooling: auto reads it, --pooling sets it."""
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    from finetune.pooling import load_classifier, with_pooling
+
+    ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    small = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = ModernBertConfig(**small, **ids, max_position_embeddings=64, classifier_pooling="mean", num_labels=3)
+    torch.manual_seed(0)
+    ModernBertForSequenceClassification(config).save_pretrained(tmp_path / "modernbert")
+    shape = ModelShape(2, 64, "modernbert", "mean")
+    assert resolve_pooling("auto", "m", shape) == "mean" and resolve_pooling("mean", "m", shape) == "mean"
+    assert resolve_pooling("cls", "m", shape) == "cls"
+    loaded = load_classifier(tmp_path / "modernbert").eval()
+    assert type(loaded) is ModernBertForSequenceClassification and loaded.config.classifier_pooling == "mean"
+    inputs = dict(input_ids=torch.tensor([[1, 5, 6, 7, 2]]), attention_mask=torch.ones(1, 5, dtype=torch.long))
+    with torch.no_grad():
+        mean_logits = loaded(**inputs).logits
+        assert with_pooling(loaded, "cls") is loaded and loaded.config.classifier_pooling == "cls"
+        assert not torch.allclose(loaded(**inputs).logits, mean_logits)  # its own head now reads [CLS]
