@@ -187,6 +187,9 @@ def model_shape(model_id: str) -> ModelShape:
     )
 
 
+POOLING_CONFIG = "1_Pooling/config.json"  # a sentence-transformers model's pooling module
+
+
 def sentence_pooling(model_id: str) -> str | None:
     """The pooling a sentence-transformers model was trained with, from its ``1_Pooling/config.json``.
 
@@ -194,8 +197,13 @@ def sentence_pooling(model_id: str) -> str | None:
     (a plain transformers model, a concatenation of several modes, or a hub model not on disk:
     nothing is downloaded for this).
     """
-    config = _local_json(resolve_model(model_id), "1_Pooling/config.json")
+    source = resolve_model(model_id)
+    config = _local_json(source, POOLING_CONFIG)
     if config is None:
+        if (Path(source) / POOLING_CONFIG).is_file():  # there, but unreadable: refused, never guessed
+            raise ModelLoadError(
+                f"{Path(source) / POOLING_CONFIG} is not a JSON object; fix or remove it, or choose the head's pooling with --pooling cls|mean"
+            )
         return None
     keys = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
     modes = [mode for mode, key in keys.items() if config.get(key) is True]

@@ -12,7 +12,7 @@ from common.errors import ConfigError
 from embeddings.models import ModelShape
 from finetune.config import resolve_pooling
 from finetune.run import prepare_finetune, run_finetune, run_key
-from tests.helpers import write_ag_news_folder
+from tests.helpers import invoke, write_ag_news_folder
 from tests.test_finetune import Crash, config, crash_at, read_run, same_run, weights
 
 
@@ -140,6 +140,17 @@ def test_a_sentence_transformer_that_concatenates_poolings_is_not_read_as_mean(s
     pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_cls_token": True}))
     assert sentence_pooling(str(st_bert)) is None
     assert resolve_pooling("auto", str(st_bert), ModelShape(2, 128, "bert")) == "cls"
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]"])
+def test_a_malformed_pooling_config_is_one_line_not_a_guess(st_bert, data, tmp_path, content):
+    (st_bert / "1_Pooling" / "config.json").write_text(content)
+    result = invoke("finetune", "--model", st_bert, "--dataset", data, "--out", tmp_path / "r", "--epochs", "1")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1_Pooling/config.json is not a JSON object" in errors[0]
+    assert not (tmp_path / "r").exists()
+    assert prepare_finetune(config(st_bert, data, tmp_path / "s", pooling="cls")).config.pooling == "cls"
 
 
 def test_a_head_that_pools_by_its_own_config_keeps_it_unless_asked(tmp_path):
