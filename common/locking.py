@@ -13,7 +13,12 @@ from common.errors import StoreError
 def store_lock(path: Path, what: str = "store") -> Iterator[None]:
     """Hold ``.<name>.lock`` beside ``path``; a second holder gets a StoreError at once."""
     lock_path = path.parent / f".{path.name}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (
+        OSError
+    ) as exc:  # a folder that passed the writable check but takes no files (/proc, a full or read-only disk)
+        raise StoreError(f"cannot write {lock_path} ({exc.strerror}); choose another --out") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

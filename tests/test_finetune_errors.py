@@ -97,3 +97,9 @@ def test_output_folder_that_cannot_be_written(tiny_bert, tmp_path):
     blocker.write_text("not a folder")
     fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", blocker / "run"), "cannot create folder")
     assert blocker.read_text() == "not a folder"
+
+
+def test_output_folder_that_takes_no_files(tiny_bert, tmp_path):
+    """/proc passes the writable-folder check (root may write there) but takes no new files."""
+    data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
+    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", "/proc/mlx-run"), "cannot write /proc/")
