@@ -54,6 +54,13 @@ def main() -> None:
         help="what mlx's head reads: cls (default: Trainer's BertForSequenceClassification head, the same work) or "
         "mean / auto (mlx's default for minilm)",
     )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="mlx's moving average of the weights: 0 (default: off, Trainer keeps none, so both do the same work) or "
+        "0.99 (mlx's default; one lerp over the weights per step)",
+    )
     args = parser.parse_args()
     if args.nproc < 1 or args.batch_size % args.nproc:
         parser.error(
@@ -85,13 +92,14 @@ def main() -> None:
             checkpoint_every=10**9,
             head_init=args.head_init,
             pooling=args.pooling,
+            ema_decay=args.ema_decay,
             out=work / "mlx-run",
         )
         plan = prepare_finetune(config)
         n_rows = len(plan.fit_rows) * args.epochs
         print(
             f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
-            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, {plan.dtype.value}, mlx head {args.head_init} on {plan.config.pooling}, "
+            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, {plan.dtype.value}, mlx head {args.head_init} on {plan.config.pooling}, mlx EMA {args.ema_decay:g}, "
             f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
@@ -155,7 +163,7 @@ def run_mlx_ddp(args, work: Path, n_rows: int) -> dict:
     command += ["--epochs", str(args.epochs), "--lr", str(args.lr), "--max-length", str(args.max_length)]
     command += ["--batch-size", str(args.batch_size // args.nproc), "--nproc", str(args.nproc), "--out", str(out)]
     command += ["--checkpoint-every", str(10**9), "--head-init", args.head_init]
-    command += ["--pooling", args.pooling]
+    command += ["--pooling", args.pooling, "--ema-decay", str(args.ema_decay)]
     command += ["--limit", str(args.limit)] if args.limit else []
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     subprocess.run(command, check=True, env=env, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)

@@ -50,6 +50,11 @@ def finetune(
     label_smoothing: float = typer.Option(
         0.0, help="Label smoothing of the cross-entropy, in [0, 1) (0 = off; training and validation loss alike)."
     ),
+    ema_decay: float = typer.Option(
+        0.99,
+        help="Validate, keep and score an exponential moving average of the weights with this decay per step, "
+        "in [0, 1) (0 = off; 0.99 averages about the last 100 steps).",
+    ),
     head_init: str = typer.Option(
         "probe",
         "--head-init",
@@ -123,6 +128,7 @@ def finetune(
         pooling=pooling.value,
         max_grad_norm=max_grad_norm,
         label_smoothing=label_smoothing,
+        ema_decay=ema_decay,
         dtype=dtype,
         device=device,
         seed=seed,

@@ -55,6 +55,7 @@ class FinetuneConfig:
     pooling: str = "auto"  # the head reads "cls" (transformers' pooler) or "mean"; auto: resolve_pooling
     max_grad_norm: float = 1.0
     label_smoothing: float = 0.0  # of the cross-entropy, training and validation loss alike
+    ema_decay: float = 0.99  # an exponential moving average of the weights is evaluated and kept (0 = off)
     dtype: DType = DType.AUTO
     device: Device = Device.AUTO
     seed: int = 0
@@ -106,6 +107,8 @@ class FinetuneConfig:
             raise ConfigError(f"--max-grad-norm must be a positive finite number, got {self.max_grad_norm}; e.g. 1.0")
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise ConfigError(f"--label-smoothing must lie in [0, 1) (0 = off), got {self.label_smoothing}; e.g. 0.1")
+        if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ConfigError(f"--ema-decay must lie in [0, 1) (0 = off), got {self.ema_decay}; e.g. 0.99")
         if self.seed < 0:
             raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
         if self.head_init not in ("probe", "random"):

@@ -90,7 +90,8 @@ class FinetunePlan:
             ),
             "data": f"{self.dataset.name}: train {len(self.fit_rows):,}, validation {len(self.val_rows):,} (held out of {c.train_split}), test {len(test):,}",
             "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}"
-            + (f", label smoothing {c.label_smoothing:g}" if c.label_smoothing else ""),
+            + (f", label smoothing {c.label_smoothing:g}" if c.label_smoothing else "")
+            + (f"; scored on the moving average of the weights (decay {c.ema_decay:g})" if c.ema_decay else ""),
             "batch": batch + f"; max length {c.max_length}, length-grouped",
             "device / dtype": f"{self.device} / {self.dtype.value}"
             + (" autocast" if self.dtype is not DType.FP32 else ""),
@@ -263,6 +264,7 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
         "head_init": "random",
         "pooling": "cls",
         "label_smoothing": 0.0,
+        "ema_decay": 0.0,
         **before.get("options", {}),
     }
     if then.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
@@ -349,9 +351,10 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device)
                 dist=dist,
             )
         in_sync = _ranks_in_sync(model, dist)
+        from common.training import checkpoint_weights, predict
+
         if history.best_step is not None:
-            model.load_state_dict(checkpoints.load(history.best_step)["model"])
-        from common.training import predict
+            model.load_state_dict(checkpoint_weights(checkpoints.load(history.best_step)))
 
         logits = predict(model, data["test"], device, autocast=_autocast(plan), dist=dist)
     predicted = np.empty(len(logits), dtype=np.int64)
@@ -429,6 +432,7 @@ def _train_config(plan: FinetunePlan):
         checkpoint_every=c.checkpoint_every,
         patience=c.patience,
         fused=True,
+        ema_decay=c.ema_decay or None,
     )
 
 
@@ -642,6 +646,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "head_init": c.head_init,
         "pooling": c.pooling,
         "label_smoothing": c.label_smoothing,
+        "ema_decay": c.ema_decay,
         "dtype": plan.dtype.value,
     }
     row = run_record.ResultRow(

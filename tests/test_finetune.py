@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,8 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
         "8",
         "--eval-every",
         "3",
+        "--ema-decay",
+        "0",  # the last iterate: a random tiny BERT still learns fast at its last steps, where an average lags
         "--json",
     )
     assert result.exit_code == 0, result.output
@@ -431,3 +434,37 @@ def test_a_run_prepared_before_another_finished_is_refused_under_the_lock(tiny_b
     with pytest.raises(StoreError, match="holds a finished run"):
         run_finetune(late)
     assert (out / "run.json").read_text() == finished  # the finished result is untouched
+
+
+def test_a_run_with_a_weight_average_scores_it_resumes_bit_identical_and_names_it(tiny_bert, data, tmp_path):
+    from finetune.run import run_key
+
+    averaged = config(tiny_bert, data, tmp_path / "ema", ema_decay=0.8)
+    reference = run_finetune(prepare_finetune(averaged))
+    plain = run_finetune(prepare_finetune(config(tiny_bert, data, tmp_path / "plain", ema_decay=0.0)))
+    # the average does not change training (same losses), only the weights that are validated and kept
+    assert [e.train_loss for e in reference.history.epochs] == [e.train_loss for e in plain.history.epochs]
+    assert not torch.equal(weights(reference.out)["classifier.weight"], weights(plain.out)["classifier.weight"])
+    assert read_run(reference.out)["params"]["ema_decay"] == 0.8
+    assert run_key(averaged, 1) != run_key(config(tiny_bert, data, None, ema_decay=0.0), 1)
+
+    out = tmp_path / "crashed"
+    plan = prepare_finetune(replace(averaged, out=out))
+    with pytest.raises(Crash):
+        run_finetune(plan, crash_at(5, plan.global_batch))
+    resumed = prepare_finetune(replace(averaged, out=out))
+    assert resumed.resume_step == 4
+    run_finetune(resumed)
+    same_run(out, reference.out)
+    changed = invoke(
+        "finetune",
+        "--model",
+        str(tiny_bert),
+        "--dataset",
+        str(data),
+        "--out",
+        str(tmp_path / "ema"),
+        "--ema-decay",
+        "1",
+    )
+    assert changed.exit_code != 0 and "--ema-decay must lie in [0, 1)" in changed.stderr

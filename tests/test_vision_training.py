@@ -178,3 +178,51 @@ def test_cpu_threads_sets_and_restores_torch_and_blas_threads():
     with pytest.raises(ConfigError, match="threads must be at least 1"):
         with cpu_threads(0):
             pass
+
+
+def test_the_weight_average_is_the_warmed_up_ema_of_the_trajectory_and_is_what_fit_evaluates_and_returns(tmp_path):
+    from common.checkpoints import CheckpointDir
+    from common.training import checkpoint_weights
+
+    x, y = blobs()
+    config = TrainConfig(n_epochs=2, batch_size=50, lr=0.05, checkpoint_every=1)
+    trajectory = {}
+
+    def record(model):
+        def progress(task, completed, total, **info):
+            trajectory[completed] = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
+
+        return progress
+
+    torch.manual_seed(1)
+    plain = nn.Linear(2, 3)
+    start = {k: v.detach().double().clone() for k, v in plain.state_dict().items()}
+    fit(plain, (x, y), (x, y), nn.functional.cross_entropy, config, torch.device("cpu"), record(plain))
+    expected = start
+    for t, step in enumerate(sorted(trajectory)):  # decay min(0.9, (1 + t) / (10 + t)) after t updates
+        decay = min(0.9, (1 + t) / (10 + t))
+        expected = {k: decay * expected[k] + (1 - decay) * trajectory[step][k] for k in expected}
+
+    torch.manual_seed(1)
+    averaged = nn.Linear(2, 3)
+    checkpoints = CheckpointDir(tmp_path / "checkpoints", keep_last=1)
+    history = fit(
+        averaged,
+        (x, y),
+        (x, y),
+        nn.functional.cross_entropy,
+        TrainConfig(**{**config.__dict__, "ema_decay": 0.9}),
+        torch.device("cpu"),
+        checkpoints=checkpoints,
+    )
+    for name, value in averaged.state_dict().items():  # the model leaves fit holding the average
+        torch.testing.assert_close(value.double(), expected[name], rtol=0, atol=1e-6)
+        assert not torch.equal(value.double(), trajectory[max(trajectory)][name])  # not the last iterate
+    # the validation score is the average's, and its checkpoint stands for the average too
+    _, accuracy = evaluate(averaged, (x, y), nn.functional.cross_entropy, torch.device("cpu"))
+    assert history.epochs[-1].val_accuracy == accuracy
+    saved = checkpoints.load(checkpoints.last_step())
+    assert all(torch.equal(checkpoint_weights(saved)[k], v) for k, v in averaged.state_dict().items())
+    assert not torch.equal(saved["model"]["weight"], averaged.weight)  # the trained weights, for resuming
+    with pytest.raises(ConfigError, match="EMA decay must lie in"):
+        TrainConfig(ema_decay=1.0).check()
