@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0, help="seed of both sides (head, dropout, batch order)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's choice)")
     parser.add_argument("--only", choices=("mlx", "trainer"), default=None)
     parser.add_argument("--nproc", type=int, default=1, help="run mlx as this many DDP ranks (torchrun, gloo)")
@@ -93,13 +94,14 @@ def main() -> None:
             head_init=args.head_init,
             pooling=args.pooling,
             ema_decay=args.ema_decay,
+            seed=args.seed,
             out=work / "mlx-run",
         )
         plan = prepare_finetune(config)
         n_rows = len(plan.fit_rows) * args.epochs
         print(
             f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
-            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, {plan.dtype.value}, mlx head {args.head_init} on {plan.config.pooling}, mlx EMA {args.ema_decay:g}, "
+            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, {plan.dtype.value}, mlx head {args.head_init} on {plan.config.pooling}, mlx EMA {args.ema_decay:g}, seed {args.seed}, "
             f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
@@ -162,7 +164,7 @@ def run_mlx_ddp(args, work: Path, n_rows: int) -> dict:
     command = [sys.executable, "-m", "cli.main", "finetune", "--model", args.model, "--dataset", args.data]
     command += ["--epochs", str(args.epochs), "--lr", str(args.lr), "--max-length", str(args.max_length)]
     command += ["--batch-size", str(args.batch_size // args.nproc), "--nproc", str(args.nproc), "--out", str(out)]
-    command += ["--checkpoint-every", str(10**9), "--head-init", args.head_init]
+    command += ["--checkpoint-every", str(10**9), "--head-init", args.head_init, "--seed", str(args.seed)]
     command += ["--pooling", args.pooling, "--ema-decay", str(args.ema_decay)]
     command += ["--limit", str(args.limit)] if args.limit else []
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))

@@ -456,15 +456,18 @@ def test_a_run_with_a_weight_average_scores_it_resumes_bit_identical_and_names_i
     assert resumed.resume_step == 4
     run_finetune(resumed)
     same_run(out, reference.out)
-    changed = invoke(
-        "finetune",
-        "--model",
-        str(tiny_bert),
-        "--dataset",
-        str(data),
-        "--out",
-        str(tmp_path / "ema"),
-        "--ema-decay",
-        "1",
-    )
-    assert changed.exit_code != 0 and "--ema-decay must lie in [0, 1)" in changed.stderr
+
+
+def test_a_run_interrupted_before_weight_averaging_resumes_only_without_it(tiny_bert, data, tmp_path):
+    out = tmp_path / "old"
+    old = config(tiny_bert, data, out, ema_decay=0.0)
+    plan = prepare_finetune(old)
+    with pytest.raises(Crash):
+        run_finetune(plan, crash_at(5, plan.global_batch))
+    saved = tmp_path / ".old.partial" / "config.json"
+    written = json.loads(saved.read_text())
+    del written["options"]["ema_decay"]  # as an mlx from before --ema-decay wrote it
+    saved.write_text(json.dumps(written))
+    with pytest.raises(ConfigError, match=r"--ema-decay 0.0 -> 0.99"):
+        prepare_finetune(replace(old, ema_decay=0.99))
+    assert prepare_finetune(old).resume_step == 4
