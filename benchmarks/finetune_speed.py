@@ -3,6 +3,7 @@
     python benchmarks/finetune_speed.py --data ../shared/data/ag_news --limit 2000 --epochs 1
     python benchmarks/finetune_speed.py --data demo --epochs 2           # offline smoke run
     python benchmarks/finetune_speed.py --data ../shared/data/ag_news --nproc 2 --threads 1   # mlx as 2 DDP ranks
+    python benchmarks/finetune_speed.py --data ../shared/data/ag_news --limit 4000 --seeds 4  # mean paired accuracy gap
 
 Both train on the same rows (mlx's training rows after carving validation off), validate on the
 same validation rows at each epoch end, and score the same test rows once. Trainer gets what its
@@ -37,7 +38,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0, help="seed of both sides (head, dropout, batch order)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of both sides (head, dropout, batch order, --limit rows)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run seeds --seed .. --seed + N - 1 and summarise (mean paired accuracy gap)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's choice)")
     parser.add_argument("--only", choices=("mlx", "trainer"), default=None)
     parser.add_argument("--nproc", type=int, default=1, help="run mlx as this many DDP ranks (torchrun, gloo)")
@@ -63,6 +72,8 @@ def main() -> None:
         "0.99 (mlx's default; one lerp over the weights per step)",
     )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.nproc < 1 or args.batch_size % args.nproc:
         parser.error(
             f"--nproc must be at least 1 and divide --batch-size {args.batch_size} (same global batch), got {args.nproc}"
@@ -76,56 +87,87 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from finetune.config import FinetuneConfig
-    from finetune.run import prepare_finetune
-
     work = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
     try:
         os.environ.setdefault("MLX_HOME", str(work / "home"))
-        config = FinetuneConfig(
-            model=args.model,
-            dataset=args.data,
-            limit=args.limit,
-            n_epochs=args.epochs,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            checkpoint_every=10**9,
-            head_init=args.head_init,
-            pooling=args.pooling,
-            ema_decay=args.ema_decay,
-            seed=args.seed,
-            out=work / "mlx-run",
-        )
-        plan = prepare_finetune(config)
-        n_rows = len(plan.fit_rows) * args.epochs
-        print(
-            f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
-            f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, {plan.dtype.value}, mlx head {args.head_init} on {plan.config.pooling}, mlx EMA {args.ema_decay:g}, seed {args.seed}, "
-            f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
-            flush=True,
-        )
-        results = {}
-        if args.only in (None, "mlx"):
-            results["mlx"] = run_mlx(plan, n_rows) if args.nproc == 1 else run_mlx_ddp(args, work, n_rows)
-            print(f"mlx finetune   {results['mlx']}", flush=True)
-        if args.only in (None, "trainer"):
-            results["trainer"] = run_trainer(plan, work, n_rows)
-            print(f"hf Trainer     {results['trainer']}", flush=True)
-        if len(results) == 2:
-            mlx, hf = results["mlx"], results["trainer"]
-            per_cpu = (
-                f"{mlx['samples_per_cpu_s'] / hf['samples_per_cpu_s']:.2f}x samples per CPU second; "
-                if mlx["samples_per_cpu_s"]
-                else ""
-            )
-            print(
-                f"ratio mlx/Trainer: {mlx['samples_per_s'] / hf['samples_per_s']:.2f}x samples/s (wall), {per_cpu}"
-                f"test accuracy {mlx['accuracy']:.4f} vs {hf['accuracy']:.4f} ({100 * (mlx['accuracy'] - hf['accuracy']):+.2f} pt); "
-                f"load at the end {os.getloadavg()[0]:.1f}"
-            )
+        runs = [run_seed(args, seed, work / f"seed-{seed}") for seed in range(args.seed, args.seed + args.seeds)]
+        if len(runs) > 1 and all(len(r) == 2 for r in runs):
+            summarise(runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_seed(args, seed: int, work: Path) -> dict:
+    """Both sides with one seed (the same rows, head start and hyperparameters); prints a line each and the ratio."""
+    import torch
+
+    from finetune.config import FinetuneConfig
+    from finetune.run import prepare_finetune
+
+    config = FinetuneConfig(
+        model=args.model,
+        dataset=args.data,
+        limit=args.limit,
+        n_epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        checkpoint_every=10**9,
+        head_init=args.head_init,
+        pooling=args.pooling,
+        ema_decay=args.ema_decay,
+        seed=seed,
+        out=work / "mlx-run",
+    )
+    plan = prepare_finetune(config)
+    n_rows = len(plan.fit_rows) * args.epochs
+    print(
+        f"model {args.model}, data {plan.dataset.name}: train {len(plan.fit_rows)}, validation {len(plan.val_rows)}, "
+        f"test {len(plan.dataset.splits['test'])}; {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, {plan.dtype.value}, mlx head {args.head_init} on {plan.config.pooling}, mlx EMA {args.ema_decay:g}, seed {seed}, "
+        f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    results = {}
+    if args.only in (None, "mlx"):
+        results["mlx"] = run_mlx(plan, n_rows) if args.nproc == 1 else run_mlx_ddp(args, seed, work, n_rows)
+        print(f"mlx finetune   {results['mlx']}", flush=True)
+    if args.only in (None, "trainer"):
+        results["trainer"] = run_trainer(plan, work, n_rows)
+        print(f"hf Trainer     {results['trainer']}", flush=True)
+    if len(results) == 2:
+        mlx, hf = results["mlx"], results["trainer"]
+        per_cpu = (
+            f"{mlx['samples_per_cpu_s'] / hf['samples_per_cpu_s']:.2f}x samples per CPU second; "
+            if mlx["samples_per_cpu_s"]
+            else ""
+        )
+        print(
+            f"ratio mlx/Trainer: {mlx['samples_per_s'] / hf['samples_per_s']:.2f}x samples/s (wall), {per_cpu}"
+            f"test accuracy {mlx['accuracy']:.4f} vs {hf['accuracy']:.4f} ({100 * (mlx['accuracy'] - hf['accuracy']):+.2f} pt); "
+            f"load at the end {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    return results
+
+
+def summarise(runs: list[dict]) -> None:
+    """Over the seeds: the ratio of total rows per total second, and the mean paired accuracy difference.
+
+    One seed's accuracy gap on a few thousand rows is mostly seed noise (dropout, batch order); the
+    mean of the paired differences and its standard error say whether the two recipes differ.
+    """
+    import numpy as np
+
+    seconds = {side: sum(r[side]["train_s"] for r in runs) for side in ("mlx", "trainer")}
+    rows = sum(r["mlx"]["rows"] for r in runs)
+    accuracy = {side: np.array([r[side]["accuracy"] for r in runs]) for side in ("mlx", "trainer")}
+    gaps = 100 * (accuracy["mlx"] - accuracy["trainer"])
+    print(
+        f"over {len(runs)} seeds: mlx {rows / seconds['mlx']:.2f} samples/s, Trainer {rows / seconds['trainer']:.2f}; "
+        f"ratio {seconds['trainer'] / seconds['mlx']:.2f}x; test accuracy mlx {100 * accuracy['mlx'].mean():.2f}% "
+        f"vs Trainer {100 * accuracy['trainer'].mean():.2f}%, paired gap {gaps.mean():+.2f} pt "
+        f"(standard error {gaps.std(ddof=1) / np.sqrt(len(gaps)):.2f}; per seed {', '.join(f'{g:+.2f}' for g in gaps)})"
+    )
 
 
 def run_mlx(plan, n_rows: int) -> dict:
@@ -148,6 +190,7 @@ def run_mlx(plan, n_rows: int) -> dict:
         common.training.fit = fit
     seconds, cpu = spent["wall"], spent["cpu"]
     return {
+        "rows": n_rows,
         "accuracy": round(result.accuracy, 4),
         "train_s": round(seconds, 1),
         "samples_per_s": round(n_rows / seconds, 2),
@@ -155,7 +198,7 @@ def run_mlx(plan, n_rows: int) -> dict:
     }
 
 
-def run_mlx_ddp(args, work: Path, n_rows: int) -> dict:
+def run_mlx_ddp(args, seed: int, work: Path, n_rows: int) -> dict:
     """``mlx finetune --nproc N`` in a subprocess; wall time of its training phase from run.json."""
     import json
     import subprocess
@@ -164,7 +207,7 @@ def run_mlx_ddp(args, work: Path, n_rows: int) -> dict:
     command = [sys.executable, "-m", "cli.main", "finetune", "--model", args.model, "--dataset", args.data]
     command += ["--epochs", str(args.epochs), "--lr", str(args.lr), "--max-length", str(args.max_length)]
     command += ["--batch-size", str(args.batch_size // args.nproc), "--nproc", str(args.nproc), "--out", str(out)]
-    command += ["--checkpoint-every", str(10**9), "--head-init", args.head_init, "--seed", str(args.seed)]
+    command += ["--checkpoint-every", str(10**9), "--head-init", args.head_init, "--seed", str(seed)]
     command += ["--pooling", args.pooling, "--ema-decay", str(args.ema_decay)]
     command += ["--limit", str(args.limit)] if args.limit else []
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
@@ -172,6 +215,7 @@ def run_mlx_ddp(args, work: Path, n_rows: int) -> dict:
     result = json.loads((out / "run.json").read_text())["results"][0]
     seconds = result["train_seconds"] - result["details"].get("head_probe", {}).get("seconds", 0.0)  # training phase
     return {
+        "rows": n_rows,
         "accuracy": round(result["accuracy"], 4),
         "train_s": round(seconds, 1),
         "samples_per_s": round(n_rows / seconds, 2),
@@ -255,6 +299,7 @@ def run_trainer(plan, work: Path, n_rows: int) -> dict:
     predicted, truth = output.predictions.argmax(axis=1), output.label_ids
     accuracy = float(np.mean(predicted == truth))
     return {
+        "rows": n_rows,
         "accuracy": round(accuracy, 4),
         "train_s": round(seconds, 1),
         "samples_per_s": round(n_rows / seconds, 2),
