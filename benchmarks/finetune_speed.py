@@ -90,7 +90,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
     try:
         os.environ.setdefault("MLX_HOME", str(work / "home"))
-        runs = [run_seed(args, seed, work / f"seed-{seed}") for seed in range(args.seed, args.seed + args.seeds)]
+        from common.errors import MlxError
+
+        try:
+            runs = [run_seed(args, seed, work / f"seed-{seed}") for seed in range(args.seed, args.seed + args.seeds)]
+        except MlxError as exc:  # bad options or data: one line, as mlx itself says it
+            parser.error(str(exc))
         if len(runs) > 1 and all(len(r) == 2 for r in runs):
             summarise(runs)
     finally:

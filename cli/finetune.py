@@ -53,7 +53,8 @@ def finetune(
     ema_decay: float = typer.Option(
         0.99,
         help="Validate, keep and score an exponential moving average of the weights with this decay per step, "
-        "in [0, 1) (0 = off; 0.99 averages about the last 100 steps).",
+        "in [0, 1) (0 = off; 0.99 averages about the last 100 steps; a run of fewer than 2 / (1 - decay) steps "
+        "weights its steps linearly, the latest most).",
     ),
     head_init: str = typer.Option(
         "probe",
@@ -128,7 +129,7 @@ def finetune(
         pooling=pooling.value,
         max_grad_norm=max_grad_norm,
         label_smoothing=label_smoothing,
-        ema_decay=ema_decay,
+        ema_decay=ema_decay or 0.0,  # -0 is 0: one identity, one folder
         dtype=dtype,
         device=device,
         seed=seed,

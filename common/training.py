@@ -407,9 +407,11 @@ class WeightAverage:
 
     Averaging the weights of the last few hundred steps smooths the noise of the final SGD iterates
     and lands in a flatter region of the loss (Polyak & Juditsky 1992; Izmailov et al. 2018, SWA):
-    for fine-tuning it is a cheap, well-known gain. The decay warms up as in TensorFlow's
-    ExponentialMovingAverage, ``min(decay, (1 + t) / (10 + t))`` after ``t`` updates, so that a
-    short run (a few dozen steps) averages its own recent weights instead of its starting point.
+    for fine-tuning it is a cheap, well-known gain. The decay after ``t`` earlier updates is
+    ``min(decay, t / (t + 2))``: until ``decay`` takes over (t = 198 for 0.99) the average weights
+    the steps so far linearly, the latest most (polynomial-decay averaging, Shamir & Zhang 2013), so
+    that a short run averages its own recent weights instead of its starting point, and past that
+    point it is the plain moving average whose decay the option names.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -419,7 +421,7 @@ class WeightAverage:
 
     def update(self, model: nn.Module) -> None:
         """Move the average towards the model's current weights (call after each optimizer step)."""
-        decay = min(self.decay, (1 + self.n_updates) / (10 + self.n_updates))
+        decay = min(self.decay, self.n_updates / (self.n_updates + 2))
         current = model.state_dict()
         with torch.no_grad():
             torch._foreach_lerp_(list(self.shadow.values()), [current[k].detach() for k in self.shadow], 1.0 - decay)
@@ -444,7 +446,11 @@ class WeightAverage:
         return {"decay": self.decay, "n_updates": self.n_updates, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict) -> None:
-        self.decay, self.n_updates = state["decay"], state["n_updates"]
+        if state["decay"] != self.decay:
+            raise ConfigError(
+                f"the checkpoint's weight average has decay {state['decay']:g}, this run {self.decay:g}; resume with the original ema_decay"
+            )
+        self.n_updates = state["n_updates"]
         for k, v in state["shadow"].items():
             self.shadow[k].copy_(v)
 

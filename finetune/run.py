@@ -126,6 +126,8 @@ def run_options(config: FinetuneConfig, world_size: int) -> dict:
     Hashed into the default folder name, saved in the partial folder, compared on resume.
     """
     options = {k: v for k, v in config.as_dict().items() if k not in RUNTIME_OPTIONS}
+    if not options["ema_decay"]:  # off: the identity (and default folder) of runs from before --ema-decay
+        del options["ema_decay"]
     return dict(options, world_size=world_size, dropout_masks=DROPOUT_MASKS)
 
 
@@ -257,7 +259,7 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     if config.force or not saved.exists():
         return None
     before = json.loads(saved.read_text())
-    now = run_options(config, world_size)
+    now = {"ema_decay": 0.0, **run_options(config, world_size)}
     # Runs from before these keys drew torch's masks, started from a random head and read the [CLS] pooler.
     then = {
         "dropout_masks": "torch",

@@ -464,10 +464,12 @@ def test_a_run_interrupted_before_weight_averaging_resumes_only_without_it(tiny_
     plan = prepare_finetune(old)
     with pytest.raises(Crash):
         run_finetune(plan, crash_at(5, plan.global_batch))
-    saved = tmp_path / ".old.partial" / "config.json"
-    written = json.loads(saved.read_text())
-    del written["options"]["ema_decay"]  # as an mlx from before --ema-decay wrote it
-    saved.write_text(json.dumps(written))
+    written = json.loads((tmp_path / ".old.partial" / "config.json").read_text())
+    assert "ema_decay" not in written["options"]  # as an mlx from before --ema-decay wrote it
     with pytest.raises(ConfigError, match=r"--ema-decay 0.0 -> 0.99"):
         prepare_finetune(replace(old, ema_decay=0.99))
     assert prepare_finetune(old).resume_step == 4
+    from finetune.run import run_key, run_options
+
+    # without the average a run keeps the identity, so the default folder, of a run from before the option
+    assert "ema_decay" not in run_options(old, 1) and run_key(old, 1) == run_key(replace(old, ema_decay=-0.0), 1)

@@ -199,8 +199,8 @@ def test_the_weight_average_is_the_warmed_up_ema_of_the_trajectory_and_is_what_f
     start = {k: v.detach().double().clone() for k, v in plain.state_dict().items()}
     fit(plain, (x, y), (x, y), nn.functional.cross_entropy, config, torch.device("cpu"), record(plain))
     expected = start
-    for t, step in enumerate(sorted(trajectory)):  # decay min(0.9, (1 + t) / (10 + t)) after t updates
-        decay = min(0.9, (1 + t) / (10 + t))
+    for t, step in enumerate(sorted(trajectory)):  # decay min(0.5, t / (t + 2)) after t updates: both regimes
+        decay = min(0.5, t / (t + 2))
         expected = {k: decay * expected[k] + (1 - decay) * trajectory[step][k] for k in expected}
 
     torch.manual_seed(1)
@@ -211,10 +211,21 @@ def test_the_weight_average_is_the_warmed_up_ema_of_the_trajectory_and_is_what_f
         (x, y),
         (x, y),
         nn.functional.cross_entropy,
-        TrainConfig(**{**config.__dict__, "ema_decay": 0.9}),
+        TrainConfig(**{**config.__dict__, "ema_decay": 0.5}),
         torch.device("cpu"),
         checkpoints=checkpoints,
     )
+    torch.manual_seed(1)
+    slower = nn.Linear(2, 3)
+    fit(
+        slower,
+        (x, y),
+        (x, y),
+        nn.functional.cross_entropy,
+        TrainConfig(**{**config.__dict__, "ema_decay": 0.8}),
+        torch.device("cpu"),
+    )
+    assert not torch.equal(slower.weight, averaged.weight)  # the decay is not drowned by the warm-up
     for name, value in averaged.state_dict().items():  # the model leaves fit holding the average
         torch.testing.assert_close(value.double(), expected[name], rtol=0, atol=1e-6)
         assert not torch.equal(value.double(), trajectory[max(trajectory)][name])  # not the last iterate
