@@ -130,7 +130,11 @@ def _exit_interrupted() -> None:
     functions run here and the process leaves with 130 at once.
     """
     import atexit
+    import logging
 
+    # An interrupt that cut a logging handler's __init__ short leaves a handler without its lock;
+    # logging's own exit function then fails on it and, with raiseExceptions, prints a traceback.
+    logging.raiseExceptions = False
     atexit._run_exitfuncs()
     cli.exit_quietly()
 

@@ -61,3 +61,15 @@ def test_keyboard_interrupt_inside_a_command_exits_130(monkeypatch):
     monkeypatch.setattr("embeddings.store.list_stores", interrupted)
     result = invoke("store", "list")
     assert result.exit_code == 130 and result.output.strip() == ""
+
+
+def test_a_logging_handler_the_interrupt_cut_short_prints_no_traceback_at_exit():
+    """Ctrl-C inside a StreamHandler's __init__ (while Python imports) leaves a handler without a lock."""
+    code = (
+        "import logging, cli.main\n"
+        "handler = logging.StreamHandler.__new__(logging.StreamHandler)  # __init__ never ran\n"
+        "logging._addHandlerRef(handler)\n"
+        "cli.main._exit_interrupted()\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 130 and "Traceback" not in child.stderr, child.stderr
