@@ -585,11 +585,12 @@ def _restore(run: _Run, saved: dict) -> LoopState:
     run.scheduler.load_state_dict(saved["scheduler"])
     if run.scaler is not None and saved.get("scaler") is not None:
         run.scaler.load_state_dict(saved["scaler"])
+    if (run.ema is None) != (saved.get("ema") is None):  # a dropped or missing average would change the result
+        raise ConfigError(
+            f"the checkpoint was written {'without' if run.ema is not None else 'with'} a weight average and this "
+            f"run keeps {'one' if run.ema is not None else 'none'}; resume with the original ema_decay"
+        )
     if run.ema is not None:
-        if saved.get("ema") is None:
-            raise ConfigError(
-                "the checkpoint holds no weight average, this run keeps one; resume with the original options"
-            )
         run.ema.load_state_dict(saved["ema"])
     rng = saved["rng"]
     _set_rng_state(rng[run.dist.rank] if run.dist.rank < len(rng) else rng[0], run.generator)

@@ -237,3 +237,33 @@ def test_the_weight_average_is_the_warmed_up_ema_of_the_trajectory_and_is_what_f
     assert not torch.equal(saved["model"]["weight"], averaged.weight)  # the trained weights, for resuming
     with pytest.raises(ConfigError, match="EMA decay must lie in"):
         TrainConfig(ema_decay=1.0).check()
+
+
+def test_a_checkpoint_and_a_run_that_disagree_on_the_weight_average_are_refused(tmp_path):
+    from common.checkpoints import CheckpointDir
+
+    x, y = blobs()
+    config = TrainConfig(n_epochs=1, batch_size=50, lr=0.05, checkpoint_every=1)
+    for written, resumed in ((0.5, None), (None, 0.5), (0.5, 0.8)):
+        checkpoints = CheckpointDir(tmp_path / f"{written}-{resumed}", keep_last=1)
+        train = TrainConfig(**{**config.__dict__, "ema_decay": written})
+        fit(
+            nn.Linear(2, 3),
+            (x, y),
+            (x, y),
+            nn.functional.cross_entropy,
+            train,
+            torch.device("cpu"),
+            checkpoints=checkpoints,
+        )
+        again = TrainConfig(**{**config.__dict__, "n_epochs": 2, "ema_decay": resumed})
+        with pytest.raises(ConfigError, match="ema_decay"):
+            fit(
+                nn.Linear(2, 3),
+                (x, y),
+                (x, y),
+                nn.functional.cross_entropy,
+                again,
+                torch.device("cpu"),
+                checkpoints=checkpoints,
+            )
