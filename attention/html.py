@@ -8,11 +8,12 @@ and draws every view on canvases. 12 layers x 12 heads x 512 x 512 tokens are 37
 
 import base64
 import html
-import json
 import zlib
 from importlib import resources
 
 import numpy as np
+
+from common.htmlsafe import fill_template, script_json
 
 ENCODING = "sqrt-uint8-deflate-base64"
 
@@ -52,7 +53,6 @@ def render_viewer(
         "encoding": ENCODING,
         "weights": base64.b64encode(packed).decode("ascii"),
     }
-    # "</" inside a <script> block would end it early (a token such as "</s>"); "<\/" is the same JSON string.
-    text = json.dumps(payload, ensure_ascii=False).replace("</", "<\\/")
+    # a token such as "</s>" or a model named "m<!--<script>" must not end or bend the data block (common/htmlsafe.py)
     template = resources.files("attention").joinpath("viewer.html").read_text(encoding="utf-8")
-    return template.replace("__TITLE__", html.escape(model)).replace("__DATA__", text)
+    return fill_template(template, {"__TITLE__": html.escape(model), "__DATA__": script_json(payload)})

@@ -3,17 +3,23 @@
 Each checkpoint is one ``step-00000123.pt`` file written under a temporary name and renamed into
 place, so a crash (even ``kill -9``) mid-write leaves the previous checkpoints whole. ``best.json``
 names the checkpoint with the best validation accuracy; it is never pruned.
+
+Checkpoints hold tensors and plain containers only and are read with ``torch.load(weights_only=True)``:
+a file placed in the folder cannot run code, and one that is damaged, foreign or of another shape is
+one line naming it (the caller's ``check`` lists what its own state needs).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import StoreError
 from common.runs import atomic_path, write_json
+from common.schema import read_checked_json
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,12 @@ class CheckpointDir:
         marker = self.folder / "best.json"
         if not marker.exists():
             return None
-        return int(json.loads(marker.read_text())["step"])
+        saved = read_checked_json(
+            marker,
+            {"step": (int,), "file": (str,)},
+            "delete it and run the same command again (the last checkpoints are kept)",
+        )
+        return saved["step"]
 
     def last_step(self) -> int | None:
         steps = self.steps()
@@ -73,22 +84,41 @@ class CheckpointDir:
             if step not in keep:
                 self.path(step).unlink(missing_ok=True)
 
-    def load(self, step: int) -> dict:
+    def load(self, step: int, check: Callable[[dict], list[str]] | None = None) -> dict:
+        """The checkpoint of ``step``, a dict; ``check`` lists what is wrong with its contents (empty: fine)."""
         import torch
 
+        path = self.path(step)
+        remedy = "delete it to resume from an earlier checkpoint, or pass --force to start over"
         try:
-            return torch.load(self.path(step), map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError) as exc:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:  # weights_only refused a global: code, or an object torch does not know
             raise StoreError(
-                f"checkpoint {self.path(step)} cannot be read ({exc}); delete it to resume from an earlier one"
+                f"checkpoint {path} is not a plain-tensor mlx checkpoint ({_unpickler_reason(exc)}); it was not loaded: {remedy}"
             ) from None
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            reason = "truncated, or not a torch file" if isinstance(exc, (RuntimeError, EOFError)) else str(exc)[:120]
+            raise StoreError(f"checkpoint {path} cannot be read ({reason}); {remedy}") from None
+        problems = ["it holds a " + type(saved).__name__ + ", not a dict"] if not isinstance(saved, dict) else []
+        if not problems and check is not None:
+            problems = check(saved)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StoreError(f"checkpoint {path} does not fit this run ({problems[0]}{more}); {remedy}")
+        return saved
 
-    def load_latest(self) -> dict | None:
+    def load_latest(self, check: Callable[[dict], list[str]] | None = None) -> dict | None:
         last = self.last_step()
-        return None if last is None else self.load(last)
+        return None if last is None else self.load(last, check)
 
     def clean_partials(self) -> None:
         """Remove half-written files left by a crash during a save."""
         if self.folder.is_dir():
             for stale in self.folder.glob(".step-*.partial*"):
                 stale.unlink(missing_ok=True)
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The one useful sentence of torch's weights-only refusal (its message is a page of advice)."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", str(exc))
+    return found.group(1)[:120] if found else "not a torch file"

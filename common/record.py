@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import StoreError
+from common.schema import check_fields
 from common.version import __version__
 
 SCHEMA_VERSION = 1
@@ -209,7 +210,7 @@ def validate(d: Any) -> list[str]:
     """Problems of a run.json object against the schema (empty list = valid). Checks names, types, ranges."""
     if not isinstance(d, dict):
         return ["not a JSON object"]
-    problems = _check_fields(d, _RECORD_TYPES, "record")
+    problems = check_fields(d, _RECORD_TYPES, "record")
     if problems:
         return problems
     if d["schema_version"] != SCHEMA_VERSION:
@@ -217,15 +218,15 @@ def validate(d: Any) -> list[str]:
     if d["kind"] not in KINDS:
         problems.append(f"kind {d['kind']!r} is not one of {', '.join(KINDS)}")
     if d["model"] is not None:
-        problems += _check_fields(d["model"], {"id": (str,), "revision": (str,)}, "model")
-    problems += _check_fields(
+        problems += check_fields(d["model"], {"id": (str,), "revision": (str,)}, "model")
+    problems += check_fields(
         d["data"], {"name": (str,), "fingerprint": (str,), "splits": (list,), "label_names": (list,)}, "data"
     )
     for i, s in enumerate(d["data"].get("splits", [])):
-        problems += _check_fields(s, {"name": (str,), "fingerprint": (str,), "n_rows": (int,)}, f"data.splits[{i}]")
+        problems += check_fields(s, {"name": (str,), "fingerprint": (str,), "n_rows": (int,)}, f"data.splits[{i}]")
     names = set()
     for i, r in enumerate(d["results"]):
-        row_problems = _check_fields(r, _ROW_TYPES, f"results[{i}]")
+        row_problems = check_fields(r, _ROW_TYPES, f"results[{i}]")
         problems += row_problems
         if row_problems:
             continue
@@ -235,21 +236,6 @@ def validate(d: Any) -> list[str]:
         for metric in ("accuracy", "macro_f1", "validation_accuracy"):
             if r[metric] is not None and not 0 <= r[metric] <= 1:
                 problems.append(f"results[{i}].{metric} = {r[metric]} is outside [0, 1]")
-    return problems
-
-
-def _check_fields(d: Any, types: dict[str, tuple[type, ...]], where: str) -> list[str]:
-    if not isinstance(d, dict):
-        return [f"{where} is not an object"]
-    problems = [f"{where} lacks {name!r}" for name in types if name not in d]
-    problems += [f"{where} has unknown field {name!r}" for name in d if name not in types]
-    for name, allowed in types.items():
-        value = d.get(name)
-        # bool is an int in Python; a metric or a count is never true/false
-        if name in d and (not isinstance(value, allowed) or isinstance(value, bool)):
-            problems.append(
-                f"{where}.{name} is {type(value).__name__}, expected {'/'.join(t.__name__ for t in allowed)}"
-            )
     return problems
 
 

@@ -22,8 +22,9 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
+from functools import partial
 from itertools import islice
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,8 +34,9 @@ from torch import nn
 
 from common.devices import resolve_device  # noqa: F401  (re-exported: the one resolver lives in common.devices)
 from common.distributed import DistInfo
-from common.errors import ConfigError
+from common.errors import ConfigError, StoreError
 from common.progress import ProgressCallback, no_progress
+from common.schema import check_fields
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,7 @@ class Checkpoints(Protocol):
 
     def save(self, state: dict, step: int, best: bool) -> None: ...
 
-    def load_latest(self) -> dict | None: ...
+    def load_latest(self, check: Callable[[dict], list[str]] | None = None) -> dict | None: ...
 
 
 class TrainingDiverged(ConfigError):
@@ -490,10 +492,19 @@ class LoopState:
     evals: list = field(default_factory=list)
 
 
-def _rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator) -> dict:
+    """Every RNG state a run draws from, as tensors and plain values (loads with ``weights_only=True``)."""
+    version, mt_words, gauss_next = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": torch.tensor(mt_words, dtype=torch.int64), "gauss_next": gauss_next},
+        # (624,) uint32 key widened to int64: a NumPy array would need pickle to load
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
         "generator": generator.get_state(),
     }
@@ -502,9 +513,19 @@ def _rng_state(generator: torch.Generator) -> dict:
     return state
 
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+def restore_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Inverse of ``rng_state``."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss_next"]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]},
+            "has_gauss": numpy["has_gauss"],
+            "gauss": numpy["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
@@ -532,7 +553,7 @@ class _Run:
 
 
 def _gather_rng(run: _Run) -> list:
-    states = [_rng_state(run.generator)]
+    states = [rng_state(run.generator)]
     if not run.dist.enabled:
         return states
     import torch.distributed as tdist
@@ -575,7 +596,64 @@ def _config_dict(config: TrainConfig) -> dict:
     return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(config).items()}
 
 
+_CHECKPOINT_SCHEMA = {
+    "model": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict,),
+    "scaler": (dict, type(None)),
+    "ema": (dict, type(None)),
+    "rng": (list,),
+    "epoch_start_generator": (torch.Tensor, type(None)),
+    "loop": (dict,),
+    "config": (dict,),
+    "world_size": (int,),
+}
+_LOOP_SCHEMA = {
+    f.name: {int: (int,), float: (float, int), bool: (bool,)}.get(f.type, (list,))
+    for f in fields(LoopState)
+    if f.name != "best_step"
+} | {"best_step": (int, type(None))}
+_RNG_SCHEMA = {
+    "python": (dict,),
+    "numpy": (dict,),
+    "torch": (torch.Tensor,),
+    "generator": (torch.Tensor,),
+    "cuda": (list,),
+}
+
+
+def _checkpoint_problems(run: _Run, saved: dict) -> list[str]:
+    """What keeps ``saved`` from restoring ``run`` exactly (empty: nothing); read before anything is loaded."""
+    problems = check_fields(saved, _CHECKPOINT_SCHEMA, "checkpoint")
+    if problems:
+        return problems
+    problems += check_fields(saved["loop"], _LOOP_SCHEMA, "checkpoint.loop")
+    if not saved["rng"]:
+        problems.append("checkpoint.rng is empty")
+    for i, state in enumerate(saved["rng"]):
+        problems += check_fields(state, _RNG_SCHEMA, f"checkpoint.rng[{i}]", optional={"cuda"})
+    expected = run.model.state_dict()
+    for name, value in saved["model"].items():
+        if name not in expected:
+            problems.append(f"checkpoint.model has weight {name!r}, which this model lacks")
+        elif not isinstance(value, torch.Tensor) or value.shape != expected[name].shape:
+            problems.append(f"checkpoint.model[{name!r}] is not a tensor of shape {tuple(expected[name].shape)}")
+    return problems
+
+
 def _restore(run: _Run, saved: dict) -> LoopState:
+    try:
+        return _restore_checked(run, saved)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        # what the schema above cannot see (inside the optimizer's or the generator's state)
+        where = getattr(run.checkpoints, "folder", "the checkpoint folder")
+        raise StoreError(
+            f"the latest checkpoint in {where} does not fit this run ({type(exc).__name__}: {str(exc).strip()[:160]}); "
+            "delete it to resume from an earlier checkpoint, or pass --force to start over"
+        ) from None
+
+
+def _restore_checked(run: _Run, saved: dict) -> LoopState:
     if saved.get("world_size", 1) != run.dist.world_size:
         raise ConfigError(
             f"the checkpoint was written by {saved.get('world_size', 1)} process(es), this run has {run.dist.world_size}; resume with the same --nproc"
@@ -593,7 +671,7 @@ def _restore(run: _Run, saved: dict) -> LoopState:
     if run.ema is not None:
         run.ema.load_state_dict(saved["ema"])
     rng = saved["rng"]
-    _set_rng_state(rng[run.dist.rank] if run.dist.rank < len(rng) else rng[0], run.generator)
+    restore_rng_state(rng[run.dist.rank] if run.dist.rank < len(rng) else rng[0], run.generator)
     run.epoch_start_generator = saved.get("epoch_start_generator")
     loop = saved["loop"]
     loop["records"] = [EpochRecord(**r) if isinstance(r, dict) else EpochRecord(*r) for r in loop["records"]]
@@ -712,7 +790,7 @@ def fit(
         ema=WeightAverage(model, config.ema_decay) if config.ema_decay is not None else None,
     )
     state, resumed_from = LoopState(), None
-    saved = checkpoints.load_latest() if checkpoints is not None else None
+    saved = checkpoints.load_latest(partial(_checkpoint_problems, run)) if checkpoints is not None else None
     if saved is not None:
         state = _restore(run, saved)
         resumed_from = state.step

@@ -7,6 +7,7 @@ KMNIST (see docs/vision.md for what they reach).
 
 import dataclasses
 import math
+import pickle
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from common import ConfigError
+from common import ConfigError, StoreError
 from common.devices import DType, preferred_dtype
 from common.runs import atomic_file, write_npz
 from common.training import OptimizerName, ScheduleName, TrainConfig
@@ -235,7 +236,7 @@ def save_weights(model, spec: ModelSpec, path: Path) -> Path:
 def load_weights(spec: ModelSpec, path: Path):
     """Rebuild the model for ``spec`` and load the weights saved by ``save_weights`` in folder ``path``."""
     if spec.model == ModelName.mlp_numpy:
-        with np.load(path / "weights.npz") as saved:
+        with np.load(path / "weights.npz", allow_pickle=False) as saved:
             model = build_model(spec, float(saved["input_mean"]), float(saved["input_std"]), seed=0)
             for name, p, _ in model.named_parameters():
                 p[...] = saved[name]
@@ -243,5 +244,10 @@ def load_weights(spec: ModelSpec, path: Path):
     import torch
 
     model = build_model(spec, 0.0, 1.0, seed=0)
-    model.load_state_dict(torch.load(path / "weights.pt", map_location="cpu"))
+    try:  # tensors only: a weights file cannot run code
+        model.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        raise StoreError(
+            f"{path / 'weights.pt'} cannot be read as the weights of {spec.model.value} ({type(exc).__name__}); delete {path} to train it again"
+        ) from None
     return model
