@@ -63,7 +63,7 @@ def main() -> None:
             "python -c pass": [sys.executable, "-c", "pass"],
             "mlx --help": [*mlx, "--help"],
             "mlx --version": [*mlx, "--version"],
-            "mlx store list": [*mlx, "store", "list", "--folder", str(home)],
+            "mlx store list": [*mlx, "store", "list", "--root", str(home)],
             "mlx embed (cache hit)": embed,
         }
         print(

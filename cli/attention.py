@@ -56,7 +56,7 @@ def show(
         help="Truncate to this many tokens (default 512, or the model's limit if lower); truncation is said aloud.",
     ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/<time>-show-<id>)."),
+    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/show-<time>-<id>)."),
 ) -> None:
     """One text: a layer x head grid PNG, a large heatmap with token labels, rollout, and a self-contained HTML viewer."""
     from attention.show import ShowConfig, prepare_show, run_show
@@ -105,7 +105,7 @@ def stats(
     dtype: DType = typer.Option(
         DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. bf16/fp16 runs are checked against fp32 on a sample."
     ),
-    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/<time>-stats-<id>)."),
+    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/stats-<time>-<id>)."),
     json_: bool = typer.Option(False, "--json", help="Print stats.json to stdout instead of the tables."),
 ) -> None:
     """Per layer and head over a data set: entropy; shares on [CLS], [SEP], punctuation, self, previous, next; distance (Clark et al., 2019)."""
@@ -190,7 +190,7 @@ def diff(
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU."),
-    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/<time>-diff-<id>)."),
+    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/diff-<time>-<id>)."),
     json_: bool = typer.Option(False, "--json", help="Print the per-head divergences as JSON."),
 ) -> None:
     """Per head: mean Jensen-Shannon divergence (bits) between two models' attention rows on the same texts."""

@@ -11,6 +11,7 @@ from common.devices import Device, DType
 from finetune.config import POOLINGS
 
 HeadPooling = Enum("HeadPooling", {name: name for name in POOLINGS}, type=str)  # --pooling [auto|cls|mean]
+HeadInit = Enum("HeadInit", {name: name for name in ("probe", "random")}, type=str)  # --head-init [probe|random]
 
 
 def finetune(
@@ -56,8 +57,8 @@ def finetune(
         "in [0, 1) (0 = off; 0.99 averages about the last 100 steps; a run of fewer than 2 / (1 - decay) steps "
         "weights its steps linearly, the latest most).",
     ),
-    head_init: str = typer.Option(
-        "probe",
+    head_init: HeadInit = typer.Option(
+        HeadInit.probe,
         "--head-init",
         help="probe: start the new classification head as a logistic regression on the frozen model's features "
         "(linear probe, then fine-tune: LP-FT; one encoding pass over the training rows first). random: transformers' initialisation.",
@@ -125,7 +126,7 @@ def finetune(
         warmup=warmup,
         weight_decay=weight_decay,
         layer_lr_decay=layer_lr_decay,
-        head_init=head_init,
+        head_init=head_init.value,
         pooling=pooling.value,
         max_grad_norm=max_grad_norm,
         label_smoothing=label_smoothing,

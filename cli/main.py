@@ -13,13 +13,21 @@ UsageError = _click_exceptions.UsageError
 NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
 import cli  # noqa: E402
-from cli import attention, embed, finetune, probe, report, runs, store, study, ui, vision  # noqa: E402  (after the click shims above)
+from cli import attention, embed, finetune, grammar, probe, report, runs, store, study, ui, vision  # noqa: E402  (after the click shims above)
 from common import MlxError, __version__  # noqa: E402
 from common.runs import disk_full_message, is_disk_full  # noqa: E402
 
 
 class MlxGroup(TyperGroup):
-    """Turns library errors and bad options into one red line and a non-zero exit, for every command."""
+    """Turns library errors and bad options into one red line and a non-zero exit, for every command.
+
+    Built once over the whole command tree, it also applies the one option grammar to every command
+    (``cli/grammar.py``: choices in any case, flags without a value type in help).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        grammar.apply(self)
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -57,7 +65,12 @@ def _usage_error(exc) -> None:
     if isinstance(exc, NoArgsIsHelpError):
         raise exc  # `mlx probe` with no arguments: show the help, as asked
     where = exc.ctx.command_path if exc.ctx else "mlx"
-    ui.print_error(f"{exc.format_message()} (see '{where} --help')")
+    param = getattr(exc, "param", None)
+    if param is not None and grammar.choices(param) is not None:
+        message = grammar.choice_error(param, exc)
+    else:  # typer's converters speak pydantic ("Value error, ..."): keep only what is wrong
+        message = exc.format_message().replace("Value error, ", "")
+    ui.print_error(f"{message} (see '{where} --help')")
     raise typer.Exit(exc.exit_code)
 
 
@@ -91,6 +104,7 @@ def root(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    ui.warn_once_per_message()
     if not verbose:
         # The hub client logs every retry when offline; the one-line error that follows says it all.
         for name in ("huggingface_hub", "transformers", "datasets"):

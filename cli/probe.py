@@ -51,7 +51,7 @@ TRAIN_SIZE = typer.Option(
 )
 SEED = typer.Option(0, "--seed", help="Seed for the validation and carved test splits.")
 OUT = typer.Option(
-    None, "--out", help="Run folder to create (must not exist); default $MLX_HOME/runs/probe/<time>-<command>-<id>."
+    None, "--out", help="Run folder to create (must not exist); default $MLX_HOME/runs/probe/<command>-<time>-<id>."
 )
 JSON = typer.Option(
     False,

@@ -20,7 +20,9 @@ def report(
         False, "--all-rows", help="Every result row, not only the best of each method per run."
     ),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Folder for the PNGs. Default: beside --markdown, else $MLX_HOME/reports/<time>."
+        None,
+        "--out",
+        help="Folder for the PNGs. Default: beside --markdown, else $MLX_HOME/reports/report-<time>-<id>.",
     ),
     markdown: Optional[Path] = typer.Option(
         None, "--markdown", help="Also write the table and plots as Markdown to this file."

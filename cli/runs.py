@@ -1,5 +1,6 @@
 """``mlx runs``: list and show run folders (every folder with a run.json under the mlx home)."""
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -8,6 +9,9 @@ from rich import box
 from rich.table import Table
 
 from cli import ui
+from common.record import KINDS, RECORD_FILE
+
+RunKind = Enum("RunKind", {kind: kind for kind in KINDS}, type=str)  # --kind [probe|finetune|...]
 
 runs_app = typer.Typer(
     help="List and show saved runs (probe, finetune, vision, ...): one run.json each.", no_args_is_help=True
@@ -20,19 +24,14 @@ ROOT = typer.Option(
 
 @runs_app.command("list")
 def list_runs(
-    kind: Optional[str] = typer.Option(
-        None, "--kind", help="Only runs of this kind: probe, finetune, vision, attention."
-    ),
+    kind: Optional[RunKind] = typer.Option(None, "--kind", help="Only runs of this kind."),
     root: Optional[Path] = ROOT,
     json_: bool = typer.Option(False, "--json", help="Print the records as JSON."),
 ) -> None:
-    """Runs, newest first: kind, model, data, best test accuracy, when, folder."""
-    from common.errors import ConfigError
-    from common.record import KINDS
+    """Runs, newest first: kind, model, data, best test accuracy, when (UTC), folder."""
     from report.runs import find_runs
 
-    if kind is not None and kind not in KINDS:
-        raise ConfigError(f"unknown --kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    kind = kind.value if kind is not None else None
     listing = find_runs(root, kind)
     for line in listing.skipped:
         ui.warn(f"skipped: {line}")
@@ -42,19 +41,27 @@ def list_runs(
     if not listing.records:
         ui.say(f"no runs{f' of kind {kind}' if kind else ''} under {root or 'the mlx home'}")
         return
-    table = Table(title="runs, newest first", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(title="runs, newest first", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, expand=True)
+    # The folder is what a user types next (`mlx runs show`, `mlx report`): the widest share, wrapped, never cut.
+    shares = {"command": 2, "model": 3, "data": 2, "best": 3, "folder": 8}
     for name in ("kind", "command", "model", "data", "best acc", "best", "finished", "folder"):
-        table.add_column(name, justify="right" if name == "best acc" else "left")
+        table.add_column(
+            name,
+            justify="right" if name == "best acc" else "left",
+            no_wrap=name not in shares,
+            overflow="fold",
+            ratio=shares.get(name),
+        )
     for r in listing.records:
         best = r.best
         table.add_row(
             r.kind,
             r.command,
-            _short(r.model.id) if r.model else "-",
+            model_name(r.model.id) if r.model else "-",
             f"{r.data.name} ({_n_test(r)} test)",
             f"{best.accuracy:.2%}" if best else "-",
             best.name if best else "-",
-            r.finished_at.replace("+00:00", "Z"),
+            r.finished_at[:16].replace("T", " "),  # UTC, to the minute
             r.run_dir,
         )
     ui.out.print(table)
@@ -111,8 +118,19 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
-def _short(model_id: str) -> str:
-    return Path(model_id).name if "/" in model_id and Path(model_id).is_absolute() else model_id
+def model_name(model_id: str) -> str:
+    """A hub id as it is; a local folder by its name; a fine-tuned model by its run: ``fine-tuned <run name>``.
+
+    ``mlx finetune`` saves the model as ``<run folder>/model``, so the folder's own name says nothing.
+    A run folder named after its kind (a study's ``n-100/finetune``) is named with its parent.
+    """
+    path = Path(model_id)
+    if not path.is_absolute():
+        return model_id
+    run = path.parent
+    if path.name == "model" and (run / RECORD_FILE).is_file():
+        return f"fine-tuned {run.parent.name + '/' if run.name == 'finetune' else ''}{run.name}"
+    return path.name or model_id
 
 
 def _n_test(record) -> str:

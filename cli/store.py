@@ -12,17 +12,21 @@ store_app = typer.Typer(help="Inspect embedding stores.", no_args_is_help=True)
 
 @store_app.command("list")
 def list_(
-    folder: Path = typer.Option(None, help="Folder to scan. Default: $MLX_HOME/stores."),
+    root: Path = typer.Option(None, "--root", help="Where to look for stores. Default: $MLX_HOME/stores."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    folder: Path = typer.Option(None, "--folder", hidden=True, help="Deprecated spelling of --root."),
 ) -> None:
     """List the stores in a folder (complete ones; incomplete and foreign files are flagged)."""
     from embeddings.store import list_stores
 
-    entries = list_stores(folder)
+    if folder is not None:
+        ui.warn("--folder is now --root (as for `mlx runs list`); --folder will go away")
+        root = root or folder
+    entries = list_stores(root)
     if json_:
         ui.print_json([e.to_dict() for e in entries])
         return
-    table = Table(title=f"stores in {folder or 'the mlx home'}")
+    table = Table(title=f"stores in {root or 'the mlx home'}")
     for column in ("path", "status", "model", "dataset", "splits", "poolings", "layers", "MB"):
         table.add_column(column)
     for e in entries:

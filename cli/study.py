@@ -6,6 +6,8 @@ from typing import Optional
 import typer
 
 from cli import ui
+from common.devices import Device
+from vision.names import DatasetName
 
 study_app = typer.Typer(
     help="Run a whole study end to end, every step cached: re-running redoes nothing that finished.",
@@ -33,8 +35,10 @@ def text(
     max_length: Optional[int] = typer.Option(
         None, "--max-length", help="Truncate texts to this many tokens (embedding and fine-tuning)."
     ),
-    text_column: str = typer.Option("text", "--text-column"),
-    label_column: str = typer.Option("label", "--label-column"),
+    text_column: str = typer.Option("text", "--text-column", help="Text column of a CSV/JSONL/Parquet file."),
+    label_column: str = typer.Option(
+        "label", "--label-column", help="Label column of a CSV/JSONL/Parquet file (integers 0..C-1 or class names)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the training subsets, validation splits and fine-tuning."),
     finetune: bool = typer.Option(
         True, "--finetune/--no-finetune", help="--no-finetune: probes on the frozen model only."
@@ -73,8 +77,8 @@ def text(
 
 @study_app.command()
 def vision(
-    dataset: str = typer.Option(
-        "digits", "--dataset", help="kmnist (files in --data-dir) or digits (offline stand-in)."
+    dataset: DatasetName = typer.Option(
+        DatasetName.digits, "--dataset", help="kmnist (files in --data-dir) or digits (offline stand-in)."
     ),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the KMNIST files. Default: ./data"),
     models: str = typer.Option("mlp-numpy,mlp-torch,cnn-strong", "--models", help="Models to compare."),
@@ -82,30 +86,28 @@ def vision(
         "mlp-torch", "--sweep-model", help="The model whose depth x width is swept (a small 2 x 2 grid)."
     ),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs for every model (default: each preset's own)."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed for the validation splits, the initial weights and the batch order."
+    ),
+    device: Device = typer.Option(Device.AUTO, "--device", help="auto (CUDA when present), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and NumPy's BLAS."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="The study folder; re-running with it resumes. Default: under $MLX_HOME/studies."
     ),
 ) -> None:
     """Compare the models, sweep one a little, and report both on the same test images."""
-    from common.errors import ConfigError
     from study.vision import VisionStudyConfig, default_vision_study_dir, run_vision_study
-    from vision.data import DatasetName
     from vision.models import parse_models
 
-    if dataset not in [d.value for d in DatasetName]:
-        raise ConfigError(f"unknown --dataset {dataset!r}; choose one of: {', '.join(d.value for d in DatasetName)}")
     chosen = tuple(m.value for m in parse_models(models)) + tuple(m.value for m in parse_models(sweep_model))
     config = VisionStudyConfig(
-        dataset=dataset,
+        dataset=dataset.value,
         data_dir=data_dir,
         models=chosen[:-1],
         sweep_model=chosen[-1],
         n_epochs=epochs,
         seed=seed,
-        device=device,
+        device=device.value,
         threads=threads,
         out=out,
     )
@@ -113,7 +115,7 @@ def vision(
     ui.summary_panel(
         "mlx study vision",
         {
-            "data": dataset,
+            "data": dataset.value,
             "compare": ", ".join(config.models),
             "sweep": f"{config.sweep_model}: depth {config.sweep_depths} x width {config.sweep_widths}",
             "epochs": epochs or "each preset's own",

@@ -1,6 +1,7 @@
 """Rendering shared by every command: consoles, the error line, progress bars, summaries, JSON."""
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +37,30 @@ def say(message: str) -> None:
 
 def warn(message: str) -> None:
     err.print(Text.assemble(("warning: ", "bold yellow"), (message, "yellow")), soft_wrap=True)
+
+
+class OncePerMessage(logging.Filter):
+    """Let each warning through once per process: a library that warns per model, per plot or per rank says it once."""
+
+    def __init__(self):
+        super().__init__()
+        self._seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+def warn_once_per_message() -> None:
+    """Put the once-per-message filter on the handlers of the root logger (where library warnings reach stderr)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, OncePerMessage) for f in handler.filters):
+            handler.addFilter(OncePerMessage())
 
 
 def print_json(obj: Any) -> None:
@@ -92,9 +117,14 @@ def progress_bar(unit: str = "it") -> Iterator:
     tasks: dict[str, int] = {}
 
     def callback(task: str, completed: int, total: int, **info: float) -> None:
+        if not tasks:  # started at the first report: work that fails before any leaves no blank line on stderr
+            progress.start()
         if task not in tasks:
             tasks[task] = progress.add_task(task, total=total, info={})
         progress.update(tasks[task], completed=completed, total=total, info=info)
 
-    with progress:
+    try:
         yield callback
+    finally:
+        if tasks:
+            progress.stop()

@@ -22,7 +22,8 @@ DATA_DIR_HELP = (
 )
 DTYPE_HELP = "Compute dtype of the torch models (autocast; weights stay fp32). auto: bf16 where the hardware has it natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32. fp16 needs CUDA. The NumPy MLP always computes in fp32."
 THREADS_HELP = "CPU threads for torch and NumPy's BLAS (default: the libraries' own, usually one per core). On a CPU shared with other jobs, 1 can be faster."
-OUT_HELP = "Parent folder for the new run folder. Default: $MLX_HOME/runs/vision"
+SEED_HELP = "Seed for the validation split, the initial weights, the batch order and augmentation."
+OUT_HELP = "The run folder to create (refused if it exists: mlx never overwrites results). Default: $MLX_HOME/runs/vision/compare-<dataset>-<time>-<id>"
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +61,7 @@ def gradcheck(
     l2: float = typer.Option(1e-3, help="L2 penalty on weights."),
     batch_size: int = typer.Option(8, help="Examples in the random batch."),
     tolerance: float = typer.Option(1e-6, help="Largest relative error that passes."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed for the weights and the random batch."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Compare the NumPy MLP's gradients with central differences in float64; exit 1 if any fails."""
@@ -119,7 +120,7 @@ def compare(
         "--val-fraction",
         help="Share of train carved out (stratified, seeded) for validation; 0 trains on every training image (no validation, so no --tta).",
     ),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help=SEED_HELP),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     dtype: DType = typer.Option(DType.AUTO, "--dtype", help=DTYPE_HELP),
@@ -232,7 +233,7 @@ def sweep(
         "--val-fraction",
         help="Share of train carved out (stratified, seeded) for validation.",
     ),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help=SEED_HELP),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     dtype: DType = typer.Option(DType.AUTO, "--dtype", help=DTYPE_HELP),

@@ -27,7 +27,7 @@ class ReportConfig:
     runs: tuple[str, ...] = ()  # run folders (paths or names); empty: the latest runs sharing a model and test set
     root: Path | None = None  # where to look for runs; default the mlx home
     all_rows: bool = False  # every result row, not only the best of each method per run
-    out: Path | None = None  # folder for the PNGs; default $MLX_HOME/reports/<time>
+    out: Path | None = None  # folder for the PNGs; default $MLX_HOME/reports/report-<time>-<id>
     markdown: Path | None = None
     plots: bool = True
     n_bootstrap: int = stats.N_BOOTSTRAP

@@ -13,7 +13,7 @@ from common.errors import StoreError
 from common.paths import ensure_writable_dir, mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.record import RECORD_FILE, to_plain
-from common.runs import write_json
+from common.runs import new_run_name, write_json
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _compare(config: VisionStudyConfig, parent: Path, progress, notify) -> tuple
             seed=config.seed,
             device=config.device,
             threads=config.threads,
-            out=parent,
+            out=new_run_name(parent, f"compare-{config.dataset}"),
         )
     )
     result = run_compare(setup, progress)

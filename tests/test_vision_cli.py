@@ -51,7 +51,7 @@ def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
     )
     assert rows["mlp-numpy"]["accuracy"] > 0.5  # chance is 0.1: a square's position gives the class
     assert rows["mlp-torch"]["accuracy"] > 0.5
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    run_dir = out  # --out is the run folder itself
     for name in (
         "config.json",
         "metrics.json",
@@ -87,8 +87,8 @@ def test_compare_trains_every_model_and_writes_a_run_folder(data_dir, tmp_path):
         "--out",
         out,
     )
-    assert second.exit_code == 0, second.output
-    assert len([p for p in out.iterdir() if p.is_dir()]) == 2  # a new run never overwrites an old one
+    assert second.exit_code != 0 and "already exists" in second.stderr, second.output
+    assert read_record(run_dir).to_dict() == report  # a new run never overwrites an old one
 
 
 def test_validation_fraction_0_trains_on_every_training_image(data_dir, tmp_path):
@@ -103,7 +103,7 @@ def test_validation_fraction_0_trains_on_every_training_image(data_dir, tmp_path
     assert splits == {"train": 200, "validation": 0, "test": 100}
     for row in report["results"]:
         assert row["n_train"] == 200 and row["validation_accuracy"] is None and row["accuracy"] > 0.5
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    run_dir = tmp_path / "runs"
     metrics = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())  # strict JSON: no NaN for "no score"
     assert metrics["validation_accuracy"] is None and metrics["history"][-1]["val_accuracy"] is None
 
@@ -250,7 +250,11 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (("compare", "--models", "cnn", "--members", "0"), 2, "an ensemble takes 1 to 8 torch networks"),
         (("compare", "--models", "cnn", "--members", "9"), 2, "an ensemble takes 1 to 8 torch networks"),
         (("compare", "--device", "cuda"), 2, "CUDA is not available"),
-        (("sweep", "--model", "cnn", "--device", "mps"), 2, "'mps' is not one of 'auto', 'cpu', 'cuda'"),
+        (
+            ("sweep", "--model", "cnn", "--device", "mps"),
+            2,
+            "--device: 'mps' is not a choice; choose one of: auto, cpu, cuda",
+        ),
         (("gradcheck", "--activation", "softsign"), 2, "unknown activation 'softsign'"),
         (("compare", "--threads", "0"), 2, "--threads must be at least 1"),
         (("gradcheck", "--width", "0"), 2, "width must be at least 1"),
@@ -302,7 +306,8 @@ def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatc
         "cpu",
     )
     assert result.exit_code != 0 and len(calls) == 1, result.output
-    assert list(out.iterdir()) == []  # neither a half run under its final name nor the hidden staging folder
+    assert not out.exists()  # neither a half run under its final name
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]  # nor the hidden staging folder beside it
 
 
 def test_a_sweep_folder_remembers_its_resolved_dtype_and_networks(tmp_path, isolated_home, monkeypatch):

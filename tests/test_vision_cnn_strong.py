@@ -117,7 +117,7 @@ def test_compare_plot_detail_and_tta_end_to_end(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Per-class test accuracy" in result.output and "tsu" in result.output
-    run_dir = next(out.iterdir())
+    run_dir = out
     assert (run_dir / "errors_mlp-torch.png").stat().st_size > 10_000 and (run_dir / "confusion_mlp-torch.png").exists()
     metrics = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())
     assert set(metrics["per_class_accuracy"]) == set(KMNIST_CLASS_NAMES)
@@ -238,6 +238,6 @@ def test_compare_says_its_dtype_and_refuses_fp16_on_cpu(tmp_path, isolated_home)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "mlp-numpy=fp32, mlp-torch=bf16" in " ".join(result.output.split())
-    record = json.loads((next(out.iterdir()) / "run.json").read_text())
+    record = json.loads((out / "run.json").read_text())
     settings = {row["method"]: row["setting"] for row in record["results"]}
     assert settings["mlp-torch"].endswith(" bf16") and not settings["mlp-numpy"].endswith("bf16")

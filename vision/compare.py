@@ -11,7 +11,7 @@ from common import ConfigError
 from common import record as run_record
 from common.devices import Device, DType
 from common.progress import ProgressCallback, no_progress
-from common.runs import new_run_name, staged_run_dir, write_json
+from common.runs import check_new, new_run_name, staged_run_dir, write_json
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, check_tta_views, data_description, run_model
 from vision.models import ModelName, ModelSpec, compute_dtype, preset, with_dtype
@@ -32,7 +32,9 @@ class CompareConfig:
     seed: int = 0
     device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
-    out: Path | None = None  # parent folder of the new run folder; default mlx_home()/runs/vision
+    out: Path | None = (
+        None  # the run folder to create (refused if it exists); default mlx_home()/runs/vision/compare-<dataset>-<time>-<id>
+    )
     tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
     plot_errors: bool = False  # an error gallery per model beside its confusion matrix
     members: int | None = None  # each torch model as an ensemble of this many networks; None: each preset's own
@@ -123,7 +125,11 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
         for m in config.models
     )
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
-    run_dir = new_run_name(config.out or default_runs_dir(), f"compare-{config.dataset.value}")
+    run_dir = (
+        check_new(Path(config.out).expanduser())
+        if config.out
+        else new_run_name(default_runs_dir(), f"compare-{config.dataset.value}")
+    )
     return CompareSetup(config, specs, splits, device, run_dir)
 
 

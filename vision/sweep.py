@@ -176,6 +176,8 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
     """sweep.json records the base settings and data fingerprint; a folder holds one sweep only."""
     marker = sweep_dir / "sweep.json"
     if not marker.exists():
+        if any(not entry.name.startswith(".") for entry in sweep_dir.iterdir()):
+            raise StoreError(f"{sweep_dir} is not empty and is not an mlx sweep folder; choose another --out")
         write_json(marker, stamp({"base": base}))
         return
     # Sweeps before --dtype trained in fp32, one network per configuration.

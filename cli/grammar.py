@@ -1,0 +1,74 @@
+"""One grammar for every command, applied once to the whole command tree rather than option by option.
+
+- Choices (Enum options) accept any case: ``--dataset KMNIST`` is ``--dataset kmnist``.
+- A bad choice is refused in our own words, listing the valid values (``choice_error``).
+- A flag shows no value type in help (no ``<bool>``): it takes no value.
+
+``walk`` is the one traversal of the tree; the tests and ``scripts/cli_docs.py`` use it too, so a
+new option anywhere is covered without being listed.
+"""
+
+from collections.abc import Iterator
+from enum import Enum
+
+
+def walk(command, path: tuple[str, ...] = ("mlx",)) -> Iterator[tuple[tuple[str, ...], object]]:
+    """Every command of the tree, depth first, with its path (``("mlx", "probe", "knn")``)."""
+    yield path, command
+    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
+        yield from walk(sub, (*path, name))
+
+
+def params(command) -> list:
+    """A command's parameters, with the --help option that click adds to each command (and caches)."""
+    return command.get_params(command.context_class(command))
+
+
+def choices(param) -> tuple[str, ...] | None:
+    """The valid values of a choice parameter as typed on the command line, or None for any other."""
+    descriptor = getattr(param, "type_descriptor", None)  # typer >= 0.25 (its own coercion)
+    values = descriptor.choices if descriptor is not None else getattr(param.type, "choices", None)
+    if values is None:
+        return None
+    return tuple(str(v.value) if isinstance(v, Enum) else str(v) for v in values)
+
+
+def is_flag(param) -> bool:
+    return bool(getattr(param, "is_flag", False)) and not getattr(param, "count", False)
+
+
+def apply(root) -> None:
+    """Make every choice case-insensitive and every flag metavar-free, in the whole tree under ``root``."""
+    for _, command in walk(root):
+        for param in params(command):
+            if choices(param) is not None:
+                _case_insensitive(param)
+            if is_flag(param):
+                param.metavar = ""  # typer's rich help prints the type otherwise: `--force <bool>`
+
+
+def _case_insensitive(param) -> None:
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:
+        descriptor.parameter_info.case_sensitive = False
+        param._runtime_param = None  # built lazily from parameter_info: rebuild on first use
+    else:  # click's own Choice (older typer)
+        param.type.case_sensitive = False
+
+
+def choice_error(param, exc) -> str:
+    """``--dataset: 'mnist' is not a choice; choose one of: kmnist, digits (any case)``."""
+    name = (getattr(param, "opts", None) or [param.name])[0]
+    value = _rejected_value(exc)
+    what = f"{value!r} is not a choice" if value is not None else "not a valid choice"
+    return f"{name}: {what}; choose one of: {', '.join(choices(param))} (any case)"
+
+
+def _rejected_value(exc):
+    """The value the user typed, where the converter kept it (pydantic's error, or click's message)."""
+    errors = getattr(exc.__cause__, "errors", None)
+    if callable(errors):
+        for error in errors():
+            if isinstance(error.get("input"), str):
+                return error["input"]
+    return None
