@@ -116,11 +116,9 @@ def embed(
         },
     )
     try:
-        with ui.progress_bar("sent") as progress:
-            result = extract_embeddings(plan, progress)
-    except KeyboardInterrupt:
-        ui.warn("interrupted: finished shards are kept; run the same command again to resume")
-        raise typer.Exit(130) from None
+        with ui.kept_on_interrupt("finished shards are kept; run the same command again to resume"):
+            with ui.progress_bar("sent") as progress:
+                result = extract_embeddings(plan, progress)
     finally:
         shutdown()
     for note in result.notes:

@@ -159,16 +159,14 @@ def finetune(
         for note in plan.dataset.notes:
             ui.say(note)
         ui.summary_panel("mlx finetune", plan.summary())
+    kept = f"checkpoints are kept in {plan.partial}; run the same command again to resume"
     try:
-        if main:
-            with ui.progress_bar("samples") as progress:
-                result = run_finetune(plan, progress)
-        else:
-            result = run_finetune(plan)
-    except KeyboardInterrupt:
-        if main:
-            ui.warn(f"interrupted: checkpoints are kept in {plan.partial}; run the same command again to resume")
-        raise typer.Exit(130) from None
+        with ui.kept_on_interrupt(kept if main else None):
+            if main:
+                with ui.progress_bar("samples") as progress:
+                    result = run_finetune(plan, progress)
+            else:
+                result = run_finetune(plan)
     finally:
         shutdown()
     if main:

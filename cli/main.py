@@ -1,8 +1,17 @@
-"""Entry point: ``mlx``. One error handler for every command lives here (Ctrl-C before a command runs: ``cli/__init__.py``)."""
+"""Entry point: ``mlx``. The one error boundary for every command lives here (Ctrl-C before a command runs:
+``cli/__init__.py``): a typed ``MlxError`` is its own red line; Ctrl-C is exit 130, saying what the
+command kept (``ui.kept_on_interrupt``); any other exception is a bug: one line ``mlx: internal
+error: <type>: <message>``, its traceback in a log file under the mlx home (inline with MLX_DEBUG=1
+or ``--debug``), exit 1.
+"""
 
 import importlib
 import logging
 import os
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
 
 import typer
 from typer.core import TyperGroup
@@ -11,10 +20,13 @@ from typer.core import TyperGroup
 _click_exceptions = importlib.import_module(typer.BadParameter.__module__)
 UsageError = _click_exceptions.UsageError
 NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
+# click's own ways out (typer.Exit is a RuntimeError): never bugs, click handles them
+ClickExits = (typer.Exit, typer.Abort, _click_exceptions.ClickException)
 
 import cli  # noqa: E402
 from cli import attention, embed, finetune, grammar, probe, report, runs, store, study, ui, vision  # noqa: E402  (after the click shims above)
 from common import MlxError, __version__  # noqa: E402
+from common.paths import mlx_home  # noqa: E402
 from common.runs import disk_full_message, is_disk_full  # noqa: E402
 
 
@@ -30,10 +42,17 @@ class MlxGroup(TyperGroup):
         grammar.apply(self)
 
     def make_context(self, info_name, args, parent=None, **extra):
+        global _debug
+        if parent is None:
+            _debug = False  # --debug holds for the command it is given with
         try:
             return super().make_context(info_name, args, parent, **extra)
         except UsageError as exc:
             _usage_error(exc)
+        except ClickExits:
+            raise
+        except (MlxError, KeyboardInterrupt, Exception) as exc:  # an option's own callback: the same boundary
+            _end(exc, sys.exit)
 
     def invoke(self, ctx):
         cli.command_started()
@@ -42,23 +61,67 @@ class MlxGroup(TyperGroup):
             if cli.interrupted():  # a Ctrl-C that Python swallowed (raised inside a callback): still an interrupted run
                 ctx.exit(130)
             return result
-        except MlxError as exc:
-            ui.print_error(str(exc))
-            ctx.exit(exc.exit_code)
         except UsageError as exc:
             _usage_error(exc)
-        except KeyboardInterrupt:
-            ctx.exit(130)  # quiet: whatever was half-written has been removed on the way out
-        except Exception as exc:
-            if cli.interrupted():
-                ctx.exit(130)
-            if is_disk_full(exc):  # a full disk that no writer named: still one line
-                where = getattr(exc, "filename", None)
-                ui.print_error(
-                    disk_full_message(where) if where else "no space left on device; free some space and re-run"
-                )
-                ctx.exit(1)
+        except ClickExits:
             raise
+        except (MlxError, KeyboardInterrupt, Exception) as exc:
+            _end(exc, ctx.exit)
+
+
+def _end(exc: BaseException, leave) -> None:
+    """Every way a command fails ends here: one line (or a quiet 130), then ``leave(exit code)``."""
+    if isinstance(exc, MlxError):
+        ui.print_error(str(exc))
+        leave(exc.exit_code)
+    elif isinstance(exc, KeyboardInterrupt) or cli.interrupted():
+        if isinstance(exc, ui.Interrupted):
+            ui.warn(f"interrupted: {exc}")
+        leave(130)  # whatever was half-written has been removed on the way out
+    elif is_disk_full(exc):  # a full disk that no writer named: still one line
+        where = getattr(exc, "filename", None)
+        ui.print_error(disk_full_message(where) if where else "no space left on device; free some space and re-run")
+        leave(1)
+    else:
+        _internal_error(exc)
+        leave(1)
+
+
+_debug = False  # --debug on this command line
+
+
+def _internal_error(exc: BaseException) -> None:
+    """A bug: one line naming the exception and where its traceback went (stderr itself under --debug)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    message = " ".join(str(exc).split())
+    summary = f"mlx: internal error: {type(exc).__name__}: {message[:300]}"
+    if _debug or os.environ.get("MLX_DEBUG", "") not in ("", "0"):
+        ui.err.file.write(text)
+        ui.print_line(f"{summary} (a bug in mlx; its traceback is above)", "bold red")
+        return
+    try:
+        log = _write_traceback(text)
+    except OSError as problem:
+        ui.err.file.write(text)
+        where = f"could not write it under {mlx_home()}: {problem.strerror or problem}"
+        ui.print_line(f"{summary} (a bug in mlx; its traceback is above, {where})", "bold red")
+        return
+    ui.print_line(f"{summary} (a bug in mlx; traceback in {log}; MLX_DEBUG=1 shows it here)", "bold red")
+
+
+def _write_traceback(text: str) -> Path:
+    """The traceback, with the command line and versions, in $MLX_HOME/logs/internal-error-<time>-<pid>.log."""
+    import platform
+
+    from common.record import command_line
+
+    folder = mlx_home() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    log = folder / f"internal-error-{stamp}-{os.getpid()}.log"
+    header = f"{command_line()}\nmlx {__version__}, Python {platform.python_version()}, {platform.platform()}\n\n"
+    log.write_text(header + text, encoding="utf-8")
+    return log
 
 
 def _usage_error(exc) -> None:
@@ -96,11 +159,16 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library details to stderr."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an internal error here (as MLX_DEBUG=1 does), not only in a log."
+    ),
 ) -> None:
     """mlx: fast, reproducible, honest numbers for representation experiments.
 
     Artifacts (stores, run folders, caches) live under the mlx home: $MLX_HOME, default ~/.mlx.
     """
+    global _debug
+    _debug = debug
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

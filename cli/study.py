@@ -129,11 +129,8 @@ def vision(
 
 
 def _interruptible(work, folder: Path):
-    try:
+    with ui.kept_on_interrupt(f"finished steps are kept in {folder}; run the same command again to resume"):
         return work()
-    except KeyboardInterrupt:
-        ui.warn(f"interrupted: finished steps are kept in {folder}; run the same command again to resume")
-        raise typer.Exit(130) from None
 
 
 def _render(result) -> None:

@@ -15,6 +15,21 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args], prog_name="mlx")
 
 
+def one_line_error(result, *fragments: str) -> str:
+    """Assert a handled failure: exit != 0 (not 130), no traceback, not the internal-error path, and exactly
+    one ``error:`` line on stderr, its last line (a summary or warnings may come before), holding every
+    fragment. Returns that line. (conftest's ``no_internal_error`` fails any test that reaches that path.)"""
+    assert result.exit_code not in (0, 130), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and "internal error" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
 def write_ag_news_folder(folder: Path, n_train: int = 24, n_test: int = 12) -> Path:
     """A folder in the original AG News layout: headerless "class","title","description" rows."""
     folder.mkdir(parents=True, exist_ok=True)

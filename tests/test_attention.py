@@ -9,7 +9,7 @@ import torch
 from attention.heads import STATISTICS, HeadStatistics, jensen_shannon, row_statistics
 from attention.html import dequantise, quantise
 from attention.rollout import attention_rollout
-from tests.helpers import invoke, write_ag_news_folder
+from tests.helpers import invoke, one_line_error, write_ag_news_folder
 
 TEXTS = [
     "stocks fell, oil prices rose.",
@@ -255,16 +255,7 @@ def test_diff_same_model_is_zero_and_a_changed_copy_is_not(tiny_bert, tmp_path):
 
 
 def fails_cleanly(args, *expected):
-    result = invoke("attention", *args)
-    assert result.exit_code != 0
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line]
-    assert len(errors) == 1 and lines[-1].startswith("error: "), result.stderr  # one line, the last
-    for text in expected:
-        assert text in lines[-1], lines[-1]
-    return lines[-1]
+    return one_line_error(invoke("attention", *args), *expected)
 
 
 def test_bad_input(tiny_bert, tmp_path, isolated_home):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import invoke, write_ag_news_folder
+from tests.helpers import invoke, one_line_error, write_ag_news_folder
 
 
 @pytest.fixture
@@ -19,17 +19,9 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount_point)], check=False)
 
 
-def single_error(result, *fragments):
-    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
-
 def test_vision_run_on_a_full_disk(small_disk):
     result = invoke("vision", "compare", "--models", "mlp-numpy", "--epochs", "1", "--out", small_disk / "runs")
-    single_error(result, f"no space left on device {small_disk}", "weights.npz")
+    one_line_error(result, f"no space left on device {small_disk}", "weights.npz")
     assert not (small_disk / "runs").exists()  # no half run under its name,
     assert not [p for p in small_disk.iterdir() if ".partial-" in p.name]  # and the staging folder went with the error
 
@@ -50,7 +42,7 @@ def test_embed_on_a_full_disk_then_resumes_elsewhere(tiny_bert, small_disk, tmp_
         "--out",
         small_disk / "s.h5",
     )
-    single_error(result, f"no space left on device {small_disk}")
+    one_line_error(result, f"no space left on device {small_disk}")
     assert not (small_disk / "s.h5").exists()
     assert not [p for p in small_disk.iterdir() if ".partial-" in p.name]  # no stray temporary file
 
@@ -61,5 +53,5 @@ def test_probe_run_on_a_full_disk(small_disk, tmp_path):
     store = write_synthetic_store(tmp_path / "s.h5")
     (small_disk / "ballast").write_bytes(b"\0" * (1024 * 1024 - 4096))
     result = invoke("probe", "knn", "--store", store, "--k", "1", "--out", small_disk / "run")
-    single_error(result, "no space left on device")
+    one_line_error(result, "no space left on device")
     assert [p.name for p in small_disk.iterdir()] == ["ballast"]

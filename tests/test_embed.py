@@ -11,7 +11,7 @@ from common.locking import store_lock
 from embeddings import extract
 from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 from embeddings.store import EmbeddingStore
-from tests.helpers import invoke, write_ag_news_folder
+from tests.helpers import invoke, one_line_error, write_ag_news_folder
 
 
 def embed_args(model, data, out, *extra):
@@ -153,15 +153,6 @@ def test_force_recomputes(tiny_bert, tmp_path):
     assert result.exit_code == 0 and "cache hit" not in result.stderr
     with h5py.File(out) as f:
         assert json.loads(f.attrs["poolings"]) == ["cls"]
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

@@ -12,21 +12,11 @@ from common import DataError
 from embeddings.datasets import load_text_dataset
 from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 from embeddings.store import EmbeddingStore
-from tests.helpers import invoke, write_ag_news_folder
+from tests.helpers import invoke, one_line_error, write_ag_news_folder
 
 
 def embed_args(model, data, out, *extra):
     return ["embed", "--model", model, "--dataset", data, "--out", out, "--batch-size", "4", *extra]
-
-
-def one_line_error(result, *fragments):
-    """Exit != 0 and one error line on stderr, the last one (a summary panel may come before it)."""
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def test_a_row_with_more_fields_than_the_header_is_an_error(tmp_path):

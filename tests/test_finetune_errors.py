@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import invoke, write_ag_news_folder
+from tests.helpers import invoke, one_line_error, write_ag_news_folder
 
 
 def write_csv_pair(folder, train_labels, test_labels, classes=None):
@@ -13,17 +13,6 @@ def write_csv_pair(folder, train_labels, test_labels, classes=None):
     if classes:
         (folder / "classes.txt").write_text("\n".join(classes) + "\n")
     return folder
-
-
-def fails(result, *fragments):
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit), (
-        result.output
-    )
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0], error_lines[0]
 
 
 @pytest.mark.parametrize(
@@ -55,7 +44,7 @@ def fails(result, *fragments):
 )
 def test_bad_options(tiny_bert, tmp_path, options, message):
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
-    fails(
+    one_line_error(
         invoke(
             "finetune",
             "--model",
@@ -75,7 +64,7 @@ def test_bad_options(tiny_bert, tmp_path, options, message):
 
 def test_unknown_model(tmp_path):
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
-    fails(
+    one_line_error(
         invoke("finetune", "--model", "no-such-org/no-such-model", "--dataset", data, "--out", tmp_path / "run"),
         "no-such-org/no-such-model",
     )
@@ -83,12 +72,14 @@ def test_unknown_model(tmp_path):
 
 def test_one_class(tiny_bert, tmp_path):
     data = write_csv_pair(tmp_path / "one", [0] * 20, [0] * 4)
-    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run"), "only one class")
+    one_line_error(
+        invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run"), "only one class"
+    )
 
 
 def test_labels_out_of_range(tiny_bert, tmp_path):
     data = write_csv_pair(tmp_path / "range", [0, 1, 2, 7] * 5, [0, 1], classes=["a", "b", "c", "d"])
-    fails(
+    one_line_error(
         invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run"),
         "label 7 is outside 0..3",
     )
@@ -98,11 +89,15 @@ def test_output_folder_that_cannot_be_written(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", blocker / "run"), "cannot create folder")
+    one_line_error(
+        invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", blocker / "run"), "cannot create folder"
+    )
     assert blocker.read_text() == "not a folder"
 
 
 def test_output_folder_that_takes_no_files(tiny_bert, tmp_path):
     """/proc passes the writable-folder check (root may write there) but takes no new files."""
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
-    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", "/proc/mlx-run"), "cannot write /proc/")
+    one_line_error(
+        invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", "/proc/mlx-run"), "cannot write /proc/"
+    )

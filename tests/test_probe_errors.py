@@ -8,26 +8,16 @@ from typer.testing import CliRunner
 from cli.main import app
 from embeddings.store import SplitArrays, write_store
 from probes.synthetic import write_synthetic_store
+from tests.helpers import one_line_error
 
 runner = CliRunner()
 
 
 def fails_cleanly(args, home, *expected):
-    result = runner.invoke(app, ["probe", *map(str, args)])
-    assert result.exit_code != 0
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [
-        line
-        for line in result.stderr.splitlines()
-        if line.strip() and not line.startswith(("╭", "│", "╰", "probing", "carving"))
-    ]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for text in expected:
-        assert text in lines[0], lines[0]
+    line = one_line_error(runner.invoke(app, ["probe", *map(str, args)]), *expected)
     runs = home / "runs" / "probe"
     assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())  # nothing half-written, nothing complete
-    return lines[0]
+    return line
 
 
 def _store(path, *, train_dim=8, test_dim=8, train_labels=None, nan=False, model_id="m"):

@@ -10,21 +10,13 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from probes.synthetic import write_synthetic_store
+from tests.helpers import one_line_error
 
 runner = CliRunner()
 
 
 def probe(*args):
     return runner.invoke(app, ["probe", *map(str, args)])
-
-
-def fails_with(result, *fragments):
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def no_runs_left(home):
@@ -35,10 +27,10 @@ def no_runs_left(home):
 def test_the_same_one_split_store_as_test_store_is_refused(tmp_path, isolated_home):
     """Item 3: train scored against itself is 100% and means nothing."""
     store = write_synthetic_store(tmp_path / "s.h5", splits=("train",), n_train=60)
-    fails_with(probe("knn", "--store", store, "--test-store", store, "--k", "1"), "are the train rows")
+    one_line_error(probe("knn", "--store", store, "--test-store", store, "--k", "1"), "are the train rows")
     copy = tmp_path / "copy.h5"
     shutil.copy(store, copy)  # another file, the same rows: the split fingerprint tells
-    fails_with(probe("knn", "--store", store, "--test-store", copy, "--k", "1"), "are the train rows")
+    one_line_error(probe("knn", "--store", store, "--test-store", copy, "--k", "1"), "are the train rows")
     assert no_runs_left(isolated_home)
 
 
@@ -105,7 +97,7 @@ HOSTILE = {
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_hostile_input_is_one_line(tmp_path, isolated_home, case):
     make, fragment = HOSTILE[case]
-    fails_with(probe(*make(tmp_path)), fragment)
+    one_line_error(probe(*make(tmp_path)), fragment)
     assert no_runs_left(isolated_home)
 
 
@@ -117,7 +109,7 @@ def test_a_full_disk_while_saving_the_run_is_one_line(tmp_path, isolated_home, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(json, "dump", full)
-    fails_with(probe("knn", "--store", store, "--k", "1"), "no space left on device")
+    one_line_error(probe("knn", "--store", store, "--k", "1"), "no space left on device")
     assert no_runs_left(isolated_home)
 
 
