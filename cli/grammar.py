@@ -57,11 +57,10 @@ def _case_insensitive(param) -> None:
 
 
 def choice_error(param, exc) -> str:
-    """``--dataset: 'mnist' is not a choice; choose one of: kmnist, digits (any case)``."""
-    name = (getattr(param, "opts", None) or [param.name])[0]
-    value = _rejected_value(exc)
-    what = f"{value!r} is not a choice" if value is not None else "not a valid choice"
-    return f"{name}: {what}; choose one of: {', '.join(choices(param))} (any case)"
+    """``--dataset: unknown value 'mnist'; choose from kmnist, digits``, worded as every list option's refusal."""
+    from common.options import unknown_choice
+
+    return unknown_choice((getattr(param, "opts", None) or [param.name])[0], _rejected_value(exc), choices(param))
 
 
 def _rejected_value(exc):

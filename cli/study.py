@@ -7,6 +7,8 @@ import typer
 
 from cli import ui
 from common.devices import Device
+from common.options import ALL, parse_names
+from embeddings.pooling import ALL_POOLINGS
 from vision.names import DatasetName
 
 study_app = typer.Typer(
@@ -57,7 +59,7 @@ def text(
         model=model,
         dataset=dataset,
         train_sizes=parse_train_sizes(train_sizes),
-        poolings=tuple(p.strip() for p in pooling.split(",") if p.strip()),
+        poolings=parse_names(pooling, "--pooling", (*ALL_POOLINGS, ALL)),
         text_column=text_column,
         label_column=label_column,
         n_epochs=epochs,

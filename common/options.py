@@ -79,8 +79,14 @@ def parse_names(values: str | Iterable[str], option: str, choices: Iterable[str]
         raise ConfigError(f"{option} is empty" + (f"; choose from {', '.join(allowed)}" if allowed else ""))
     for name in names:
         if allowed is not None and name not in allowed:
-            raise ConfigError(f"{option}: unknown value {name!r}; choose from {', '.join(allowed)}")
+            raise ConfigError(unknown_choice(option, name, allowed))
     return names
+
+
+def unknown_choice(option: str, value: str | None, allowed: Iterable[str]) -> str:
+    """The one refusal of a value outside a closed set (list options here, Enum options in ``cli/grammar.py``)."""
+    given = f"unknown value {value!r}" if value is not None else "unknown value"
+    return f"{option}: {given}; choose from {', '.join(allowed)}"
 
 
 def parse_layer(text: str, option: str = "--layer") -> LayerSpec:

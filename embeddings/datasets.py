@@ -84,6 +84,9 @@ def load_text_dataset(
 
     ``limit`` keeps a stratified, seeded subsample of at most that many rows per split.
     """
+    named = {name.lower(): name for name in ("demo", "ag_news", AG_NEWS_HUB_ID)}
+    if spec.lower() in named and not Path(spec).expanduser().exists():
+        spec = named[spec.lower()]  # a name in any case, as every choice of the CLI
     if spec == "demo":
         dataset = load_demo()
     elif spec in ("ag_news", AG_NEWS_HUB_ID):

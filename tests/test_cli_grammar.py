@@ -75,7 +75,7 @@ def test_every_bad_choice_is_refused_in_our_words_listing_the_choices(command, p
     with pytest.raises(typer.BadParameter) as caught:
         param.process_value(ctx, ["no-such-value"] if multiple else "no-such-value")
     message = grammar.choice_error(param, caught.value)
-    assert message.startswith(f"{param.opts[0]}: 'no-such-value' is not a choice; choose one of: ")
+    assert message.startswith(f"{param.opts[0]}: unknown value 'no-such-value'; choose from ")
     assert all(value in message for value in grammar.choices(param))
 
 
@@ -84,14 +84,14 @@ def test_every_bad_choice_is_refused_in_our_words_listing_the_choices(command, p
     [
         (
             ("vision", "compare", "--dataset", "mnist"),
-            "--dataset: 'mnist' is not a choice; choose one of: kmnist, digits",
+            "--dataset: unknown value 'mnist'; choose from kmnist, digits",
         ),
         (
             ("probe", "knn", "--store", "x.h5", "--metric", "cos"),
-            "--metric: 'cos' is not a choice; choose one of: cosine",
+            "--metric: unknown value 'cos'; choose from cosine",
         ),
-        (("runs", "list", "--kind", "probes"), "--kind: 'probes' is not a choice; choose one of: probe, finetune"),
-        (("study", "vision", "--device", "tpu"), "--device: 'tpu' is not a choice; choose one of: auto, cpu, cuda"),
+        (("runs", "list", "--kind", "probes"), "--kind: unknown value 'probes'; choose from probe, finetune"),
+        (("study", "vision", "--device", "tpu"), "--device: unknown value 'tpu'; choose from auto, cpu, cuda"),
     ],
 )
 def test_a_bad_choice_on_the_command_line_is_one_line_without_validator_text(args, expected):
@@ -106,6 +106,12 @@ def test_a_choice_in_capitals_reaches_the_command(tmp_path):
     result = invoke("runs", "list", "--kind", "PROBE", "--root", tmp_path)
     assert result.exit_code == 0, result.output
     assert "no runs of kind probe" in result.stderr
+
+
+def test_a_named_text_dataset_in_any_case_is_that_dataset():
+    from embeddings.datasets import load_text_dataset
+
+    assert load_text_dataset("DEMO").fingerprint == load_text_dataset("demo").fingerprint
 
 
 def test_every_listing_command_looks_where_root_says():

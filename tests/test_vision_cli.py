@@ -218,7 +218,7 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (
             ("sweep", "--model", "mlp-numpy", "--activation", "relu,swishy"),
             2,
-            "unknown activation 'swishy'; choose one of: relu, leaky-relu, tanh",
+            "--activation: unknown value 'swishy'; choose from relu, leaky-relu, tanh",
         ),
         (("sweep", "--model", "mlp-torch", "--width", "0"), 2, "--width: 0 is below 1"),
         (("sweep", "--model", "cnn", "--depth", "0,1"), 2, "--depth: 0 is below 1"),
@@ -253,9 +253,9 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
         (
             ("sweep", "--model", "cnn", "--device", "mps"),
             2,
-            "--device: 'mps' is not a choice; choose one of: auto, cpu, cuda",
+            "--device: unknown value 'mps'; choose from auto, cpu, cuda",
         ),
-        (("gradcheck", "--activation", "softsign"), 2, "unknown activation 'softsign'"),
+        (("gradcheck", "--activation", "softsign"), 2, "--activation: unknown value 'softsign'"),
         (("compare", "--threads", "0"), 2, "--threads must be at least 1"),
         (("gradcheck", "--width", "0"), 2, "width must be at least 1"),
     ],

@@ -221,8 +221,8 @@ def _file(tmp_path):
 
 
 HOSTILE_OPTIONS = {
-    "device mps": (lambda t: ("--device", "mps"), "--device: 'mps' is not a choice; choose one of: auto, cpu, cuda"),
-    "device tpu": (lambda t: ("--device", "tpu"), "--device: 'tpu' is not a choice; choose one of: auto, cpu, cuda"),
+    "device mps": (lambda t: ("--device", "mps"), "--device: unknown value 'mps'; choose from auto, cpu, cuda"),
+    "device tpu": (lambda t: ("--device", "tpu"), "--device: unknown value 'tpu'; choose from auto, cpu, cuda"),
     "out is a file": (lambda t: ("--out", _file(t)), ("it is a file", "already exists (a file)")),
     "out is another folder": (lambda t: ("--out", _file(t).parent), ("already exists (a folder)", "not an mlx sweep")),
     "out under a file": (lambda t: ("--out", _file(t) / "sub"), "cannot create folder"),

@@ -4,6 +4,7 @@ import math
 from enum import Enum
 
 from common import ConfigError
+from common.options import unknown_choice
 
 
 class Activation(str, Enum):
@@ -29,8 +30,7 @@ def parse_activation(name: str) -> Activation:
     try:
         return Activation(name.strip().lower().replace("_", "-"))
     except ValueError:
-        choices = ", ".join(a.value for a in Activation)
-        raise ConfigError(f"unknown activation {name!r}; choose one of: {choices}") from None
+        raise ConfigError(unknown_choice("--activation", name, (a.value for a in Activation))) from None
 
 
 def check_architecture(depth: int, width: int) -> None:
