@@ -120,7 +120,11 @@ def _choose_text(config: ShowConfig) -> tuple[str, str, list[str]]:
         raise ConfigError("--dataset needs --row N: the row of the split to show (0-based)")
     texts = load_texts(config.source)
     split = texts.split
-    if not 0 <= config.row < len(split):
+    if config.row < 0:
+        raise ConfigError(
+            f"--row {config.row} is negative; rows count from 0 (0..{len(split) - 1} in {texts.dataset_name} split {split.name})"
+        )
+    if config.row >= len(split):
         raise DataError(
             f"--row {config.row} is past the end of {texts.dataset_name} split {split.name}, which has rows 0..{len(split) - 1}"
         )

@@ -19,8 +19,11 @@ records without loading anything heavy.
 import hashlib
 import json
 import os
+import pickle
 import shlex
 import sys
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -302,11 +305,15 @@ def read_record(run_dir: Path) -> RunRecord:
     return RunRecord.from_dict(d, str(run_dir))
 
 
-def read_predictions(run_dir: Path) -> Predictions:
-    """The test predictions saved beside run.json."""
+def read_predictions(run_dir: Path, record: RunRecord | None = None) -> Predictions:
+    """The test predictions saved beside run.json, checked against the run's record (read when not given):
+    1-D integer arrays, one label per test row, labels in 0..C-1, unique row ids, one array per scored row
+    and none for a row the record lacks, and each row's recorded accuracy equal to its predictions' accuracy.
+    """
     import numpy as np
 
     path = Path(run_dir) / PREDICTIONS_FILE
+    record = record or read_record(Path(run_dir))
     if not path.exists():
         raise StoreError(
             f"{run_dir} has no {PREDICTIONS_FILE}; a paired test needs test predictions, re-run its command"
@@ -314,10 +321,56 @@ def read_predictions(run_dir: Path) -> Predictions:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path}: unreadable ({exc}); re-run the command") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError) as exc:
+        reason = "empty" if path.stat().st_size == 0 else f"not a whole .npz file: {type(exc).__name__}"
+        raise StoreError(f"{path} is unreadable ({reason}); the folder is damaged, re-run its command") from None
+    problems = prediction_problems(arrays, record)
+    if problems:
+        raise StoreError(
+            f"{path} does not fit its {RECORD_FILE} ({problems[0]}); the folder is damaged or was edited, re-run its command"
+        )
     row_ids, y_true = arrays.pop(ROW_IDS_KEY), arrays.pop(Y_TRUE_KEY)
     return Predictions(row_ids, y_true, arrays)
+
+
+def prediction_problems(arrays: Mapping[str, Any], record: RunRecord) -> list[str]:
+    """What keeps ``arrays`` (predictions.npz) from being the test predictions of ``record`` (empty: nothing)."""
+    import numpy as np
+
+    missing = [key for key in (ROW_IDS_KEY, Y_TRUE_KEY) if key not in arrays]
+    missing += [r.name for r in record.results if r.accuracy is not None and r.name not in arrays]
+    if missing:
+        return [f"no array {missing[0]!r}"]
+    names = {r.name for r in record.results}
+    strangers = [key for key in arrays if key not in names and key not in (ROW_IDS_KEY, Y_TRUE_KEY)]
+    if strangers:
+        return [f"array {strangers[0]!r} names no result row"]
+    for key, values in arrays.items():
+        if values.ndim != 1 or values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+            return [f"{key!r} is a {values.ndim}-D {values.dtype} array, not a 1-D integer one"]
+    n_rows = len(arrays[ROW_IDS_KEY])
+    test = record.data.test
+    if test is not None and n_rows != test.n_rows:
+        return [f"{n_rows} row ids for the {test.n_rows} test rows the record names"]
+    wrong_length = [key for key, values in arrays.items() if len(values) != n_rows]
+    if wrong_length:
+        return [f"{wrong_length[0]!r} has {len(arrays[wrong_length[0]])} labels for {n_rows} test rows"]
+    if len(np.unique(arrays[ROW_IDS_KEY])) != n_rows:
+        return ["the test row ids repeat"]
+    n_classes = len(record.data.label_names) or None
+    for key, values in arrays.items():
+        if key != ROW_IDS_KEY and len(values) and (values.min() < 0 or (n_classes and values.max() >= n_classes)):
+            return [f"{key!r} holds labels outside 0..{n_classes - 1 if n_classes else 'C-1'}"]
+    y_true = arrays[Y_TRUE_KEY]
+    for r in record.results:
+        if r.accuracy is None:
+            continue
+        recomputed = float(np.mean(arrays[r.name] == y_true)) if n_rows else 0.0
+        if abs(recomputed - r.accuracy) > 1e-9:
+            return [f"row {r.name!r} records accuracy {r.accuracy:g} but its predictions give {recomputed:.4g}"]
+        if r.n_test is not None and r.n_test != n_rows:
+            return [f"row {r.name!r} records {r.n_test} test rows, its predictions {n_rows}"]
+    return []
 
 
 # ---------------------------------------------------------------- helpers for writers

@@ -74,6 +74,9 @@ class Report:
 
 def build_report(config: ReportConfig) -> Report:
     """Select and check runs, make the rows with intervals and paired tests, write plots and markdown."""
+    from report.markdown import check_targets
+
+    check_targets(config.markdown, config.out if config.plots else None)
     records = _select(config)
     predictions = _check_same_test_rows(records)
     rows, layer_rows = [], []
@@ -257,7 +260,7 @@ def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
                 f"({a.n_rows} rows, fingerprint {a.fingerprint}) but {Path(r.run_dir).name} on {r.data.name} test "
                 f"({b.n_rows} rows, fingerprint {b.fingerprint}): {why}; report them separately"
             )
-    predictions = {r.run_dir: read_predictions(r.run_dir) for r in records}
+    predictions = {r.run_dir: read_predictions(r.run_dir, r) for r in records}  # checked against each record
     reference = predictions[first.run_dir]
     for r in records[1:]:
         p = predictions[r.run_dir]

@@ -3,8 +3,13 @@
 import os
 from pathlib import Path
 
+from common.errors import StoreError
 from common.paths import ensure_writable_dir
+from common.record import RECORD_FILE
 from common.runs import atomic_file
+
+# The first line of every Markdown report: a file that starts so may be replaced by the next report.
+MARKER = "<!-- written by `mlx report`; the next report to this file replaces it -->"
 
 
 def format_rows(report) -> tuple[list[str], list[list[str]]]:
@@ -73,6 +78,7 @@ def write_markdown(path: Path, report) -> Path:
     path = Path(path)
     header, cells = format_rows(report)
     lines = [
+        MARKER,
         f"## {title(report)}",
         "",
         "| " + " | ".join(header) + " |",
@@ -87,6 +93,36 @@ def write_markdown(path: Path, report) -> Path:
     with atomic_file(path, "w") as stream:
         stream.write("\n".join(lines))
     return path
+
+
+def check_targets(markdown: Path | None, plots_dir: Path | None) -> None:
+    """Before any work: never write over a file that is not a report of mlx's own, nor into a run folder."""
+    if markdown is not None:
+        markdown = Path(markdown)
+        if markdown.is_dir():
+            raise StoreError(f"--markdown {markdown} is a folder; pass a file name such as {markdown / 'report.md'}")
+        if markdown.exists() and not _is_own_report(markdown):
+            what = "a run record" if markdown.name == RECORD_FILE else "not an mlx report"
+            raise StoreError(
+                f"--markdown {markdown} exists and is {what}; mlx never writes over it: choose another file"
+            )
+    for folder, option in ((plots_dir, "--out"), (markdown.parent if markdown else None, "--markdown")):
+        if folder is not None and (Path(folder) / RECORD_FILE).exists():
+            raise StoreError(
+                f"{option} {markdown if option == '--markdown' else folder}: {folder} is a run folder and a report "
+                "never writes into a run; choose another folder"
+            )
+
+
+def _is_own_report(path: Path) -> bool:
+    """Written by ``write_markdown``: its marker first, or (before the marker) a title and the runs line."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read(1 << 16)
+    except (OSError, UnicodeDecodeError):
+        return False
+    legacy = text.startswith("## ") and "\nRuns: `" in text
+    return text.startswith(MARKER + "\n") or legacy
 
 
 def _maybe(value, fmt: str) -> str:

@@ -43,17 +43,17 @@ def find_runs(root: Path | None = None, kind: str | None = None) -> RunListing:
 
 
 def resolve_run(spec: str | Path, root: Path | None = None) -> Path:
-    """A run folder from a path, or from a folder name (or unique name prefix) found under the root."""
+    """A run folder, resolved (so that every spelling of one folder is one run), from a path, or from a
+    folder name (or unique name prefix) found under the root."""
     path = Path(spec).expanduser()
     if path.exists():
-        return path
+        return path.resolve()
     matches = [Path(r.run_dir) for r in find_runs(root).records if Path(r.run_dir).name.startswith(str(spec))]
     if len(matches) == 1:
-        return matches[0]
+        return matches[0].resolve()
     if not matches:
         raise StoreError(
             f"no run folder {spec!r}: not a path, and no run under {root or default_root()} is named so; see `mlx runs list`"
         )
-    raise StoreError(
-        f"{spec!r} names {len(matches)} runs ({', '.join(m.name for m in matches[:3])}, ...); give more of the name or the path"
-    )
+    shown = ", ".join(str(m) for m in matches[:4]) + (f" and {len(matches) - 4} more" if len(matches) > 4 else "")
+    raise StoreError(f"{spec!r} names {len(matches)} runs: {shown}; pass one of these folders")

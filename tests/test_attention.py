@@ -269,6 +269,9 @@ def test_bad_input(tiny_bert, tmp_path, isolated_home):
     fails_cleanly(
         ["show", *model, "--dataset", data, "--split", "test", "--row", "12"], "--row 12 is past the end", "0..11"
     )
+    fails_cleanly(
+        ["show", *model, "--dataset", data, "--split", "test", "--row", "-1"], "--row -1 is negative", "0..11"
+    )
     fails_cleanly(["show", *model, "--dataset", data, "--split", "dev", "--row", "0"], "split 'dev'")
     blocker = tmp_path / "a-file"
     blocker.write_text("")

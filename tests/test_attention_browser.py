@@ -33,13 +33,12 @@ def _attentions(n_layers: int, n_heads: int, n_tokens: int, seed: int = 0) -> np
     return weights / weights.sum(axis=-1, keepdims=True)
 
 
-def _page(tmp_path, n_layers: int, n_heads: int, n_tokens: int):
+def _page(tmp_path, n_layers: int, n_heads: int, n_tokens: int, model: str = "test-model", middle: tuple = ()):
     attentions = _attentions(n_layers, n_heads, n_tokens)
-    tokens = ["[CLS]"] + [f"w{i}" for i in range(1, n_tokens - 2)] + ["</s>", "[SEP]"]  # "</s>" must not end the script
+    words = [*middle, *(f"w{i}" for i in range(len(middle) + 1, n_tokens - 2))]
+    tokens = ["[CLS]", *words, "</s>", "[SEP]"]  # "</s>" must not end the script
     page = tmp_path / "attention.html"
-    page.write_text(
-        render_viewer(attentions, tokens, attention_rollout(attentions)[0], "test-model", "--text", layer=1, head=2)
-    )
+    page.write_text(render_viewer(attentions, tokens, attention_rollout(attentions)[0], model, model, layer=1, head=2))
     return page
 
 
@@ -83,6 +82,18 @@ def test_viewer_script_runs_and_draws_every_view(tmp_path):
     blue = (pixels[..., 2] - pixels[..., 0] > 0.15).sum()  # heatmap and thumbnail cells
     orange = (pixels[..., 0] - pixels[..., 2] > 0.3).sum()  # the rollout strip
     assert blue > 5000 and orange > 100, (blue, orange)
+
+
+HOSTILE = ("m<!--<script>", "</script><script>x()</script>", "a\u2028b", "__DATA__", "<!-- -->", "&amp; &lt;")
+
+
+@pytest.mark.parametrize("model", HOSTILE)
+def test_a_hostile_model_name_or_token_does_not_stop_the_viewer(tmp_path, model):
+    """Issue 20 failure 8: `--model 'm<!--<script>'` left the viewer at "loading..."."""
+    page = _page(tmp_path, n_layers=1, n_heads=2, n_tokens=12, model=model, middle=(model,))
+    dom = _chromium("--dump-dom", page.as_uri())
+    assert 'data-status="drawn"' in dom.stdout, (re.findall(r'<div id="errors">[^<]*', dom.stdout), dom.stderr[-2000:])
+    assert _console_errors(dom.stderr) == []
 
 
 @pytest.mark.slow
