@@ -24,6 +24,7 @@ from common.errors import ConfigError, DataError, ModelLoadError, StoreError
 from common.paths import ensure_writable_dir, mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
+from common.schema import read_checked_json
 from common.splits import stratified_split, stratified_subsample
 from embeddings.datasets import TextDataset, load_text_dataset
 from embeddings.models import model_shape, resolve_model
@@ -375,11 +376,11 @@ def _probe_head(plan: FinetunePlan, model, data: dict, device, dist: DistInfo, p
     """--head-init probe: fit the new head on the frozen features of the training rows (None: random head)."""
     if plan.config.head_init != "probe":
         return None
-    from finetune.head import HeadFit, probe_head
+    from finetune.head import probe_head
 
     saved = plan.partial / "head_probe.json"
     if plan.resume_step is not None:  # the checkpoint holds the head; its fit is remembered for the record
-        return HeadFit(**json.loads(saved.read_text())) if saved.exists() else None
+        return _read_head_fit(saved) if saved.exists() else None
 
     train = data["train"].split
     batches, order = scoring_batches(train, EVAL_BATCH_SIZE, data["train"].pad_id)
@@ -392,6 +393,14 @@ def _probe_head(plan: FinetunePlan, model, data: dict, device, dist: DistInfo, p
         progress("head: linear probe", len(order), len(order), train_acc=head.train_accuracy)
         write_json(saved, asdict(head))
     return head
+
+
+def _read_head_fit(path: Path):
+    from finetune.head import HeadFit
+
+    schema = {"train_accuracy": (float, int), "seconds": (float, int), "n_rows": (int,)}
+    saved = read_checked_json(path, schema, "delete it, or pass --force to start the run over")
+    return HeadFit(**saved)
 
 
 def _autocast(plan: FinetunePlan) -> str | None:
