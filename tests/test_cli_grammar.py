@@ -151,10 +151,21 @@ def test_every_command_that_takes_out_is_in_the_readme_out_table():
         assert "parent" not in help_text.lower(), f"{path}: --out names the folder itself, never its parent"
 
 
-def test_no_blank_line_before_an_error(tmp_path):
-    result = invoke("probe", "knn", "--store", tmp_path / "missing.h5")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("probe", "knn", "--store", "{tmp}/missing.h5"),  # fails inside the progress bar, before any report
+        ("vision", "compare", "--dataset", "kmnist", "--data-dir", "{tmp}"),  # fails before its summary
+        ("study", "vision", "--dataset", "kmnist", "--data-dir", "{tmp}", "--out", "{tmp}/s"),  # after its summary
+        ("runs", "show", "no-such-run"),
+    ],
+)
+def test_no_blank_line_before_an_error(tmp_path, args):
+    result = invoke(*(str(a).format(tmp=tmp_path) for a in args))
     assert result.exit_code != 0
-    assert result.stderr.startswith("error: store "), repr(result.stderr)
+    errors = [i for i, line in enumerate(result.stderr.splitlines()) if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert all(line.strip() for line in result.stderr.splitlines()[: errors[0]]), repr(result.stderr)
 
 
 def test_a_progress_bar_that_never_started_prints_nothing(capsys):
@@ -207,3 +218,18 @@ def test_runs_list_shows_the_whole_folder_wrapped_and_names_a_fine_tuned_model(t
     assert str(probe_dir) in folded and str(finetune_dir) in folded  # wrapped, not cut
     model_column = "".join(line[header.index("model") : header.index("data")].strip() for line in lines)
     assert f"fine-tuned{finetune_dir.name}" in model_column.replace(" ", "")
+
+
+def test_the_readme_names_run_folders_as_they_are_made(tmp_path):
+    from common.runs import new_run_name
+
+    pattern = r"knn-\d{8}-\d{6}-[0-9a-f]{6}"
+    assert re.fullmatch(pattern, new_run_name(tmp_path, "knn").name)
+    assert re.search(pattern, README) and "<command>-<time>-<id>" in README and "<time>-<command>" not in README
+
+
+def test_the_readme_says_the_presets_number_of_networks():
+    from vision.models import ModelName, preset
+
+    members = preset(ModelName.cnn_strong).members
+    assert f"instead of the preset's {members} " in README
