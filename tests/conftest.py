@@ -22,6 +22,60 @@ TINY_VOCAB = (
 )
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--count-refusals",
+        action="store_true",
+        help="count, per mlx command, the CLI cases in the suite that end in a one-line refusal (printed at the end)",
+    )
+
+
+_REFUSALS: dict[str, int] = {}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def count_refusals(request):
+    """With --count-refusals: every CliRunner call that ends in one `error:` line counts for its command."""
+    if not request.config.getoption("--count-refusals"):
+        yield
+        return
+    from typer.testing import CliRunner
+
+    original = CliRunner.invoke
+
+    def counting(self, app, args=None, *rest, **kwargs):
+        result = original(self, app, args, *rest, **kwargs)
+        errors = [line for line in (result.stderr or "").splitlines() if line.startswith("error:")]
+        if result.exit_code not in (0, 130) and len(errors) == 1:
+            name = _command_of(app, [str(a) for a in (args or [])])
+            _REFUSALS[name] = _REFUSALS.get(name, 0) + 1
+        return result
+
+    CliRunner.invoke = counting
+    yield
+    CliRunner.invoke = original
+
+
+def _command_of(app, args: list[str]) -> str:
+    import typer.main
+
+    command, words = typer.main.get_command(app), []
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command, words = sub, [*words, arg]
+    return " ".join(words) or "(none)"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.getoption("--count-refusals") and _REFUSALS:
+        terminalreporter.section("one-line refusals per command")
+        for name, n in sorted(_REFUSALS.items(), key=lambda item: (-item[1], item[0])):
+            terminalreporter.write_line(f"{n:6d}  mlx {name}")
+        terminalreporter.write_line(f"{sum(_REFUSALS.values()):6d}  in all")
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     """Point the mlx home and every Hugging Face cache at tmp_path."""
