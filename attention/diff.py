@@ -15,7 +15,6 @@ import numpy as np
 from attention.heads import HeadDivergence
 from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
 from attention.model import (
-    STATS_MAX_LENGTH,
     AttentionModel,
     TokenisedTexts,
     batches,
@@ -28,11 +27,12 @@ from common import ConfigError, record
 from common.devices import Device, DType, resolve_device, resolve_dtype
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
+from text.defaults import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
 class DiffConfig:
-    models: tuple[str, str] = ("minilm", "minilm")
+    models: tuple[str, str] = (DEFAULT_MODEL, DEFAULT_MODEL)
     source: TextSource = TextSource()
     max_length: int | None = None
     batch_size: int = 32
@@ -90,7 +90,7 @@ def prepare_diff(config: DiffConfig) -> DiffPlan:
     device = str(resolve_device(config.device))
     dtype = resolve_dtype(config.dtype, device)
     first, second = (load_attention_model(name, device) for name in config.models)
-    max_length, note = resolve_max_length(first, config.max_length, STATS_MAX_LENGTH)
+    max_length, note = resolve_max_length(first, config.max_length)
     if second.max_positions and second.max_positions < max_length:
         max_length = second.max_positions
     tokens = check_comparable(first, second, texts.split.texts, max_length)
@@ -168,5 +168,6 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
             result.started_at,
             ("diff.json", "diff_js.png"),
             notes,
+            plan.max_length,
         )
     return plan.run_dir

@@ -78,8 +78,13 @@ def write_run_record(
     started_at: str,
     artifacts: tuple[str, ...],
     notes: tuple[str, ...] = (),
+    max_length: int | None = None,
 ) -> Path:
-    """run.json (common/record.py) in the staging ``folder``: what ran on what; the numbers are in the artifacts."""
+    """run.json (common/record.py) in the staging ``folder``: what ran on what; the numbers are in the artifacts.
+
+    ``max_length``: the tokens kept per text (text.limits), stated in the record's data like every text run's."""
+    from common.cost import device_name
+
     run = record.RunRecord(
         kind="attention",
         command=f"attention {command}",
@@ -88,8 +93,9 @@ def write_run_record(
         finished_at=record.now(),
         config=record.to_plain(dataclasses.asdict(config)),
         model=record.ModelRef(model.name, model.loaded.revision),
-        data=data,
+        data=dataclasses.replace(data, max_length=max_length),
         device=device,
+        device_name=device_name(device),
         results=(),
         artifacts=artifacts,
         notes=notes,

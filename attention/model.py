@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from common import ConfigError, ModelLoadError
+from common import ModelLoadError
 from common.devices import DType, torch_dtype
 from embeddings.models import LoadedModel, load_model, model_shape
+from text.limits import resolve_max_length as text_max_length
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_LENGTH = 512  # `show`: the whole text when the model allows it
-STATS_MAX_LENGTH = 256  # `stats` and `diff`: the embed default; AG News texts are ~60 tokens
 
 
 @dataclass
@@ -92,20 +90,9 @@ def load_attention_model(model_id: str, device: str) -> AttentionModel:
     return model
 
 
-def resolve_max_length(model: AttentionModel, max_length: int | None, default: int) -> tuple[int, str | None]:
-    """The token limit to use, and a note when the default was lowered to the model's limit."""
-    limit = model.max_positions
-    if max_length is None:
-        if limit and limit < default:
-            return limit, f"--max-length {limit}: the most model {model.name!r} takes"
-        return default, None
-    if max_length < 2:
-        raise ConfigError(f"--max-length must be at least 2, got {max_length}")
-    if limit and max_length > limit:
-        raise ConfigError(
-            f"--max-length {max_length} is more than model {model.name!r} takes ({limit} tokens); pass --max-length {limit} or less"
-        )
-    return max_length, None
+def resolve_max_length(model: AttentionModel, max_length: int | None) -> tuple[int, str | None]:
+    """The token limit to use (the one text default, text.limits), and a note when the model's limit lowered it."""
+    return text_max_length(max_length, model.max_positions, model.name)
 
 
 @dataclass(frozen=True)

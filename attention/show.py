@@ -19,7 +19,6 @@ import numpy as np
 
 from attention.inputs import TextSource, load_texts, output_dir, write_run_record
 from attention.model import (
-    DEFAULT_MAX_LENGTH,
     AttentionModel,
     TokenisedTexts,
     load_attention_model,
@@ -31,13 +30,14 @@ from common import ConfigError, DataError, record
 from common.devices import Device, resolve_device
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
+from text.defaults import DEFAULT_MODEL
 
 HTML_FILE = "attention.html"
 
 
 @dataclass(frozen=True)
 class ShowConfig:
-    model: str = "minilm"
+    model: str = DEFAULT_MODEL
     text: str | None = None
     source: TextSource | None = None  # with ``row``: the text is that row of the split
     row: int | None = None
@@ -98,7 +98,7 @@ def prepare_show(config: ShowConfig) -> ShowPlan:
     model = load_attention_model(config.model, device)
     check_index("--layer", config.layer, model.n_layers, f"model {config.model!r} has layers")
     check_index("--head", config.head, model.n_heads, f"model {config.model!r} has heads")
-    max_length, note = resolve_max_length(model, config.max_length, DEFAULT_MAX_LENGTH)
+    max_length, note = resolve_max_length(model, config.max_length)
     tokens = tokenise(model.tokenizer, [text], max_length)
     if note:
         notes.append(note)
@@ -163,6 +163,7 @@ def run_show(plan: ShowPlan, progress: ProgressCallback = no_progress) -> ShowRe
             started_at,
             (HTML_FILE, *(p.name for p in pngs), "show.json"),
             plan.notes,
+            plan.max_length,
         )
     progress("attention", 3, 3)
     final_pngs = tuple(plan.run_dir / p.name for p in pngs)

@@ -19,7 +19,6 @@ import numpy as np
 from attention.heads import DESCRIPTIONS, STATISTICS, HeadStatistics
 from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
 from attention.model import (
-    STATS_MAX_LENGTH,
     AttentionModel,
     TokenisedTexts,
     batches,
@@ -33,6 +32,7 @@ from common import ConfigError, record
 from common.devices import Device, DType, resolve_device, resolve_dtype
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
+from text.defaults import DEFAULT_MODEL
 
 PRECISION_SAMPLE = 64  # texts recomputed in fp32 to check a bf16/fp16 run
 # Above these differences from fp32 a low-precision run is reported as not exact enough.
@@ -42,7 +42,7 @@ RELATIVE_TOLERANCE = 0.01  # relative, for entropy and distance
 
 @dataclass(frozen=True)
 class StatsConfig:
-    model: str = "minilm"
+    model: str = DEFAULT_MODEL
     source: TextSource = TextSource()
     max_length: int | None = None  # None: 256, or the model's limit if lower
     batch_size: int = 32
@@ -128,7 +128,7 @@ def prepare_stats(config: StatsConfig) -> StatsPlan:
     device = str(resolve_device(config.device))
     dtype = resolve_dtype(config.dtype, device)
     model = load_attention_model(config.model, device)
-    max_length, note = resolve_max_length(model, config.max_length, STATS_MAX_LENGTH)
+    max_length, note = resolve_max_length(model, config.max_length)
     tokens = tokenise(model.tokenizer, texts.split.texts, max_length)
     notes = list(texts.notes) + ([note] if note else [])
     if tokens.n_truncated:
@@ -232,5 +232,6 @@ def write_stats_run(plan: StatsPlan, result: StatsResult) -> Path:
             result.started_at,
             artifacts,
             plan.notes,
+            plan.max_length,
         )
     return plan.run_dir

@@ -11,13 +11,14 @@ import typer
 from cli import ui
 from common import ConfigError
 from common.devices import Device, DType
+from text.defaults import DEFAULT_MODEL
 
 app = typer.Typer(
     help="Attention weights: one text as PNGs and an HTML viewer, per-head statistics over a data set, and the divergence between two models.",
     no_args_is_help=True,
 )
 
-MODEL_HELP = "Hugging Face id, local folder (e.g. a fine-tuned run's model/), or 'minilm' (bundled, offline)."
+MODEL_HELP = "Hugging Face id (default bert-base-uncased), local folder (e.g. a fine-tuned run's model/), or 'minilm' (bundled, offline)."
 DATASET_HELP = "'demo', 'ag_news' or a path, as for mlx embed."
 
 
@@ -40,7 +41,7 @@ def _source(dataset, split, limit, seed, text_column, label_column):
 
 @app.command()
 def show(
-    model: str = typer.Option("minilm", help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     text: str = typer.Option(None, help="The text to show."),
     dataset: str = typer.Option(None, help=f"Show a row of a data set instead: {DATASET_HELP}"),
     split: str = typer.Option(None, help="Split of --dataset (default: test, or its only split)."),
@@ -53,7 +54,7 @@ def show(
     ),
     max_length: int = typer.Option(
         None,
-        help="Truncate to this many tokens (default 512, or the model's limit if lower); truncation is said aloud.",
+        help="Truncate to this many tokens (default 256, or the model's limit if lower); truncation is said aloud.",
     ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/show-<time>-<id>)."),
@@ -90,7 +91,7 @@ def show(
 
 @app.command()
 def stats(
-    model: str = typer.Option("minilm", help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     dataset: str = typer.Option("demo", help=DATASET_HELP),
     split: str = typer.Option(None, help="Split to read (default: test, or the only split)."),
     limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N texts."),

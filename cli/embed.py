@@ -7,8 +7,8 @@ import typer
 from cli import ui
 from common.devices import Device, DType
 from common.options import ALL, layer_text, parse_layer, parse_names
-from embeddings.models import DEFAULT_MODEL
 from embeddings.pooling import ALL_POOLINGS
+from text.defaults import DEFAULT_MODEL
 
 
 def embed(

@@ -9,6 +9,7 @@ import typer
 from cli import ui
 from common.devices import Device, DType
 from finetune.config import POOLINGS
+from text.defaults import DEFAULT_MODEL
 
 HeadPooling = Enum("HeadPooling", {name: name for name in POOLINGS}, type=str)  # --pooling [auto|cls|mean]
 HeadInit = Enum("HeadInit", {name: name for name in ("probe", "random")}, type=str)  # --head-init [probe|random]
@@ -16,7 +17,8 @@ HeadInit = Enum("HeadInit", {name: name for name in ("probe", "random")}, type=s
 
 def finetune(
     model: str = typer.Option(
-        "minilm", help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline)."
+        DEFAULT_MODEL,
+        help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline).",
     ),
     dataset: str = typer.Option(
         "demo",
@@ -38,7 +40,7 @@ def finetune(
         1, help="Micro-batches per optimizer step (global batch = batch size x ranks x this)."
     ),
     max_length: int = typer.Option(
-        None, help="Truncate texts to this many tokens. Default: 128, or the model's limit if lower."
+        None, help="Truncate texts to this many tokens. Default: 256 (as embed), or the model's limit if lower."
     ),
     warmup: float = typer.Option(
         0.1, help="Fraction of the steps with a linear warmup; the learning rate then decays linearly to 0."

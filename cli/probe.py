@@ -188,6 +188,9 @@ def _run(command: str, options: dict) -> None:
 
     with ui.progress_bar(unit="probe") as progress:
         report = run_probes(config, progress=progress, on_plan=on_plan)
+    for note in report.notes:
+        if note.startswith("logreg ") and "C grid extended" in note:
+            ui.say(note)  # said aloud: the grid grew because the choice lay on its edge
     for warning in report.warnings:
         ui.warn(warning)
     if as_json:

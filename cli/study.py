@@ -9,6 +9,7 @@ from cli import ui
 from common.devices import Device
 from common.options import ALL, parse_names
 from embeddings.pooling import ALL_POOLINGS
+from text.defaults import DEFAULT_MODEL
 from vision.names import DatasetName
 
 study_app = typer.Typer(
@@ -20,7 +21,9 @@ study_app = typer.Typer(
 @study_app.command()
 def text(
     model: str = typer.Option(
-        "minilm", "--model", help="Hugging Face model id, local folder, or 'minilm' (bundled, offline)."
+        DEFAULT_MODEL,
+        "--model",
+        help="Hugging Face model id, local folder, or 'minilm' (bundled, offline; the hub's models need a network or the cache).",
     ),
     dataset: str = typer.Option(
         "demo", "--dataset", help="'demo', 'ag_news', or a path (folder with train.csv/test.csv, or a file)."
@@ -35,7 +38,9 @@ def text(
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: by model size)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Fine-tuning batch size."),
     max_length: Optional[int] = typer.Option(
-        None, "--max-length", help="Truncate texts to this many tokens (embedding and fine-tuning)."
+        None,
+        "--max-length",
+        help="Truncate texts to this many tokens, embedding and fine-tuning alike (default 256, or the model's limit if lower).",
     ),
     text_column: str = typer.Option("text", "--text-column", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option(

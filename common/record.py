@@ -64,6 +64,10 @@ class DataRef:
     fingerprint: str  # of the whole dataset the run read
     splits: tuple[SplitRef, ...] = ()
     label_names: tuple[str, ...] = ()
+    # Text runs: tokens kept per text, and the fingerprint of the rows that chose settings (C, k, the
+    # checkpoint). A probe and a fine-tune with equal values saw the same text and chose on the same rows.
+    max_length: int | None = None
+    validation_fingerprint: str | None = None
 
     def split(self, name: str) -> SplitRef | None:
         return next((s for s in self.splits if s.name == name), None)
@@ -95,6 +99,10 @@ class ResultRow:
     trainable_params: int | None = None
     train_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # Cost (common/cost.py): peak memory while training (RSS on CPU, max allocated on CUDA), and test
+    # examples per second through the model that makes the prediction (encoder + probe, or the fine-tuned model).
+    peak_memory_bytes: int | None = None
+    predict_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ class RunRecord:
     results: tuple[ResultRow, ...]
     artifacts: tuple[str, ...] = ()  # paths relative to the run folder
     notes: tuple[str, ...] = ()
+    device_name: str = ""  # the CPU model and cores, or the GPU (common.cost.device_name)
     mlx_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     run_dir: str = ""  # where it was read from; not written
@@ -155,11 +164,14 @@ class RunRecord:
                 data["fingerprint"],
                 tuple(SplitRef(**s) for s in data.get("splits", ())),
                 tuple(data.get("label_names", ())),
+                data.get("max_length"),
+                data.get("validation_fingerprint"),
             ),
             device=d["device"],
             results=tuple(ResultRow(**r) for r in d["results"]),
             artifacts=tuple(d.get("artifacts", ())),
             notes=tuple(d.get("notes", ())),
+            device_name=d.get("device_name", ""),
             mlx_version=d["mlx_version"],
             schema_version=d["schema_version"],
             run_dir=run_dir,
@@ -190,6 +202,8 @@ _ROW_TYPES: dict[str, tuple[type, ...]] = {
     "trainable_params": (int, type(None)),
     "train_seconds": (float, int, type(None)),
     "details": (dict,),
+    "peak_memory_bytes": (int, type(None)),
+    "predict_per_second": (float, int, type(None)),
 }
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "schema_version": (int,),
@@ -206,14 +220,25 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "results": (list,),
     "artifacts": (list,),
     "notes": (list,),
+    "device_name": (str,),
 }
+_DATA_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "fingerprint": (str,),
+    "splits": (list,),
+    "label_names": (list,),
+    "max_length": (int, type(None)),
+    "validation_fingerprint": (str, type(None)),
+}
+# Fields added after schema 1 was first written: records from before lack them, and read as None / "".
+_OPTIONAL = {"peak_memory_bytes", "predict_per_second", "device_name", "max_length", "validation_fingerprint"}
 
 
 def validate(d: Any) -> list[str]:
     """Problems of a run.json object against the schema (empty list = valid). Checks names, types, ranges."""
     if not isinstance(d, dict):
         return ["not a JSON object"]
-    problems = check_fields(d, _RECORD_TYPES, "record")
+    problems = check_fields(d, _RECORD_TYPES, "record", _OPTIONAL)
     if problems:
         return problems
     if d["schema_version"] != SCHEMA_VERSION:
@@ -222,14 +247,12 @@ def validate(d: Any) -> list[str]:
         problems.append(f"kind {d['kind']!r} is not one of {', '.join(KINDS)}")
     if d["model"] is not None:
         problems += check_fields(d["model"], {"id": (str,), "revision": (str,)}, "model")
-    problems += check_fields(
-        d["data"], {"name": (str,), "fingerprint": (str,), "splits": (list,), "label_names": (list,)}, "data"
-    )
+    problems += check_fields(d["data"], _DATA_TYPES, "data", _OPTIONAL)
     for i, s in enumerate(d["data"].get("splits", [])):
         problems += check_fields(s, {"name": (str,), "fingerprint": (str,), "n_rows": (int,)}, f"data.splits[{i}]")
     names = set()
     for i, r in enumerate(d["results"]):
-        row_problems = check_fields(r, _ROW_TYPES, f"results[{i}]")
+        row_problems = check_fields(r, _ROW_TYPES, f"results[{i}]", _OPTIONAL)
         problems += row_problems
         if row_problems:
             continue
@@ -239,6 +262,9 @@ def validate(d: Any) -> list[str]:
         for metric in ("accuracy", "macro_f1", "validation_accuracy"):
             if r[metric] is not None and not 0 <= r[metric] <= 1:
                 problems.append(f"results[{i}].{metric} = {r[metric]} is outside [0, 1]")
+        for cost in ("peak_memory_bytes", "predict_per_second"):
+            if r.get(cost) is not None and not 0 <= r[cost] < float("inf"):
+                problems.append(f"results[{i}].{cost} = {r[cost]} is negative or not finite")
     return problems
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ConfigError, StoreError
+from common.cost import device_name, measure
 from common.devices import Device, DType, resolve_device_name, resolve_dtype
 from common.distributed import DistInfo, barrier, init_distributed
 from common.locking import store_lock
@@ -28,14 +29,16 @@ from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
 from common.runs import disk_errors, write_json, write_npz
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
-from embeddings.models import DEFAULT_MODEL, LoadedModel, load_model, model_revision, model_shape, resolve_model
+from embeddings.models import LoadedModel, load_model, model_revision, model_shape, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import FORMAT_NAME, SplitArrays, write_store
+from text.defaults import DEFAULT_MODEL
+from text.limits import resolve_max_length
 
 log = logging.getLogger(__name__)
 
-SHARD_BATCHES = 16
-DEFAULT_MAX_LENGTH = 256  # batches per shard: the unit of resumption
+SHARD_BATCHES = 16  # batches per shard: the unit of resumption
+SHARD_SECONDS = "seconds"  # the key of a shard's own compute time (vectors are keyed 'pooling@layer')
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class EmbedConfig:
     model: str = DEFAULT_MODEL
     poolings: tuple[str, ...] = ("mean",)
     layer: LayerSpec = "last"  # "last", "all", or hidden-state indices (common.options.parse_layer)
-    max_length: int | None = None  # None: DEFAULT_MAX_LENGTH, or the model's limit if lower
+    max_length: int | None = None  # None: text.limits.DEFAULT_MAX_LENGTH, or the model's limit if lower
     batch_size: int = 64
     device: Device = Device.AUTO
     dtype: DType = DType.AUTO
@@ -108,13 +111,8 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     source = resolve_model(config.model)
     shape = model_shape(config.model)
     layers = resolve_layers(config.layer, shape.n_layers)
-    if config.max_length is None:
-        limit = shape.max_positions or DEFAULT_MAX_LENGTH
-        config = dataclasses.replace(config, max_length=min(DEFAULT_MAX_LENGTH, limit))
-    elif shape.max_positions and config.max_length > shape.max_positions:
-        raise ConfigError(
-            f"--max-length {config.max_length} is more than model {config.model!r} takes ({shape.max_positions} tokens); pass --max-length {shape.max_positions} or less"
-        )
+    max_length, _ = resolve_max_length(config.max_length, shape.max_positions, config.model)
+    config = dataclasses.replace(config, max_length=max_length)
     revision = model_revision(source)
     device = resolve_device_name(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -206,22 +204,25 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
         barrier()  # the shard folder exists and is this extraction's before any rank writes into it
         partial = plan.path.parent / f".{plan.path.name}.partial"
         device = f"cuda:{info.local_rank}" if plan.device == "cuda" and info.enabled else plan.device
-        loaded = load_model(plan.config.model, device, plan.dtype)
-        poolings, notes = _usable_poolings(plan.config.poolings, loaded)
-        shards = {
-            name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
-            for name, split in plan.dataset.splits.items()
-        }
+        with measure(device) as usage:
+            loaded = load_model(plan.config.model, device, plan.dtype)
+            poolings, notes = _usable_poolings(plan.config.poolings, loaded)
+            shards = {
+                name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
+                for name, split in plan.dataset.splits.items()
+            }
         n_embedded = sum(
             n_split for _, _, n_split in shards.values()
         )  # this rank's new work; kept shards are not counted
         barrier()  # every shard is on disk
         if info.is_main:
-            splits = {
-                name: SplitArrays(split.labels, split.row_ids, _assemble(*shards[name][:2]), split.fingerprint)
-                for name, split in plan.dataset.splits.items()
-            }
-            write_store(plan.path, _root_attrs(plan, loaded, poolings, plan.layers), splits)
+            splits = {}
+            for name, split in plan.dataset.splits.items():
+                vectors, seconds = _assemble(*shards[name][:2])
+                splits[name] = SplitArrays(split.labels, split.row_ids, vectors, split.fingerprint, seconds)
+            attrs = _root_attrs(plan, loaded, poolings, plan.layers)
+            attrs.update(peak_memory_bytes=usage.peak_memory_bytes or 0, device_name=device_name(device))
+            write_store(plan.path, attrs, splits)
             shutil.rmtree(partial, ignore_errors=True)
         barrier()  # the store is complete before any rank reports success
     return EmbedResult(
@@ -296,7 +297,10 @@ def _embed_shards(
             def batch_done(n_done: int, offset: int = start) -> None:
                 progress(task, offset + n_done, total)
 
-            write_npz(shard_file, _embed_texts(texts, loaded, poolings, layers, config, batch_done))
+            started = time.perf_counter()
+            vectors = _embed_texts(texts, loaded, poolings, layers, config, batch_done)
+            # its own time travels with the shard, so a resumed store still knows the encoder's cost
+            write_npz(shard_file, {**vectors, SHARD_SECONDS: np.float64(time.perf_counter() - started)})
             n_embedded += len(texts)
         progress(task, min(start + shard_size, total), total)
     return shards, order, n_embedded
@@ -342,20 +346,28 @@ def _forward_batches(texts, loaded: LoadedModel, poolings, layers, config, batch
     return {key: torch.cat(parts).numpy() for key, parts in chunks.items()}
 
 
-def _assemble(shards: list[Path], order: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
-    """(pooling, layer) -> (N, D) float32 from the shard files, back in the split's source row order."""
+def _assemble(shards: list[Path], order: np.ndarray) -> tuple[dict[tuple[str, int], np.ndarray], float | None]:
+    """((pooling, layer) -> (N, D) float32 in the split's source row order, the model's seconds on the split).
+
+    The seconds are None when a shard kept from an older mlx does not say its own.
+    """
     parts: dict[str, list[np.ndarray]] = {}
+    seconds: float | None = 0.0
     for shard in shards:
         with np.load(shard) as arrays:
+            seconds = (
+                None if seconds is None or SHARD_SECONDS not in arrays.files else seconds + float(arrays[SHARD_SECONDS])
+            )
             for key in arrays.files:
-                parts.setdefault(key, []).append(arrays[key])
+                if key != SHARD_SECONDS:
+                    parts.setdefault(key, []).append(arrays[key])
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     vectors = {}
     for key, chunks in parts.items():
         pooling, layer = key.rsplit("@", 1)
         vectors[(pooling, int(layer))] = np.concatenate(chunks)[inverse]  # back to source row order
-    return vectors
+    return vectors, seconds
 
 
 def _root_attrs(plan: EmbedPlan, loaded: LoadedModel, poolings, layers) -> dict:

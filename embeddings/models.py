@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # torch and transformers load with the model, not when a cach
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "bert-base-uncased"
-
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 

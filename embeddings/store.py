@@ -47,6 +47,7 @@ class SplitArrays:
     row_ids: np.ndarray  # (N,) int64
     vectors: dict[tuple[str, int], np.ndarray]
     fingerprint: str = ""
+    encode_seconds: float | None = None  # the model's time on this split's texts (None: not measured)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class StoreInfo:
     splits: dict[str, int]  # split name -> n_examples
     dims: dict[str, int]  # pooling -> D
     config: dict[str, Any] = field(default_factory=dict)
+    # The cost of the encoder pass (stores from before these read as unknown): seconds per split,
+    # the extraction's peak memory (common.cost) and the CPU/GPU it ran on.
+    encode_seconds: dict[str, float] = field(default_factory=dict)
+    peak_memory_bytes: int | None = None
+    device_name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -113,6 +119,8 @@ def _write_split(f: h5py.File, split: str, arrays: SplitArrays, label_names: lis
     group.attrs["n_examples"] = len(arrays.labels)
     group.attrs["fingerprint"] = arrays.fingerprint
     group.attrs["label_names"] = json.dumps(list(label_names))
+    if arrays.encode_seconds is not None:
+        group.attrs["encode_seconds"] = float(arrays.encode_seconds)
     group.create_dataset("labels", data=np.asarray(arrays.labels, dtype=np.int64))
     group.create_dataset("row_ids", data=np.asarray(arrays.row_ids, dtype=np.int64))
     for (pooling, layer), matrix in arrays.vectors.items():
@@ -236,6 +244,11 @@ def _read_info(f: h5py.File, path: Path) -> StoreInfo:
         splits=splits,
         dims=dims,
         config=a.get("config", {}),
+        encode_seconds={
+            name: float(f[name].attrs["encode_seconds"]) for name in splits if "encode_seconds" in f[name].attrs
+        },
+        peak_memory_bytes=int(a["peak_memory_bytes"]) if "peak_memory_bytes" in a else None,
+        device_name=str(a.get("device_name", "")),
     )
 
 

@@ -10,14 +10,11 @@ from typing import TYPE_CHECKING
 
 from common.devices import Device, DType
 from common.errors import ConfigError
+from text.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from embeddings.models import ModelShape
 
-# Same rows as the logistic-regression probe's choice of C (probes/logreg.py select_C defaults).
-VALIDATION_FRACTION = 0.1
-VALIDATION_SEED = 0
-DEFAULT_MAX_LENGTH = 128
 
 # Options that do not change what a run computes: a resumed run may differ in these.
 RUNTIME_OPTIONS = ("out", "force", "device", "keep_checkpoints", "threads")
@@ -34,7 +31,7 @@ MEAN_POOLING_MODEL_TYPES = ("bert",)
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    model: str = "minilm"
+    model: str = DEFAULT_MODEL
     dataset: str = "demo"
     splits: tuple[str, ...] = ()  # (train split, test split); () means ("train", "test")
     text_column: str = "text"
@@ -47,7 +44,7 @@ class FinetuneConfig:
     lr: float | None = None  # None: by model size (default_lr)
     batch_size: int = 32
     grad_accum: int = 1
-    max_length: int | None = None  # None: DEFAULT_MAX_LENGTH, capped to the model's limit
+    max_length: int | None = None  # None: text.limits.DEFAULT_MAX_LENGTH, capped to the model's limit
     warmup: float = 0.1
     weight_decay: float = 0.01
     layer_lr_decay: float = 1.0

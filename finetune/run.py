@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common import __version__
+from common.cost import device_name, measure, per_second
 from common.devices import DType, preferred_dtype, resolve_device
 from common.distributed import DistInfo, barrier, dist_info, init_distributed
 from common.errors import ConfigError, DataError, ModelLoadError, StoreError
@@ -25,21 +26,20 @@ from common.paths import ensure_writable_dir, mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
 from common.schema import read_checked_json
-from common.splits import stratified_split, stratified_subsample
+from common.splits import stratified_subsample
 from embeddings.datasets import TextDataset, load_text_dataset
 from embeddings.models import model_shape, resolve_model
 from finetune.config import (
-    DEFAULT_MAX_LENGTH,
     DROPOUT_MASKS,
     RUNTIME_OPTIONS,
-    VALIDATION_FRACTION,
-    VALIDATION_SEED,
     FinetuneConfig,
     default_lr,
     option_name,
     resolve_pooling,
 )
 from finetune.data import LengthGroupedBatches, encode_split, scoring_batches
+from text.limits import resolve_max_length
+from text.validation import validation_fingerprint, validation_split
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FinetunePlan:
     config: FinetuneConfig  # with lr, max_length and dtype resolved
     dataset: TextDataset
     fit_rows: np.ndarray  # rows of the training split trained on
-    val_rows: np.ndarray  # rows held out for validation (the probe's C-selection rows)
+    val_rows: np.ndarray  # rows held out for validation: the probe's (text.validation, the same seed)
     source: str  # resolved model id or folder
     n_layers: int
     device: str
@@ -116,6 +116,8 @@ class FinetuneResult:
     train_seconds: float
     samples_per_second: float
     history: object  # common.training.TrainHistory
+    peak_memory_bytes: int | None = None  # while training (common.cost.measure)
+    predict_per_second: float | None = None  # test texts per second through the fine-tuned model
     notes: tuple[str, ...] = ()
     ranks_in_sync: bool | None = None  # DDP only: the trained parameters are bit-identical on every rank
     head: object = None  # finetune.head.HeadFit when the head started as a linear probe (None: --head-init random)
@@ -129,6 +131,8 @@ def run_options(config: FinetuneConfig, world_size: int) -> dict:
     options = {k: v for k, v in config.as_dict().items() if k not in RUNTIME_OPTIONS}
     if not options["ema_decay"]:  # off: the identity (and default folder) of runs from before --ema-decay
         del options["ema_decay"]
+    if config.seed:  # validation rows follow --seed (text.validation); before, they were seed 0's at any seed
+        options["validation_seed"] = config.seed
     return dict(options, world_size=world_size, dropout_masks=DROPOUT_MASKS)
 
 
@@ -203,7 +207,8 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
 
 def _training_rows(labels: np.ndarray, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) rows of the training split; with ``train_size`` both come from the stratified
-    subset that ``probe --train-size`` trains on (common.splits.stratified_subsample, same seed)."""
+    subset that ``probe --train-size`` trains on (common.splits.stratified_subsample, same seed), and the
+    validation rows are the probe's (text.validation.validation_split, same seed)."""
     rows = np.arange(len(labels))
     if train_size is not None:
         if train_size > len(labels):
@@ -212,7 +217,7 @@ def _training_rows(labels: np.ndarray, train_size: int | None, seed: int) -> tup
                 f"pass at most {len(labels)}"
             )
         rows = stratified_subsample(labels, train_size, seed)
-    fit, validation = stratified_split(labels[rows], VALIDATION_FRACTION, VALIDATION_SEED, what="validation")
+    fit, validation = validation_split(labels[rows], seed)
     return rows[fit], rows[validation]
 
 
@@ -234,13 +239,7 @@ def _hidden_size(source: str) -> int:
 
 
 def _max_length(config: FinetuneConfig, model_limit: int) -> int:
-    if config.max_length is None:
-        return min(DEFAULT_MAX_LENGTH, model_limit) if model_limit else DEFAULT_MAX_LENGTH
-    if model_limit and config.max_length > model_limit:
-        raise ConfigError(
-            f"--max-length {config.max_length} is more than model {config.model!r} takes ({model_limit} tokens); pass --max-length {model_limit} or less"
-        )
-    return config.max_length
+    return resolve_max_length(config.max_length, model_limit, config.model)[0]
 
 
 def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_size: int) -> int | None:
@@ -260,7 +259,7 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
     if config.force or not saved.exists():
         return None
     before = json.loads(saved.read_text())
-    now = {"ema_decay": 0.0, **run_options(config, world_size)}
+    now = {"ema_decay": 0.0, "validation_seed": 0, **run_options(config, world_size)}
     # Runs from before these keys drew torch's masks, started from a random head and read the [CLS] pooler.
     then = {
         "dropout_masks": "torch",
@@ -268,6 +267,7 @@ def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_si
         "pooling": "cls",
         "label_smoothing": 0.0,
         "ema_decay": 0.0,
+        "validation_seed": 0,
         **before.get("options", {}),
     }
     if then.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
@@ -322,11 +322,9 @@ def check_not_busy(plan: FinetunePlan) -> None:
 
 
 def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device) -> FinetuneResult:
-    import torch
 
     from common.checkpoints import CheckpointDir
-    from common.training import cpu_threads, fit
-    from finetune.dropout import fast_dropout
+    from common.training import cpu_threads
 
     _start_folder(plan, dist)
     with cpu_threads(plan.config.threads):
@@ -339,37 +337,55 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device)
             steps_done[0] = completed
             progress("finetune", completed * plan.global_batch, total * plan.global_batch, **info)
 
-        head = _probe_head(plan, model, data, device, dist, progress)
-        with fast_dropout(model):
-            history = fit(
-                model,
-                data["train"],
-                data["validation"],
-                functools.partial(torch.nn.functional.cross_entropy, label_smoothing=plan.config.label_smoothing),
-                _train_config(plan),
-                device,
-                on_step if dist.is_main else no_progress,
-                param_groups=_param_groups(model, plan),
-                checkpoints=checkpoints,
-                dist=dist,
-            )
+        with measure(device) as training:
+            head = _probe_head(plan, model, data, device, dist, progress)
+            history = _fit(plan, model, data, device, dist, on_step, checkpoints)
         in_sync = _ranks_in_sync(model, dist)
         from common.training import checkpoint_weights, predict
 
         if history.best_step is not None:
             model.load_state_dict(checkpoint_weights(checkpoints.load(history.best_step)))
-
-        logits = predict(model, data["test"], device, autocast=_autocast(plan), dist=dist)
+        with measure(device) as scoring:
+            logits = predict(model, data["test"], device, autocast=_autocast(plan), dist=dist)
     predicted = np.empty(len(logits), dtype=np.int64)
     predicted[data["test_order"]] = logits.argmax(dim=1).numpy()
     result = _result(plan, model, history, predicted, data["test_split"])
     # The probe head is part of what training cost: its seconds count in the run's training time.
     seconds = result.train_seconds + (head.seconds if head is not None else 0.0)
-    result = replace(result, ranks_in_sync=in_sync, head=head, train_seconds=seconds)
+    result = replace(
+        result,
+        ranks_in_sync=in_sync,
+        head=head,
+        train_seconds=seconds,
+        peak_memory_bytes=training.peak_memory_bytes,
+        predict_per_second=per_second(len(predicted), scoring.seconds),
+    )
     if dist.is_main:
         _write_run(plan, result, model, tokenizer, predicted, data["test_split"])
     barrier()
     return result
+
+
+def _fit(plan: FinetunePlan, model, data: dict, device, dist: DistInfo, on_step, checkpoints):
+    """The one training loop (common.training.fit) with fast dropout masks."""
+    import torch
+
+    from common.training import fit
+    from finetune.dropout import fast_dropout
+
+    with fast_dropout(model):
+        return fit(
+            model,
+            data["train"],
+            data["validation"],
+            functools.partial(torch.nn.functional.cross_entropy, label_smoothing=plan.config.label_smoothing),
+            _train_config(plan),
+            device,
+            on_step if dist.is_main else no_progress,
+            param_groups=_param_groups(model, plan),
+            checkpoints=checkpoints,
+            dist=dist,
+        )
 
 
 def _probe_head(plan: FinetunePlan, model, data: dict, device, dist: DistInfo, progress: ProgressCallback):
@@ -673,6 +689,8 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         trainable_params=result.trainable_params,
         train_seconds=result.train_seconds,
         details=run_record.to_plain(details),
+        peak_memory_bytes=result.peak_memory_bytes,
+        predict_per_second=result.predict_per_second,
     )
     splits = (
         run_record.SplitRef(
@@ -691,8 +709,16 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         finished_at=run_record.now(),
         config=plan.config.as_dict(),
         model=run_record.ModelRef(c.model, model_revision(plan.source)),
-        data=run_record.DataRef(plan.dataset.name, plan.dataset.fingerprint, splits, plan.dataset.label_names),
+        data=run_record.DataRef(
+            plan.dataset.name,
+            plan.dataset.fingerprint,
+            splits,
+            plan.dataset.label_names,
+            max_length=c.max_length,
+            validation_fingerprint=validation_fingerprint(train.fingerprint, train.row_ids[plan.val_rows]),
+        ),
         device=plan.device,
+        device_name=device_name(plan.device),
         results=(row,),
         artifacts=("model", "learning_curve.png", run_record.PREDICTIONS_FILE),
         notes=result.notes,

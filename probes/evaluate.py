@@ -4,7 +4,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,15 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from common import ConfigError
 from common import record as run_record
 from common import runs as common_runs
+from common.cost import device_name, measure, per_second
 from common.metrics import macro_f1
 from common.options import LayerSpec
 from common.progress import ProgressCallback, no_progress
+from common.splits import stratified_split
 from probes import data, report, runs
 from probes.knn import ApproximateParams, IndexKind, KNNProbe, Metric, Weights, recall_at_k
-from probes.logreg import DEFAULT_CS, LogRegProbe, select_C
+from probes.logreg import C_LIMITS, DEFAULT_CS, LogRegProbe, select_C
+from text.validation import VALIDATION_FRACTION, validation_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class KNNConfig:
 @dataclass(frozen=True)
 class LogRegConfig:
     Cs: tuple[float, ...] = DEFAULT_CS
-    validation_fraction: float = 0.1
+    validation_fraction: float = VALIDATION_FRACTION  # the run's validation rows, for k-NN's k too
     max_iter: int = 1000
 
 
@@ -98,6 +101,22 @@ class ProbeResult:
     validation_accuracy: float | None = None
     recall_at_k: float | None = None
     trainable_params: int = 0  # k-NN learns nothing; logistic regression: coefficients + intercepts
+    # Cost through the frozen encoder (from the store; None when it does not say) plus this probe.
+    encode_train_seconds: float | None = None  # the encoder's time on the training texts used
+    encode_test_seconds: float | None = None
+    peak_memory_bytes: int | None = None  # the encoder pass's or the probing's, the larger
+
+    @property
+    def train_seconds(self) -> float:
+        """Encoding the training texts with the frozen encoder (when known) plus fitting the probe."""
+        return self.fit_seconds + (self.encode_train_seconds or 0.0)
+
+    @property
+    def predict_per_second(self) -> float | None:
+        """Test texts per second through the frozen encoder and this probe (None: the encoder's time unknown)."""
+        if self.encode_test_seconds is None:
+            return None
+        return per_second(self.n_test, self.encode_test_seconds + self.predict_seconds)
 
     @property
     def layer_label(self) -> str:
@@ -110,7 +129,19 @@ class ProbeResult:
 
     def to_row(self) -> run_record.ResultRow:
         d = self.to_dict()
-        details = {k: d[k] for k in ("per_class", "confusion", "fit_seconds", "predict_seconds", "dim", "recall_at_k")}
+        details = {
+            k: d[k]
+            for k in (
+                "per_class",
+                "confusion",
+                "fit_seconds",
+                "predict_seconds",
+                "dim",
+                "recall_at_k",
+                "encode_train_seconds",
+                "encode_test_seconds",
+            )
+        }
         return run_record.ResultRow(
             name=self.name,
             method=self.probe,
@@ -122,8 +153,10 @@ class ProbeResult:
             n_train=self.n_train,
             n_test=self.n_test,
             trainable_params=self.trainable_params,
-            train_seconds=self.fit_seconds,
+            train_seconds=self.train_seconds,
             details=details,
+            peak_memory_bytes=self.peak_memory_bytes,
+            predict_per_second=self.predict_per_second,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,10 +180,12 @@ class ProbeReport:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """Things the reader must know about the numbers: a C chosen on the edge of its grid."""
+        """Things the reader must know about the numbers: a C chosen on the edge of its grid, even extended."""
         return tuple(
             f"logreg {r.pooling} layer {r.layer_label}: C={r.params['C']:g} is on the edge of the C grid "
-            f"({min(r.params['C_grid']):g}..{max(r.params['C_grid']):g}); the best C may lie beyond it, widen --C"
+            f"({min(r.params['C_grid']):g}..{max(r.params['C_grid']):g}"
+            + (", extended as far as it goes" if r.params.get("C_grid_extended") else "")
+            + "); the best C may lie beyond it, widen --C"
             for r in self.results
             if r.params.get("C_on_grid_edge")
         )
@@ -205,15 +240,18 @@ def run_probes(
             )
         with common_runs.staged_run_dir(run_dir) as staging:
             predictions: dict[str, np.ndarray] = {}
-            results = _evaluate(
-                config,
-                data.iter_matrices(store, test_store, plan, pairs),
-                len(pairs),
-                label_names,
-                progress,
-                predictions,
-            )
+            with measure("cpu") as probing:
+                results = _evaluate(
+                    config,
+                    data.iter_matrices(store, test_store, plan, pairs),
+                    len(pairs),
+                    label_names,
+                    progress,
+                    predictions,
+                )
+            results = _with_encoder_cost(results, store, test_store, plan, probing.peak_memory_bytes)
             results = tuple(sorted(results, key=lambda r: -r.accuracy))
+            notes += _grid_notes(results)
             plots = report.write_plots(staging, results, selections, label_names) if config.plot else ()
             record = _record(
                 config, results, store, test_store, plan, label_names, store_meta, notes, plots, started_at
@@ -237,6 +275,41 @@ def run_probes(
         tuple(notes),
         record,
     )
+
+
+def _with_encoder_cost(results, store, test_store, plan: data.SplitPlan, probing_peak: int | None) -> list[ProbeResult]:
+    """Each result with the frozen encoder's share of the cost, as the store recorded it (stores from before
+    mlx recorded it say nothing: None). The encoder's seconds on a split are shared pro rata by the rows used."""
+    test_source = test_store or store
+
+    def share(source, split: str, rows) -> float | None:
+        seconds = source.info.encode_seconds.get(split)
+        if seconds is None:
+            return None
+        n_split = source.info.splits[split]
+        return seconds * (n_split if rows is None else len(rows)) / max(n_split, 1)
+
+    train_s = share(store, plan.train_split, plan.train_rows)
+    test_s = share(test_source, plan.test_split, plan.test_rows)
+    peaks = [p for p in (probing_peak, store.info.peak_memory_bytes, test_source.info.peak_memory_bytes) if p]
+    peak = max(peaks) if peaks else None
+    return [
+        replace(r, encode_train_seconds=train_s, encode_test_seconds=test_s, peak_memory_bytes=peak) for r in results
+    ]
+
+
+def _grid_notes(results) -> list[str]:
+    """Said aloud: where the C grid was extended because the choice lay on its edge."""
+    notes = []
+    for r in results:
+        added = r.params.get("C_grid_extended") or []
+        if added:
+            edge = " (still on the edge: flagged)" if r.params.get("C_on_grid_edge") else ""
+            notes.append(
+                f"logreg {r.pooling} layer {r.layer_label}: C grid extended to {min(added):g}..{max(added):g} "
+                f"(bounds {C_LIMITS[0]:g}..{C_LIMITS[1]:g}); C={r.params['C']:g} chosen{edge}"
+            )
+    return notes
 
 
 def _check_settings(config: ProbeRunConfig, n_train: int) -> None:
@@ -302,6 +375,7 @@ def _knn_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Iterator
     if c.index is not IndexKind.FLAT:
         exact = KNNProbe(k=k_max, metric=c.metric.value, index="flat").fit(m.X_train, m.y_train)
         exact_rows = exact.kneighbors(m.X_test, k_max)[1]
+    validation = _knn_validation(config, m)
     for k in sorted(c.ks):
         start = time.perf_counter()
         with_k = copy.copy(probe)  # shares the fitted index
@@ -309,8 +383,35 @@ def _knn_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Iterator
         y_pred = with_k.predict_from_neighbours(distances, rows)
         vote_s = time.perf_counter() - start
         extra = {} if exact_rows is None else {"recall_at_k": recall_at_k(rows, exact_rows, k)}
+        extra["validation_accuracy"] = validation[k]
         params = {"k": k, "metric": c.metric.value, "weights": c.weights.value, "index": c.index.value}
         yield f"k={k}", params, y_pred, fit_s, search_s + vote_s, extra
+
+
+def _knn_validation(config: ProbeRunConfig, m: data.PooledMatrices) -> dict[int, float]:
+    """Validation accuracy of every k: an index of the fit rows queried with the validation rows (the rows
+    logistic regression chooses C on), so that k, like C, is chosen without test."""
+    c = config.knn
+    fit_rows, validation_rows = stratified_split(
+        m.y_train, config.logreg.validation_fraction, config.seed, what="validation"
+    )
+    k_max = min(max(c.ks), len(fit_rows))
+    probe = KNNProbe(
+        k=k_max,
+        metric=c.metric.value,
+        weights=c.weights.value,
+        index=c.index.value,
+        params=c.approximate,
+        seed=config.seed,
+    ).fit(m.X_train[fit_rows], m.y_train[fit_rows])
+    distances, rows = probe.kneighbors(m.X_train[validation_rows], k_max)
+    accuracy = {}
+    for k in sorted(c.ks):
+        with_k = copy.copy(probe)
+        with_k.k = min(k, k_max)
+        y_pred = with_k.predict_from_neighbours(distances, rows)
+        accuracy[k] = float(np.mean(y_pred == m.y_train[validation_rows]))
+    return accuracy
 
 
 def _logreg_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Iterator[Prediction]:
@@ -325,8 +426,10 @@ def _logreg_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Itera
     predict_s = time.perf_counter() - start
     params = {
         "C": chosen.C,
-        "C_grid": list(c.Cs),
-        "validation_accuracy_by_C": {str(k): v for k, v in chosen.validation_accuracy.items()},
+        "C_grid": list(chosen.grid),
+        "C_grid_extended": list(chosen.extended),
+        "validation_accuracy_by_C": {str(k): v for k, v in sorted(chosen.validation_accuracy.items())},
+        "validation_loss_by_C": {str(k): v for k, v in sorted(chosen.validation_loss.items())},
         "n_fit": chosen.n_fit,
         "n_validation": chosen.n_validation,
         "C_on_grid_edge": chosen.on_edge,
@@ -424,13 +527,28 @@ def _record(
         config={**config.to_dict(), "store_meta": store_meta, "split": plan.describe()},
         model=run_record.ModelRef(info.model_id, info.model_revision),
         data=run_record.DataRef(
-            info.dataset_name, info.dataset_fingerprint, data.split_refs(plan, store, test_store), tuple(label_names)
+            info.dataset_name,
+            info.dataset_fingerprint,
+            data.split_refs(plan, store, test_store),
+            tuple(label_names),
+            max_length=info.max_length or None,
+            validation_fingerprint=_validation_fingerprint(config, store, plan),
         ),
         device="cpu",
+        device_name=info.device_name or device_name("cpu"),
         results=tuple(r.to_row() for r in results),
         artifacts=tuple(p.name for p in plots),
         notes=tuple(notes),
     )
+
+
+def _validation_fingerprint(config: ProbeRunConfig, store, plan: data.SplitPlan) -> str:
+    """The fingerprint of the rows C and k were chosen on (text.validation), by their ids in the source split."""
+    y_train = data.train_labels(plan, store)
+    _, validation = stratified_split(y_train, config.logreg.validation_fraction, config.seed, what="validation")
+    positions = validation if plan.train_rows is None else plan.train_rows[validation]
+    ids = store.row_ids(plan.train_split)[positions]
+    return validation_fingerprint(store.split_fingerprint(plan.train_split), ids)
 
 
 def _plain(obj: Any) -> Any:

@@ -2,16 +2,18 @@
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from common import ConfigError
 from common.splits import stratified_split
+from text.validation import VALIDATION_FRACTION
 
 log = logging.getLogger(__name__)
 
@@ -62,50 +64,93 @@ def _fit_quietly(model: LogisticRegression, X: np.ndarray, y: np.ndarray) -> Non
 DEFAULT_CS = tuple(float(f"{c:.3g}") for c in np.logspace(-4, 2, 19))
 
 
+# At an edge the grid extends, by the default grid's own step (a third of a decade), until the chosen C
+# is interior or these bounds are passed: a C beyond them would mean the features carry no signal
+# (below) or the probe does not regularise at all (above).
+C_LIMITS = (1e-7, 1e5)
+C_STEP = 10 ** (1 / 3)
+
+
 @dataclass(frozen=True)
 class CSelection:
-    """Validation accuracy of every candidate C and the one chosen."""
+    """Validation accuracy (and log loss) of every candidate C, the one chosen and how the grid grew."""
 
     C: float
     validation_accuracy: dict[float, float]
     n_fit: int
     n_validation: int
+    validation_loss: dict[float, float] = field(default_factory=dict)
+    extended: tuple[float, ...] = ()  # Cs added beyond the given grid because the choice lay on its edge
 
     @property
     def on_edge(self) -> bool:
-        """The chosen C is the smallest or largest tried: the best may lie outside the grid."""
+        """The chosen C is the smallest or largest tried (even after extending): the best may lie outside."""
         grid = sorted(self.validation_accuracy)
         return len(grid) > 1 and self.C in (grid[0], grid[-1])
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        return tuple(sorted(self.validation_accuracy))
 
 
 def select_C(
     X: np.ndarray,
     y: np.ndarray,
     Cs: tuple[float, ...],
-    validation_fraction: float = 0.1,
+    validation_fraction: float = VALIDATION_FRACTION,
     seed: int = 0,
     max_iter: int = 1000,
 ) -> CSelection:
-    """Fit one probe per C on train minus a validation split, return the C with best validation accuracy.
+    """Fit one probe per C on train minus the validation split, return the C with the best validation accuracy.
 
+    The validation rows are the text runs' one split (text.validation: this fraction, this seed).
     Cs are fitted from the smallest up, each fit starting from the previous solution (a
-    regularisation path), so a wide grid costs little more than a few cold fits. Ties go to the
-    smallest C (the strongest regularisation). Test data are never seen here.
+    regularisation path), so a wide grid costs little more than a few cold fits. Ties in accuracy go
+    to the lower validation log loss (on an accuracy plateau at tiny C the probabilities flatten
+    towards uniform), then to the smaller C. A choice on the edge of the grid extends it by
+    ``C_STEP`` until the choice is interior or ``C_LIMITS`` is reached. Test data are never seen here.
     """
     if not Cs:
         raise ConfigError("no C values given; pass e.g. --C 0.01,0.1,1,10")
+    for C in Cs:
+        if not C > 0:
+            raise ConfigError(f"C must be positive, got {C!r}; pass e.g. --C 0.01,0.1,1,10")
     fit_rows, validation_rows = stratified_split(y, validation_fraction, seed, what="validation")
     scaler = StandardScaler().fit(X[fit_rows])
     X_fit, X_validation = scaler.transform(X[fit_rows]), scaler.transform(X[validation_rows])
     model = LogisticRegression(max_iter=max_iter, random_state=seed, warm_start=True)
-    accuracy = {}
-    for C in sorted(Cs):
-        if not C > 0:
-            raise ConfigError(f"C must be positive, got {C!r}; pass e.g. --C 0.01,0.1,1,10")
+    accuracy, loss = {}, {}
+
+    def score(C: float) -> None:
         model.set_params(C=C)
         _fit_quietly(model, X_fit, y[fit_rows])
         accuracy[C] = float(np.mean(model.predict(X_validation) == y[validation_rows]))
-        log.info("C=%g: validation accuracy %.4f", C, accuracy[C])
-    best = max(accuracy.values())
-    chosen = min(C for C, a in accuracy.items() if a == best)
-    return CSelection(C=chosen, validation_accuracy=accuracy, n_fit=len(fit_rows), n_validation=len(validation_rows))
+        loss[C] = float(log_loss(y[validation_rows], model.predict_proba(X_validation), labels=model.classes_))
+        log.info("C=%g: validation accuracy %.4f, log loss %.4f", C, accuracy[C], loss[C])
+
+    for C in sorted(set(Cs)):
+        score(C)
+    extended = []
+    while len(accuracy) > 1:
+        chosen, grid = _best(accuracy, loss), sorted(accuracy)
+        if chosen not in (grid[0], grid[-1]):
+            break
+        beyond = float(f"{chosen / C_STEP if chosen == grid[0] else chosen * C_STEP:.3g}")
+        if not C_LIMITS[0] <= beyond <= C_LIMITS[1] or beyond in accuracy:
+            break
+        score(beyond)
+        extended.append(beyond)
+    if extended:
+        log.info("C grid extended to %s: C=%g chosen", ", ".join(f"{c:g}" for c in extended), _best(accuracy, loss))
+    return CSelection(
+        C=_best(accuracy, loss),
+        validation_accuracy=accuracy,
+        n_fit=len(fit_rows),
+        n_validation=len(validation_rows),
+        validation_loss=loss,
+        extended=tuple(extended),
+    )
+
+
+def _best(accuracy: dict[float, float], loss: dict[float, float]) -> float:
+    return min(accuracy, key=lambda C: (-accuracy[C], loss[C], C))

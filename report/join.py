@@ -6,7 +6,7 @@ the reason, never silently mixed.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class ReportConfig:
     runs: tuple[str, ...] = ()  # run folders (paths or names); empty: the latest runs sharing a model and test set
     root: Path | None = None  # where to look for runs; default the mlx home
-    all_rows: bool = False  # every result row, not only the best of each method per run
+    all_rows: bool = False  # also every setting not chosen on validation, marked optimistic and ranked below
+    html: Path | None = None  # the table and plots as one self-contained HTML page
     out: Path | None = None  # folder for the PNGs; default $MLX_HOME/reports/report-<time>-<id>
     markdown: Path | None = None
     plots: bool = True
@@ -49,12 +50,18 @@ class ReportRow:
     trainable_params: int | None
     train_seconds: float | None
     device: str
-    chosen_on: str  # "validation", "test" (best of several settings picked on test: optimistic) or "-"
+    chosen_on: str  # "validation", "-" (one setting, nothing chosen) or "optimistic" (--all-rows: not the choice)
     is_reference: bool = False
     p_value: float | None = None  # exact McNemar against the reference row of the same training size
     only_this: int | None = None  # test rows only this row gets right (vs the reference)
     only_reference: int | None = None
     row_name: str = ""
+    validation_accuracy: float | None = None
+    peak_memory_bytes: int | None = None
+    predict_per_second: float | None = None  # test examples per second through the predicting model
+    device_name: str = ""
+    c_on_grid_edge: bool = False  # logistic regression's C stayed on the edge of its (extended) grid
+    state: str = ""  # "frozen" / "fine-tuned" (the encoder a probe read), "trained" (fine-tune, vision)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,23 +77,27 @@ class Report:
     plots: tuple[Path, ...] = ()
     markdown: Path | None = None
     notes: tuple[str, ...] = ()
+    html: Path | None = None
 
 
 def build_report(config: ReportConfig) -> Report:
     """Select and check runs, make the rows with intervals and paired tests, write plots and markdown."""
     from report.markdown import check_targets
 
-    check_targets(config.markdown, config.out if config.plots else None)
+    check_targets(config.markdown, config.out if config.plots else None, config.html)
     records = _select(config)
     predictions = _check_same_test_rows(records)
-    rows, layer_rows = [], []
+    rows, layer_rows, notes = [], [], []
     finetuned = _finetuned_models(records)
     for record in records:
-        for result, chosen_on in _chosen_rows(record, config.all_rows):
+        chosen, skipped = _chosen_rows(record, config.all_rows)
+        notes += skipped
+        for result, chosen_on in chosen:
             correct = predictions[record.run_dir].by_row[result.name] == predictions[record.run_dir].y_true  # (N,) bool
             low, high = stats.bootstrap_ci(correct, config.n_bootstrap, seed=config.seed)
             rows.append((_row(record, result, chosen_on, low, high, finetuned), correct))
         layer_rows += [(record, r) for r in record.results if r.accuracy is not None]
+    notes += _fairness_notes(records)
     if len(rows) < 2:
         raise ConfigError(
             f"nothing to compare: the run(s) {', '.join(Path(r.run_dir).name for r in records)} give "
@@ -95,8 +106,8 @@ def build_report(config: ReportConfig) -> Report:
     table = _with_paired_tests(rows)
     test = records[0].data.test
     description = f"{records[0].data.name}: {test.n_rows} test rows (fingerprint {test.fingerprint})"
-    out, plots, markdown = None, (), None
-    if config.plots or config.markdown:
+    out, plots = None, ()
+    if config.plots or config.markdown or config.html:
         from report import plots as plotting
 
         out = _out_dir(config)
@@ -106,12 +117,24 @@ def build_report(config: ReportConfig) -> Report:
             with staged_run_dir(out) as staging:
                 plots = plotting.write_plots(staging, table, layer_rows, finetuned)
             plots = tuple(out / Path(p).name for p in plots)
-    report = Report(tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), out, plots)
+    report = Report(
+        tuple(table),
+        records[0].data.name,
+        description,
+        tuple(r.run_dir for r in records),
+        out,
+        plots,
+        None,
+        tuple(notes),
+    )
     if config.markdown:
         from report.markdown import write_markdown
 
-        markdown = write_markdown(config.markdown, report)
-        report = Report(report.rows, report.data_name, report.test_description, report.runs, out, plots, markdown)
+        report = replace(report, markdown=write_markdown(config.markdown, report))
+    if config.html:
+        from report.html import write_html
+
+        report = replace(report, html=write_html(config.html, report))
     return report
 
 
@@ -146,21 +169,47 @@ def _select(config: ReportConfig) -> list[RunRecord]:
     return group
 
 
-def _chosen_rows(record: RunRecord, all_rows: bool) -> list[tuple[ResultRow, str]]:
-    """Every scored row, or per method the one with the best validation accuracy (test accuracy if none has one)."""
+def _chosen_rows(record: RunRecord, all_rows: bool) -> tuple[list[tuple[ResultRow, str]], list[str]]:
+    """Per method the setting with the best validation accuracy (k, C, pooling, layer: never test), and notes.
+
+    A method with several settings of which some have no validation score cannot be chosen fairly: it
+    is left out (said in a note). ``all_rows`` adds every other setting, marked "optimistic": picking one
+    of them by its test accuracy would be choosing on test.
+    """
     scored = [r for r in record.results if r.accuracy is not None]
-    if all_rows:
-        return [(r, "-") for r in scored]
-    chosen = []
+    chosen, notes = [], []
     for method in dict.fromkeys(r.method for r in scored):
         candidates = [r for r in scored if r.method == method]
+        pick = None
         if len(candidates) == 1:
-            chosen.append((candidates[0], "-"))
+            pick = (candidates[0], "-")
         elif all(r.validation_accuracy is not None for r in candidates):
-            chosen.append((max(candidates, key=lambda r: (r.validation_accuracy, *_tie_break(r))), "validation"))
+            pick = (max(candidates, key=lambda r: (r.validation_accuracy, *_tie_break(r))), "validation")
         else:
-            chosen.append((max(candidates, key=lambda r: r.accuracy), "test"))
-    return chosen
+            notes.append(
+                f"{Path(record.run_dir).name}: its {method} rows have no validation score, so none can be chosen "
+                "without test: left out (re-run it with this mlx; --all-rows shows them, marked optimistic)"
+            )
+        if pick:
+            chosen.append(pick)
+        if all_rows:
+            chosen += [(r, "optimistic") for r in candidates if pick is None or r is not pick[0]]
+    return chosen, notes
+
+
+def _fairness_notes(records: list[RunRecord]) -> list[str]:
+    """Text runs of one training size should read the same tokens and choose on the same validation rows."""
+    notes = []
+    for size in sorted({labelled_rows(r, r.best) or 0 for r in records if r.best}):
+        group = [r for r in records if r.best and (labelled_rows(r, r.best) or 0) == size]
+        for field_name, what in (("max_length", "max lengths"), ("validation_fingerprint", "validation rows")):
+            values = {getattr(r.data, field_name) for r in group} - {None}
+            if len(values) > 1:
+                notes.append(
+                    f"runs with {size:,} training rows used different {what} ({', '.join(sorted(map(str, values)))}): "
+                    "they are not on equal terms; re-run them with one --seed and --max-length"
+                )
+    return notes
 
 
 def _tie_break(r: ResultRow) -> tuple:
@@ -173,12 +222,13 @@ def _tie_break(r: ResultRow) -> tuple:
 def _row(
     record: RunRecord, r: ResultRow, chosen_on: str, low: float, high: float, finetuned: dict[str, str]
 ) -> ReportRow:
+    model = model_label(record, finetuned)
     return ReportRow(
         record.run_dir,
         record.kind,
         r.method,
         describe(r),
-        model_label(record, finetuned),
+        model,
         labelled_rows(record, r),
         r.accuracy,
         low,
@@ -189,6 +239,12 @@ def _row(
         record.device,
         chosen_on,
         row_name=r.name,
+        validation_accuracy=r.validation_accuracy,
+        peak_memory_bytes=r.peak_memory_bytes,
+        predict_per_second=r.predict_per_second,
+        device_name=record.device_name,
+        c_on_grid_edge=bool(r.params.get("C_on_grid_edge")),
+        state=("fine-tuned" if " fine-tuned" in model else "frozen") if record.kind == "probe" else "trained",
     )
 
 
@@ -274,14 +330,14 @@ def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
 
 def _with_paired_tests(rows: list[tuple[ReportRow, np.ndarray]]) -> list[ReportRow]:
     """The reference of each training size is the fine-tuned model (else the most accurate row); every other row is tested against it."""
-    from dataclasses import replace
-
     table = []
     for n_train in dict.fromkeys(sorted((row.n_train or 0 for row, _ in rows), reverse=True)):
         group = [(row, correct) for row, correct in rows if (row.n_train or 0) == n_train]
-        finetuned = [item for item in group if item[0].method == "finetune"]
-        reference, reference_correct = max(finetuned or group, key=lambda item: item[0].accuracy)
-        for row, correct in sorted(group, key=lambda item: -item[0].accuracy):
+        fair = [item for item in group if item[0].chosen_on != "optimistic"] or group
+        finetuned = [item for item in fair if item[0].method == "finetune"]
+        reference, reference_correct = max(finetuned or fair, key=lambda item: item[0].accuracy)
+        # rows chosen on validation first; --all-rows' optimistic rows never rank above them
+        for row, correct in sorted(group, key=lambda item: (item[0].chosen_on == "optimistic", -item[0].accuracy)):
             if row is reference:
                 table.append(replace(row, is_reference=True))
                 continue

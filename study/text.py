@@ -27,26 +27,27 @@ from common.paths import ensure_writable_dir, mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.record import RECORD_FILE, to_plain
 from common.runs import write_json
+from text.defaults import DEFAULT_MODEL, LABEL_COLUMN, TEXT_COLUMN
+from text.validation import VALIDATION_FRACTION
 
 log = logging.getLogger(__name__)
 
-VALIDATION_FRACTION = 0.1  # the logistic-regression probe's and fine-tuning's validation share
 N_CONCAT_LAYERS = 3  # the best layers of the best pooling, concatenated
 
 
 @dataclass(frozen=True)
 class TextStudyConfig:
-    model: str = "minilm"
+    model: str = DEFAULT_MODEL
     dataset: str = "demo"
     train_sizes: tuple[int | None, ...] = (None,)  # None: every training row
     poolings: tuple[str, ...] = ("all",)  # embedded (and so probed) poolings
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = TEXT_COLUMN
+    label_column: str = LABEL_COLUMN
     n_epochs: int = 3  # fine-tuning epochs
     lr: float | None = None  # fine-tuning learning rate; None: by model size
     batch_size: int = 32  # fine-tuning batch
-    max_length: int | None = None
-    seed: int = 0
+    max_length: int | None = None  # None: text.limits' one default, for the embeddings and the fine-tune alike
+    seed: int = 0  # the training subsets, the one validation split (probes and fine-tune) and fine-tuning
     finetune: bool = True
     out: Path | None = None
 

@@ -1,5 +1,6 @@
 """`mlx finetune` on a tiny random BERT: learning, the run folder, exact resume, checkpoints, bad input."""
 
+import inspect
 import json
 import os
 import signal
@@ -118,22 +119,31 @@ def test_finetune_learns_and_writes_a_complete_run(tiny_bert, data, tmp_path):
     assert embedded.exit_code == 0, embedded.output
 
 
-def test_validation_rows_are_the_logreg_probes_rows(tiny_bert, data, tmp_path):
-    import inspect
-
+@pytest.mark.parametrize("seed", [0, 3])
+def test_validation_rows_are_the_logreg_probes_rows_at_every_seed(tiny_bert, data, tmp_path, seed):
     from common.splits import stratified_split
     from probes.logreg import select_C
+    from text.validation import VALIDATION_FRACTION, validation_split
 
-    plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run"))
-    probe_defaults = inspect.signature(
-        select_C
-    ).parameters  # the probe's C-selection split, whatever its defaults become
+    plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run", seed=seed))
     labels = plan.dataset.splits["train"].labels
-    fit_rows, val_rows = stratified_split(
-        labels, probe_defaults["validation_fraction"].default, probe_defaults["seed"].default
-    )
+    fit_rows, val_rows = validation_split(labels, seed)
     np.testing.assert_array_equal(plan.val_rows, val_rows)
     np.testing.assert_array_equal(plan.fit_rows, fit_rows)
+    # the probe chooses C on the rows stratified_split gives at the run's seed and the one fraction
+    assert inspect.signature(select_C).parameters["validation_fraction"].default == VALIDATION_FRACTION
+    np.testing.assert_array_equal(stratified_split(labels, VALIDATION_FRACTION, seed)[1], plan.val_rows)
+
+
+def test_embed_and_finetune_resolve_one_default_max_length(tiny_bert, data, tmp_path):
+    from embeddings.extract import EmbedConfig, plan_extraction
+    from embeddings.models import model_shape
+    from text.limits import DEFAULT_MAX_LENGTH
+
+    plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run"))
+    store = plan_extraction(EmbedConfig(dataset=str(data), model=str(tiny_bert), out=tmp_path / "s.h5"))
+    expected = min(DEFAULT_MAX_LENGTH, model_shape(str(tiny_bert)).max_positions or DEFAULT_MAX_LENGTH)
+    assert plan.config.max_length == store.config.max_length == expected
 
 
 class Crash(Exception):

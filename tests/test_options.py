@@ -62,7 +62,7 @@ def test_names_are_checked_against_the_choices():
 
 
 def test_probe_layer_forms_give_one_selection_and_edge_C_is_warned(tmp_path):
-    """`--layer 1-2`, `1,2` and `1,2,2` concatenate the same layers once; a C on the grid's edge is said aloud."""
+    """`--layer 1-2`, `1,2` and `1,2,2` concatenate the same layers once; a C on the grid's edge extends the grid, said aloud."""
     import json
 
     from probes.synthetic import write_synthetic_store
@@ -86,6 +86,12 @@ def test_probe_layer_forms_give_one_selection_and_edge_C_is_warned(tmp_path):
     )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)["results"]
-    assert row["params"]["layers"] == [1, 2] and row["params"]["C_grid"] == [1e-06, 1e-05]
-    assert row["params"]["C_on_grid_edge"] is True
-    assert "on the edge of the C grid" in result.stderr and "widen --C" in result.stderr
+    params = row["params"]
+    assert params["layers"] == [1, 2] and params["C_grid"][:2] == [1e-06, 1e-05]
+    # C=1e-5 lay on the grid's upper edge: the grid grew, said aloud, until the choice was inside or the bound hit
+    assert params["C_grid_extended"] and params["C_grid"][2:] == params["C_grid_extended"]
+    assert "C grid extended to" in result.stderr
+    if params["C_on_grid_edge"]:
+        assert params["C"] == max(params["C_grid"]) and "on the edge of the C grid" in result.stderr
+    else:
+        assert min(params["C_grid"]) < params["C"] < max(params["C_grid"])

@@ -81,11 +81,32 @@ def test_select_C_picks_the_best_validation_accuracy_without_test_data():
         for C in Cs
     }
     # Warm starts reach the same optimum up to the solver's tolerance: at most one validation row differs.
-    assert chosen.validation_accuracy == pytest.approx(expected, abs=0.011)
-    assert chosen.C == max(Cs, key=lambda C: (chosen.validation_accuracy[C], -C))
+    assert {C: chosen.validation_accuracy[C] for C in Cs} == pytest.approx(expected, abs=0.011)
+    # the best validation accuracy; ties to the lower validation loss, then the smaller C; never test
+    best = max(chosen.validation_accuracy.values())
+    tied = [C for C, a in chosen.validation_accuracy.items() if a == best]
+    assert chosen.C == min(tied, key=lambda C: (chosen.validation_loss[C], C))
+    assert set(chosen.extended) == set(chosen.validation_accuracy) - set(Cs)
     # Stratified: each class keeps its share in the validation split.
     shares = np.bincount(y[validation_rows]) / np.bincount(y)
     assert shares.min() > 0.2 and shares.max() < 0.3
+
+
+def test_a_C_on_the_edge_extends_the_grid_until_interior_or_the_bound(monkeypatch):
+    import probes.logreg
+
+    rng = np.random.default_rng(4)
+    X, y = Mixture.random(16, 3, rng, latent_dim=6, clusters_per_class=1, spread=0.8).sample(300, rng)
+    # strong regularisation at the low end of a tiny grid: the choice sits on the upper edge, the grid grows upwards
+    chosen = select_C(X, y, (1e-6, 2e-6), seed=0)
+    assert chosen.extended and min(chosen.extended) > 2e-6
+    assert not chosen.on_edge and chosen.grid[0] < chosen.C < chosen.grid[-1]
+    steps = np.diff(np.log10(chosen.grid[1:]))
+    assert np.allclose(steps, 1 / 3, atol=0.01)  # a third of a decade, the default grid's own step
+    # with a bound right above the grid, it stops there and the choice stays flagged on the edge
+    monkeypatch.setattr(probes.logreg, "C_LIMITS", (1e-7, 5e-6))
+    bounded = select_C(X, y, (1e-6, 2e-6), seed=0)
+    assert max(bounded.grid) <= 5e-6 and bounded.on_edge and bounded.C == max(bounded.grid)
 
 
 def test_logreg_probe_standardises_features():

@@ -93,6 +93,10 @@ def test_round_trip_with_predictions(tmp_path):
         (lambda d: d["results"][1].update(name=d["results"][0]["name"]), "repeated"),
         (lambda d: d["results"][0].update(n_test="4"), "n_test is str"),
         (lambda d: d["data"]["splits"][0].pop("n_rows"), "lacks 'n_rows'"),
+        (lambda d: d["data"].update(max_length="128"), "max_length is str"),
+        (lambda d: d["results"][0].update(peak_memory_bytes=-1), "negative or not finite"),
+        (lambda d: d["results"][0].update(predict_per_second=float("inf")), "negative or not finite"),
+        (lambda d: d.update(device_name=None), "device_name is null"),
     ],
 )
 def test_validator_names_the_problem(edit, problem):
@@ -100,6 +104,30 @@ def test_validator_names_the_problem(edit, problem):
     assert validate(d) == []
     edit(d)
     assert any(problem in p for p in validate(d)), validate(d)
+
+
+def test_cost_and_text_fields_round_trip_and_records_from_before_them_still_read(tmp_path):
+    data = DataRef("demo", "f00", (SplitRef("test", "bb", 4),), ("a", "b"), 256, "v123")
+    row = ResultRow("finetune", "finetune", "lr=1", accuracy=0.5, peak_memory_bytes=2_000_000, predict_per_second=12.5)
+    record = make_record(data=data, results=(row,), device_name="Some CPU, 2 cores")
+    write_record(tmp_path, record)
+    back = read_record(tmp_path)
+    assert (back.data.max_length, back.data.validation_fingerprint, back.device_name) == (
+        256,
+        "v123",
+        "Some CPU, 2 cores",
+    )
+    assert (back.results[0].peak_memory_bytes, back.results[0].predict_per_second) == (2_000_000, 12.5)
+    old = make_record().to_dict()  # as written before these fields existed
+    for key in ("max_length", "validation_fingerprint"):
+        old["data"].pop(key)
+    old.pop("device_name")
+    for r in old["results"]:
+        r.pop("peak_memory_bytes"), r.pop("predict_per_second")
+    assert validate(old) == []
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    back = read_record(tmp_path)
+    assert (back.data.max_length, back.device_name, back.results[0].peak_memory_bytes) == (None, "", None)
 
 
 def test_foreign_old_and_damaged_folders_are_refused_with_one_line(tmp_path):

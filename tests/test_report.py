@@ -130,7 +130,7 @@ def test_report_joins_probe_and_finetune_with_paired_tests_and_plots(tmp_path):
     assert by_method["logreg"].p_value == expected.p_value and by_method["logreg"].only_this == expected.only_a
     assert {p.name for p in report.plots} == {"accuracy-by-method.png", "accuracy-by-layer.png"}
     text = (tmp_path / "md" / "r.md").read_text()
-    assert "| finetune" in text and "| ref |" in text and "](../out/accuracy-by-method.png)" in text
+    assert "| fine-tune" in text and "| ref |" in text and "](../out/accuracy-by-method.png)" in text
 
 
 def test_report_refuses_other_test_rows_and_says_why(tmp_path):

@@ -31,6 +31,8 @@ def study_args(tiny_bert, news, out, *extra):
         "8",
         "--max-length",
         "32",
+        "--seed",
+        "1",
         "--out",
         out,
         *extra,
@@ -65,7 +67,17 @@ def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, mo
         finetuned = read_record(out / "n-40" / "finetune")
         assert finetuned.kind == "finetune" and finetuned.results[0].n_train <= 40
         assert read_record(out / "n-40" / "probe-finetuned").data.test == layers.data.test
-        assert "| finetune" in report
+        assert "| fine-tune" in report
+        # both sides of the headline read the same tokens and chose their settings on the same rows (seed 1)
+        for size in ("40", "all"):
+            tuned = read_record(out / f"n-{size}" / "finetune")
+            assert tuned.data.max_length == 32 and tuned.data.validation_fingerprint
+            assert tuned.results[0].peak_memory_bytes > 0 and tuned.results[0].predict_per_second > 0
+            for run in ("probe-layers", "probe-concat", "probe-finetuned"):
+                probe = read_record(out / f"n-{size}" / run)
+                assert probe.data.max_length == 32
+                assert probe.data.validation_fingerprint == tuned.data.validation_fingerprint, (size, run)
+                assert all(r.predict_per_second and r.peak_memory_bytes for r in probe.results)
 
     # Again: every step is found done; no model is loaded, no probe is fitted.
     import embeddings.extract
