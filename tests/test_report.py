@@ -209,4 +209,4 @@ def test_runs_list_and_show(isolated_home):
     assert shown.exit_code == 0 and "finetune" in shown.stdout and "90.00%" in shown.stdout
     assert json.loads(invoke("runs", "show", str(runs / "p1"), "--json").stdout) == read_record(runs / "p1").to_dict()
     bad = invoke("runs", "list", "--kind", "nonsense")
-    assert bad.exit_code != 0 and "'nonsense' is not a choice" in bad.stderr
+    assert bad.exit_code != 0 and "'nonsense'" in bad.stderr and "probe, finetune, vision, attention" in bad.stderr
