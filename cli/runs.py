@@ -28,7 +28,7 @@ def list_runs(
     root: Optional[Path] = ROOT,
     json_: bool = typer.Option(False, "--json", help="Print the records as JSON."),
 ) -> None:
-    """Runs, newest first: kind, model, data, best test accuracy, when (UTC), folder."""
+    """Runs, newest first: command, model, data, best test accuracy, when (UTC), folder."""
     from report.runs import find_runs
 
     kind = kind.value if kind is not None else None
@@ -41,21 +41,21 @@ def list_runs(
     if not listing.records:
         ui.say(f"no runs{f' of kind {kind}' if kind else ''} under {root or 'the mlx home'}")
         return
-    table = Table(title="runs, newest first", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, expand=True)
-    # The folder is what a user types next (`mlx runs show`, `mlx report`): the widest share, wrapped, never cut.
-    shares = {"command": 2, "model": 3, "data": 2, "best": 3, "folder": 8}
-    for name in ("kind", "command", "model", "data", "best acc", "best", "finished", "folder"):
+    table = Table(title="runs, newest first", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    # The folder is what a user types next (`mlx runs show`, `mlx report`): it takes the width the others leave,
+    # folded onto more lines, never cut. (The command names the kind: `probe compare`, `finetune`, ...)
+    widths = {"command": 14, "model": 22, "data": 16, "best": 20}
+    for name in ("command", "model", "data", "best acc", "best", "finished", "folder"):
         table.add_column(
             name,
             justify="right" if name == "best acc" else "left",
-            no_wrap=name not in shares,
             overflow="fold",
-            ratio=shares.get(name),
+            no_wrap=name in ("best acc", "finished"),
+            max_width=widths.get(name),
         )
     for r in listing.records:
         best = r.best
         table.add_row(
-            r.kind,
             r.command,
             model_name(r.model.id) if r.model else "-",
             f"{r.data.name} ({_n_test(r)} test)",
@@ -64,7 +64,7 @@ def list_runs(
             r.finished_at[:16].replace("T", " "),  # UTC, to the minute
             r.run_dir,
         )
-    ui.out.print(table)
+    ui.out.print(table, soft_wrap=False)  # the console's soft wrap would let the table run past the width
 
 
 @runs_app.command("show")

@@ -231,10 +231,10 @@ def test_a_store_too_big_for_the_disk_is_refused_before_writing(tiny_bert, tmp_p
 
 def test_store_list_of_a_missing_folder_is_an_error(tmp_path):
     """Item 16."""
-    one_line_error(invoke("store", "list", "--folder", tmp_path / "nope"), "does not exist")
+    one_line_error(invoke("store", "list", "--root", tmp_path / "nope"), "does not exist")
     (tmp_path / "file").write_text("x")
-    one_line_error(invoke("store", "list", "--folder", tmp_path / "file"), "not a folder")
-    assert json.loads(invoke("store", "list", "--folder", tmp_path, "--json").stdout) == []
+    one_line_error(invoke("store", "list", "--root", tmp_path / "file"), "not a folder")
+    assert json.loads(invoke("store", "list", "--root", tmp_path, "--json").stdout) == []
 
 
 def test_demo_rows_still_load():
