@@ -4,8 +4,8 @@
 - A bad choice is refused in our own words, listing the valid values (``choice_error``).
 - A flag shows no value type in help (no ``<bool>``): it takes no value.
 
-``walk`` is the one traversal of the tree; the tests and ``scripts/cli_docs.py`` use it too, so a
-new option anywhere is covered without being listed.
+``walk`` is the one traversal of the tree; tests/test_cli_grammar.py uses it too, so a new command
+or option anywhere is checked (help text, case, refusal) without being listed.
 """
 
 from collections.abc import Iterator
@@ -64,7 +64,7 @@ def choice_error(param, exc) -> str:
 
 
 def _rejected_value(exc):
-    """The value the user typed, where the converter kept it (pydantic's error, or click's message)."""
+    """The value the user typed, where typer's converter kept it (the pydantic error it raised from), else None."""
     errors = getattr(exc.__cause__, "errors", None)
     if callable(errors):
         for error in errors():
