@@ -44,7 +44,8 @@ def test_the_walk_finds_every_command():
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS))
-def test_every_option_and_argument_has_help(path):
+def test_every_command_option_and_argument_has_help(path):
+    assert (COMMANDS[path].help or "").strip(), f"{path}: no help text"
     missing = [p.opts or [p.name] for p in visible_params(COMMANDS[path]) if not (p.help or "").strip()]
     assert missing == [], f"{path}: no help text for {missing}"
 
