@@ -8,18 +8,18 @@ The final store is assembled from the shards and renamed into place only when co
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from common import ConfigError, StoreError
+from common import ConfigError
+from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, to_plain
 from common.cost import device_name, measure
 from common.devices import Device, DType, resolve_device_name, resolve_dtype
 from common.distributed import DistInfo, barrier, init_distributed
@@ -31,7 +31,7 @@ from common.runs import disk_errors, write_json, write_npz
 from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
 from embeddings.models import LoadedModel, load_model, model_revision, model_shape, resolve_model
 from embeddings.pooling import Pooling, parse_poolings, pool_layer
-from embeddings.store import FORMAT_NAME, SplitArrays, write_store
+from embeddings.store import SplitArrays, write_store
 from text.defaults import DEFAULT_MODEL
 from text.limits import resolve_max_length
 
@@ -74,6 +74,7 @@ class EmbedPlan:
     key: str
     cached: bool
     layers: tuple[int, ...]
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True)
@@ -116,33 +117,43 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     revision = model_revision(source)
     device = resolve_device_name(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    key = cache_key(config, dataset, source, revision, dtype, layers)
+    identity = store_identity(config, dataset, source, dtype, layers)
+    key = identity.key()
     path = config.out if config.out is not None else default_store_path(dataset.name, config.model, key)
     path = Path(path).expanduser().absolute()
     ensure_writable_dir(path.parent)
-    return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, _is_cached(path, key, config), layers)
+    cached = _is_cached(path, identity, config.force)
+    return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, cached, layers, identity)
 
 
-def cache_key(
-    config: EmbedConfig, dataset: TextDataset, source: str, revision: str, dtype: DType, layers: tuple[int, ...]
-) -> str:
-    """Everything that changes the stored numbers, and nothing else (not device, out or force).
+STORE_KIND = "mlx embedding store"
 
-    Parsed values are hashed, not option text: ``--layer 4-6`` and ``4,5,6`` (and ``last`` and the
+
+def store_identity(
+    config: EmbedConfig, dataset: TextDataset, source: str, dtype: DType, layers: tuple[int, ...]
+) -> Identity:
+    """Everything that changes the stored numbers, and nothing else (not device, out or force; no path).
+
+    Parsed values count, not option text: ``--layer 4-6`` and ``4,5,6`` (and ``last`` and the
     last layer's number) are one extraction, and so are poolings in any order or repeated.
     """
-    identity = {
-        "dataset": dataset.fingerprint,
-        "model": source,
-        "revision": revision,
+    from embeddings.models import model_identity
+
+    settings = {
         "poolings": sorted(p.value for p in parse_poolings(list(config.poolings))),
         "layers": sorted(set(layers)),
         "max_length": config.max_length,
         "dtype": dtype.value,
         "batch_size": config.batch_size,  # batch composition changes padding, hence bf16 rounding
-        "schema": 2,
+        "label_names": list(dataset.label_names),
+        "schema": 3,
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return Identity.of(
+        STORE_KIND,
+        settings,
+        data={name: split.fingerprint for name, split in dataset.splits.items()},
+        model=model_identity(source),
+    )
 
 
 def default_store_path(dataset_name: str, model: str, key: str) -> Path:
@@ -150,33 +161,31 @@ def default_store_path(dataset_name: str, model: str, key: str) -> Path:
     return home_subdir("stores") / f"{slug}-{key[:10]}.h5"
 
 
-def _is_cached(path: Path, key: str, config: EmbedConfig) -> bool:
+def _is_cached(path: Path, identity: Identity, force: bool) -> bool:
     """True when ``path`` holds a complete store of this very extraction (and --force is off)."""
-    if not path.exists():
+    if not check_kind(path, STORE_KIND):
         return False
-    stored_key = _stored_key(path)
-    if stored_key is None:  # not ours: never overwritten, --force or not
-        raise StoreError(
-            f"{path} exists and is not a complete mlx embedding store; refusing to overwrite it (choose another --out)"
-        )
-    if stored_key == key:
-        return not config.force
-    if config.force:
-        return False
-    raise StoreError(
-        f"{path} holds a different extraction (other data, model or options); pass --force to replace it or choose another --out"
-    )
+    decision = decide(path, identity, _stored_identity(path), finished=True, force=force, remedy=REPLACE_REMEDY)
+    return decision is Reuse.REUSE
 
 
-def _stored_key(path: Path) -> str | None:
+REPLACE_REMEDY = "pass --force to replace it, or choose another --out"
+
+
+def _stored_identity(path: Path) -> dict:
+    """The flat identity a store was made with; a store of an older mlx saved only a hash of it."""
     import h5py
 
+    with h5py.File(path, "r") as f:
+        saved = Identity.from_dict(_json_attr(f.attrs.get("identity")))
+        key = str(f.attrs.get("cache_key", ""))
+    return saved.flat() if saved is not None else {"settings made by an older mlx (key)": key}
+
+
+def _json_attr(value) -> object:
     try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("mlx_format") != FORMAT_NAME or not f.attrs.get("complete", False):
-                return None
-            return str(f.attrs.get("cache_key", ""))
-    except OSError:
+        return json.loads(value) if isinstance(value, (str, bytes)) else None
+    except ValueError:
         return None
 
 
@@ -255,27 +264,40 @@ def _usable_poolings(names: tuple[str, ...], loaded: LoadedModel) -> tuple[tuple
 
 
 def _partial_dir(plan: EmbedPlan) -> Path:
-    """Shard folder beside the store; a leftover from another extraction is discarded.
+    """Shard folder beside the store, resumed under the one reuse rule (common.artifacts.decide).
 
     Shards of this very extraction are kept even with --force: --force replaces a finished store,
-    it does not throw away work that equals what it would recompute.
+    it does not throw away work that equals what it would recompute. Shards of another extraction
+    are refused, or with --force thrown away.
     """
     partial = plan.path.parent / f".{plan.path.name}.partial"
     meta = partial / "meta.json"
-    if partial.exists() and not _resumable(meta, plan.key):
+    saved = _saved_shards(meta) if partial.exists() else None
+    try:
+        decision = decide(
+            partial, plan.identity, saved, finished=False, progress=any(partial.glob("*.npz")), remedy=REPLACE_REMEDY
+        )
+    except IdentityMismatch:
+        if not plan.config.force:
+            raise
+        log.warning("--force: the shards of another extraction in %s are thrown away", partial)
+        decision = Reuse.RESTART
+    if decision is Reuse.RESTART:
         shutil.rmtree(partial)
     with disk_errors(partial):
         partial.mkdir(exist_ok=True)
     if not meta.exists():
-        write_json(meta, {"cache_key": plan.key})
+        write_json(meta, {"cache_key": plan.key, "identity": plan.identity.to_dict()})
     return partial
 
 
-def _resumable(meta: Path, key: str) -> bool:
+def _saved_shards(meta: Path) -> dict:
+    """The identity the shards were computed under; none readable: nothing to keep."""
     try:
-        return json.loads(meta.read_text()).get("cache_key") == key
-    except (OSError, ValueError):
-        return False
+        saved = Identity.from_dict(json.loads(meta.read_text()).get("identity"))
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    return saved.flat() if saved is not None else {"unreadable meta.json": str(meta)}
 
 
 def _embed_shards(
@@ -371,12 +393,9 @@ def _assemble(shards: list[Path], order: np.ndarray) -> tuple[dict[tuple[str, in
 
 
 def _root_attrs(plan: EmbedPlan, loaded: LoadedModel, poolings, layers) -> dict:
-    config = {
-        k: (v.value if hasattr(v, "value") else str(v) if isinstance(v, Path) else v)
-        for k, v in asdict(plan.config).items()
-    }
     return {
         "cache_key": plan.key,
+        "identity": json.dumps(plan.identity.to_dict()),
         "model_id": plan.config.model,
         "model_source": plan.model_source,
         "model_revision": plan.model_revision,
@@ -389,5 +408,5 @@ def _root_attrs(plan: EmbedPlan, loaded: LoadedModel, poolings, layers) -> dict:
         "poolings": [p.value for p in poolings],
         "layers": list(layers),
         "n_layers": loaded.n_layers,
-        "config": config,
+        "config": to_plain(plan.config),
     }

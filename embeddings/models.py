@@ -103,6 +103,13 @@ def model_revision(source: str) -> str:
     return "unknown"
 
 
+def model_identity(source: str) -> str:
+    """What a model computes with, for an artifact's identity: a local folder's weights hash (whatever its
+    path), a hub model's id and commit."""
+    revision = model_revision(source)
+    return revision if Path(source).is_dir() else f"{source}@{revision}"
+
+
 def weights_sha256(folder: Path) -> str:
     """sha256 (16 hex digits) over a folder's .safetensors/.bin files, remembered per (path, size, mtime).
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,20 +123,6 @@ class FinetuneConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         return self
-
-    def as_dict(self) -> dict:
-        return {
-            k: (
-                v.value
-                if isinstance(v, Enum)
-                else str(v)
-                if isinstance(v, Path)
-                else list(v)
-                if isinstance(v, tuple)
-                else v
-            )
-            for k, v in asdict(self).items()
-        }
 
 
 def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common import __version__
+from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, to_plain
 from common.cost import device_name, measure, per_second
 from common.devices import DType, preferred_dtype, resolve_device
 from common.distributed import DistInfo, barrier, dist_info, init_distributed
@@ -61,6 +62,7 @@ class FinetunePlan:
     partial: Path
     resume_step: int | None  # the checkpoint a resumed run starts from
     started_at: str = ""
+    identity: Identity | None = None  # what the run computes from (common.artifacts)
 
     @property
     def dtype(self) -> DType:
@@ -123,12 +125,29 @@ class FinetuneResult:
     head: object = None  # finetune.head.HeadFit when the head started as a linear probe (None: --head-init random)
 
 
+# Options whose value is a path: the bytes behind them (the data's fingerprints, the model's weights) are the
+# run's identity instead, so ./data and data are one run and a rewritten file is another.
+PATH_OPTIONS = ("model", "dataset")
+# Keys an older mlx did not save, with the value its runs had: those runs resume under them.
+LEGACY_OPTIONS = {
+    "dropout_masks": "torch",
+    "head_init": "random",
+    "pooling": "cls",
+    "label_smoothing": 0.0,
+    "ema_decay": 0.0,
+    "validation_seed": 0,
+}
+# Keys run_options leaves out at their 'off' value (so that the legacy folder names hold); the identity has them.
+OFF_VALUES = {"ema_decay": 0.0, "validation_seed": 0}
+KIND = "fine-tuning run"
+
+
 def run_options(config: FinetuneConfig, world_size: int) -> dict:
     """What a run computes depends on: its options less the runtime ones, the world size, the dropout masks.
 
-    Hashed into the default folder name, saved in the partial folder, compared on resume.
+    Saved in the partial folder; with the data's and the model's fingerprints it is the run's identity.
     """
-    options = {k: v for k, v in config.as_dict().items() if k not in RUNTIME_OPTIONS}
+    options = {k: v for k, v in to_plain(config).items() if k not in RUNTIME_OPTIONS}
     if not options["ema_decay"]:  # off: the identity (and default folder) of runs from before --ema-decay
         del options["ema_decay"]
     if config.seed:  # validation rows follow --seed (text.validation); before, they were seed 0's at any seed
@@ -136,15 +155,41 @@ def run_options(config: FinetuneConfig, world_size: int) -> dict:
     return dict(options, world_size=world_size, dropout_masks=DROPOUT_MASKS)
 
 
+def run_identity(config: FinetuneConfig, world_size: int, dataset: TextDataset, source: str) -> Identity:
+    """The run's options (paths left out), the fingerprints of its train and test rows, the model's weights."""
+    from embeddings.models import model_identity
+
+    splits = {"train": config.train_split, "test": config.test_split}
+    return Identity.of(
+        KIND,
+        {**OFF_VALUES, **run_options(config, world_size)},
+        data={role: dataset.splits[name].fingerprint for role, name in splits.items()},
+        model=model_identity(source),
+        leave_out=PATH_OPTIONS,
+    )
+
+
 def run_key(config: FinetuneConfig, world_size: int) -> str:
-    """A short hash of the options that change what a run computes (its default folder name)."""
+    """The hash an older mlx named its default folders by (its options, paths as given): found again to resume."""
     return hashlib.sha256(json.dumps(run_options(config, world_size), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def default_out(config: FinetuneConfig, world_size: int) -> Path:
+def default_out(config: FinetuneConfig, identity: Identity) -> Path:
+    """$MLX_HOME/finetune/<data>-<model>-<identity key>; a run an older mlx left unfinished under its own
+    name for these options is resumed there."""
     model = Path(config.model).name or config.model
     dataset = Path(config.dataset).name or config.dataset
-    return mlx_home() / "finetune" / f"{dataset}-{model}-{run_key(config, world_size)}".replace("/", "_")
+    stem = f"{dataset}-{model}-".replace("/", "_")
+    out = mlx_home() / "finetune" / (stem + identity.key(8))
+    legacy = mlx_home() / "finetune" / (stem + run_key(config, int(identity.config["world_size"])))
+    if not out.exists() and not _partial(out).exists() and (_partial(legacy) / "config.json").exists():
+        log.warning("resuming in %s, the folder an older mlx named this run by", legacy)
+        return legacy
+    return out
+
+
+def _partial(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
 
 
 def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> FinetunePlan:
@@ -183,9 +228,10 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         )
     # The resolved dtype, not 'auto', is part of the run's identity: 'auto' may mean another dtype elsewhere.
     config = replace(config, dtype=dtype)
-    out = Path(config.out).expanduser() if config.out else default_out(config, world_size)
-    partial = out.parent / f".{out.name}.partial"
-    resume_step = _check_run_folder(config, out, partial, world_size)
+    identity = run_identity(config, world_size, dataset, source)
+    out = Path(config.out).expanduser() if config.out else default_out(config, identity)
+    partial = _partial(out)
+    resume_step = _check_run_folder(config, identity, out, partial)
     from common.record import now
 
     return FinetunePlan(
@@ -202,6 +248,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         partial,
         resume_step,
         now(),
+        identity,
     )
 
 
@@ -242,49 +289,62 @@ def _max_length(config: FinetuneConfig, model_limit: int) -> int:
     return resolve_max_length(config.max_length, model_limit, config.model)[0]
 
 
-def _check_run_folder(config: FinetuneConfig, out: Path, partial: Path, world_size: int) -> int | None:
-    """Refuse a finished run (without --force) or a resume with other options; return the resume step."""
-    if out.exists() and not config.force:
-        if (out / "run.json").exists():
-            raise StoreError(
-                f"{out} holds a finished run; mlx never overwrites results: choose another --out, or pass --force to train it again"
-            )
-        raise StoreError(f"{out} exists and is not an mlx finetune run; choose another --out")
-    if out.exists() and not (out / "run.json").exists():
+def _check_run_folder(config: FinetuneConfig, identity: Identity, out: Path, partial: Path) -> int | None:
+    """Refuse what --out holds unless --force may replace it (a finished fine-tuning run only) and a resume
+    under another identity; return the step a resumed run starts from."""
+    if check_kind(out, KIND) and not config.force:
         raise StoreError(
-            f"{out} exists and is not an mlx finetune run; --force only replaces finished runs, so choose another --out"
+            f"{out} holds a finished run; mlx never overwrites results: choose another --out, or pass --force to train it again"
         )
     ensure_writable_dir(out.parent)
-    saved = partial / "config.json"
-    if config.force or not saved.exists():
-        return None
-    before = json.loads(saved.read_text())
-    now = {"ema_decay": 0.0, "validation_seed": 0, **run_options(config, world_size)}
-    # Runs from before these keys drew torch's masks, started from a random head and read the [CLS] pooler.
-    then = {
-        "dropout_masks": "torch",
-        "head_init": "random",
-        "pooling": "cls",
-        "label_smoothing": 0.0,
-        "ema_decay": 0.0,
-        "validation_seed": 0,
-        **before.get("options", {}),
-    }
-    if then.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
-        then["dtype"] = now["dtype"]
-    changed = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    marker = partial / "config.json"
+    saved = None if not marker.exists() else {} if config.force else _saved_identity(marker, config, identity)
     from common.checkpoints import CheckpointDir
 
     last_step = CheckpointDir(partial / "checkpoints").last_step()
-    if changed and last_step is None:
-        return None  # interrupted before its first checkpoint: nothing to resume, it starts afresh with these options
-    if changed:
-        names = {"world_size": "--nproc", "dropout_masks": "dropout masks (an older mlx)"}
-        described = ", ".join(f"{names.get(k) or option_name(k)} {then.get(k)} -> {now.get(k)}" for k in changed)
-        raise ConfigError(
-            f"{out} has an interrupted (or still running) run started with other options ({described}); re-run with the original options to resume, or pass --force to start over"
+    names = {
+        "world_size": "--nproc",
+        "dropout_masks": "dropout masks (an older mlx)",
+        "data.train": "training data",
+        "data.test": "test data",
+        "model": "model weights",
+    }
+    try:
+        decision = decide(
+            out,
+            identity,
+            saved,
+            finished=False,
+            progress=last_step is not None,
+            force=config.force,
+            names={**{k: option_name(k) for k in identity.config}, **names},
+            remedy="re-run with the original options and data to resume, or pass --force to start over",
         )
-    return last_step
+    except IdentityMismatch as exc:
+        raise ConfigError(str(exc)) from None
+    return last_step if decision is Reuse.RESUME else None
+
+
+def _saved_identity(marker: Path, config: FinetuneConfig, identity: Identity) -> dict:
+    """The flat identity a partial folder was started with, keys an older mlx did not save filled in as it ran."""
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict) or not isinstance(saved.get("options", saved.get("identity")), dict):
+        raise StoreError(f"{marker} is damaged (not the JSON object mlx wrote); pass --force to start the run over")
+    found = Identity.from_dict(saved.get("identity"))
+    if found is not None:
+        flat = found.flat()
+    else:  # an older mlx saved its options with paths and no fingerprints: its paths stand in for the bytes
+        options = saved["options"]
+        flat = {k: v for k, v in options.items() if k not in PATH_OPTIONS}
+        flat.update({k: options[k] for k in PATH_OPTIONS if k in options and options[k] != getattr(config, k)})
+        flat.update({k: v for k, v in identity.flat().items() if k.startswith("data.") or k == "model"})
+    flat = {**LEGACY_OPTIONS, **flat}
+    if flat.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
+        flat["dtype"] = identity.config["dtype"]
+    return flat
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -306,7 +366,7 @@ def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -
 
     with store_lock(plan.out, "fine-tune run"):  # two runs into one folder: the second is refused at once
         # The folder was checked before the lock: another run may have finished or checkpointed since.
-        if _check_run_folder(plan.config, plan.out, plan.partial, plan.world_size) != plan.resume_step:
+        if _check_run_folder(plan.config, plan.identity, plan.out, plan.partial) != plan.resume_step:
             raise StoreError(
                 f"{plan.out} changed while this run was starting (another mlx finetune wrote to it); run the command again"
             )
@@ -486,7 +546,8 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
                 {
                     "command": "finetune",
                     "options": options,
-                    "config": plan.config.as_dict(),
+                    "identity": plan.identity.to_dict() if plan.identity else None,
+                    "config": to_plain(plan.config),
                     "mlx_version": __version__,
                 },
             )
@@ -615,7 +676,8 @@ def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, pre
         raise StoreError(
             f"{plan.out} appeared during this run; mlx never overwrites results: the new run stays in {folder}"
         )
-    if plan.out.exists():  # --force on a finished run: replaced only now that the new one is whole
+    # --force on a finished run: replaced only now that the new one is whole, and only by a run of its kind
+    if check_kind(plan.out, KIND):
         shutil.rmtree(plan.out)
     folder.rename(plan.out)
     shutil.rmtree(CheckpointDir(plan.out / "checkpoints").folder, ignore_errors=True)
@@ -707,7 +769,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         command_line=run_record.command_line(),
         started_at=plan.started_at,
         finished_at=run_record.now(),
-        config=plan.config.as_dict(),
+        config=to_plain(plan.config),
         model=run_record.ModelRef(c.model, model_revision(plan.source)),
         data=run_record.DataRef(
             plan.dataset.name,

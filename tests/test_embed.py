@@ -70,7 +70,7 @@ def test_second_run_is_a_cache_hit_without_model_work(tiny_bert, tmp_path, monke
     assert out.stat().st_mtime_ns == before
     # other options are another extraction: refused without --force, never overwritten silently
     result = invoke(*embed_args(tiny_bert, data, out, "--pooling", "max"))
-    assert result.exit_code != 0 and "holds a different extraction" in result.stderr
+    assert result.exit_code != 0 and "started with other options (poolings" in result.stderr
     assert out.stat().st_mtime_ns == before
 
 
@@ -226,8 +226,8 @@ def test_refuses_to_overwrite_a_foreign_file(tiny_bert, tmp_path):
     data = write_ag_news_folder(tmp_path / "ag")
     out = tmp_path / "precious.h5"
     out.write_bytes(b"my thesis")
-    one_line_error(invoke(*embed_args(tiny_bert, data, out)), "not a complete mlx embedding store")
-    one_line_error(invoke(*embed_args(tiny_bert, data, out, "--force")), "refusing to overwrite")
+    one_line_error(invoke(*embed_args(tiny_bert, data, out)), "is a file, not an mlx embedding store")
+    one_line_error(invoke(*embed_args(tiny_bert, data, out, "--force")), "mlx never overwrites it")
     assert out.read_bytes() == b"my thesis"
 
 
