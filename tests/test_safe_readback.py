@@ -3,6 +3,8 @@ not JSON, the wrong JSON type, an unknown key, a missing key, a field of the wro
 line naming the file, never the internal-error path (conftest fails a test that reaches it)."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,86 @@ def test_a_damaged_head_probe_json_is_one_line(tmp_path, defect):
     with pytest.raises(StoreError) as caught:
         _read_head_fit(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- the fine-tune partial folder, through the CLI
+
+
+class _Crash(Exception):
+    pass
+
+
+FINETUNE = dict(n_epochs=2, lr=2e-3, batch_size=8, checkpoint_every=2, warmup=0.1, head_init="probe")
+
+
+@pytest.fixture(scope="module")
+def interrupted_finetune(tiny_bert, tmp_path_factory):
+    """The partial folder of a fine-tune interrupted in its second epoch: config.json, head_probe.json,
+    best.json and checkpoints, and the command line that resumes it."""
+    from finetune.config import FinetuneConfig
+    from finetune.run import prepare_finetune, run_finetune
+    from tests.helpers import write_ag_news_folder
+
+    root = tmp_path_factory.mktemp("interrupted")
+    data = write_ag_news_folder(root / "ag", n_train=80, n_test=16)
+    plan = prepare_finetune(FinetuneConfig(model=str(tiny_bert), dataset=str(data), out=root / "run", **FINETUNE))
+
+    def crash(task, completed, total, **info):
+        if task == "finetune" and completed == 12 * plan.global_batch:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        run_finetune(plan, crash)
+    partial = root / ".run.partial"
+    assert {"config.json", "head_probe.json"} <= set(os.listdir(partial))
+    assert (partial / "checkpoints" / "best.json").exists()
+    args = ["finetune", "--model", tiny_bert, "--dataset", data, "--epochs", "2", "--lr", "2e-3"]
+    args += ["--batch-size", "8", "--checkpoint-every", "2", "--warmup", "0.1", "--head-init", "probe"]
+    return partial, args
+
+
+CLI_DEFECTS = ("not JSON", "a list", "unknown key", "missing key", "truncated")
+
+
+@pytest.mark.parametrize("name", ["head_probe.json", "checkpoints/best.json"])
+@pytest.mark.parametrize("defect", CLI_DEFECTS)
+def test_a_damaged_file_of_an_interrupted_finetune_is_one_line_on_resume(interrupted_finetune, tmp_path, name, defect):
+    partial, args = interrupted_finetune
+    copy = tmp_path / ".run.partial"
+    shutil.copytree(partial, copy)
+    valid = json.loads((copy / name).read_text())
+    (copy / name).write_bytes(defects(valid)[defect])
+    one_line_error(invoke(*args, "--out", tmp_path / "run"), Path(name).name)
+
+
+# ---------------------------------------------------------------- a finished vision sweep, through the CLI
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    from vision_helpers import write_npz_dataset
+
+    root = tmp_path_factory.mktemp("sweep")
+    data = write_npz_dataset(root / "kmnist", n_train=120, n_test=60)
+    args = ["vision", "sweep", "--model", "mlp-numpy", "--depth", "1", "--width", "8", "--epochs", "1"]
+    args += ["--dataset", "kmnist", "--data-dir", data]
+    first = invoke(*args, "--out", root / "out")
+    assert first.exit_code == 0, first.output
+    return root / "out", args
+
+
+def _sweep_files(out: Path) -> dict[str, Path]:
+    (config,) = out.glob("mlp-numpy-*/config.json")
+    return {"sweep.json": out / "sweep.json", "config.json": config, "metrics.json": config.parent / "metrics.json"}
+
+
+@pytest.mark.parametrize("name", ["sweep.json", "config.json", "metrics.json"])
+@pytest.mark.parametrize("defect", ("not JSON", "a list", "null", "missing key", "truncated"))
+def test_a_damaged_file_of_a_finished_sweep_is_one_line_on_rerun(finished_sweep, tmp_path, name, defect):
+    out, args = finished_sweep
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    path = _sweep_files(copy)[name]
+    valid = json.loads(path.read_text())
+    path.write_bytes(defects(valid)[defect])
+    one_line_error(invoke(*args, "--out", copy), name)

@@ -35,7 +35,7 @@ from vision.data import DatasetName, Splits, load_splits
 from vision.experiment import TestScores, data_description, run_model, score
 from vision.models import ModelName, ModelSpec, compute_dtype, load_weights, preset, with_dtype
 from vision.plots import plot_factor_effects
-from vision.runs import default_runs_dir, read_json, stamp
+from vision.runs import CONFIG_SCHEMA, METRICS_SCHEMA, SWEEP_SCHEMA, default_runs_dir, read_json, stamp
 
 FACTORS = ("depth", "width", "activation", "l2")
 
@@ -149,7 +149,7 @@ def is_complete(spec: ModelSpec, folder: Path, data_fingerprint: str) -> bool:
         return False
     if not (folder / "metrics.json").exists():
         raise StoreError(f"{folder} is an incomplete configuration folder (no metrics.json); move it away and re-run")
-    saved = read_json(folder / "config.json")
+    saved = read_json(folder / "config.json", CONFIG_SCHEMA)
     if saved.get("spec") != json.loads(json.dumps(spec.to_dict())):
         raise StoreError(f"{folder} holds a different configuration than this sweep asks for; choose another --out")
     if saved.get("data_fingerprint") != data_fingerprint:
@@ -181,7 +181,7 @@ def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
         write_json(marker, stamp({"base": base}))
         return
     # Sweeps before --dtype trained in fp32, one network per configuration.
-    saved = {"dtype": "fp32", "members": 1, **(read_json(marker).get("base") or {})}
+    saved = {"dtype": "fp32", "members": 1, **read_json(marker, SWEEP_SCHEMA)["base"]}
     if saved["dtype"] == "auto":  # saved by mlx before the resolved dtype was the identity
         saved["dtype"] = base["dtype"]
     if saved.get("data_fingerprint") != base["data_fingerprint"] and {
@@ -242,7 +242,7 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
         else:
             with staged_run_dir(folder) as stage:
                 run_model(spec, setup.splits, setup.device, stage, progress, score_test=False)
-        metrics = read_json(folder / "metrics.json")
+        metrics = read_json(folder / "metrics.json", METRICS_SCHEMA)
         rows.append(
             {
                 "key": spec.key(),
