@@ -9,8 +9,10 @@ from pathlib import Path
 import typer
 
 from cli import ui
+from cli.params import DatasetParser, ModelParser, OutputFolder
 from common import ConfigError
 from common.devices import Device, DType
+from common.options import BATCH_SIZES, COUNTS, ROWS, SEEDS, TOKENS
 from text.defaults import DEFAULT_MODEL
 
 app = typer.Typer(
@@ -41,11 +43,11 @@ def _source(dataset, split, limit, seed, text_column, label_column):
 
 @app.command()
 def show(
-    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP, parser=ModelParser()),
     text: str = typer.Option(None, help="The text to show."),
-    dataset: str = typer.Option(None, help=f"Show a row of a data set instead: {DATASET_HELP}"),
+    dataset: str = typer.Option(None, help=f"Show a row of a data set instead: {DATASET_HELP}", parser=DatasetParser()),
     split: str = typer.Option(None, help="Split of --dataset (default: test, or its only split)."),
-    row: int = typer.Option(None, help="Row of the split to show (0-based)."),
+    row: int = typer.Option(None, help="Row of the split to show (0-based).", **ROWS.bounds),
     layer: str = typer.Option(
         "all", help="Layer 1..L for the grid and the large heatmap, or 'all' (the large heatmap then shows the last)."
     ),
@@ -55,9 +57,14 @@ def show(
     max_length: int = typer.Option(
         None,
         help="Truncate to this many tokens (default 256, or the model's limit if lower); truncation is said aloud.",
+        **TOKENS.bounds,
     ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/show-<time>-<id>)."),
+    out: Path = typer.Option(
+        None,
+        help="Run folder to create (default: $MLX_HOME/runs/attention/show-<time>-<id>).",
+        parser=OutputFolder("--out"),
+    ),
 ) -> None:
     """One text: a layer x head grid PNG, a large heatmap with token labels, rollout, and a self-contained HTML viewer."""
     from attention.show import ShowConfig, prepare_show, run_show
@@ -91,22 +98,28 @@ def show(
 
 @app.command()
 def stats(
-    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
-    dataset: str = typer.Option("demo", help=DATASET_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP, parser=ModelParser()),
+    dataset: str = typer.Option("demo", help=DATASET_HELP, parser=DatasetParser()),
     split: str = typer.Option(None, help="Split to read (default: test, or the only split)."),
-    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N texts."),
-    seed: int = typer.Option(0, help="Seed for --limit."),
+    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N texts.", **COUNTS.bounds),
+    seed: int = typer.Option(0, help="Seed for --limit.", **SEEDS.bounds),
     text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option("label", help="Label column of a CSV/JSONL/Parquet file."),
     max_length: int = typer.Option(
-        None, help="Truncate texts to this many tokens (default 256, or the model's limit if lower)."
+        None, help="Truncate texts to this many tokens (default 256, or the model's limit if lower).", **TOKENS.bounds
     ),
-    batch_size: int = typer.Option(32, help="Texts per forward pass (length-sorted, padded per batch)."),
+    batch_size: int = typer.Option(
+        32, help="Texts per forward pass (length-sorted, padded per batch).", **BATCH_SIZES.bounds
+    ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     dtype: DType = typer.Option(
         DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. bf16/fp16 runs are checked against fp32 on a sample."
     ),
-    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/stats-<time>-<id>)."),
+    out: Path = typer.Option(
+        None,
+        help="Run folder to create (default: $MLX_HOME/runs/attention/stats-<time>-<id>).",
+        parser=OutputFolder("--out"),
+    ),
     json_: bool = typer.Option(False, "--json", help="Print stats.json to stdout instead of the tables."),
 ) -> None:
     """Per layer and head over a data set: entropy; shares on [CLS], [SEP], punctuation, self, previous, next; distance (Clark et al., 2019)."""
@@ -179,19 +192,25 @@ def _stats_tables(result) -> None:
 @app.command()
 def diff(
     model: list[str] = typer.Option(
-        ..., help="Two models, --model A --model B, sharing a tokenizer (e.g. minilm and its fine-tuned model/ folder)."
+        ...,
+        help="Two models, --model A --model B, sharing a tokenizer (e.g. minilm and its fine-tuned model/ folder).",
+        parser=ModelParser(),
     ),
-    dataset: str = typer.Option("demo", help=DATASET_HELP),
+    dataset: str = typer.Option("demo", help=DATASET_HELP, parser=DatasetParser()),
     split: str = typer.Option(None, help="Split to read (default: test, or the only split)."),
-    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N texts."),
-    seed: int = typer.Option(0, help="Seed for --limit."),
+    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N texts.", **COUNTS.bounds),
+    seed: int = typer.Option(0, help="Seed for --limit.", **SEEDS.bounds),
     max_length: int = typer.Option(
-        None, help="Truncate texts to this many tokens (default 256, or the models' limit if lower)."
+        None, help="Truncate texts to this many tokens (default 256, or the models' limit if lower).", **TOKENS.bounds
     ),
-    batch_size: int = typer.Option(32, help="Texts per forward pass."),
+    batch_size: int = typer.Option(32, help="Texts per forward pass.", **BATCH_SIZES.bounds),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     dtype: DType = typer.Option(DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU."),
-    out: Path = typer.Option(None, help="Run folder to create (default: $MLX_HOME/runs/attention/diff-<time>-<id>)."),
+    out: Path = typer.Option(
+        None,
+        help="Run folder to create (default: $MLX_HOME/runs/attention/diff-<time>-<id>).",
+        parser=OutputFolder("--out"),
+    ),
     json_: bool = typer.Option(False, "--json", help="Print the per-head divergences as JSON."),
 ) -> None:
     """Per head: mean Jensen-Shannon divergence (bits) between two models' attention rows on the same texts."""

@@ -5,8 +5,9 @@ from pathlib import Path
 import typer
 
 from cli import ui
+from cli.params import DatasetParser, ModelParser, OutputFile
 from common.devices import Device, DType
-from common.options import ALL, layer_text, parse_layer, parse_names
+from common.options import ALL, BATCH_SIZES, COUNTS, PROCESSES, SEEDS, TOKENS, layer_text, parse_layer, parse_names
 from embeddings.pooling import ALL_POOLINGS
 from text.defaults import DEFAULT_MODEL
 
@@ -15,10 +16,12 @@ def embed(
     dataset: str = typer.Option(
         "demo",
         help="'ag_news' (Hugging Face hub), 'demo' (bundled smoke-test headlines), or a path: a folder of train.csv/test.csv in the AG News layout, or one CSV/JSONL/Parquet file.",
+        parser=DatasetParser(),
     ),
     model: str = typer.Option(
         DEFAULT_MODEL,
         help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline).",
+        parser=ModelParser(),
     ),
     pooling: list[str] = typer.Option(
         ["mean"],
@@ -29,21 +32,27 @@ def embed(
         help="Hidden layer to pool: 'last', 'all' (every layer, for layer-wise probing), or numbers like 4,5,6 or 4-6 (0 = embedding output).",
     ),
     split: list[str] = typer.Option([], help="Split to embed (repeatable). Default: every split present."),
-    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N rows per split."),
-    seed: int = typer.Option(0, help="Seed for --limit."),
+    limit: int = typer.Option(
+        None, help="Keep a stratified, seeded subsample of at most N rows per split.", **COUNTS.bounds
+    ),
+    seed: int = typer.Option(0, help="Seed for --limit.", **SEEDS.bounds),
     text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option(
         "label", help="Label column of a CSV/JSONL/Parquet file (integers 0..C-1 or class names)."
     ),
     max_length: int = typer.Option(
-        None, help="Truncate texts to this many tokens. Default: 256, or the model's limit if lower."
+        None, help="Truncate texts to this many tokens. Default: 256, or the model's limit if lower.", **TOKENS.bounds
     ),
-    batch_size: int = typer.Option(64, help="Texts per forward pass (length-sorted, padded per batch)."),
+    batch_size: int = typer.Option(
+        64, help="Texts per forward pass (length-sorted, padded per batch).", **BATCH_SIZES.bounds
+    ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
     dtype: DType = typer.Option(
         DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. Vectors are always stored as float32."
     ),
-    out: Path = typer.Option(None, help="Store path. Default: $MLX_HOME/stores/<dataset>-<model>-<key>.h5."),
+    out: Path = typer.Option(
+        None, help="Store path. Default: $MLX_HOME/stores/<dataset>-<model>-<key>.h5.", parser=OutputFile("--out")
+    ),
     force: bool = typer.Option(False, "--force", help="Recompute even if a complete store of this extraction exists."),
     json_: bool = typer.Option(
         False, "--json", help="Print a JSON summary (path, cached, sizes, seconds) instead of the path."
@@ -51,8 +60,8 @@ def embed(
     nproc: int = typer.Option(
         None,
         "--nproc",
-        min=1,
         help="Run N ranks on this machine (torchrun --standalone); each computes its share of the shards.",
+        **PROCESSES.bounds,
     ),
 ) -> None:
     """Extract frozen embeddings into a cached, resumable, self-describing HDF5 store.

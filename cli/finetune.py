@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from cli import ui
+from cli.params import DatasetParser, ModelParser, OutputFolder
 from common.devices import Device, DType
+from common.options import BATCH_SIZES, COUNTS, EPOCHS, PROCESSES, SEEDS, THREADS, TOKENS
 from finetune.config import POOLINGS
 from text.defaults import DEFAULT_MODEL
 
@@ -19,28 +21,34 @@ def finetune(
     model: str = typer.Option(
         DEFAULT_MODEL,
         help="Hugging Face model id, local folder, or 'minilm' (bundled all-MiniLM-L6-v2, works offline).",
+        parser=ModelParser(),
     ),
     dataset: str = typer.Option(
         "demo",
         help="'ag_news' (hub), 'demo' (bundled), or a path: a folder of train.csv/test.csv, or a CSV/JSONL/Parquet file.",
+        parser=DatasetParser(),
     ),
     split: list[str] = typer.Option(
         [], help="The training split then the test split (give both). Default: train, test."
     ),
-    limit: int = typer.Option(None, help="Keep a stratified, seeded subsample of at most N rows per split."),
+    limit: int = typer.Option(
+        None, help="Keep a stratified, seeded subsample of at most N rows per split.", **COUNTS.bounds
+    ),
     text_column: str = typer.Option("text", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option("label", help="Label column (integers 0..C-1 or class names)."),
-    epochs: int = typer.Option(3, help="Passes over the training rows."),
+    epochs: int = typer.Option(3, help="Passes over the training rows.", **EPOCHS.bounds),
     lr: float = typer.Option(
         None,
         help="Peak learning rate. Default by model width: 1e-4 up to hidden size 384 (MiniLM), 5e-5 up to 768 (bert-base), 2e-5 above.",
     ),
-    batch_size: int = typer.Option(32, help="Examples per micro-batch and rank."),
+    batch_size: int = typer.Option(32, help="Examples per micro-batch and rank.", **BATCH_SIZES.bounds),
     grad_accum: int = typer.Option(
-        1, help="Micro-batches per optimizer step (global batch = batch size x ranks x this)."
+        1, help="Micro-batches per optimizer step (global batch = batch size x ranks x this).", **COUNTS.bounds
     ),
     max_length: int = typer.Option(
-        None, help="Truncate texts to this many tokens. Default: 256 (as embed), or the model's limit if lower."
+        None,
+        help="Truncate texts to this many tokens. Default: 256 (as embed), or the model's limit if lower.",
+        **TOKENS.bounds,
     ),
     warmup: float = typer.Option(
         0.1, help="Fraction of the steps with a linear warmup; the learning rate then decays linearly to 0."
@@ -76,20 +84,24 @@ def finetune(
         help="auto: bf16 autocast (fp32 master weights) where the hardware has native bf16 (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off.",
     ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    seed: int = typer.Option(0, help="Seed for the head, dropout, the batch order and --limit."),
+    seed: int = typer.Option(0, help="Seed for the head, dropout, the batch order and --limit.", **SEEDS.bounds),
     eval_every: str = typer.Option(
         "epoch", help="Validate at each epoch end ('epoch') or also every N optimizer steps."
     ),
-    patience: int = typer.Option(None, help="Stop after N validations without a better validation accuracy."),
+    patience: int = typer.Option(
+        None, help="Stop after N validations without a better validation accuracy.", **COUNTS.bounds
+    ),
     checkpoint_every: int = typer.Option(
-        200, help="Write a checkpoint every N optimizer steps (and at each epoch end)."
+        200, help="Write a checkpoint every N optimizer steps (and at each epoch end).", **COUNTS.bounds
     ),
-    keep_checkpoints: int = typer.Option(2, help="Keep the last N checkpoints (and always the best)."),
-    threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    keep_checkpoints: int = typer.Option(2, help="Keep the last N checkpoints (and always the best).", **COUNTS.bounds),
+    threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice).", **THREADS.bounds),
     nproc: int = typer.Option(
-        1, help="Launch N processes on this machine with torchrun (DDP; gloo on CPU, nccl on CUDA)."
+        1, help="Launch N processes on this machine with torchrun (DDP; gloo on CPU, nccl on CUDA).", **PROCESSES.bounds
     ),
-    out: Path = typer.Option(None, help="Run folder. Default: $MLX_HOME/finetune/<dataset>-<model>-<key>."),
+    out: Path = typer.Option(
+        None, help="Run folder. Default: $MLX_HOME/finetune/<dataset>-<model>-<key>.", parser=OutputFolder("--out")
+    ),
     force: bool = typer.Option(
         False,
         "--force",
@@ -99,6 +111,7 @@ def finetune(
         None,
         "--train-size",
         help="Train on a stratified, seeded subset of this many training rows (the rows `probe --train-size` uses).",
+        **COUNTS.bounds,
     ),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:

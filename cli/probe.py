@@ -8,14 +8,20 @@ from rich import box
 from rich.table import Table
 
 from cli import ui
-from common.options import parse_floats, parse_ints, parse_layers, parse_names
+from cli.params import InputFile, OutputFolder
+from common.options import COUNTS, SEEDS, parse_floats, parse_ints, parse_layers, parse_names
 from probes.choices import IndexKind, Metric, Weights
 
 probe_app = typer.Typer(
     help="Probe stored embeddings: FAISS k-NN, logistic regression, and a comparison of both.", no_args_is_help=True
 )
 
-STORE = typer.Option(..., "--store", help="Embedding store written by `mlx embed` (.h5).")
+STORE = typer.Option(
+    ...,
+    "--store",
+    help="Embedding store written by `mlx embed` (.h5).",
+    parser=InputFile("--store", hint="write one with `mlx embed`"),
+)
 POOLING = typer.Option(
     None,
     "--pooling",
@@ -42,16 +48,24 @@ CS = typer.Option(
 TEST_FRACTION = typer.Option(
     None, "--test-fraction", help="For a one-split store: carve a stratified, seeded test split of this fraction."
 )
-TEST_STORE = typer.Option(None, "--test-store", help="Take the test split from this store (same model and labels).")
+TEST_STORE = typer.Option(
+    None,
+    "--test-store",
+    help="Take the test split from this store (same model and labels).",
+    parser=InputFile("--test-store", hint="write one with `mlx embed`"),
+)
 TRAIN_SIZE = typer.Option(
     None,
     "--train-size",
-    min=1,
     help="Train on a stratified, seeded subset of this many training rows (data-efficiency studies).",
+    **COUNTS.bounds,
 )
-SEED = typer.Option(0, "--seed", help="Seed for the validation and carved test splits.")
+SEED = typer.Option(0, "--seed", help="Seed for the validation and carved test splits.", **SEEDS.bounds)
 OUT = typer.Option(
-    None, "--out", help="Run folder to create (must not exist); default $MLX_HOME/runs/probe/<command>-<time>-<id>."
+    None,
+    "--out",
+    help="Run folder to create (must not exist); default $MLX_HOME/runs/probe/<command>-<time>-<id>.",
+    parser=OutputFolder("--out"),
 )
 JSON = typer.Option(
     False,
@@ -145,7 +159,7 @@ def _config(command: str, options: dict):
     ]
     knn = (
         KNNConfig(
-            ks=parse_ints(options["k"], "--k", minimum=1, example="1,5,10,20"),
+            ks=parse_ints(options["k"], "--k", COUNTS.low, "1,5,10,20", COUNTS.high),
             metric=options["metric"],
             weights=options["weights"],
             index=options["index"],

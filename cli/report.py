@@ -10,14 +10,18 @@ from rich.table import Table
 from rich.text import Text
 
 from cli import ui
+from cli.params import InputFolder, OutputFile, OutputFolder, RunParser
 
 
 def report(
     runs: Optional[list[str]] = typer.Argument(
         None,
         help="Run folders or names (see `mlx runs list`). Default: the latest runs that share a model and a test set.",
+        parser=RunParser("RUNS"),
     ),
-    root: Optional[Path] = typer.Option(None, "--root", help="Where to look for runs. Default: the mlx home."),
+    root: Optional[Path] = typer.Option(
+        None, "--root", help="Where to look for runs. Default: the mlx home.", parser=InputFolder("--root")
+    ),
     all_rows: bool = typer.Option(
         False,
         "--all-rows",
@@ -27,9 +31,13 @@ def report(
         None,
         "--out",
         help="Folder for the PNGs. Default: beside --markdown, else $MLX_HOME/reports/report-<time>-<id>.",
+        parser=OutputFolder("--out"),
     ),
     markdown: Optional[Path] = typer.Option(
-        None, "--markdown", help="Also write the table and plots as Markdown to this file."
+        None,
+        "--markdown",
+        help="Also write the table and plots as Markdown to this file.",
+        parser=OutputFile("--markdown"),
     ),
     html: Optional[Path] = typer.Option(
         None, "--html", help="Also write the table and plots as one self-contained HTML page (images inlined)."

@@ -9,6 +9,7 @@ from rich import box
 from rich.table import Table
 
 from cli import ui
+from cli.params import InputFolder, RunParser
 from common.record import KINDS, RECORD_FILE
 
 RunKind = Enum("RunKind", {kind: kind for kind in KINDS}, type=str)  # --kind [probe|finetune|...]
@@ -18,7 +19,10 @@ runs_app = typer.Typer(
 )
 
 ROOT = typer.Option(
-    None, "--root", help="Where to look for runs (searched recursively). Default: the mlx home ($MLX_HOME, ~/.mlx)."
+    None,
+    "--root",
+    help="Where to look for runs (searched recursively). Default: the mlx home ($MLX_HOME, ~/.mlx).",
+    parser=InputFolder("--root"),
 )
 
 
@@ -69,7 +73,9 @@ def list_runs(
 
 @runs_app.command("show")
 def show(
-    run: str = typer.Argument(..., help="A run folder, or its name (or a unique name prefix) under the mlx home."),
+    run: str = typer.Argument(
+        ..., help="A run folder, or its name (or a unique name prefix) under the mlx home.", parser=RunParser("RUN")
+    ),
     root: Optional[Path] = ROOT,
     json_: bool = typer.Option(False, "--json", help="Print run.json as it is."),
 ) -> None:

@@ -6,15 +6,20 @@ import typer
 from rich.table import Table
 
 from cli import ui
+from cli.params import InputFile, InputFolder
 
 store_app = typer.Typer(help="Inspect embedding stores.", no_args_is_help=True)
 
 
 @store_app.command("list")
 def list_(
-    root: Path = typer.Option(None, "--root", help="Where to look for stores. Default: $MLX_HOME/stores."),
+    root: Path = typer.Option(
+        None, "--root", help="Where to look for stores. Default: $MLX_HOME/stores.", parser=InputFolder("--root")
+    ),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    folder: Path = typer.Option(None, "--folder", hidden=True, help="Deprecated spelling of --root."),
+    folder: Path = typer.Option(
+        None, "--folder", hidden=True, help="Deprecated spelling of --root.", parser=InputFolder("--folder")
+    ),
 ) -> None:
     """List the stores in a folder (complete ones; incomplete and foreign files are flagged)."""
     from embeddings.store import list_stores
@@ -47,7 +52,7 @@ def list_(
 
 @store_app.command("info")
 def info(
-    path: Path = typer.Argument(..., help="Store file."),
+    path: Path = typer.Argument(..., help="Store file.", parser=InputFile("PATH")),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show a store's metadata, splits, poolings, layers and dimensions."""

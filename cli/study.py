@@ -6,8 +6,9 @@ from typing import Optional
 import typer
 
 from cli import ui
+from cli.params import DatasetParser, InputFolder, ModelParser, OutputFolder
 from common.devices import Device
-from common.options import ALL, parse_names
+from common.options import ALL, BATCH_SIZES, EPOCHS, SEEDS, THREADS, TOKENS, parse_names
 from embeddings.pooling import ALL_POOLINGS
 from text.defaults import DEFAULT_MODEL
 from vision.names import DatasetName
@@ -24,9 +25,13 @@ def text(
         DEFAULT_MODEL,
         "--model",
         help="Hugging Face model id, local folder, or 'minilm' (bundled, offline; the hub's models need a network or the cache).",
+        parser=ModelParser(),
     ),
     dataset: str = typer.Option(
-        "demo", "--dataset", help="'demo', 'ag_news', or a path (folder with train.csv/test.csv, or a file)."
+        "demo",
+        "--dataset",
+        help="'demo', 'ag_news', or a path (folder with train.csv/test.csv, or a file).",
+        parser=DatasetParser(),
     ),
     pooling: str = typer.Option("all", "--pooling", help="Poolings to embed and probe, comma-separated, or 'all'."),
     train_sizes: str = typer.Option(
@@ -34,19 +39,22 @@ def text(
         "--train-sizes",
         help="Comma-separated training-set sizes, e.g. 100,1000,all (stratified, seeded subsets).",
     ),
-    epochs: int = typer.Option(3, "--epochs", help="Fine-tuning epochs."),
+    epochs: int = typer.Option(3, "--epochs", help="Fine-tuning epochs.", **EPOCHS.bounds),
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: by model size)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Fine-tuning batch size."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Fine-tuning batch size.", **BATCH_SIZES.bounds),
     max_length: Optional[int] = typer.Option(
         None,
         "--max-length",
         help="Truncate texts to this many tokens, embedding and fine-tuning alike (default 256, or the model's limit if lower).",
+        **TOKENS.bounds,
     ),
     text_column: str = typer.Option("text", "--text-column", help="Text column of a CSV/JSONL/Parquet file."),
     label_column: str = typer.Option(
         "label", "--label-column", help="Label column of a CSV/JSONL/Parquet file (integers 0..C-1 or class names)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for the training subsets, validation splits and fine-tuning."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed for the training subsets, validation splits and fine-tuning.", **SEEDS.bounds
+    ),
     finetune: bool = typer.Option(
         True, "--finetune/--no-finetune", help="--no-finetune: probes on the frozen model only."
     ),
@@ -54,6 +62,7 @@ def text(
         None,
         "--out",
         help="The study folder; re-running with it resumes. Default: derived from the settings under $MLX_HOME/studies.",
+        parser=OutputFolder("--out"),
     ),
 ) -> None:
     """Embed (all poolings and layers) -> probes per layer and on the best layers concatenated -> fine-tune ->
@@ -87,19 +96,28 @@ def vision(
     dataset: DatasetName = typer.Option(
         DatasetName.digits, "--dataset", help="kmnist (files in --data-dir) or digits (offline stand-in)."
     ),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the KMNIST files. Default: ./data"),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="Folder with the KMNIST files. Default: ./data", parser=InputFolder("--data-dir")
+    ),
     models: str = typer.Option("mlp-numpy,mlp-torch,cnn-strong", "--models", help="Models to compare."),
     sweep_model: str = typer.Option(
         "mlp-torch", "--sweep-model", help="The model whose depth x width is swept (a small 2 x 2 grid)."
     ),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs for every model (default: each preset's own)."),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", help="Epochs for every model (default: each preset's own).", **EPOCHS.bounds
+    ),
     seed: int = typer.Option(
-        0, "--seed", help="Seed for the validation splits, the initial weights and the batch order."
+        0, "--seed", help="Seed for the validation splits, the initial weights and the batch order.", **SEEDS.bounds
     ),
     device: Device = typer.Option(Device.AUTO, "--device", help="auto (CUDA when present), cpu or cuda."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and NumPy's BLAS."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads for torch and NumPy's BLAS.", **THREADS.bounds
+    ),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="The study folder; re-running with it resumes. Default: under $MLX_HOME/studies."
+        None,
+        "--out",
+        help="The study folder; re-running with it resumes. Default: under $MLX_HOME/studies.",
+        parser=OutputFolder("--out"),
     ),
 ) -> None:
     """Compare the models, sweep one a little, and report both on the same test images."""

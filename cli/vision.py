@@ -6,8 +6,22 @@ import typer
 from rich.table import Table
 
 from cli import ui
+from cli.params import InputFolder, OutputFolder
 from common.devices import Device, DType
-from common.options import parse_floats, parse_ints, parse_list
+from common.options import (
+    BATCH_SIZES,
+    DEPTHS,
+    EPOCHS,
+    GRADCHECK_WIDTHS,
+    MEMBERS,
+    SEEDS,
+    SMALL,
+    THREADS,
+    WIDTHS,
+    parse_floats,
+    parse_ints,
+    parse_list,
+)
 from vision.activations import parse_activation
 from vision.download import KMNIST_URL, FileFormat
 from vision.names import DatasetName, ModelName, parse_models
@@ -37,7 +51,11 @@ def _say_device(device) -> None:
 @vision_app.command()
 def download(
     data_dir: Path = typer.Option(
-        Path("data"), "--data-dir", "--out", help="Where to put the files (the same folder the other commands read)."
+        Path("data"),
+        "--data-dir",
+        "--out",
+        help="Where to put the files (the same folder the other commands read).",
+        parser=OutputFolder("--data-dir"),
     ),
     fmt: FileFormat = typer.Option(
         FileFormat.npz, "--format", help="npz: the official kmnist-*.npz; idx: MNIST-format *-ubyte.gz files."
@@ -55,13 +73,13 @@ def download(
 
 @vision_app.command()
 def gradcheck(
-    depth: int = typer.Option(2, help="Hidden layers."),
-    width: int = typer.Option(16, help="Units per hidden layer."),
+    depth: int = typer.Option(2, help="Hidden layers.", **DEPTHS.bounds),
+    width: int = typer.Option(16, help="Units per hidden layer.", **GRADCHECK_WIDTHS.bounds),
     activation: str = typer.Option("tanh", help="relu, leaky-relu, tanh, sigmoid, gelu or elu."),
     l2: float = typer.Option(1e-3, help="L2 penalty on weights."),
-    batch_size: int = typer.Option(8, help="Examples in the random batch."),
+    batch_size: int = typer.Option(8, help="Examples in the random batch.", **BATCH_SIZES.bounds),
     tolerance: float = typer.Option(1e-6, help="Largest relative error that passes."),
-    seed: int = typer.Option(0, help="Seed for the weights and the random batch."),
+    seed: int = typer.Option(0, help="Seed for the weights and the random batch.", **SEEDS.bounds),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Compare the NumPy MLP's gradients with central differences in float64; exit 1 if any fails."""
@@ -108,9 +126,11 @@ def compare(
     models: str = typer.Option(
         "mlp-numpy,mlp-torch,cnn-strong", help="Comma-separated: " + ", ".join(m.value for m in ModelName)
     ),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs for every model (default: each preset's own)."),
+    epochs: int = typer.Option(
+        None, "--epochs", help="Epochs for every model (default: each preset's own).", **EPOCHS.bounds
+    ),
     dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
-    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP, parser=InputFolder("--data-dir")),
     augment: bool = typer.Option(
         None, "--augment/--no-augment", help="Force random shifts/rotations on or off (default: each preset's own)."
     ),
@@ -120,15 +140,16 @@ def compare(
         "--val-fraction",
         help="Share of train carved out (stratified, seeded) for validation; 0 trains on every training image (no validation, so no --tta).",
     ),
-    seed: int = typer.Option(0, help=SEED_HELP),
+    seed: int = typer.Option(0, help=SEED_HELP, **SEEDS.bounds),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP, **THREADS.bounds),
     dtype: DType = typer.Option(DType.AUTO, "--dtype", help=DTYPE_HELP),
-    out: Path = typer.Option(None, "--out", help=OUT_HELP),
+    out: Path = typer.Option(None, "--out", help=OUT_HELP, parser=OutputFolder("--out")),
     tta: int = typer.Option(
         0,
         "--tta",
         help="Test-time augmentation: average the prediction over the image and this many fixed small warps (0 = off, up to 8); validation is scored with and without.",
+        **SMALL.bounds,
     ),
     plot: bool = typer.Option(
         False,
@@ -142,6 +163,7 @@ def compare(
         help="Train each torch model as an ensemble of this many networks (different initial weights, the same batches; "
         "the prediction averages their probabilities). Default: each preset's own (cnn-strong 3, the others 1). "
         "Costs N times one network's training time. Not for mlp-numpy.",
+        **MEMBERS.bounds,
     ),
     json_: bool = typer.Option(False, "--json", help="Print the run record (run.json) instead of a table."),
 ) -> None:
@@ -221,9 +243,11 @@ def sweep(
         "relu", help="Comma-separated activations: relu, leaky-relu, tanh, sigmoid, gelu, elu."
     ),
     l2: str = typer.Option("0", "--l2", help="Comma-separated L2 / weight-decay values."),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs per configuration (default: the preset's)."),
+    epochs: int = typer.Option(
+        None, "--epochs", help="Epochs per configuration (default: the preset's).", **EPOCHS.bounds
+    ),
     dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
-    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP, parser=InputFolder("--data-dir")),
     augment: bool = typer.Option(
         None, "--augment/--no-augment", help="Force augmentation on or off (default: the preset's)."
     ),
@@ -233,14 +257,15 @@ def sweep(
         "--val-fraction",
         help="Share of train carved out (stratified, seeded) for validation.",
     ),
-    seed: int = typer.Option(0, help=SEED_HELP),
+    seed: int = typer.Option(0, help=SEED_HELP, **SEEDS.bounds),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP, **THREADS.bounds),
     dtype: DType = typer.Option(DType.AUTO, "--dtype", help=DTYPE_HELP),
     out: Path = typer.Option(
         None,
         "--out",
         help="The sweep folder; re-running with the same one skips finished configurations. Default: derived from the settings under $MLX_HOME/runs/vision",
+        parser=OutputFolder("--out"),
     ),
     json_: bool = typer.Option(False, "--json", help="Print the run record (report-*/run.json) instead of a table."),
 ) -> None:
@@ -249,8 +274,8 @@ def sweep(
 
     config = SweepConfig(
         model=model,
-        depths=parse_ints(depth, "--depth", minimum=1, example="1,2"),
-        widths=parse_ints(width, "--width", minimum=1, example="128,512"),
+        depths=parse_ints(depth, "--depth", DEPTHS.low, "1,2", DEPTHS.high),
+        widths=parse_ints(width, "--width", WIDTHS.low, "128,512", WIDTHS.high),
         activations=parse_list(activation, parse_activation, "--activation", "relu,tanh"),
         l2s=parse_floats(l2, "--l2", example="0,1e-4"),
         dataset=dataset,

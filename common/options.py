@@ -10,7 +10,9 @@ Layer grammar: ``4`` (one layer), ``4,5,6`` or ``4-6`` (a selection), ``last``, 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar, Union
 
 from common.errors import ConfigError
@@ -20,6 +22,44 @@ T = TypeVar("T")
 LAST = "last"
 ALL = "all"
 LayerSpec = Union[str, tuple[int, ...]]  # "last", "all", or layer numbers (0 = the embedding output)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """The bounds of an integer option. Every integer option has one (the CLI tests walk them), so an
+    absurd value is one parser line, not an OverflowError or a MemoryError deep inside torch."""
+
+    low: int
+    high: int
+    why: str = ""  # said after the bounds when a value is refused
+
+    @property
+    def bounds(self) -> dict[str, int]:
+        """typer.Option(..., **SEEDS.bounds)"""
+        return {"min": self.low, "max": self.high}
+
+    def check(self, value: int | None, option: str) -> None:
+        """The same bounds for library callers (configs built without the CLI); None passes."""
+        if value is not None and not self.low <= value <= self.high:
+            raise ConfigError(f"{option} must lie in {self.low}..{self.high}{self.why}, got {value}")
+
+
+SEEDS = IntRange(0, 2**32 - 1)  # what NumPy's legacy seeding and every torch generator accept
+EPOCHS = IntRange(1, 10_000)
+COUNTS = IntRange(1, 10**9)  # rows, steps, sizes: more than any data set mlx reads
+ROWS = IntRange(0, 10**9)  # a row number
+BATCH_SIZES = IntRange(1, 2**16)
+TOKENS = IntRange(2, 2**20)  # --max-length: room for [CLS] and [SEP]; the model's own limit is checked later
+THREADS = IntRange(1, 1_024)  # --threads as parsed (help text alike on every machine) ...
+CPUS = IntRange(
+    1, os.cpu_count() or 1, " (one per CPU present at most)"
+)  # ... and where threads are set: one per CPU present at most
+PROCESSES = IntRange(1, 1_024)  # --nproc: ranks on one machine (one per GPU, or CPU processes)
+SMALL = IntRange(0, 1_000)  # small counts where 0 is meaningful (--tta; its library check is tighter)
+MEMBERS = IntRange(1, 1_000)  # ensemble members (the library allows fewer)
+DEPTHS = IntRange(1, 256)  # hidden layers or conv blocks
+WIDTHS = IntRange(1, 10**9)  # units or channels per layer (training refuses a model over its parameter budget)
+GRADCHECK_WIDTHS = IntRange(1, 1_024)  # the float64 check holds every weight matrix in memory
 
 
 def split_values(values: str | Iterable[str]) -> list[str]:
@@ -44,12 +84,20 @@ def parse_list(values: str | Iterable[str], convert: Callable[[str], T], option:
 
 
 def parse_ints(
-    values: str | Iterable[str], option: str, minimum: int | None = None, example: str = "1,5,10"
+    values: str | Iterable[str],
+    option: str,
+    minimum: int | None = None,
+    example: str = "1,5,10",
+    maximum: int | None = None,
 ) -> tuple[int, ...]:
     numbers = parse_list(values, int, option, example)
     if minimum is not None and min(numbers) < minimum:
         raise ConfigError(
             f"{option}: {min(numbers)} is below {minimum}; give values of at least {minimum}, e.g. {option} {example}"
+        )
+    if maximum is not None and max(numbers) > maximum:
+        raise ConfigError(
+            f"{option}: {max(numbers)} is above {maximum}; give values of at most {maximum}, e.g. {option} {example}"
         )
     return numbers
 

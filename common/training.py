@@ -35,6 +35,7 @@ from torch import nn
 from common.devices import resolve_device  # noqa: F401  (re-exported: the one resolver lives in common.devices)
 from common.distributed import DistInfo
 from common.errors import ConfigError, StoreError
+from common.options import CPUS
 from common.progress import ProgressCallback, no_progress
 from common.schema import check_fields
 
@@ -205,8 +206,7 @@ def cpu_threads(n_threads: int | None) -> Iterator[int]:
     if n_threads is None:
         yield torch.get_num_threads()
         return
-    if n_threads < 1:
-        raise ConfigError(f"threads must be at least 1, got {n_threads}")
+    CPUS.check(n_threads, "threads")
     from threadpoolctl import threadpool_limits
 
     previous = torch.get_num_threads()

@@ -5,12 +5,9 @@ Every loader returns a TextDataset: one TextSplit per split, each holding texts,
 texts, unknown columns and labels out of range are errors naming the file and row.
 """
 
-import csv
 import hashlib
-import io
-import json
 import logging
-import math
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,7 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from common import ConfigError, DataError
+from common.labels import normalise_labels
+from common.paths import PathKind, check_path
 from common.splits import stratified_subsample
+from common.tables import TABLE_SUFFIXES, Table, csv_table, decode, read_csv_rows, read_table
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ _SPLIT_ALIASES = {
     "val": "validation",
     "dev": "validation",
 }
-FILE_SUFFIXES = (".csv", ".jsonl", ".parquet")
+DATASET_NAMES = ("demo", "ag_news", AG_NEWS_HUB_ID)
+DATASET_HINT = "give 'demo', 'ag_news', a CSV/JSONL/Parquet file or a folder of them"
 
 
 @dataclass(frozen=True)
@@ -84,17 +85,16 @@ def load_text_dataset(
 
     ``limit`` keeps a stratified, seeded subsample of at most that many rows per split.
     """
-    named = {name.lower(): name for name in ("demo", "ag_news", AG_NEWS_HUB_ID)}
+    named = {name.lower(): name for name in DATASET_NAMES}
     if spec.lower() in named and not Path(spec).expanduser().exists():
         spec = named[spec.lower()]  # a name in any case, as every choice of the CLI
     if spec == "demo":
         dataset = load_demo()
     elif spec in ("ag_news", AG_NEWS_HUB_ID):
         dataset = load_ag_news_hub()
-    elif Path(spec).expanduser().exists():
-        dataset = load_local(Path(spec).expanduser(), text_column, label_column)
     else:
-        raise DataError(f"dataset {spec!r} is neither 'ag_news', 'demo' nor an existing file or folder")
+        path = check_path(spec, PathKind.FILE_OR_FOLDER, "dataset", hint=DATASET_HINT)
+        dataset = load_local(path, text_column, label_column)
     dataset = select_splits(dataset, splits)
     if limit is not None:
         dataset = subsample(dataset, limit, seed)
@@ -139,7 +139,7 @@ def load_demo() -> TextDataset:
     easy, and its numbers say nothing about AG News.
     """
     raw = resources.files("embeddings.data").joinpath("demo_news.csv").read_bytes()
-    rows = _read_csv_rows(raw, "demo_news.csv", header=True)
+    rows = read_csv_rows(None, raw, "demo_news.csv")
     header, body = rows[0], rows[1:]
     col = {name: i for i, name in enumerate(header)}
     splits: dict[str, TextSplit] = {}
@@ -189,7 +189,8 @@ def split_name(path: Path) -> str:
 
 
 def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES) if path.is_dir() else [path]
+    path = check_path(path, PathKind.FILE_OR_FOLDER, "dataset", hint=DATASET_HINT)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES) if path.is_dir() else [path]
     if not files:
         raise DataError(f"folder {path} holds no .csv, .jsonl or .parquet file; expected e.g. train.csv and test.csv")
     by_split: dict[str, Path] = {}
@@ -199,15 +200,14 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
             raise DataError(f"{by_split[name].name} and {file.name} in {path} both map to split {name!r}; keep one")
         by_split[name] = file
     classes_file = (path if path.is_dir() else path.parent) / "classes.txt"
-    label_names = _read_classes(classes_file) if classes_file.exists() else None
+    label_names = _read_classes(classes_file) if os.path.lexists(classes_file) else None
     notes = [f"{f.name} -> split {s}" for s, f in by_split.items() if f.stem != s]
     texts, raw_labels = {}, {}
     for name, file in by_split.items():
         texts[name], raw_labels[name], ag_news = _load_file(file, text_column, label_column, label_names)
         if ag_news:
             label_names = label_names or AG_NEWS_LABELS
-    # Classes come from every split together: a test split lacking a class must not renumber train.
-    labels, names, label_notes = encode_labels(raw_labels, by_split, label_names)
+    labels, names, label_notes = normalise_labels(raw_labels, by_split, label_names, label_column)
     notes += label_notes
     splits = {s: TextSplit(s, texts[s], labels[s], np.arange(len(texts[s]), dtype=np.int64)) for s in by_split}
     seen = set().union(*(set(np.unique(s.labels).tolist()) for s in splits.values()))
@@ -222,7 +222,8 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
 
 
 def _read_classes(path: Path) -> tuple[str, ...]:
-    names = tuple(line.strip() for line in _decode(path.read_bytes(), path).splitlines() if line.strip())
+    path = check_path(path, PathKind.FILE, "class names file")
+    names = tuple(line.strip() for line in decode(path.read_bytes(), path).splitlines() if line.strip())
     if not names:
         raise DataError(f"{path} is empty; it should list one class name per line")
     return names
@@ -230,47 +231,18 @@ def _read_classes(path: Path) -> tuple[str, ...]:
 
 def _load_file(file: Path, text_column: str, label_column: str, label_names) -> tuple[tuple[str, ...], list, bool]:
     """(texts, raw labels, is the original AG News layout) of one file; every row checked."""
-    suffix = file.suffix.lower()
-    if suffix == ".csv":
-        rows = _read_csv_rows(file.read_bytes(), file, header=False)
+    file = check_path(file, PathKind.FILE, "dataset file")
+    if file.suffix.lower() == ".csv":
+        rows = read_csv_rows(file)
         if _is_ag_news_row(rows[0]):
             texts, labels = _from_ag_news_rows(rows, file, label_names or AG_NEWS_LABELS)
             return texts, labels, True
-        header = rows[0]
-        for i, row in enumerate(rows[1:]):
-            if len(row) != len(header):
-                raise DataError(
-                    f"{file} row {i + 2}: {len(row)} fields but the header has {len(header)} ({', '.join(header)}); "
-                    'quote fields that contain commas, e.g. "a, b"'
-                )
-        records, columns = [dict(zip(header, r)) for r in rows[1:]], header
-    elif suffix == ".jsonl":
-        records = _read_jsonl(file)
-        columns = list(dict.fromkeys(k for r in records for k in r))
+        table = csv_table(rows, file)
+        if not table.rows:
+            raise DataError(f"{file} has no data rows (only a header); add rows or leave the file out")
     else:
-        records, columns = _read_parquet(file)
-    if not records:
-        raise DataError(f"{file} has no data rows (only a header); add rows or leave the file out")
-    texts, labels = _from_records(records, columns, file, text_column, label_column)
-    return texts, labels, False
-
-
-def _decode(raw: bytes, where) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{where} is not valid UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8") from None
-
-
-def _read_csv_rows(raw: bytes, where, header: bool) -> list[list[str]]:
-    text = _decode(raw, where)
-    try:
-        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
-    except csv.Error as exc:
-        raise DataError(f"{where} is not a readable CSV file: {exc}") from None
-    if not rows or (header and len(rows) < 2):
-        raise DataError(f"{where} has no data rows")
-    return rows
+        table = read_table(file)
+    return _texts(table, text_column), tuple(table.column(label_column, "--label-column")), False
 
 
 def _is_ag_news_row(row: list[str]) -> bool:
@@ -297,121 +269,9 @@ def _from_ag_news_rows(rows, file, names) -> tuple[tuple[str, ...], list[int]]:
     return tuple(texts), labels
 
 
-def _read_jsonl(file: Path) -> list[dict]:
-    records = []
-    for i, line in enumerate(_decode(file.read_bytes(), file).splitlines()):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{file} line {i + 1} is not valid JSON: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{file} line {i + 1}: expected a JSON object per line")
-        records.append(record)
-    if not records:
-        raise DataError(f"{file} has no data rows")
-    return records
-
-
-def _read_parquet(file: Path):
-    try:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(file)
-    except Exception as exc:
-        raise DataError(f"{file} is not a readable Parquet file: {exc}") from None
-    return table.to_pylist(), table.column_names
-
-
-def _from_records(records, columns, file, text_column, label_column) -> tuple[tuple[str, ...], list]:
-    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
-        if column not in columns:
-            raise DataError(f"{file} has no column {column!r} (columns: {', '.join(map(str, columns))}); pass {option}")
-    texts, raw_labels = [], []
-    for i, record in enumerate(records):
-        text = record.get(text_column)
+def _texts(table: Table, column: str) -> tuple[str, ...]:
+    texts = table.column(column, "--text-column")
+    for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{file} row {i + 1}: column {text_column!r} is empty or not text")
-        label = record.get(label_column)
-        if (
-            label is None
-            or (isinstance(label, str) and not label.strip())
-            or (isinstance(label, float) and not math.isfinite(label))
-        ):
-            raise DataError(f"{file} row {i + 1}: the label ({label_column!r}) is empty")
-        if not isinstance(label, (str, int, float, np.integer, np.floating)):
-            raise DataError(
-                f"{file} row {i + 1}: the label ({label_column!r}) is a {type(label).__name__}, not a class name or number"
-            )
-        texts.append(text)
-        raw_labels.append(label)
-    return tuple(texts), raw_labels
-
-
-def encode_labels(
-    raw: dict[str, list], files: dict[str, Path], label_names
-) -> tuple[dict[str, np.ndarray], tuple[str, ...], list[str]]:
-    """Labels of every split -> (N,) int64 class indices, the class names, and notes to say aloud.
-
-    Integers are class indices only when they are exactly 0..C-1 (or index ``classes.txt``);
-    any other integers (1000/2000/3000, 1..4, 10**20) are class names, said aloud, never sizes.
-    Strings are class names: those of ``classes.txt``, or their sorted set.
-    """
-    values = [v for labels in raw.values() for v in labels]
-    if values and all(_is_int(v) for v in values):
-        ints = sorted({int(v) for v in values})
-        if ints[0] < 0:
-            split = next(s for s, labels in raw.items() if any(int(v) < 0 for v in labels))
-            raise DataError(f"{files[split]}: label {ints[0]} is negative; labels must be 0..C-1 or class names")
-        if label_names and (ints[-1] < len(label_names) or not {str(i) for i in ints} <= set(label_names)):
-            _check_indices(raw, files, label_names)
-            return (
-                {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()},
-                tuple(label_names),
-                [],
-            )
-        if not label_names and ints == list(range(len(ints))):
-            return (
-                {s: np.array([int(v) for v in labels], dtype=np.int64) for s, labels in raw.items()},
-                tuple(map(str, ints)),
-                [],
-            )
-        names = label_names or tuple(str(i) for i in ints)
-        shown = ", ".join(map(str, ints[:5])) + (" ..." if len(ints) > 5 else "")
-        notes = (
-            []
-            if label_names
-            else [f"integer labels {shown} are not 0..{len(ints) - 1}: treated as {len(ints)} class names"]
-        )
-        return _by_name(raw, files, names, key=lambda v: str(int(v))), tuple(names), notes
-    names = label_names or tuple(sorted({str(v) for v in values}))
-    return _by_name(raw, files, names, key=str), tuple(names), []
-
-
-def _check_indices(raw, files, names) -> None:
-    for split, labels in raw.items():
-        for i, v in enumerate(labels):
-            if not 0 <= int(v) < len(names):
-                raise DataError(
-                    f"{files[split]} row {i + 1}: label {int(v)} is outside 0..{len(names) - 1} ({len(names)} classes: {', '.join(names)})"
-                )
-
-
-def _by_name(raw, files, names, key) -> dict[str, np.ndarray]:
-    index = {name: i for i, name in enumerate(names)}
-    encoded = {}
-    for split, labels in raw.items():
-        unknown = next((v for v in labels if key(v) not in index), None)
-        if unknown is not None:
-            raise DataError(f"{files[split]}: label {key(unknown)!r} is not among the class names {', '.join(names)}")
-        encoded[split] = np.array([index[key(v)] for v in labels], dtype=np.int64)
-    return encoded
-
-
-def _is_int(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, np.integer)):
-        return True
-    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+            raise DataError(f"{table.path} row {i + 1}: column {column!r} is empty or not text")
+    return tuple(texts)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from common import ModelLoadError, StoreError
 from common.devices import DType, torch_dtype
+from common.paths import PathKind, check_path
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not when a cache hit is checked
     import torch
@@ -40,27 +41,33 @@ def bundled_minilm_path() -> Path:
 MODEL_ALIASES = {"minilm": bundled_minilm_path}
 
 
+MODEL_HINT = "check the path, or use --model minilm (bundled, works offline)"
+
+
+def is_model_path(name: str) -> bool:
+    """A --model value that names a local folder: something is there, or it is written as a path.
+
+    Anything else ('bert-base-uncased', 'org/name', an alias) is a hub id or alias.
+    """
+    if name in MODEL_ALIASES:
+        return False
+    return os.path.lexists(os.path.expanduser(name)) or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
 def resolve_model(name: str) -> str:
     """Map an alias to its folder; return ids and folders unchanged (folders made absolute)."""
     if name in MODEL_ALIASES:
         return str(MODEL_ALIASES[name]())
-    path = Path(name).expanduser()
-    if path.exists():
-        check_model_folder(path)
-        return str(path.resolve())
-    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:  # a path, not a hub id (which is 'org/name')
-        raise ModelLoadError(
-            f"model folder {path} does not exist; check the path, or use --model minilm (bundled, works offline)"
-        )
-    return name
+    if not is_model_path(name):
+        return name
+    path = check_path(name, PathKind.FOLDER, "model folder", hint=MODEL_HINT)
+    check_model_folder(path)
+    return str(path.resolve())
 
 
 def check_model_folder(path: Path) -> None:
     """A local model folder needs a readable config.json and a weights file; say which is missing."""
-    if not path.is_dir():
-        raise ModelLoadError(
-            f"--model {path} is a file; point it at a folder saved with save_pretrained (config.json and weights)"
-        )
+    path = check_path(path, PathKind.FOLDER, "model folder")
     config = path / "config.json"
     if not config.exists():
         raise ModelLoadError(f"model folder {path} has no config.json; point --model at a saved transformers model")

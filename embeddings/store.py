@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from common import StoreError, __version__
+from common.paths import PathKind, check_path
 from common.runs import atomic_path, check_free_space
 
 FORMAT_NAME = "mlx-embedding-store"
@@ -192,12 +193,8 @@ class EmbeddingStore:
 
 
 def _open_for_reading(path: Path) -> h5py.File:
-    if not path.exists():
-        raise StoreError(
-            f"store {path} does not exist; create it with `mlx embed` or list stores with `mlx store list`"
-        )
-    if path.is_dir():
-        raise StoreError(f"{path} is a folder, not an HDF5 store")
+    hint = "create it with `mlx embed` or list stores with `mlx store list`"
+    path = check_path(path, PathKind.FILE, "store", hint)  # never opens a named pipe, which would hang
     try:
         f = h5py.File(path, "r")
     except OSError:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from common.devices import Device, DType
 from common.errors import ConfigError
+from common.options import CPUS, EPOCHS, SEEDS
 from text.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -77,8 +78,7 @@ class FinetuneConfig:
             raise ConfigError(
                 f"--split takes the training split then the test split (two values), got {len(self.splits)}: {', '.join(self.splits)}"
             )
-        if self.n_epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.n_epochs}")
+        EPOCHS.check(self.n_epochs, "--epochs")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(
                 f"--lr must be a positive finite number, got {self.lr}; e.g. 1e-4 for MiniLM, 3e-5 for bert-base"
@@ -105,8 +105,8 @@ class FinetuneConfig:
             raise ConfigError(f"--label-smoothing must lie in [0, 1) (0 = off), got {self.label_smoothing}; e.g. 0.1")
         if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ConfigError(f"--ema-decay must lie in [0, 1) (0 = off), got {self.ema_decay}; e.g. 0.99")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be 0 or above, got {self.seed}")
+        SEEDS.check(self.seed, "--seed")
+        CPUS.check(self.threads, "--threads")
         if self.head_init not in ("probe", "random"):
             raise ConfigError(f"--head-init must be probe or random, got {self.head_init!r}")
         if self.pooling not in POOLINGS:

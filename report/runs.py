@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import MlxError, StoreError
-from common.paths import mlx_home
+from common.paths import PathKind, check_path, mlx_home
 from common.record import RECORD_FILE, RunRecord, read_record
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,12 @@ class RunListing:
 
 def find_runs(root: Path | None = None, kind: str | None = None) -> RunListing:
     """Every readable run under ``root`` (default the mlx home), newest first; hidden (staging) folders skipped."""
-    root = Path(root) if root else default_root()
-    if not root.exists():
-        return RunListing((), ())
+    if root:
+        root = check_path(root, PathKind.FOLDER, "runs root")  # a typo in --root is not an empty listing
+    else:
+        root = default_root()
+        if not root.exists():
+            return RunListing((), ())
     records, skipped = [], []
     for folder, names, files in os.walk(root):
         names[:] = sorted(n for n in names if not n.startswith("."))  # staging folders are not runs yet
@@ -46,8 +49,8 @@ def resolve_run(spec: str | Path, root: Path | None = None) -> Path:
     """A run folder, resolved (so that every spelling of one folder is one run), from a path, or from a
     folder name (or unique name prefix) found under the root."""
     path = Path(spec).expanduser()
-    if path.exists():
-        return path.resolve()
+    if os.path.lexists(path):
+        return check_path(path, PathKind.FOLDER, "run folder").resolve()
     matches = [Path(r.run_dir) for r in find_runs(root).records if Path(r.run_dir).name.startswith(str(spec))]
     if len(matches) == 1:
         return matches[0].resolve()

@@ -270,13 +270,17 @@ def test_bad_input(tiny_bert, tmp_path, isolated_home):
         ["show", *model, "--dataset", data, "--split", "test", "--row", "12"], "--row 12 is past the end", "0..11"
     )
     fails_cleanly(
-        ["show", *model, "--dataset", data, "--split", "test", "--row", "-1"], "--row -1 is negative", "0..11"
+        ["show", *model, "--dataset", data, "--split", "test", "--row", "-1"], "'--row'", "greater than or equal to 0"
     )
     fails_cleanly(["show", *model, "--dataset", data, "--split", "dev", "--row", "0"], "split 'dev'")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    fails_cleanly(["show", *model, "--text", "the cup", "--out", blocker / "run"], str(blocker), "choose another --out")
-    fails_cleanly(["stats", *model, "--dataset", data, "--out", blocker / "run"], str(blocker), "choose another --out")
+    fails_cleanly(
+        ["show", *model, "--text", "the cup", "--out", blocker / "run"], str(blocker), "is a file, not a folder"
+    )
+    fails_cleanly(
+        ["stats", *model, "--dataset", data, "--out", blocker / "run"], str(blocker), "is a file, not a folder"
+    )
     existing = tmp_path / "existing"
     existing.mkdir()
     fails_cleanly(["show", *model, "--text", "the cup", "--out", existing], "already exists")

@@ -88,7 +88,7 @@ def test_every_bad_choice_is_refused_in_our_words_listing_the_choices(command, p
             "--dataset: unknown value 'mnist'; choose from kmnist, digits",
         ),
         (
-            ("probe", "knn", "--store", "x.h5", "--metric", "cos"),
+            ("probe", "knn", "--metric", "cos", "--store", "x.h5"),  # options are parsed in the order given
             "--metric: unknown value 'cos'; choose from cosine",
         ),
         (("runs", "list", "--kind", "probes"), "--kind: unknown value 'probes'; choose from probe, finetune"),

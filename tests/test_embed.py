@@ -187,8 +187,8 @@ def test_ag_news_label_out_of_range(tiny_bert, tmp_path):
         (["--layer", "2-1"], ["cannot read --layer '2-1'", "'last' or 'all'"]),
         (["--split", "dev"], ["split 'dev' is not in"]),
         (["--max-length", "129"], ["more than model", "128 tokens"]),
-        (["--limit", "5", "--seed", "-1"], ["--seed 0 or more"]),
-        (["--dataset", "no/such/place"], ["neither 'ag_news'"]),
+        (["--limit", "5", "--seed", "-1"], ["--seed"]),
+        (["--dataset", "no/such/place"], ["--dataset no/such/place does not exist", "'ag_news'"]),
     ],
 )
 def test_bad_options_get_one_line(tiny_bert, tmp_path, args, fragments):

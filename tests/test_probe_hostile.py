@@ -85,11 +85,11 @@ HOSTILE = {
     ),
     "out exists": (
         lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--out", _file(t)),
-        "already exists",
+        "is a file, not a folder",
     ),
     "out under a file": (
         lambda t: ("knn", "--store", write_synthetic_store(t / "s.h5"), "--out", _file(t) / "run"),
-        "cannot create folder",
+        "is a file, not a folder",
     ),
 }
 

@@ -223,9 +223,9 @@ def _file(tmp_path):
 HOSTILE_OPTIONS = {
     "device mps": (lambda t: ("--device", "mps"), "--device: unknown value 'mps'; choose from auto, cpu, cuda"),
     "device tpu": (lambda t: ("--device", "tpu"), "--device: unknown value 'tpu'; choose from auto, cpu, cuda"),
-    "out is a file": (lambda t: ("--out", _file(t)), ("it is a file", "already exists (a file)")),
+    "out is a file": (lambda t: ("--out", _file(t)), "is a file, not a folder"),
     "out is another folder": (lambda t: ("--out", _file(t).parent), ("already exists (a folder)", "not an mlx sweep")),
-    "out under a file": (lambda t: ("--out", _file(t) / "sub"), "cannot create folder"),
+    "out under a file": (lambda t: ("--out", _file(t) / "sub"), "is a file, not a folder"),
     "data-dir with digits": (lambda t: ("--dataset", "digits", "--data-dir", t), "only read with --dataset kmnist"),
     "epochs zero": (lambda t: ("--epochs", "0"), "epoch"),
     "val fraction 1": (lambda t: ("--val-fraction", "1"), "--validation-fraction must lie"),

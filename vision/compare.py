@@ -10,6 +10,7 @@ import numpy as np
 from common import ConfigError
 from common import record as run_record
 from common.devices import Device, DType
+from common.options import CPUS
 from common.progress import ProgressCallback, no_progress
 from common.runs import check_new, new_run_name, staged_run_dir, write_json
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
@@ -107,8 +108,7 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
             "--tta is judged on validation (scored with and without the views), and --validation-fraction 0 leaves none; "
             "use a fraction above 0 with --tta"
         )
-    if config.threads is not None and config.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
+    CPUS.check(config.threads, "--threads")
     device = resolve_device(config.device)
     specs = tuple(
         with_dtype(

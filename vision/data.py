@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ConfigError, DataError
+from common.paths import PathKind, check_path
 from common.splits import stratified_split
 from vision.names import DatasetName  # noqa: F401  (re-exported)
 
@@ -99,6 +100,7 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np
 
 def read_npz_array(path: Path) -> np.ndarray:
     """The array stored under ``arr_0`` in an official-format npz file."""
+    path = check_path(path, PathKind.FILE, "KMNIST file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "arr_0" not in archive.files:
@@ -112,6 +114,7 @@ def read_npz_array(path: Path) -> np.ndarray:
 
 def read_idx(path: Path) -> np.ndarray:
     """An MNIST-format idx file (gzip-compressed or not) as a uint8 array."""
+    path = check_path(path, PathKind.FILE, "KMNIST file")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
@@ -136,7 +139,7 @@ def load_kmnist_split(data_dir: Path, split: str) -> ImageSet:
 
     Looks in ``data_dir`` and ``data_dir/KMNIST/raw`` (torchvision's layout) for the idx files.
     """
-    data_dir = Path(data_dir)
+    data_dir = check_path(data_dir, PathKind.FOLDER, "KMNIST folder", hint="run `mlx vision download` first")
     images_name, labels_name = NPZ_NAMES[split]
     if (data_dir / images_name).exists() and (data_dir / labels_name).exists():
         images, labels = read_npz_array(data_dir / images_name), read_npz_array(data_dir / labels_name)

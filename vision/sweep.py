@@ -27,6 +27,7 @@ from common import ConfigError, StoreError
 from common import record as run_record
 from common.devices import Device, DType
 from common.locking import store_lock
+from common.options import CPUS
 from common.paths import ensure_writable_dir
 from common.progress import ProgressCallback, no_progress
 from common.runs import clean_stale_staging, new_run_name, staged_run_dir, write_json
@@ -208,8 +209,7 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
         raise ConfigError(
             f"a sweep ranks configurations by validation accuracy: --validation-fraction must lie strictly between 0 and 1, got {config.validation_fraction}"
         )
-    if config.threads is not None and config.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
+    CPUS.check(config.threads, "--threads")
     device = resolve_device(config.device)
     specs = build_grid(config, device)
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
