@@ -40,7 +40,10 @@ def report(
         parser=OutputFile("--markdown"),
     ),
     html: Optional[Path] = typer.Option(
-        None, "--html", help="Also write the table and plots as one self-contained HTML page (images inlined)."
+        None,
+        "--html",
+        help="Also write the table and plots as one self-contained HTML page (images inlined).",
+        parser=OutputFile("--html"),
     ),
     plots: bool = typer.Option(
         True, "--plots/--no-plots", help="Write PNGs: accuracy by method, by layer, by training size."
