@@ -325,14 +325,20 @@ def _check_run_folder(config: FinetuneConfig, identity: Identity, out: Path, par
     return last_step if decision is Reuse.RESUME else None
 
 
+# config.json of a partial folder, as _start_folder writes it
+PARTIAL_SCHEMA = {
+    "command": (str,),
+    "options": (dict,),
+    "identity": (dict, type(None)),
+    "config": (dict,),
+    "mlx_version": (str,),
+}
+
+
 def _saved_identity(marker: Path, config: FinetuneConfig, identity: Identity) -> dict:
     """The flat identity a partial folder was started with, keys an older mlx did not save filled in as it ran."""
-    try:
-        saved = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        saved = None
-    if not isinstance(saved, dict) or not isinstance(saved.get("options", saved.get("identity")), dict):
-        raise StoreError(f"{marker} is damaged (not the JSON object mlx wrote); pass --force to start the run over")
+    # "identity" is absent from the folders of an older mlx, which resume on their options
+    saved = read_checked_json(marker, PARTIAL_SCHEMA, "pass --force to start the run over", optional={"identity"})
     found = Identity.from_dict(saved.get("identity"))
     if found is not None:
         flat = found.flat()

@@ -119,7 +119,7 @@ def interrupted_finetune(tiny_bert, tmp_path_factory):
 CLI_DEFECTS = ("not JSON", "a list", "unknown key", "missing key", "truncated")
 
 
-@pytest.mark.parametrize("name", ["head_probe.json", "checkpoints/best.json"])
+@pytest.mark.parametrize("name", ["config.json", "head_probe.json", "checkpoints/best.json"])
 @pytest.mark.parametrize("defect", CLI_DEFECTS)
 def test_a_damaged_file_of_an_interrupted_finetune_is_one_line_on_resume(interrupted_finetune, tmp_path, name, defect):
     partial, args = interrupted_finetune
