@@ -8,6 +8,7 @@ import base64
 import html
 from pathlib import Path
 
+from common.htmlsafe import script_json
 from common.paths import ensure_writable_dir
 from common.runs import atomic_file
 from report.markdown import HTML_MARKER, caption, format_rows, title
@@ -37,6 +38,8 @@ def render_html(report) -> str:
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in report.notes)
     figures = "\n".join(_figure(Path(plot)) for plot in report.plots)
     runs = ", ".join(f"<code>{html.escape(str(run))}</code>" for run in report.runs)
+    # the rows for a script or a reader: JSON in a data block (never run), escaped so no value can end it
+    data = script_json({"rows": [r.to_dict() for r in report.rows], "notes": list(report.notes)})
     return f"""{HTML_MARKER}
 <html lang="en">
 <head>
@@ -57,6 +60,7 @@ def render_html(report) -> str:
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 {figures}
 <p class="caption">Runs: {runs}</p>
+<script type="application/json" id="report-data">{data}</script>
 </body>
 </html>
 """

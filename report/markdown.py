@@ -6,6 +6,7 @@ HTML have room for one wide table.
 """
 
 import os
+import re
 from pathlib import Path
 
 from common.cost import format_bytes
@@ -23,11 +24,19 @@ EDGE_MARK = "!"
 
 
 def short_label(row) -> str:
-    """A few characters naming the method: ``fine-tune``, ``logreg``, ``knn FT`` (a probe of the fine-tuned encoder)."""
+    """A few characters naming the method: ``fine-tune``, ``logreg``, ``logreg cat`` (layers concatenated),
+    ``knn FT`` (a probe of the fine-tuned encoder); the legend spells the row out."""
     name = "fine-tune" if row.method == "finetune" else row.method
+    if concatenated(row):
+        name += " cat"
     if row.state == "fine-tuned":
         name += " FT"
     return name + marks(row)
+
+
+def concatenated(row) -> bool:
+    """A probe of several layers' vectors side by side (``mean L4,5,6 ...``)."""
+    return re.search(r"\bL\d+,\d", row.detail or "") is not None
 
 
 def marks(row) -> str:
@@ -45,6 +54,8 @@ def describe_row(row) -> str:
         "optimistic": "not the validation choice (optimistic if picked by test)",
         "-": "one setting",
     }.get(row.chosen_on, row.chosen_on)
+    if row.chosen_on == "-" and row.validation_accuracy is not None:  # e.g. C of the one layer choice, on validation
+        chosen = "chosen on validation"
     if row.method == "finetune":
         chosen = "checkpoint chosen on validation" if row.validation_accuracy is not None else "last checkpoint"
     if row.validation_accuracy is not None:

@@ -1,11 +1,11 @@
 """The report's PNGs: accuracy by method with intervals, accuracy by layer, accuracy against training size."""
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from common.record import ResultRow, RunRecord
 from report.join import resolved
+from report.markdown import concatenated
 
 LAYER_PLOT_POOLINGS = ("mean", "cls")  # two poolings keep the layer plot readable; the table has them all
 
@@ -37,10 +37,12 @@ KIND_LABELS = {
 
 
 def row_label(row) -> str:
+    """``logreg, frozen: mean L6 C=0.01 (n=300)``: the method, the encoder it read, its setting and training size."""
     size = f" (n={row.n_train:,})" if row.n_train else ""
     name = "fine-tune" if row.method == "finetune" else row.method
+    encoder = {"frozen": ", frozen", "fine-tuned": ", fine-tuned encoder"}.get(row.state, "")
     flag = " *" if row.chosen_on == "optimistic" else ""
-    return f"{name}: {row.detail}{size}{flag}" if row.detail else f"{name}{size}{flag}"
+    return f"{name}{encoder}: {row.detail}{size}{flag}" if row.detail else f"{name}{encoder}{size}{flag}"
 
 
 def row_kind(row) -> str:
@@ -53,9 +55,8 @@ def series_name(row) -> str:
     kind = row_kind(row)
     if kind == "fine-tune":
         return "fine-tune"
-    concatenated = re.search(r"\bL\d+,\d", row.detail or "") is not None
     where = {"frozen": "frozen encoder", "fine-tuned": "fine-tuned encoder"}.get(kind, "")
-    layers = ", layers concatenated" if concatenated else ""
+    layers = ", layers concatenated" if concatenated(row) else ""
     return f"{row.method} on the {where}{layers}" if where else row.method
 
 

@@ -210,3 +210,67 @@ def test_runs_list_and_show(isolated_home):
     assert json.loads(invoke("runs", "show", str(runs / "p1"), "--json").stdout) == read_record(runs / "p1").to_dict()
     bad = invoke("runs", "list", "--kind", "nonsense")
     assert bad.exit_code != 0 and "'nonsense'" in bad.stderr and "probe, finetune, vision, attention" in bad.stderr
+
+
+# ---------------------------------------------------------------- a fair and readable report
+
+
+def test_no_default_row_is_chosen_on_test_and_all_rows_ranks_the_optimistic_ones_below(tmp_path):
+    # k-NN rows with no validation score (a run from before k was chosen on validation): none can be chosen fairly
+    probe = fake_run(
+        tmp_path / "probe", "probe", {"logreg-a": 0.70, "logreg-b": 0.80, "knn-a": 0.95, "knn-b": 0.60}, layers=True
+    )
+    finetune = fake_run(tmp_path / "ft", "finetune", {"finetune": 0.85}, seed=1)
+    runs = (str(probe), str(finetune))
+    report = build_report(ReportConfig(runs=runs, plots=False))
+    assert {r.chosen_on for r in report.rows} <= {"validation", "-"}
+    assert [r.method for r in report.rows] == ["finetune", "logreg"]  # the test-best k-NN (0.95) is not shown
+    assert any("knn rows have no validation score" in note for note in report.notes)
+    wide = build_report(ReportConfig(runs=runs, plots=False, all_rows=True))
+    chosen_on = [r.chosen_on for r in wide.rows]
+    assert chosen_on.count("optimistic") == 3 and chosen_on.index("optimistic") == 2  # below every fair row
+    assert wide.rows[0].method == "finetune" and wide.rows[0].is_reference
+    assert not any(r.is_reference for r in wide.rows if r.chosen_on == "optimistic")
+    result = invoke("report", *runs, "--no-plots", "--all-rows")
+    assert result.exit_code == 0 and "knn *" in result.stdout
+
+
+def _wide_report(tmp_path):
+    """A study-like report whose cells are as wide as real ones: 10k rows, 22.6M parameters, long details."""
+    folders = []
+    for n, seed in ((10429, 1), (1000, 2)):
+        folders.append(fake_run(tmp_path / f"ft-{n}", "finetune", {"finetune": 0.91}, n_train=n, seed=seed))
+        folders.append(
+            fake_run(
+                tmp_path / f"probe-{n}",
+                "probe",
+                {"logreg-first-last-avg-L4,5,6-C=0.00215": 0.88, "knn-mean-max-L12-k=20": 0.87},
+                n_train=n,
+                seed=seed + 10,
+                layers=True,
+            )
+        )
+    report = build_report(ReportConfig(runs=tuple(map(str, folders)), plots=False))
+    return report
+
+
+def test_the_terminal_report_fits_80_columns_without_cutting_a_cell(tmp_path):
+    from rich.console import Console
+
+    from cli.report import report_table
+    from report.markdown import accuracy_cells, cost_cells
+
+    report = _wide_report(tmp_path)
+    rows = [
+        r.__class__(**{**r.to_dict(), "trainable_params": 22_566_916, "train_seconds": 4318.4}) for r in report.rows
+    ]
+    report = report.__class__(**{**report.__dict__, "rows": tuple(rows)})
+    console = Console(width=80, record=True, color_system=None)
+    console.print(report_table(report))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    for _, cells in (accuracy_cells(report), cost_cells(report)):
+        for line in cells:
+            for cell in line[2:]:  # every number whole, on one line
+                assert cell in text, cell
