@@ -7,7 +7,7 @@ import typer
 
 from cli import ui
 from cli.params import DatasetParser, InputFolder, ModelParser, OutputFolder
-from common.devices import Device
+from common.devices import Device, DType
 from common.options import ALL, BATCH_SIZES, EPOCHS, SEEDS, THREADS, TOKENS, parse_names
 from embeddings.pooling import ALL_POOLINGS
 from text.defaults import DEFAULT_MODEL
@@ -55,6 +55,11 @@ def text(
     seed: int = typer.Option(
         0, "--seed", help="Seed for the training subsets, validation splits and fine-tuning.", **SEEDS.bounds
     ),
+    dtype: DType = typer.Option(
+        DType.AUTO,
+        "--dtype",
+        help="Compute dtype of the embeddings and the fine-tune alike (auto: each command's own: fp32 embeddings on CPU, bf16 autocast where native for the fine-tune).",
+    ),
     finetune: bool = typer.Option(
         True, "--finetune/--no-finetune", help="--no-finetune: probes on the frozen model only."
     ),
@@ -81,6 +86,7 @@ def text(
         batch_size=batch_size,
         max_length=max_length,
         seed=seed,
+        dtype=dtype.value,
         finetune=finetune,
         out=out,
     )

@@ -6,6 +6,7 @@ Each returns True when it did work and False when it found its output (said thro
 from collections.abc import Callable
 from pathlib import Path
 
+from common.devices import DType
 from common.errors import ConfigError, StoreError
 from common.options import LayerSpec
 from common.progress import ProgressCallback
@@ -28,6 +29,7 @@ def embed(config, model: str, path: Path, progress: ProgressCallback) -> bool:
             poolings=tuple(config.poolings),
             layer="all",
             max_length=config.max_length,
+            dtype=DType(config.dtype),
             out=path,
         )
     )
@@ -147,6 +149,7 @@ def finetune(
         batch_size=config.batch_size,
         max_length=config.max_length,
         seed=config.seed,
+        dtype=DType(config.dtype),
         out=run_dir,
     )
     if n_train is not None:

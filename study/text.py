@@ -48,6 +48,7 @@ class TextStudyConfig:
     batch_size: int = 32  # fine-tuning batch
     max_length: int | None = None  # None: text.limits' one default, for the embeddings and the fine-tune alike
     seed: int = 0  # the training subsets, the one validation split (probes and fine-tune) and fine-tuning
+    dtype: str = "auto"  # compute dtype of the embeddings and the fine-tune (common.devices.DType values)
     finetune: bool = True
     out: Path | None = None
 
@@ -65,7 +66,10 @@ class TextStudyConfig:
             "max_length",
             "seed",
         )
-        return {k: to_plain(getattr(self, k)) for k in keys}
+        base = {k: to_plain(getattr(self, k)) for k in keys}
+        if self.dtype != "auto":  # studies from before --dtype (auto) keep their identity
+            base["dtype"] = self.dtype
+        return base
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class TextStudyPlan:
             if c.finetune
             else "off",
             "seed": str(c.seed),
+            "dtype": c.dtype,
             "output": str(self.out),
         }
 

@@ -223,3 +223,32 @@ def test_a_vision_study_on_changed_data_is_refused(tmp_path):
     np.savez_compressed(data / "kmnist-train-labels.npz", labels)
     again = invoke(*args)
     assert again.exit_code != 0 and "data_fingerprint" in again.stderr
+
+
+def test_study_dtype_reaches_the_embeddings_and_the_fine_tune_and_auto_keeps_old_studies(monkeypatch, tmp_path):
+    import embeddings.extract
+    import finetune.run
+    from study import steps
+    from study.text import TextStudyConfig
+
+    seen = {}
+
+    def plan(config):
+        seen["embed"] = config.dtype
+        raise RuntimeError("stop")
+
+    def prepare(config):
+        seen["finetune"] = config.dtype
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(embeddings.extract, "plan_extraction", plan)
+    monkeypatch.setattr(finetune.run, "prepare_finetune", prepare)
+    config = TextStudyConfig(model="minilm", dataset="demo", dtype="bf16")
+    for step in (
+        lambda: steps.embed(config, "minilm", tmp_path / "s.h5", None),
+        lambda: steps.finetune(config, None, tmp_path / "f", None, None, ""),
+    ):
+        with pytest.raises(RuntimeError):
+            step()
+    assert seen == {"embed": "bf16", "finetune": "bf16"}
+    assert config.base()["dtype"] == "bf16" and "dtype" not in TextStudyConfig().base()
