@@ -10,11 +10,13 @@ from cli import ui
 from cli.params import DatasetParser, ModelParser, OutputFolder
 from common.devices import Device, DType
 from common.options import BATCH_SIZES, COUNTS, EPOCHS, PROCESSES, SEEDS, THREADS, TOKENS
-from finetune.config import POOLINGS
+from finetune.config import LORA_DEFAULTS, LORA_TARGETS, METHODS, POOLINGS
 from text.defaults import DEFAULT_MODEL
 
 HeadPooling = Enum("HeadPooling", {name: name for name in POOLINGS}, type=str)  # --pooling [auto|cls|mean]
 HeadInit = Enum("HeadInit", {name: name for name in ("probe", "random")}, type=str)  # --head-init [probe|random]
+Method = Enum("Method", {name: name for name in METHODS}, type=str)  # --method [full|lora|bitfit]
+LoraTargets = Enum("LoraTargets", {name: name for name in LORA_TARGETS}, type=str)
 
 
 def finetune(
@@ -39,7 +41,8 @@ def finetune(
     epochs: int = typer.Option(3, help="Passes over the training rows.", **EPOCHS.bounds),
     lr: float = typer.Option(
         None,
-        help="Peak learning rate. Default by model width: 1e-4 up to hidden size 384 (MiniLM), 5e-5 up to 768 (bert-base), 2e-5 above.",
+        help="Peak learning rate. Default by model width: 1e-4 up to hidden size 384 (MiniLM), 5e-5 up to 768 (bert-base), 2e-5 above; "
+        "x5 for --method lora, x10 for --method bitfit.",
     ),
     batch_size: int = typer.Option(32, help="Examples per micro-batch and rank.", **BATCH_SIZES.bounds),
     grad_accum: int = typer.Option(
@@ -79,6 +82,27 @@ def finetune(
         "mean (the mean of the last layer's token vectors, padding excluded; BERT-style models). "
         "auto: mean for a sentence-transformers model trained with mean pooling (its 1_Pooling/config.json says so; minilm), else cls.",
     ),
+    method: Method = typer.Option(
+        Method.full,
+        help="Which parameters train: full (every one), lora (low-rank adapters on the encoder's linear layers, "
+        "through peft; the weights stay frozen) or bitfit (every bias and LayerNorm). The classification head trains under each.",
+    ),
+    lora_rank: int = typer.Option(
+        None, help=f"LoRA: rank r of each adapter B A (default {LORA_DEFAULTS['lora_rank']}). Only with --method lora."
+    ),
+    lora_alpha: float = typer.Option(
+        None,
+        help=f"LoRA: the update B A is scaled by alpha / r (default {LORA_DEFAULTS['lora_alpha']:g}). Only with --method lora.",
+    ),
+    lora_dropout: float = typer.Option(
+        None,
+        help=f"LoRA: dropout on each adapter's input, in [0, 1) (default {LORA_DEFAULTS['lora_dropout']:g}). Only with --method lora.",
+    ),
+    lora_targets: LoraTargets = typer.Option(
+        None,
+        help="LoRA: all (every linear layer of the encoder, default) or attention (query, key, value and output only). "
+        "Only with --method lora.",
+    ),
     dtype: DType = typer.Option(
         DType.AUTO,
         help="auto: bf16 autocast (fp32 master weights) where the hardware has native bf16 (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; fp16 (CUDA only) uses a grad scaler; fp32 turns autocast off.",
@@ -115,7 +139,8 @@ def finetune(
     ),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
-    """Fine-tune a Hugging Face encoder end to end; the best checkpoint (by validation accuracy) is scored on test.
+    """Fine-tune a Hugging Face encoder end to end (every parameter, LoRA or BitFit); the best checkpoint (by
+    validation accuracy) is scored on test.
 
     Validation rows are the ones the logistic-regression probe selects C on (10%, seed 0). After
     Ctrl-C or a crash, run the same command again: it resumes from the last checkpoint, and on CPU
@@ -146,6 +171,11 @@ def finetune(
         max_grad_norm=max_grad_norm,
         label_smoothing=label_smoothing,
         ema_decay=ema_decay or 0.0,  # -0 is 0: one identity, one folder
+        method=method.value,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_targets=lora_targets.value if lora_targets is not None else None,
         dtype=dtype,
         device=device,
         seed=seed,

@@ -419,7 +419,8 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.n_updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        # Frozen parameters would average to themselves: only what trains (and float buffers) is kept.
+        self.shadow = {k: v.detach().clone() for k, v in trainable_state(model).items() if v.is_floating_point()}
 
     def update(self, model: nn.Module) -> None:
         """Move the average towards the model's current weights (call after each optimizer step)."""
@@ -452,9 +453,47 @@ class WeightAverage:
             raise ConfigError(
                 f"the checkpoint's weight average has decay {state['decay']:g}, this run {self.decay:g}; resume with the original ema_decay"
             )
+        missing = sorted(set(self.shadow) - set(state["shadow"]))
+        if missing:
+            raise ConfigError(
+                f"the checkpoint's weight average lacks {len(missing)} trained tensor(s) ({missing[0]}, ...): it was written for "
+                "another model or method; resume with the original options"
+            )
         self.n_updates = state["n_updates"]
-        for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
+        for k in self.shadow:  # a checkpoint from before averages were kept for trained tensors only holds more
+            self.shadow[k].copy_(state["shadow"][k])
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The part of ``model.state_dict()`` that a checkpoint keeps: the parameters that train and every buffer.
+
+    Frozen parameters (a LoRA or BitFit run's pretrained weights, an unused pooler) are rebuilt by
+    whoever builds the model, from the same source, so a LoRA checkpoint of MiniLM holds 0.3 M values, not 22.7 M.
+    """
+    return {
+        k: v.detach()
+        for k, v in model.state_dict(keep_vars=True).items()
+        if not isinstance(v, nn.Parameter) or v.requires_grad
+    }
+
+
+def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load a checkpoint's weights (``trainable_state``, or a whole state dict) into ``model``.
+
+    Refused (ConfigError) when the checkpoint lacks a tensor that trains here or holds one ``model`` does not
+    have: it was written for another model or method.
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = {
+        k for k, v in model.state_dict(keep_vars=True).items() if isinstance(v, nn.Parameter) and not v.requires_grad
+    }
+    missing = [k for k in missing if k not in frozen]
+    if missing or unexpected:
+        raise ConfigError(
+            f"the checkpoint does not fit this model ({len(missing)} trained tensor(s) missing, e.g. {missing[:1]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:1]}): it was written for another model or method; "
+            "resume with the original options or pass --force to start over"
+        )
 
 
 def checkpoint_weights(saved: dict) -> dict:
@@ -576,7 +615,7 @@ def _save(run: _Run, state: LoopState, best: bool) -> None:
         return
     run.checkpoints.save(
         {
-            "model": run.model.state_dict(),
+            "model": trainable_state(run.model),
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler is not None else None,
@@ -658,7 +697,7 @@ def _restore_checked(run: _Run, saved: dict) -> LoopState:
         raise ConfigError(
             f"the checkpoint was written by {saved.get('world_size', 1)} process(es), this run has {run.dist.world_size}; resume with the same --nproc"
         )
-    run.model.load_state_dict(saved["model"])
+    load_trainable_state(run.model, saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
     if run.scaler is not None and saved.get("scaler") is not None:

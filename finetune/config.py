@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,13 @@ RUNTIME_OPTIONS = ("out", "force", "device", "keep_checkpoints", "threads")
 # How dropout masks are drawn (finetune/dropout.py). Part of a run's identity: a run interrupted under
 # torch's own masks (mlx before this) must not resume under these and claim a bit-identical result.
 DROPOUT_MASKS = "pcg64"
+
+# Which parameters train (finetune/methods.py): every one, low-rank adapters (LoRA through peft), or
+# the biases and LayerNorms (BitFit). The classification head trains under every method.
+METHODS = ("full", "lora", "bitfit")
+# --lora-targets: every linear layer of the encoder's blocks, or the attention's query/key/value/output.
+LORA_TARGETS = ("all", "attention")
+LORA_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_targets": "all"}
 
 # Which token vectors the classifier head reads (finetune/pooling.py). auto: the encoder's own pooling.
 POOLINGS = ("auto", "cls", "mean")
@@ -53,6 +60,12 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     label_smoothing: float = 0.0  # of the cross-entropy, training and validation loss alike
     ema_decay: float = 0.99  # an exponential moving average of the weights is evaluated and kept (0 = off)
+    method: str = "full"  # which parameters train: METHODS
+    # LoRA's options; None: LORA_DEFAULTS under --method lora (resolved by prepare_finetune), unset otherwise.
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float | None = None
+    lora_targets: str | None = None
     dtype: DType = DType.AUTO
     device: Device = Device.AUTO
     seed: int = 0
@@ -111,6 +124,7 @@ class FinetuneConfig:
             raise ConfigError(f"--head-init must be probe or random, got {self.head_init!r}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        self._check_method()
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
         if self.limit is not None and self.limit < 1:
@@ -123,6 +137,32 @@ class FinetuneConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         return self
+
+    def _check_method(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        given = [option_name(name) for name in LORA_DEFAULTS if getattr(self, name) is not None]
+        if self.method != "lora" and given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply to --method lora (this run trains with --method {self.method}); "
+                "drop them or pass --method lora"
+            )
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise ConfigError(f"--lora-rank must be at least 1, got {self.lora_rank}; e.g. 8")
+        if self.lora_alpha is not None and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise ConfigError(f"--lora-alpha must be a positive finite number, got {self.lora_alpha}; e.g. 16")
+        if self.lora_dropout is not None and not (math.isfinite(self.lora_dropout) and 0 <= self.lora_dropout < 1):
+            raise ConfigError(f"--lora-dropout must lie in [0, 1), got {self.lora_dropout}; e.g. 0.1")
+        if self.lora_targets is not None and self.lora_targets not in LORA_TARGETS:
+            raise ConfigError(f"--lora-targets must be one of {', '.join(LORA_TARGETS)}, got {self.lora_targets!r}")
+
+    def with_method_defaults(self) -> FinetuneConfig:
+        """LoRA's unset options filled with LORA_DEFAULTS (a run's identity holds the values it trained with)."""
+        if self.method != "lora":
+            return self
+        return replace(
+            self, **{k: v if getattr(self, k) is None else getattr(self, k) for k, v in LORA_DEFAULTS.items()}
+        )
 
 
 def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:
@@ -148,13 +188,22 @@ def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:
     return pooling
 
 
-def default_lr(hidden_size: int) -> float:
-    """A learning rate that works for a model of this width (smaller models take larger steps)."""
+# LoRA and BitFit move few parameters from a pretrained start and take larger steps than full
+# fine-tuning: the LoRA paper trained RoBERTa-base at 4e-4..5e-4 (Hu et al., 2021, table 9) where full
+# fine-tuning uses 1e-5..3e-5; BitFit searched 1e-4..1e-3 (Ben Zaken et al., 2022). The scales were
+# checked on AG News validation rows (docs/finetune.md, "Methods").
+METHOD_LR_SCALE = {"full": 1.0, "lora": 5.0, "bitfit": 10.0}
+
+
+def default_lr(hidden_size: int, method: str = "full") -> float:
+    """A learning rate that works for a model of this width (smaller models take larger steps) and method."""
     if hidden_size <= 384:
-        return 1e-4  # MiniLM-L6 / L12, tiny BERTs
-    if hidden_size <= 768:
-        return 5e-5  # bert-base, roberta-base
-    return 2e-5  # large models
+        lr = 1e-4  # MiniLM-L6 / L12, tiny BERTs
+    elif hidden_size <= 768:
+        lr = 5e-5  # bert-base, roberta-base
+    else:
+        lr = 2e-5  # large models
+    return lr * METHOD_LR_SCALE[method]
 
 
 def option_name(field_name: str) -> str:

@@ -32,6 +32,7 @@ from embeddings.datasets import TextDataset, load_text_dataset
 from embeddings.models import model_shape, resolve_model
 from finetune.config import (
     DROPOUT_MASKS,
+    LORA_DEFAULTS,
     RUNTIME_OPTIONS,
     FinetuneConfig,
     default_lr,
@@ -45,6 +46,7 @@ from text.validation import validation_fingerprint, validation_split
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 128
+ADAPTER_FOLDER = "adapter"  # a LoRA run's adapter in peft's format (PeftModel.from_pretrained)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class FinetunePlan:
                 if c.head_init == "probe"
                 else "(initialised from the seed)"
             ),
+            "method": _describe_method(c),
             "data": f"{self.dataset.name}: train {len(self.fit_rows):,}, validation {len(self.val_rows):,} (held out of {c.train_split}), test {len(test):,}",
             "training": f"{c.n_epochs} epoch(s), lr {c.lr:g} (linear warmup {c.warmup:g}, then decay), weight decay {c.weight_decay:g}, layer lr decay {c.layer_lr_decay:g}"
             + (f", label smoothing {c.label_smoothing:g}" if c.label_smoothing else "")
@@ -102,6 +105,23 @@ class FinetunePlan:
             "output": str(self.out)
             + (f" (resuming from step {self.resume_step})" if self.resume_step is not None else ""),
         }
+
+
+def row_name(method: str) -> str:
+    """The result row's name and method in run.json: ``finetune`` (every parameter, as before --method), ``lora``, ``bitfit``."""
+    return "finetune" if method == "full" else method
+
+
+def _describe_method(c: FinetuneConfig) -> str:
+    if c.method == "lora":
+        targets = "every linear layer of the encoder" if c.lora_targets == "all" else "the attention's linear layers"
+        return (
+            f"LoRA (peft) on {targets}: rank {c.lora_rank}, alpha {c.lora_alpha:g}, dropout {c.lora_dropout:g}; "
+            "the encoder's weights stay frozen, the head trains"
+        )
+    if c.method == "bitfit":
+        return "BitFit: every bias and LayerNorm trains, the weights stay frozen; the head trains"
+    return "full fine-tuning: every parameter trains"
 
 
 @dataclass(frozen=True)
@@ -136,9 +156,10 @@ LEGACY_OPTIONS = {
     "label_smoothing": 0.0,
     "ema_decay": 0.0,
     "validation_seed": 0,
+    "method": "full",
 }
 # Keys run_options leaves out at their 'off' value (so that the legacy folder names hold); the identity has them.
-OFF_VALUES = {"ema_decay": 0.0, "validation_seed": 0}
+OFF_VALUES = {"ema_decay": 0.0, "validation_seed": 0, "method": "full"}
 KIND = "fine-tuning run"
 
 
@@ -152,6 +173,11 @@ def run_options(config: FinetuneConfig, world_size: int) -> dict:
         del options["ema_decay"]
     if config.seed:  # validation rows follow --seed (text.validation); before, they were seed 0's at any seed
         options["validation_seed"] = config.seed
+    if options["method"] == "full":  # the identity (and default folder) of runs from before --method
+        del options["method"]
+    for name in LORA_DEFAULTS:  # unset outside --method lora
+        if options[name] is None:
+            del options[name]
     return dict(options, world_size=world_size, dropout_masks=DROPOUT_MASKS)
 
 
@@ -194,7 +220,7 @@ def _partial(out: Path) -> Path:
 
 def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> FinetunePlan:
     """Check everything cheap (options, data, model config, run folder) and resolve the defaults."""
-    config.check()
+    config = config.check().with_method_defaults()
     world_size = world_size or dist_info().world_size
     dataset = load_text_dataset(
         config.dataset,
@@ -215,7 +241,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     source = resolve_model(config.model)
     config = replace(
         config,
-        lr=config.lr or default_lr(_hidden_size(source)),
+        lr=config.lr or default_lr(_hidden_size(source), config.method),
         max_length=_max_length(config, shape.max_positions),
         pooling=resolve_pooling(config.pooling, config.model, shape),
     )
@@ -391,10 +417,11 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device)
 
     from common.checkpoints import CheckpointDir
     from common.training import cpu_threads
+    from finetune.methods import merge_adapter
 
     _start_folder(plan, dist)
     with cpu_threads(plan.config.threads):
-        tokenizer, model = _load(plan)
+        tokenizer, model, trainable = _load(plan)
         data = _encode(plan, tokenizer)
         checkpoints = CheckpointDir(plan.partial / "checkpoints", plan.config.keep_checkpoints)
         steps_done = [0]
@@ -407,15 +434,18 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device)
             head = _probe_head(plan, model, data, device, dist, progress)
             history = _fit(plan, model, data, device, dist, on_step, checkpoints)
         in_sync = _ranks_in_sync(model, dist)
-        from common.training import checkpoint_weights, predict
+        from common.training import checkpoint_weights, load_trainable_state, predict
 
         if history.best_step is not None:
-            model.load_state_dict(checkpoint_weights(checkpoints.load(history.best_step)))
+            load_trainable_state(model, checkpoint_weights(checkpoints.load(history.best_step)))
+        if trainable.adapter is not None and dist.is_main:  # LoRA: peft's adapter, for PeftModel.from_pretrained
+            trainable.adapter.save_pretrained(plan.partial / ADAPTER_FOLDER)
+        merge_adapter(trainable)  # test is scored on the merged weights: the model/ that users load
         with measure(device) as scoring:
             logits = predict(model, data["test"], device, autocast=_autocast(plan), dist=dist)
     predicted = np.empty(len(logits), dtype=np.int64)
     predicted[data["test_order"]] = logits.argmax(dim=1).numpy()
-    result = _result(plan, model, history, predicted, data["test_split"])
+    result = _result(plan, trainable.n_params, history, predicted, data["test_split"])
     # The probe head is part of what training cost: its seconds count in the run's training time.
     seconds = result.train_seconds + (head.seconds if head is not None else 0.0)
     result = replace(
@@ -561,7 +591,8 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
 
 
 def _load(plan: FinetunePlan):
-    """Tokenizer and classifier; the new head is initialised from the seed."""
+    """Tokenizer, the classifier that trains (with its pooling) and what the method trains in it; the new
+    head and LoRA's adapters are initialised from the seed."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -584,9 +615,11 @@ def _load(plan: FinetunePlan):
         raise ModelLoadError(
             f"could not load {plan.config.model!r} as a sequence classifier ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); use --model minilm or a local model folder"
         ) from None
+    from finetune.methods import apply_method
     from finetune.pooling import with_pooling
 
-    return tokenizer, with_pooling(model, plan.config.pooling)
+    trained = with_pooling(model, plan.config.pooling)
+    return tokenizer, trained, apply_method(model, trained, plan.config)
 
 
 def _encode(plan: FinetunePlan, tokenizer) -> dict:
@@ -632,12 +665,11 @@ def _layer_depth(name: str, n_layers: int) -> int:
     return n_layers + 1
 
 
-def _result(plan: FinetunePlan, model, history, predicted: np.ndarray, test) -> FinetuneResult:
+def _result(plan: FinetunePlan, trainable: int, history, predicted: np.ndarray, test) -> FinetuneResult:
     from common.metrics import macro_f1 as score_macro_f1
 
     accuracy = float((predicted == test.labels).mean())
     macro_f1 = score_macro_f1(test.labels, predicted)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     notes = []
     if history.stopped_early:
         notes.append(
@@ -677,7 +709,9 @@ def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, pre
         result.history, folder / "learning_curve.png", title=f"{plan.config.model} on {plan.dataset.name}"
     )
     record = _run_record(plan, result, predicted, test)
-    run_record.write_record(folder, record, run_record.Predictions(test.row_ids, test.labels, {"finetune": predicted}))
+    run_record.write_record(
+        folder, record, run_record.Predictions(test.row_ids, test.labels, {row_name(plan.config.method): predicted})
+    )
     if plan.out.exists() and not plan.config.force:  # never replace a result without --force
         raise StoreError(
             f"{plan.out} appeared during this run; mlx never overwrites results: the new run stays in {folder}"
@@ -715,6 +749,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "dtype": plan.dtype.value,
         "head_init": c.head_init,
         "pooling": c.pooling,
+        "method": c.method,
         **(
             {"head_probe": {"train_accuracy": result.head.train_accuracy, "seconds": result.head.seconds}}
             if result.head is not None
@@ -743,11 +778,14 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         "label_smoothing": c.label_smoothing,
         "ema_decay": c.ema_decay,
         "dtype": plan.dtype.value,
+        "method": c.method,
+        **{name: getattr(c, name) for name in LORA_DEFAULTS if c.method == "lora"},
     }
     row = run_record.ResultRow(
-        name="finetune",
-        method="finetune",
-        setting=f"lr={c.lr:g} epochs={c.n_epochs}",
+        name=row_name(c.method),
+        method=row_name(c.method),
+        setting=f"lr={c.lr:g} epochs={c.n_epochs}"
+        + (f" r={c.lora_rank} alpha={c.lora_alpha:g}" if c.method == "lora" else ""),
         params=params,
         accuracy=result.accuracy,
         macro_f1=result.macro_f1,
@@ -788,6 +826,11 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         device=plan.device,
         device_name=device_name(plan.device),
         results=(row,),
-        artifacts=("model", "learning_curve.png", run_record.PREDICTIONS_FILE),
+        artifacts=(
+            "model",
+            *((ADAPTER_FOLDER,) if c.method == "lora" else ()),
+            "learning_curve.png",
+            run_record.PREDICTIONS_FILE,
+        ),
         notes=result.notes,
     )

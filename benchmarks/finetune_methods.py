@@ -1,0 +1,197 @@
+"""Full fine-tuning, LoRA and BitFit side by side: the same rows, mlx's defaults, one run each.
+
+    python benchmarks/finetune_methods.py --data ../shared/data/ag_news --threads 2      # the README table
+    python benchmarks/finetune_methods.py --data demo --limit 200 --epochs 1             # offline smoke run
+    python benchmarks/finetune_methods.py --data ../shared/data/ag_news --methods full,lora --lora-lr 5e-4,1e-3
+
+Each method runs ``mlx finetune`` (prepare_finetune / run_finetune, defaults unless given here) in a
+process of its own, so that its peak memory is its own: the peak resident set of that process
+(``ru_maxrss``: model, data, training and scoring). Training seconds per epoch are the optimizer steps
+alone (the loop's ``train_seconds``, no validation, no checkpoints); samples/s is training rows per
+second of those steps. Every method trains and scores the same rows (the same seed, validation rows
+and test split). Ratios are against full fine-tuning. With several learning rates for a method
+(``--lora-lr 5e-4,1e-3``) each is run and the one with the best validation accuracy is the method's
+row; the others are printed too, marked as not chosen. Test accuracy never chooses.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+METHODS = ("full", "lora", "bitfit")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="demo", help="'demo' or an AG News folder (train*.csv, test.csv)")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many rows per split (stratified)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--methods", default="full,lora,bitfit", help="comma-separated: full, lora, bitfit")
+    for method in METHODS:
+        parser.add_argument(
+            f"--{method}-lr",
+            default=None,
+            help=f"{method}: learning rate(s), comma-separated (default: mlx's default for the method); "
+            "several: the best on validation is the method's row",
+        )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one run: METHOD:LR, prints JSON
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        parser.error(f"--methods takes {', '.join(METHODS)}, got {args.methods!r}")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    lrs = {m: _learning_rates(parser, getattr(args, f"{m}_lr"), m) for m in methods}
+    if args.data != "demo" and Path(args.data).exists():
+        args.data = str(Path(args.data).resolve())
+    if args.child:
+        method, lr = args.child.split(":")
+        print(json.dumps(run_one(args, method, float(lr) if lr else None)), flush=True)
+        return
+    work = Path(tempfile.mkdtemp(prefix="finetune-methods-"))
+    try:
+        compare(args, methods, lrs, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _learning_rates(parser, text: str | None, method: str) -> list[float | None]:
+    if text is None:
+        return [None]
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--{method}-lr takes numbers separated by commas, got {text!r}")
+    if not values or not all(0 < v < 1 for v in values):
+        parser.error(f"--{method}-lr takes learning rates in (0, 1), got {text!r}")
+    return values
+
+
+def compare(args, methods: list[str], lrs: dict, work: Path) -> None:
+    print(
+        f"model {args.model}, data {args.data}, {args.epochs} epoch(s), seed {args.seed}, threads {args.threads or 'torch default'}, "
+        f"CPU {_cpu_name()}, load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}",
+        flush=True,
+    )
+    chosen = {}
+    for method in methods:
+        runs = []
+        for lr in lrs[method]:
+            run = _child(args, method, lr, work / f"{method}-{lr}")
+            runs.append(run)
+            print(f"  {_line(run)}", flush=True)
+        chosen[method] = max(runs, key=lambda r: r["validation_accuracy"])
+        if len(runs) > 1:
+            print(f"  {method}: lr {chosen[method]['lr']:g} chosen on validation", flush=True)
+    print(_table(chosen), flush=True)
+    print(f"load at the end {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}", flush=True)
+
+
+def _child(args, method: str, lr: float | None, out: Path) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", f"{method}:{lr or ''}", "--out", str(out)]
+    command += ["--data", args.data, "--model", args.model, "--epochs", str(args.epochs), "--seed", str(args.seed)]
+    command += ["--limit", str(args.limit)] if args.limit else []
+    command += ["--threads", str(args.threads)] if args.threads else []
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        sys.exit(f"{method} failed (exit {done.returncode}); its error is above")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_one(args, method: str, lr: float | None) -> dict:
+    """One ``mlx finetune`` run in this process; its figures as a dict."""
+    os.environ.setdefault("MLX_HOME", str(Path(args.out) / "home"))
+    from common.errors import MlxError
+    from finetune.config import FinetuneConfig
+    from finetune.run import prepare_finetune, run_finetune
+
+    config = FinetuneConfig(
+        model=args.model,
+        dataset=args.data,
+        limit=args.limit,
+        n_epochs=args.epochs,
+        lr=lr,
+        method=method,
+        seed=args.seed,
+        threads=args.threads,
+        out=Path(args.out) / "run",
+    )
+    try:
+        plan = prepare_finetune(config)
+        result = run_finetune(plan)
+    except MlxError as exc:  # bad options or data: one line, as mlx itself says it
+        sys.exit(f"error: {exc}")
+    history = result.history
+    return {
+        "method": method,
+        "lr": plan.config.lr,
+        "n_train": result.n_train,
+        "n_test": result.n_test,
+        "accuracy": result.accuracy,
+        "validation_accuracy": result.validation_accuracy,
+        "trainable_params": result.trainable_params,
+        "epoch_seconds": history.train_seconds / max(1, len(history.epochs)),
+        "samples_per_second": history.samples_per_second,
+        "fit_seconds": history.seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # kB on Linux
+        "dtype": plan.dtype.value,
+        "load": os.getloadavg()[0],
+    }
+
+
+def _line(run: dict) -> str:
+    return (
+        f"{run['method']:<7} lr {run['lr']:<8g} test {100 * run['accuracy']:.2f}%  validation {100 * run['validation_accuracy']:.2f}%  "
+        f"{run['trainable_params']:,} trainable  {run['epoch_seconds']:.0f} s/epoch  {run['samples_per_second']:.1f} samples/s  "
+        f"peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB  ({run['n_train']:,} train rows, {run['dtype']}, load {run['load']:.1f})"
+    )
+
+
+def _table(chosen: dict) -> str:
+    full = chosen.get("full")
+    header = (
+        f"{'method':<7} {'lr':>7} {'test acc':>9} {'trainable':>11} {'s/epoch':>8} {'samples/s':>10} {'peak RSS':>9}"
+    )
+    if full:
+        header += f"  {'vs full: acc':>12} {'params':>7} {'time':>6} {'memory':>7}"
+    lines = [header]
+    for method, r in chosen.items():
+        line = (
+            f"{method:<7} {r['lr']:>7g} {100 * r['accuracy']:>8.2f}% {r['trainable_params']:>11,} {r['epoch_seconds']:>8.0f} "
+            f"{r['samples_per_second']:>10.1f} {r['peak_rss_bytes'] / 2**20:>5,.0f} MiB"
+        )
+        if full:
+            line += (
+                f"  {100 * (r['accuracy'] - full['accuracy']):>+9.2f} pt {r['trainable_params'] / full['trainable_params']:>6.2%} "
+                f"{r['epoch_seconds'] / full['epoch_seconds']:>5.2f}x {r['peak_rss_bytes'] / full['peak_rss_bytes']:>6.2f}x"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs"
+
+
+if __name__ == "__main__":
+    main()
