@@ -11,9 +11,8 @@ from safetensors.torch import load_file
 from common.checkpoints import CheckpointDir
 from common.errors import ConfigError
 from finetune.run import prepare_finetune, run_finetune, run_key, run_options
-from tests.helpers import invoke, write_ag_news_folder
+from tests.helpers import invoke, one_line_error, write_ag_news_folder
 from tests.test_finetune import Crash, config, crash_at, read_run, same_run, weights
-from tests.test_finetune_errors import fails
 
 METHODS = ("lora", "bitfit")
 
@@ -163,16 +162,21 @@ def test_attention_targets_adapt_query_key_value_and_output_only(tiny_bert):
         (["--method", "lora", "--lora-alpha", "-8"], "--lora-alpha must be a positive finite number"),
         (["--method", "lora", "--lora-alpha", "nan"], "--lora-alpha must be a positive finite number"),
         (["--method", "lora", "--lora-dropout", "1"], "--lora-dropout must lie in [0, 1)"),
-        (["--method", "lora", "--lora-targets", "mlp"], "'mlp' is not one of 'all', 'attention'"),
+        (
+            ["--method", "lora", "--lora-targets", "mlp"],
+            "--lora-targets: unknown value 'mlp'; choose from all, attention",
+        ),
         (["--lora-rank", "4"], "--lora-rank only apply to --method lora"),
         (["--method", "full", "--lora-alpha", "8", "--lora-targets", "attention"], "--lora-alpha, --lora-targets only"),
         (["--method", "bitfit", "--lora-dropout", "0.1"], "(this run trains with --method bitfit)"),
-        (["--method", "adapters"], "'adapters' is not one of 'full', 'lora', 'bitfit'"),
+        (["--method", "adapters"], "--method: unknown value 'adapters'; choose from full, lora, bitfit"),
     ],
 )
 def test_bad_method_options_are_one_line_each(tiny_bert, tmp_path, options, message):
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=8)
-    fails(invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run", *options), message)
+    one_line_error(
+        invoke("finetune", "--model", tiny_bert, "--dataset", data, "--out", tmp_path / "run", *options), message
+    )
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial"))
 
 
