@@ -15,7 +15,7 @@ import numpy as np
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
 from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
-from common.runs import new_run_name, staged_run_dir
+from common.runs import DiskFullError, disk_full_message, is_disk_full, new_run_name, staged_run_dir
 from report import stats
 from report.runs import find_runs, resolve_run
 
@@ -106,27 +106,32 @@ def build_report(config: ReportConfig) -> Report:
     table = _with_paired_tests(rows)
     test = records[0].data.test
     description = f"{records[0].data.name}: {test.n_rows} test rows (fingerprint {test.fingerprint})"
-    out, plots = None, ()
-    if config.plots or config.markdown or config.html:
+    report = Report(
+        tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), None, (), None, tuple(notes)
+    )
+    try:
+        return _write_outputs(config, report, layer_rows, finetuned)
+    except OSError as exc:  # a folder that passed the checks but takes no files (/proc, a read-only mount)
+        if is_disk_full(exc):
+            raise DiskFullError(disk_full_message(Path(exc.filename or "."))) from None
+        raise StoreError(
+            f"cannot write the report: {exc.strerror or exc} ({exc.filename}); choose another --out, --markdown or --html"
+        ) from None
+
+
+def _write_outputs(config: ReportConfig, report: Report, layer_rows, finetuned: dict[str, str]) -> Report:
+    """The PNGs (unless --no-plots), then --markdown and --html, which show them."""
+    if config.plots or config.markdown:
         from report import plots as plotting
 
         out = _out_dir(config)
         if config.out or config.markdown:  # a folder the user named: plots go into it
-            plots = plotting.write_plots(out, table, layer_rows, finetuned)
+            plots = plotting.write_plots(out, report.rows, layer_rows, finetuned)
         else:  # a new report folder: staged, so it appears only when complete
             with staged_run_dir(out) as staging:
-                plots = plotting.write_plots(staging, table, layer_rows, finetuned)
+                plots = plotting.write_plots(staging, report.rows, layer_rows, finetuned)
             plots = tuple(out / Path(p).name for p in plots)
-    report = Report(
-        tuple(table),
-        records[0].data.name,
-        description,
-        tuple(r.run_dir for r in records),
-        out,
-        plots,
-        None,
-        tuple(notes),
-    )
+        report = replace(report, out=out, plots=plots)
     if config.markdown:
         from report.markdown import write_markdown
 

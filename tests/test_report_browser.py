@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_report import fake_run
@@ -83,3 +84,15 @@ def test_chromium_draws_the_table_and_the_inlined_plots(tmp_path):
     red = ((pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)).sum()  # fine-tune points
     blue = ((pixels[..., 2] > 0.6) & (pixels[..., 0] < 0.3)).sum()  # frozen-probe points
     assert red > 20 and blue > 20, (red, blue)  # the inlined PNGs were decoded and drawn
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc, a folder that takes no new files")
+@pytest.mark.parametrize("option", ["--html", "--markdown"])
+def test_a_report_target_that_takes_no_files_is_one_line(tmp_path, option):
+    from helpers import invoke
+
+    probe = fake_run(tmp_path / "probe", "probe", {"logreg-a": 0.8})
+    finetune = fake_run(tmp_path / "ft", "finetune", {"finetune": 0.9}, seed=1)
+    result = invoke("report", probe, finetune, option, "/proc/report.out")
+    assert result.exit_code == 1 and result.stderr.startswith("error: cannot write the report")
+    assert result.stderr.count("\n") == 1
