@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ConfigError
+from common import ConfigError, StoreError
 from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, to_plain
 from common.cost import device_name, measure
 from common.devices import Device, DType, resolve_device_name, resolve_dtype
@@ -313,7 +313,7 @@ def _embed_shards(
         shards.append(shard_file)
         if index % info.world_size != info.rank:
             continue
-        if not shard_file.exists():
+        if not shard_file.exists() or not _whole_shard(shard_file, len(order[start : start + shard_size])):
             texts = [split.texts[i] for i in order[start : start + shard_size]]
 
             def batch_done(n_done: int, offset: int = start) -> None:
@@ -326,6 +326,25 @@ def _embed_shards(
             n_embedded += len(texts)
         progress(task, min(start + shard_size, total), total)
     return shards, order, n_embedded
+
+
+def _whole_shard(path: Path, n_rows: int) -> bool:
+    """A kept shard is reused only when it holds finite (n_rows, D) float32 vectors; else it is recomputed, said aloud."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            vectors = {key: arrays[key] for key in arrays.files if key != SHARD_SECONDS}
+    except Exception as exc:  # a damaged zip raises whatever its first broken byte causes
+        problem = f"unreadable: {type(exc).__name__}"
+    else:
+        bad = [
+            key
+            for key, v in vectors.items()
+            if "@" not in key or v.ndim != 2 or v.dtype != np.float32 or len(v) != n_rows or not np.isfinite(v).all()
+        ]
+        problem = "no vectors" if not vectors else f"{bad[0]!r} is not finite ({n_rows}, D) float32" if bad else None
+    if problem:
+        log.warning("shard %s is damaged (%s); recomputing it", path, problem)
+    return problem is None
 
 
 def length_order(texts, tokenizer, max_length: int) -> np.ndarray:
@@ -376,13 +395,18 @@ def _assemble(shards: list[Path], order: np.ndarray) -> tuple[dict[tuple[str, in
     parts: dict[str, list[np.ndarray]] = {}
     seconds: float | None = 0.0
     for shard in shards:
-        with np.load(shard) as arrays:
+        with np.load(shard, allow_pickle=False) as arrays:
             seconds = (
                 None if seconds is None or SHARD_SECONDS not in arrays.files else seconds + float(arrays[SHARD_SECONDS])
             )
             for key in arrays.files:
                 if key != SHARD_SECONDS:
                     parts.setdefault(key, []).append(arrays[key])
+    uneven = [key for key, chunks in parts.items() if len(chunks) != len(shards)]
+    if uneven:  # each shard was whole, but they hold different vectors: not one extraction
+        raise StoreError(
+            f"the shards in {shards[0].parent} do not all hold {uneven[0]!r}; delete that folder to embed afresh"
+        )
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     vectors = {}

@@ -161,3 +161,56 @@ def test_a_damaged_file_of_a_finished_sweep_is_one_line_on_rerun(finished_sweep,
     valid = json.loads(path.read_text())
     path.write_bytes(defects(valid)[defect])
     one_line_error(invoke(*args, "--out", copy), name)
+
+
+# ---------------------------------------------------------------- embed shards kept for a resume
+
+
+def _shard_defects(path: Path) -> dict:
+    with np.load(path) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    key = next(k for k in arrays if "@" in k)
+    return {
+        "random bytes": lambda: path.write_bytes(np.random.default_rng(0).bytes(2000)),
+        "truncated": lambda: path.write_bytes(path.read_bytes()[:500]),
+        "empty": lambda: path.write_bytes(b""),
+        "rows missing": lambda: np.savez(path, **{**arrays, key: arrays[key][:-1]}),
+        "float64": lambda: np.savez(path, **{**arrays, key: arrays[key].astype(np.float64)}),
+        "1-D": lambda: np.savez(path, **{**arrays, key: arrays[key][:, 0]}),
+        "a pickled object": lambda: np.savez(path, **{**arrays, key: np.array([{"x": 1}], dtype=object)}),
+        "nan": lambda: np.savez(path, **{**arrays, key: np.full_like(arrays[key], np.nan)}),
+        "a vector missing": lambda: np.savez(path, **{k: v for k, v in arrays.items() if k != key}),
+    }
+
+
+SHARD_DEFECTS = ("random bytes", "truncated", "empty", "rows missing", "float64", "1-D", "a pickled object", "nan")
+
+
+@pytest.mark.parametrize("defect", [*SHARD_DEFECTS, "a vector missing"])
+def test_a_damaged_embed_shard_is_recomputed_said_aloud(tiny_bert, tmp_path, defect, caplog):
+    from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
+    from embeddings.store import EmbeddingStore
+    from tests.helpers import write_ag_news_folder
+
+    data = write_ag_news_folder(tmp_path / "ag", n_train=150, n_test=8)
+    config = EmbedConfig(
+        dataset=str(data), model=str(tiny_bert), batch_size=4, out=tmp_path / "s.h5", poolings=("mean", "cls")
+    )
+    clean = extract_embeddings(plan_extraction(EmbedConfig(**{**config.__dict__, "out": tmp_path / "clean.h5"})))
+
+    def interrupt(task, done, total, **_):
+        if task == "embed train" and done > 64:  # a shard is 16 batches of 4 = 64 texts
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_embeddings(plan_extraction(config), interrupt)
+    (shard,) = tmp_path.glob(".s.h5.partial/train-00000.npz")
+    _shard_defects(shard)[defect]()
+    if defect == "a vector missing":  # each shard whole, but not one extraction: one line, nothing assembled
+        with pytest.raises(StoreError, match="do not all hold"):
+            extract_embeddings(plan_extraction(config))
+        return
+    result = extract_embeddings(plan_extraction(config))
+    assert result.n_resumed == 0 and f"shard {shard} is damaged" in caplog.text
+    with EmbeddingStore(clean.path) as a, EmbeddingStore(result.path) as b:
+        assert np.array_equal(a.vectors("train", "mean", 2), b.vectors("train", "mean", 2))
