@@ -359,14 +359,7 @@ def _knn_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Iterator
     c = config.knn
     k_max = max(c.ks)
     start = time.perf_counter()
-    probe = KNNProbe(
-        k=k_max,
-        metric=c.metric.value,
-        weights=c.weights.value,
-        index=c.index.value,
-        params=c.approximate,
-        seed=config.seed,
-    ).fit(m.X_train, m.y_train)
+    probe = _knn_probe(config, k_max).fit(m.X_train, m.y_train)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     distances, rows = probe.kneighbors(m.X_test, k_max)
@@ -388,6 +381,13 @@ def _knn_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Iterator
         yield f"k={k}", params, y_pred, fit_s, search_s + vote_s, extra
 
 
+def _knn_probe(config: ProbeRunConfig, k: int) -> KNNProbe:
+    c = config.knn
+    return KNNProbe(
+        k=k, metric=c.metric.value, weights=c.weights.value, index=c.index.value, params=c.approximate, seed=config.seed
+    )
+
+
 def _knn_validation(config: ProbeRunConfig, m: data.PooledMatrices) -> dict[int, float]:
     """Validation accuracy of every k: an index of the fit rows queried with the validation rows (the rows
     logistic regression chooses C on), so that k, like C, is chosen without test."""
@@ -396,14 +396,7 @@ def _knn_validation(config: ProbeRunConfig, m: data.PooledMatrices) -> dict[int,
         m.y_train, config.logreg.validation_fraction, config.seed, what="validation"
     )
     k_max = min(max(c.ks), len(fit_rows))
-    probe = KNNProbe(
-        k=k_max,
-        metric=c.metric.value,
-        weights=c.weights.value,
-        index=c.index.value,
-        params=c.approximate,
-        seed=config.seed,
-    ).fit(m.X_train[fit_rows], m.y_train[fit_rows])
+    probe = _knn_probe(config, k_max).fit(m.X_train[fit_rows], m.y_train[fit_rows])
     distances, rows = probe.kneighbors(m.X_train[validation_rows], k_max)
     accuracy = {}
     for k in sorted(c.ks):

@@ -81,6 +81,32 @@ def test_logreg_result_uses_C_chosen_on_validation(store):
     assert result.validation_accuracy == expected.validation_accuracy[expected.C]
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_knn_k_gets_a_validation_accuracy_on_the_logreg_rows(store, seed):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from common.splits import stratified_split
+
+    report = run_probes(
+        ProbeRunConfig(
+            command="compare",
+            store=store,
+            probes=(ProbeKind.KNN, ProbeKind.LOGREG),
+            poolings=("mean",),
+            layers=((2,),),
+            seed=seed,
+        )
+    )
+    with EmbeddingStore(store) as s:
+        X, y = s.vectors("train", "mean", 2), s.labels("train")
+    fit, validation = stratified_split(y, 0.1, seed)  # the rows logistic regression chooses C on
+    for result in (r for r in report.results if r.probe == "knn"):
+        k = result.params["k"]
+        reference = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(X[fit], y[fit])
+        assert result.validation_accuracy == pytest.approx(reference.score(X[validation], y[validation]))
+    assert report.record.data.validation_fingerprint  # (a synthetic store of vectors has no max length)
+
+
 def test_layer_all_adds_layer_table_and_plot_and_concatenation_widens(store, isolated_home):
     result = probe(
         "compare",
