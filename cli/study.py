@@ -10,6 +10,7 @@ from cli.params import DatasetParser, InputFolder, ModelParser, OutputFolder
 from common.devices import Device, DType
 from common.options import ALL, BATCH_SIZES, EPOCHS, SEEDS, THREADS, TOKENS, parse_names
 from embeddings.pooling import ALL_POOLINGS
+from finetune.config import METHODS
 from text.defaults import DEFAULT_MODEL
 from vision.names import DatasetName
 
@@ -63,6 +64,11 @@ def text(
     finetune: bool = typer.Option(
         True, "--finetune/--no-finetune", help="--no-finetune: probes on the frozen model only."
     ),
+    methods: str = typer.Option(
+        "full,lora",
+        "--methods",
+        help="Fine-tuning methods at each size, comma-separated: full, lora, bitfit (mlx finetune --method).",
+    ),
     out: Optional[Path] = typer.Option(
         None,
         "--out",
@@ -70,8 +76,8 @@ def text(
         parser=OutputFolder("--out"),
     ),
 ) -> None:
-    """Embed (all poolings and layers) -> probes per layer and on the best layers concatenated -> fine-tune ->
-    embed the fine-tuned model -> probe it -> report, at each training-set size."""
+    """Embed (all poolings and layers) -> probes per layer and on the best layers concatenated -> fine-tune (each
+    of --methods) -> embed the fully fine-tuned model -> probe it -> report, at each training-set size."""
     from study.text import TextStudyConfig, parse_train_sizes, prepare_text_study, run_text_study
 
     config = TextStudyConfig(
@@ -88,6 +94,7 @@ def text(
         seed=seed,
         dtype=dtype.value,
         finetune=finetune,
+        methods=parse_names(methods, "--methods", METHODS),
         out=out,
     )
     plan = prepare_text_study(config)

@@ -21,12 +21,19 @@ HTML_MARKER = "<!DOCTYPE html><!-- written by `mlx report --html`; the next repo
 
 OPTIMISTIC_MARK = "*"
 EDGE_MARK = "!"
+# Fine-tuning methods as a run record names their rows (finetune.run.row_name) -> how the report says them.
+FINETUNE_METHODS = {"finetune": "fine-tune", "lora": "LoRA", "bitfit": "BitFit"}
+
+
+def method_label(row) -> str:
+    """``fine-tune``, ``LoRA``, ``BitFit`` for the fine-tuning methods; a probe's or model's own name else."""
+    return FINETUNE_METHODS.get(row.method, row.method) if row.kind == "finetune" else row.method
 
 
 def short_label(row) -> str:
     """A few characters naming the method: ``fine-tune``, ``logreg``, ``logreg cat`` (layers concatenated),
     ``knn FT`` (a probe of the fine-tuned encoder); the legend spells the row out."""
-    name = "fine-tune" if row.method == "finetune" else row.method
+    name = method_label(row)
     if concatenated(row):
         name += " cat"
     if row.state == "fine-tuned":
@@ -47,7 +54,10 @@ def marks(row) -> str:
 
 def describe_row(row) -> str:
     """The whole row in words: method, setting, model and how its setting was chosen."""
-    what = "fine-tune" if row.method == "finetune" else f"{row.method} probe"
+    if row.kind == "finetune":
+        what = "fine-tune" if row.method == "finetune" else f"{method_label(row)} fine-tune"
+    else:
+        what = f"{row.method} probe"
     detail = f" {row.detail}" if row.detail else ""
     chosen = {
         "validation": "chosen on validation",
@@ -56,7 +66,7 @@ def describe_row(row) -> str:
     }.get(row.chosen_on, row.chosen_on)
     if row.chosen_on == "-" and row.validation_accuracy is not None:  # e.g. C of the one layer choice, on validation
         chosen = "chosen on validation"
-    if row.method == "finetune":
+    if row.kind == "finetune":
         chosen = "checkpoint chosen on validation" if row.validation_accuracy is not None else "last checkpoint"
     if row.validation_accuracy is not None:
         chosen += f", validation {100 * row.validation_accuracy:.1f}%"
@@ -125,7 +135,7 @@ def format_rows(report) -> tuple[list[str], list[list[str]]]:
     ]
     cells = []
     for r in report.rows:
-        label = "fine-tune" if r.method == "finetune" else r.method
+        label = method_label(r)
         cells.append(
             [
                 f"{label} {r.detail}".strip() + marks(r),
@@ -172,7 +182,8 @@ def caption(report) -> str:
         "rows used, validation rows included. FT: a probe of the fine-tuned encoder. Train s: fitting (probes: "
         "plus encoding the training texts). Peak mem: while training (process RSS on CPU, max allocated on CUDA; "
         "probes: the encoder pass or the fit, the larger). Test/s: test texts per second through the model that "
-        "predicts (frozen encoder plus probe, or the fine-tuned model)."
+        "predicts (frozen encoder plus probe, or the fine-tuned model). LoRA, BitFit: fine-tuning only low-rank "
+        "adapters, or only the biases and LayerNorms (mlx finetune --method), the head included."
     )
 
 

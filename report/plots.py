@@ -1,11 +1,12 @@
-"""The report's PNGs: accuracy by method with intervals, accuracy by layer, accuracy against training size."""
+"""The report's PNGs: accuracy by method with intervals, accuracy by layer, accuracy against training size,
+and accuracy against trainable parameters (probe, BitFit, LoRA, full fine-tuning)."""
 
 from collections.abc import Sequence
 from pathlib import Path
 
 from common.record import ResultRow, RunRecord
 from report.join import resolved
-from report.markdown import concatenated
+from report.markdown import FINETUNE_METHODS, concatenated, method_label
 
 LAYER_PLOT_POOLINGS = ("mean", "cls")  # two poolings keep the layer plot readable; the table has them all
 
@@ -23,13 +24,25 @@ def write_plots(
         paths.append(_plot_layers(folder / "accuracy-by-layer.png", curves, layer_plot_size(layer_rows)))
     if len({row.n_train for row in rows}) > 1:
         paths.append(_plot_sizes(folder / "data-efficiency.png", rows))
+    points = parameter_points(rows)
+    if len(points) > 1 and any(row_kind(r) != "frozen" for r in points):
+        paths.append(_plot_parameters(folder / "accuracy-by-parameters.png", points))
     return tuple(paths)
 
 
 # One colour per kind of model, the same in every plot: frozen and fine-tuned are never confused.
-COLOURS = {"fine-tune": "tab:red", "frozen": "tab:blue", "fine-tuned": "tab:orange", "trained": "tab:green"}
+COLOURS = {
+    "fine-tune": "tab:red",
+    "LoRA": "tab:purple",
+    "BitFit": "tab:brown",
+    "frozen": "tab:blue",
+    "fine-tuned": "tab:orange",
+    "trained": "tab:green",
+}
 KIND_LABELS = {
     "fine-tune": "fine-tuned model (predicts itself)",
+    "LoRA": "LoRA fine-tune (low-rank adapters, predicts itself)",
+    "BitFit": "BitFit fine-tune (biases and LayerNorms, predicts itself)",
     "frozen": "probe on the frozen encoder",
     "fine-tuned": "probe on the fine-tuned encoder",
     "trained": "trained from scratch",
@@ -39,22 +52,25 @@ KIND_LABELS = {
 def row_label(row) -> str:
     """``logreg, frozen: mean L6 C=0.01 (n=300)``: the method, the encoder it read, its setting and training size."""
     size = f" (n={row.n_train:,})" if row.n_train else ""
-    name = "fine-tune" if row.method == "finetune" else row.method
+    name = method_label(row)
     encoder = {"frozen": ", frozen", "fine-tuned": ", fine-tuned encoder"}.get(row.state, "")
     flag = " *" if row.chosen_on == "optimistic" else ""
     return f"{name}{encoder}: {row.detail}{size}{flag}" if row.detail else f"{name}{encoder}{size}{flag}"
 
 
 def row_kind(row) -> str:
-    """fine-tune, frozen (a probe of the frozen encoder), fine-tuned (a probe of a fine-tuned encoder), trained."""
-    return "fine-tune" if row.method == "finetune" else row.state or "trained"
+    """fine-tune, LoRA, BitFit (fine-tuning methods), frozen (a probe of the frozen encoder), fine-tuned (a probe
+    of a fine-tuned encoder), trained (vision models)."""
+    if row.kind == "finetune" and row.method in FINETUNE_METHODS:
+        return method_label(row)
+    return row.state or "trained"
 
 
 def series_name(row) -> str:
     """The method a data-efficiency line follows across sizes: the same procedure, whatever setting it chose."""
     kind = row_kind(row)
-    if kind == "fine-tune":
-        return "fine-tune"
+    if kind in FINETUNE_METHODS.values():
+        return kind
     where = {"frozen": "frozen encoder", "fine-tuned": "fine-tuned encoder"}.get(kind, "")
     layers = ", layers concatenated" if concatenated(row) else ""
     return f"{row.method} on the {where}{layers}" if where else row.method
@@ -219,6 +235,54 @@ def _plot_sizes(path: Path, rows: Sequence) -> Path:
     ax.set_title("Data efficiency: each method across training sizes (settings chosen on validation)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parameter_points(rows: Sequence) -> list:
+    """At the largest training size: the frozen-encoder probe and each fine-tuning method, one row each
+    (rows chosen on validation only; where one kind has several, the one validation prefers)."""
+    chosen = [r for r in rows if r.chosen_on != "optimistic" and r.trainable_params and r.n_train]
+    if not chosen:
+        return []
+    largest = max(r.n_train for r in chosen)
+    best: dict[str, object] = {}
+    for r in chosen:
+        kind = row_kind(r)
+        if r.n_train != largest or kind not in ("frozen", *FINETUNE_METHODS.values()):
+            continue
+        held = best.get(kind)
+        if held is None or (r.validation_accuracy or 0.0) > (held.validation_accuracy or 0.0):
+            best[kind] = r
+    return sorted(best.values(), key=lambda r: r.trainable_params)
+
+
+def _plot_parameters(path: Path, points: Sequence) -> Path:
+    """Test accuracy against trainable parameters (log scale): the cost axis of probe -> BitFit -> LoRA -> full."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for r in points:
+        kind = row_kind(r)
+        ax.errorbar(
+            [r.trainable_params],
+            [100 * r.accuracy],
+            yerr=[[100 * (r.accuracy - r.ci_low)], [100 * (r.ci_high - r.accuracy)]],
+            fmt="o",
+            capsize=3,
+            color=COLOURS[kind],
+            label=f"{'probe on the frozen encoder (' + r.method + ')' if kind == 'frozen' else kind}: "
+            f"{r.trainable_params:,} parameters",
+        )
+    ax.plot([r.trainable_params for r in points], [100 * r.accuracy for r in points], color="grey", alpha=0.4)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale; the classification head included)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Accuracy against trainable parameters, {points[0].n_train:,} training rows", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -126,14 +126,21 @@ def probe_concatenated(
 
 
 def finetune(
-    config, n_train: int | None, run_dir: Path, progress: ProgressCallback, notify: Callable[[str], None], what: str
+    config,
+    n_train: int | None,
+    run_dir: Path,
+    progress: ProgressCallback,
+    notify: Callable[[str], None],
+    what: str,
+    method: str = "full",
 ) -> bool:
-    """`mlx finetune` on the study's data at one training size; it resumes an interrupted run on its own."""
+    """`mlx finetune --method METHOD` on the study's data at one training size; it resumes an interrupted run
+    on its own. The study's lr is full fine-tuning's; LoRA and BitFit scale it as their defaults do."""
     if (run_dir / RECORD_FILE).exists():
         notify(f"cached: {what} ({run_dir})")
         return False
     try:
-        from finetune.config import FinetuneConfig
+        from finetune.config import METHOD_LR_SCALE, FinetuneConfig
         from finetune.run import prepare_finetune, run_finetune
     except ImportError:
         raise ConfigError(
@@ -145,7 +152,8 @@ def finetune(
         text_column=config.text_column,
         label_column=config.label_column,
         n_epochs=config.n_epochs,
-        lr=config.lr,
+        lr=config.lr * METHOD_LR_SCALE[method] if config.lr else None,
+        method=method,
         batch_size=config.batch_size,
         max_length=config.max_length,
         seed=config.seed,

@@ -9,7 +9,8 @@ Layout of a study folder (each step's output is its cache: a finished step is ne
     stores/frozen.h5                the frozen model's embeddings, shared by every size
     n-<size>/probe-layers/          run.json: k-NN + logistic regression, every pooling x layer
     n-<size>/probe-concat/          run.json: the best layers (on validation) concatenated
-    n-<size>/finetune/              run.json + model/: the fine-tuned classifier
+    n-<size>/finetune/              run.json + model/: the fine-tuned classifier (every parameter)
+    n-<size>/finetune-lora/         run.json + model/ + adapter/: LoRA (--methods), likewise finetune-bitfit/
     n-<size>/stores/finetuned.h5    the fine-tuned encoder's embeddings
     n-<size>/probe-finetuned/       run.json: probes on the fine-tuned encoder's layers
     report/                         report.md and the PNGs, rewritten each time (cheap)
@@ -50,6 +51,9 @@ class TextStudyConfig:
     seed: int = 0  # the training subsets, the one validation split (probes and fine-tune) and fine-tuning
     dtype: str = "auto"  # compute dtype of the embeddings and the fine-tune (common.devices.DType values)
     finetune: bool = True
+    # Fine-tuning methods run at each size (finetune.config.METHODS). Like the sizes, not part of base():
+    # each method has its own folder, so methods can be added to a study later.
+    methods: tuple[str, ...] = ("full", "lora")
     out: Path | None = None
 
     def base(self) -> dict:
@@ -103,7 +107,8 @@ class TextStudyPlan:
             "training sizes": ", ".join(size_label(n) for n in self.sizes),
             "steps": f"{len(self.steps)} ({cached} already done, skipped)"
             + ("" if c.finetune else "; fine-tuning off"),
-            "fine-tuning": f"{c.n_epochs} epoch(s), batch {c.batch_size}, lr {c.lr or 'by model size'}"
+            "fine-tuning": f"{', '.join(c.methods)}: {c.n_epochs} epoch(s), batch {c.batch_size}, lr "
+            + (f"{c.lr:g} (full; x5 LoRA, x10 BitFit)" if c.lr else "by model size and method")
             if c.finetune
             else "off",
             "seed": str(c.seed),
@@ -214,8 +219,9 @@ def _steps(plan: TextStudyPlan) -> list[Step]:
         folder = out / f"n-{size_label(n)}"
         names = [("probe layers", folder / "probe-layers"), ("probe best layers concatenated", folder / "probe-concat")]
         if plan.config.finetune:
+            names += [(f"fine-tune ({method})", folder / finetune_folder(method)) for method in plan.config.methods]
+        if plan.config.finetune and "full" in plan.config.methods:
             names += [
-                ("fine-tune", folder / "finetune"),
                 ("embed fine-tuned model", folder / "stores" / "finetuned.h5"),
                 ("probe fine-tuned layers", folder / "probe-finetuned"),
             ]
@@ -289,8 +295,12 @@ def _size_steps(
     )
     if not c.finetune:
         return
-    finetune_run = folder / "finetune"
-    yield finetune_run, steps.finetune(c, n, finetune_run, progress, notify, f"n={label}: fine-tune")
+    for method in c.methods:
+        run = folder / finetune_folder(method)
+        yield run, steps.finetune(c, n, run, progress, notify, f"n={label}: fine-tune ({method})", method)
+    if "full" not in c.methods:
+        return
+    finetune_run = folder / finetune_folder("full")
     model_dir = steps.finetuned_model_dir(finetune_run)
     finetuned = folder / "stores" / "finetuned.h5"
     did = steps.embed(c, str(model_dir), finetuned, progress)
@@ -303,6 +313,11 @@ def _size_steps(
             finetuned, probe_run, n, c.seed, progress, notify, f"n={label}: probes on the fine-tuned model's layers"
         ),
     )
+
+
+def finetune_folder(method: str) -> str:
+    """``finetune`` for full fine-tuning (the folder of studies from before --methods), ``finetune-<method>`` else."""
+    return "finetune" if method == "full" else f"finetune-{method}"
 
 
 def config_dict(config: TextStudyConfig) -> dict:

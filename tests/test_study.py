@@ -49,7 +49,7 @@ def finetune_available() -> bool:
 
 def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, monkeypatch):
     out = tmp_path / "study"
-    extra = () if finetune_available() else ("--no-finetune",)
+    extra = ("--methods", "full,lora,bitfit") if finetune_available() else ("--no-finetune",)
     first = invoke(*study_args(tiny_bert, news, out, *extra))
     assert first.exit_code == 0, first.output
     assert "0 found done" in first.stderr and (out / "report" / "report.md").exists()
@@ -63,7 +63,7 @@ def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, mo
     assert read_record(out / "n-all" / "probe-layers").results[0].n_train == 64
     report = (out / "report" / "report.md").read_text()
     assert "data-efficiency.png" in report and "accuracy-by-layer.png" in report
-    if not extra:
+    if "--methods" in extra:
         finetuned = read_record(out / "n-40" / "finetune")
         assert finetuned.kind == "finetune" and finetuned.results[0].n_train <= 40
         assert read_record(out / "n-40" / "probe-finetuned").data.test == layers.data.test
@@ -78,6 +78,7 @@ def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, mo
                 assert probe.data.max_length == 32
                 assert probe.data.validation_fingerprint == tuned.data.validation_fingerprint, (size, run)
                 assert all(r.predict_per_second and r.peak_memory_bytes for r in probe.results)
+        each_method_has_its_rows_against_full_fine_tuning(out, report)
 
     # Again: every step is found done; no model is loaded, no probe is fitted.
     import embeddings.extract
@@ -93,6 +94,29 @@ def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, mo
     assert "(0 step(s) run" in again.stderr and "cached: n=40: probes on every layer" in again.stderr
 
 
+def each_method_has_its_rows_against_full_fine_tuning(out, report_text):
+    """--methods full,lora,bitfit: a run, a report row and a data-efficiency line per method; McNemar against full."""
+    from report.join import ReportConfig, build_report
+    from report.plots import parameter_points, size_series
+
+    full, lora, bitfit = (read_record(out / "n-all" / f) for f in ("finetune", "finetune-lora", "finetune-bitfit"))
+    assert [r.results[0].method for r in (full, lora, bitfit)] == ["finetune", "lora", "bitfit"]
+    assert full.results[0].trainable_params > lora.results[0].trainable_params > bitfit.results[0].trainable_params
+    assert (out / "n-all" / "finetune-lora" / "adapter" / "adapter_config.json").exists()
+    assert "| LoRA" in report_text and "| BitFit" in report_text and "accuracy-by-parameters.png" in report_text
+    runs = sorted(str(p.parent) for p in out.glob("n-*/*/run.json"))
+    rows = build_report(ReportConfig(runs=tuple(runs), plots=False)).rows
+    for n_train in {r.n_train for r in rows}:
+        at_size = [r for r in rows if r.n_train == n_train]
+        (reference,) = [r for r in at_size if r.is_reference]
+        assert reference.method == "finetune"  # full fine-tuning is the McNemar reference of its size
+        assert all(r.p_value is not None for r in at_size if r.method in ("lora", "bitfit"))
+    series = size_series(rows)
+    assert {"fine-tune", "LoRA", "BitFit"} <= set(series) and all(len(series[k]) == 2 for k in ("LoRA", "BitFit"))
+    points = parameter_points(rows)  # the largest size: a frozen probe, BitFit, LoRA, full, by trainable parameters
+    assert [p.method for p in points][-3:] == ["bitfit", "lora", "finetune"] and points[0].kind == "probe"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -100,6 +124,7 @@ def test_text_study_end_to_end_then_nothing_redone(tiny_bert, news, tmp_path, mo
         (("--train-sizes", "10,abc"), "cannot read --train-sizes '10,abc'"),
         (("--train-sizes", "65"), "--train-sizes 65 is larger than the 64 rows of the training split"),
         (("--train-sizes", "20,all"), "--train-sizes 20 is too small for 4 classes"),
+        (("--methods", "full,adapters"), "--methods: unknown value 'adapters'; choose from full, lora, bitfit"),
     ],
 )
 def test_bad_train_sizes_are_one_line(tiny_bert, news, tmp_path, args, message):
