@@ -30,6 +30,7 @@ import numpy as np
 from common import StoreError, __version__
 from common.paths import PathKind, check_path
 from common.runs import atomic_path, check_free_space
+from common.schema import check_fields
 
 FORMAT_NAME = "mlx-embedding-store"
 SCHEMA_VERSION = 1
@@ -215,7 +216,39 @@ def _open_for_reading(path: Path) -> h5py.File:
 
 
 def _read_info(f: h5py.File, path: Path) -> StoreInfo:
-    a = {k: (json.loads(v) if k in _JSON_ATTRS else v) for k, v in f.attrs.items()}
+    """The store's own description, checked: a damaged attribute is one line naming the store."""
+    try:
+        a = {k: (json.loads(v) if k in _JSON_ATTRS else v) for k, v in f.attrs.items()}
+        problems = check_fields({k: a[k] for k in _ATTR_TYPES if k in a}, _ATTR_TYPES, "attributes", set(_ATTR_TYPES))
+        problems += [] if "schema_version" in a else ["attributes lack 'schema_version'"]
+        problems += [
+            f"attributes.{k} holds a non-{t.__name__}"
+            for k, t in _LIST_ITEMS.items()
+            if not all(isinstance(x, t) and not isinstance(x, bool) for x in a.get(k, []))
+        ]
+        if problems:
+            raise ValueError(problems[0])
+        return _info(f, path, a)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise StoreError(
+            f"store {path} is damaged ({reason}); re-run the `mlx embed` command that made it with --force"
+        ) from None
+
+
+_ATTR_TYPES = {
+    "schema_version": (int, np.integer),
+    "label_names": (list,),
+    "poolings": (list,),
+    "layers": (list,),
+    "config": (dict,),
+    "max_length": (int, np.integer),
+    "n_layers": (int, np.integer),
+}
+_LIST_ITEMS = {"label_names": str, "poolings": str, "layers": int}
+
+
+def _info(f: h5py.File, path: Path, a: dict[str, Any]) -> StoreInfo:
     splits = {name: int(f[name].attrs["n_examples"]) for name in f if isinstance(f[name], h5py.Group)}
     dims: dict[str, int] = {}
     for split in splits:

@@ -214,3 +214,47 @@ def test_a_damaged_embed_shard_is_recomputed_said_aloud(tiny_bert, tmp_path, def
     assert result.n_resumed == 0 and f"shard {shard} is damaged" in caplog.text
     with EmbeddingStore(clean.path) as a, EmbeddingStore(result.path) as b:
         assert np.array_equal(a.vectors("train", "mean", 2), b.vectors("train", "mean", 2))
+
+
+# ---------------------------------------------------------------- an embedding store's own attributes
+
+
+def _damage_attrs(path: Path, defect: str) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        if defect == "poolings not JSON":
+            f.attrs["poolings"] = "[mean"
+        elif defect == "no schema_version":
+            del f.attrs["schema_version"]
+        elif defect == "layers of text":
+            f.attrs["layers"] = json.dumps(["last"])
+        elif defect == "split without its size":
+            split = next(name for name in f if isinstance(f[name], h5py.Group))
+            del f[split].attrs["n_examples"]
+        elif defect == "config a list":
+            f.attrs["config"] = "[1, 2]"
+        elif defect == "max_length text":
+            f.attrs["max_length"] = "long"
+
+
+STORE_DEFECTS = (
+    "poolings not JSON",
+    "no schema_version",
+    "layers of text",
+    "split without its size",
+    "config a list",
+    "max_length text",
+)
+
+
+@pytest.mark.parametrize("defect", STORE_DEFECTS)
+def test_a_store_with_damaged_attributes_is_one_line_for_every_command_that_reads_it(tmp_path, defect):
+    from probes.synthetic import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "s.h5")
+    _damage_attrs(store, defect)
+    one_line_error(invoke("store", "info", store), str(store))
+    one_line_error(invoke("probe", "knn", "--store", store, "--k", "1"), str(store))
+    listed = invoke("store", "list", "--root", tmp_path)
+    assert listed.exit_code == 0 and "internal error" not in listed.stderr
