@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,7 +151,10 @@ def _read_memo() -> dict[str, str]:
         memo = json.loads(_memo_path().read_text())
     except (OSError, ValueError):
         return {}
-    return memo if isinstance(memo, dict) else {}
+    if not isinstance(memo, dict):
+        return {}
+    # a cache: an entry that is not a 16-hex-digit hash is hashed again, not trusted
+    return {k: v for k, v in memo.items() if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{16}", v)}
 
 
 def _remember(stamp: str, digest: str) -> None:

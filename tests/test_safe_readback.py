@@ -258,3 +258,15 @@ def test_a_store_with_damaged_attributes_is_one_line_for_every_command_that_read
     one_line_error(invoke("probe", "knn", "--store", store, "--k", "1"), str(store))
     listed = invoke("store", "list", "--root", tmp_path)
     assert listed.exit_code == 0 and "internal error" not in listed.stderr
+
+
+@pytest.mark.parametrize("memo", ["not json", "[1]", '{"STAMP": 7}', '{"STAMP": "short"}', '{"STAMP": null}'])
+def test_a_damaged_weights_hash_memo_is_hashed_again(tmp_path, memo):
+    """$MLX_HOME/cache/weights-sha256.json is a cache: an entry that is not a 16-hex-digit hash is ignored."""
+    from embeddings.models import _memo_path, weights_sha256
+
+    (tmp_path / "model.safetensors").write_bytes(b"a" * 1000)
+    first = weights_sha256(tmp_path)
+    stamp = next(iter(json.loads(_memo_path().read_text())))
+    _memo_path().write_text(memo.replace("STAMP", stamp.replace("\\", "\\\\")))
+    assert weights_sha256(tmp_path) == first
