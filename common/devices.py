@@ -86,7 +86,23 @@ def native_bf16(device: torch.device | str) -> bool:
     if device_type == "cuda":  # Ampere (compute capability 8.0) and later; older GPUs only emulate bf16
         return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up defensively
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    has_bf16 = any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return has_bf16 and not cpu_isa_capped_below_bf16()
+
+
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) that have no bf16 dot-product instructions.
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def cpu_isa_capped_below_bf16() -> bool:
+    """Whether the environment keeps torch off the CPU's bf16 instructions although the CPU has them:
+    ``ONEDNN_MAX_CPU_ISA`` at an ISA without bf16 (matrix products) or ``ATEN_CPU_CAPABILITY`` below avx512
+    (ATen's own kernels). ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` runs as an AVX2-only CPU."""
+    import torch
+
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    aten = torch.backends.cpu.get_cpu_capability().upper()
+    return isa in ONEDNN_ISAS_WITHOUT_BF16 or not aten.startswith("AVX512")
 
 
 def preferred_dtype(requested: DType | str, device: torch.device | str) -> DType:
