@@ -22,10 +22,10 @@ from tests.test_finetune import read_run, same_run, weights
 
 REPO = Path(__file__).resolve().parents[1]
 # With dropout off and fp32 (any CPU), DDP's averaged gradients equal one process accumulating the same
-# two micro-batches up to the order of float sums, so weights and losses agree to rounding (measured:
-# at most 1e-4 after 54 Adam steps).
+# two micro-batches up to the order of float sums, so weights and losses agree to rounding (measured after
+# 54 Adam steps: weights within 1e-4, epoch losses within 1.5e-4, on AVX-512 and on AVX2 kernels).
 WEIGHT_TOLERANCE = 5e-4
-LOSS_TOLERANCE = 1e-4
+LOSS_TOLERANCE = 1e-3
 
 pytestmark = pytest.mark.slow
 
