@@ -48,6 +48,8 @@ def find_runs(root: Path | None = None, kind: str | None = None) -> RunListing:
 def resolve_run(spec: str | Path, root: Path | None = None) -> Path:
     """A run folder, resolved (so that every spelling of one folder is one run), from a path, or from a
     folder name (or unique name prefix) found under the root."""
+    if not str(spec).strip():  # Path("") is the current folder: never what an empty name meant
+        raise StoreError("an empty run name; pass a run folder or a name from `mlx runs list`")
     path = Path(spec).expanduser()
     if os.path.lexists(path):
         return check_path(path, PathKind.FOLDER, "run folder").resolve()

@@ -131,3 +131,9 @@ def test_a_name_that_matches_several_runs_lists_their_folders(isolated_home):
     b = fake_run(isolated_home / "studies" / "s1" / "demo-knn-2", "probe", {"knn-a": 0.75})
     line = one_line_error(invoke("runs", "show", "demo-knn"), "names 2 runs", str(a), str(b))
     assert "pass one of these folders" in line
+
+
+@pytest.mark.parametrize("command", [("runs", "show"), ("report",)])
+def test_an_empty_run_name_is_refused_not_read_as_the_current_folder(two_runs, command, monkeypatch):
+    monkeypatch.chdir(two_runs[0])  # a run folder: "" must not become it
+    one_line_error(invoke(*command, "", *([two_runs[1]] if command == ("report",) else [])), "empty run name")
