@@ -40,7 +40,8 @@ class CheckpointDir:
         """Steps of the complete checkpoints, oldest first."""
         if not self.folder.is_dir():
             return []
-        return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _NAME.match(p.name)))
+        # regular files only: a FIFO or a folder under a checkpoint's name is not one (and would block or fail a read)
+        return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _NAME.match(p.name)) and p.is_file())
 
     def path(self, step: int) -> Path:
         return self.folder / f"step-{step:08d}.pt"

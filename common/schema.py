@@ -41,6 +41,8 @@ def check_fields(d: Any, schema: Schema, where: str, optional: frozenset[str] | 
 
 def read_json(path: Path, remedy: str) -> Any:
     """The JSON value in ``path``; unreadable or not JSON is one ``StoreError`` naming the file and ``remedy``."""
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the read forever, a folder fail it
+        raise StoreError(f"{path} is damaged (not a regular file); {remedy}")
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:

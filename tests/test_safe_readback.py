@@ -270,3 +270,16 @@ def test_a_damaged_weights_hash_memo_is_hashed_again(tmp_path, memo):
     stamp = next(iter(json.loads(_memo_path().read_text())))
     _memo_path().write_text(memo.replace("STAMP", stamp.replace("\\", "\\\\")))
     assert weights_sha256(tmp_path) == first
+
+
+@pytest.mark.parametrize("shape", ["fifo", "folder"])
+def test_a_fifo_or_folder_under_a_checkpoint_or_marker_name_neither_blocks_nor_fails(tmp_path, shape):
+    checkpoints = CheckpointDir(tmp_path / "c")
+    checkpoints.save({"w": torch.zeros(1)}, 2, best=True)
+    for name in ("step-00000009.pt", "best.json"):
+        path = checkpoints.folder / name
+        path.unlink(missing_ok=True)
+        os.mkfifo(path) if shape == "fifo" else path.mkdir()
+    assert checkpoints.steps() == [2] and checkpoints.last_step() == 2  # not a checkpoint: not counted
+    with pytest.raises(StoreError, match="best.json is damaged \\(not a regular file\\)"):
+        checkpoints.best_step()
