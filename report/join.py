@@ -62,6 +62,7 @@ class ReportRow:
     device_name: str = ""
     c_on_grid_edge: bool = False  # logistic regression's C stayed on the edge of its (extended) grid
     state: str = ""  # "frozen" / "fine-tuned" (the encoder a probe read), "trained" (fine-tune, vision)
+    best_frozen: bool = False  # the frozen-encoder probe with the best validation accuracy at its size
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -334,21 +335,33 @@ def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
 
 
 def _with_paired_tests(rows: list[tuple[ReportRow, np.ndarray]]) -> list[ReportRow]:
-    """The reference of each training size is the fine-tuned model (else the most accurate row); every other row is tested against it."""
+    """Per training size: the reference is the fine-tuned model (else the best row), every other row is tested
+    against it, and the frozen-encoder probe that validation prefers is marked (the headline's probe)."""
     table = []
     for n_train in dict.fromkeys(sorted((row.n_train or 0 for row, _ in rows), reverse=True)):
         group = [(row, correct) for row, correct in rows if (row.n_train or 0) == n_train]
         fair = [item for item in group if item[0].chosen_on != "optimistic"] or group
         finetuned = [item for item in fair if item[0].method == "finetune"]
-        reference, reference_correct = max(finetuned or fair, key=lambda item: item[0].accuracy)
+        reference, reference_correct = _by_validation(finetuned or fair)
+        frozen = [item for item in fair if item[0].state == "frozen" and item[0].validation_accuracy is not None]
+        headline = _by_validation(frozen)[0] if frozen else None
         # rows chosen on validation first; --all-rows' optimistic rows never rank above them
         for row, correct in sorted(group, key=lambda item: (item[0].chosen_on == "optimistic", -item[0].accuracy)):
-            if row is reference:
+            row = replace(row, best_frozen=row is headline)
+            if correct is reference_correct:
                 table.append(replace(row, is_reference=True))
                 continue
             test = stats.mcnemar(correct, reference_correct)
             table.append(replace(row, p_value=test.p_value, only_this=test.only_a, only_reference=test.only_b))
     return table
+
+
+def _by_validation(items: list[tuple[ReportRow, np.ndarray]]) -> tuple[ReportRow, np.ndarray]:
+    """The item validation prefers (ties to the listed order); by test accuracy only where no row has a
+    validation score (a vision compare of fixed presets: nothing there was chosen)."""
+    if all(row.validation_accuracy is None for row, _ in items):
+        return max(items, key=lambda item: item[0].accuracy)
+    return max(items, key=lambda item: -1.0 if item[0].validation_accuracy is None else item[0].validation_accuracy)
 
 
 def _out_dir(config: ReportConfig) -> Path:

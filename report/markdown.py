@@ -21,6 +21,7 @@ HTML_MARKER = "<!DOCTYPE html><!-- written by `mlx report --html`; the next repo
 
 OPTIMISTIC_MARK = "*"
 EDGE_MARK = "!"
+BEST_FROZEN_MARK = "^"
 # Fine-tuning methods as a run record names their rows (finetune.run.row_name) -> how the report says them.
 FINETUNE_METHODS = {"finetune": "fine-tune", "lora": "LoRA", "bitfit": "BitFit"}
 
@@ -47,8 +48,10 @@ def concatenated(row) -> bool:
 
 
 def marks(row) -> str:
-    return (f" {EDGE_MARK}" if row.c_on_grid_edge else "") + (
-        f" {OPTIMISTIC_MARK}" if row.chosen_on == "optimistic" else ""
+    return (
+        (f" {BEST_FROZEN_MARK}" if row.best_frozen else "")
+        + (f" {EDGE_MARK}" if row.c_on_grid_edge else "")
+        + (f" {OPTIMISTIC_MARK}" if row.chosen_on == "optimistic" else "")
     )
 
 
@@ -176,8 +179,9 @@ def caption(report) -> str:
         f"Test set: {report.test_description}; {models_and_devices(report)}. Every setting (k, C, pooling, layer, "
         "the fine-tune's checkpoint) was chosen on validation rows, never on test. Intervals: percentile bootstrap "
         "over test rows. McNemar p: exact paired test against the reference row (ref: the fine-tuned model, else "
-        "the most accurate) of the same training size, with the rows only this one / only the reference gets "
-        f"right. {EDGE_MARK} C on the edge of its grid even after extending it. {OPTIMISTIC_MARK} not the "
+        "the row validation prefers) of the same training size, with the rows only this one / only the reference gets "
+        f"right. {BEST_FROZEN_MARK} the probe of the frozen encoder that validation prefers at its training size "
+        f"(the probe a fine-tune must beat). {EDGE_MARK} C on the edge of its grid even after extending it. {OPTIMISTIC_MARK} not the "
         "validation choice (--all-rows): choosing it by its test accuracy would be optimistic. Train rows: labelled "
         "rows used, validation rows included. FT: a probe of the fine-tuned encoder. Train s: fitting (probes: "
         "plus encoding the training texts). Peak mem: while training (process RSS on CPU, max allocated on CUDA; "

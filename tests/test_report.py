@@ -274,3 +274,20 @@ def test_the_terminal_report_fits_80_columns_without_cutting_a_cell(tmp_path):
         for line in cells:
             for cell in line[2:]:  # every number whole, on one line
                 assert cell in text, cell
+
+
+def test_the_frozen_probe_validation_prefers_is_marked_and_the_reference_is_never_chosen_on_test(tmp_path):
+    # two frozen-probe runs: the concatenated one is better on test, the single-layer one on validation
+    single = fake_run(tmp_path / "single", "probe", {"logreg-a": 0.70}, layers=True)
+    concat = fake_run(tmp_path / "concat", "probe", {"logreg-b": 0.80}, layers=True, seed=3)
+    tuned = fake_run(tmp_path / "ft", "finetune", {"finetune": 0.90}, seed=1)
+    for folder, validation in ((single, 0.95), (concat, 0.85)):
+        record = json.loads((folder / "run.json").read_text())
+        record["results"][0]["validation_accuracy"] = validation
+        (folder / "run.json").write_text(json.dumps(record))
+    report = build_report(ReportConfig(runs=(str(single), str(concat), str(tuned)), plots=False))
+    marked = [r.row_name for r in report.rows if r.best_frozen]
+    assert marked == ["logreg-a"]  # validation's choice, not the test-best 0.80
+    from report.markdown import short_label
+
+    assert short_label(next(r for r in report.rows if r.best_frozen)).endswith("^")
