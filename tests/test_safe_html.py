@@ -57,3 +57,18 @@ def test_the_attention_viewer_carries_any_model_name_token_and_source_intact(mod
     assert payload["model"] == payload["source"] == payload["note"] == payload["tokens"][1] == model
     title = re.search(r"<title>(.*?)</title>", page, re.DOTALL).group(1)
     assert title == f"mlx attention: {html.escape(model)}"  # escaped, and filled once (a slot name stays text)
+
+
+def test_attention_show_of_a_model_folder_with_a_hostile_name_writes_an_intact_page(tiny_bert, tmp_path):
+    """Failure 8 end to end: `mlx attention show --model 'm<!--<script>'` (here a local folder of that name)."""
+    import shutil
+
+    from tests.helpers import invoke
+
+    model = tmp_path / "m<!--<script>"
+    shutil.copytree(tiny_bert, model)
+    out = tmp_path / "out"
+    result = invoke("attention", "show", "--model", model, "--text", "the cup </script>", "--out", out)
+    assert result.exit_code == 0, result.output
+    block = _data_block((out / "attention.html").read_text())
+    assert "<" not in block and json.loads(block)["model"] == str(model)
