@@ -70,6 +70,17 @@ def test_every_checkpoint_the_loop_writes_loads_weights_only_and_resumes_exactly
         assert torch.equal(value, resumed.state_dict()[name]), name
 
 
+def _draws(generator):
+    """One draw from each generator a run uses."""
+    return (
+        random.random(),
+        random.gauss(0, 1),
+        np.random.standard_normal(3),
+        torch.rand(3),
+        torch.rand(2, generator=generator),
+    )
+
+
 def test_every_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     generator = torch.Generator().manual_seed(5)
     random.seed(1)
@@ -78,25 +89,13 @@ def test_every_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     np.random.standard_normal()  # a cached Gaussian is part of NumPy's legacy state
     random.gauss(0, 1)
     torch.save(rng_state(generator), tmp_path / "rng.pt")
-    expected = (
-        random.random(),
-        random.gauss(0, 1),
-        np.random.standard_normal(3),
-        torch.rand(3),
-        torch.rand(2, generator=generator),
-    )
+    expected = _draws(generator)
     random.seed(9)
     np.random.seed(9)
     torch.manual_seed(9)
     generator.manual_seed(9)
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), generator)
-    again = (
-        random.random(),
-        random.gauss(0, 1),
-        np.random.standard_normal(3),
-        torch.rand(3),
-        torch.rand(2, generator=generator),
-    )
+    again = _draws(generator)
     assert expected[:2] == again[:2]
     assert np.array_equal(expected[2], again[2])
     assert torch.equal(expected[3], again[3]) and torch.equal(expected[4], again[4])
