@@ -8,7 +8,8 @@ Each method runs ``mlx finetune`` (prepare_finetune / run_finetune, defaults unl
 process of its own, so that its peak memory is its own: the peak resident set of that process
 (``ru_maxrss``: model, data, training and scoring). Training seconds per epoch are the optimizer steps
 alone (the loop's ``train_seconds``, no validation, no checkpoints); samples/s is training rows per
-second of those steps. Every method trains and scores the same rows (the same seed, validation rows
+second of those steps. CPU seconds per epoch (the process's CPU time in ``fit``: steps, validation
+passes and checkpoints) are the steadier figure on a shared machine. Every method trains and scores the same rows (the same seed, validation rows
 and test split). Ratios are against full fine-tuning. With several learning rates for a method
 (``--lora-lr 5e-4,1e-3``) each is run and the one with the best validation accuracy is the method's
 row; the others are printed too, marked as not chosen. Test accuracy never chooses.
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,9 +83,11 @@ def _learning_rates(parser, text: str | None, method: str) -> list[float | None]
 
 
 def compare(args, methods: list[str], lrs: dict, work: Path) -> None:
+    from common.cost import device_name
+
     print(
         f"model {args.model}, data {args.data}, {args.epochs} epoch(s), seed {args.seed}, threads {args.threads or 'torch default'}, "
-        f"CPU {_cpu_name()}, load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}",
+        f"CPU {device_name('cpu')}, load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}",
         flush=True,
     )
     chosen = {}
@@ -130,11 +134,25 @@ def run_one(args, method: str, lr: float | None) -> dict:
         threads=args.threads,
         out=Path(args.out) / "run",
     )
+    import common.training
+
+    fit, spent = common.training.fit, {}
+
+    def timed_fit(*args, **kwargs):  # the CPU time of the training phase alone
+        started = time.process_time()
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            spent["cpu"] = time.process_time() - started
+
+    common.training.fit = timed_fit
     try:
         plan = prepare_finetune(config)
         result = run_finetune(plan)
     except MlxError as exc:  # bad options or data: one line, as mlx itself says it
         sys.exit(f"error: {exc}")
+    finally:
+        common.training.fit = fit
     history = result.history
     return {
         "method": method,
@@ -145,6 +163,7 @@ def run_one(args, method: str, lr: float | None) -> dict:
         "validation_accuracy": result.validation_accuracy,
         "trainable_params": result.trainable_params,
         "epoch_seconds": history.train_seconds / max(1, len(history.epochs)),
+        "epoch_cpu_seconds": spent["cpu"] / max(1, len(history.epochs)),
         "samples_per_second": history.samples_per_second,
         "fit_seconds": history.seconds,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # kB on Linux
@@ -156,41 +175,32 @@ def run_one(args, method: str, lr: float | None) -> dict:
 def _line(run: dict) -> str:
     return (
         f"{run['method']:<7} lr {run['lr']:<8g} test {100 * run['accuracy']:.2f}%  validation {100 * run['validation_accuracy']:.2f}%  "
-        f"{run['trainable_params']:,} trainable  {run['epoch_seconds']:.0f} s/epoch  {run['samples_per_second']:.1f} samples/s  "
-        f"peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB  ({run['n_train']:,} train rows, {run['dtype']}, load {run['load']:.1f})"
+        f"{run['trainable_params']:,} trainable  {run['epoch_seconds']:.0f} s/epoch ({run['epoch_cpu_seconds']:.0f} CPU s)  "
+        f"{run['samples_per_second']:.1f} samples/s  peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB  "
+        f"({run['n_train']:,} train rows, {run['dtype']}, load {run['load']:.1f})"
     )
 
 
 def _table(chosen: dict) -> str:
+    """One row per method; against full fine-tuning: accuracy in points, then ratios of parameters, time, memory."""
     full = chosen.get("full")
-    header = (
-        f"{'method':<7} {'lr':>7} {'test acc':>9} {'trainable':>11} {'s/epoch':>8} {'samples/s':>10} {'peak RSS':>9}"
-    )
+    header = f"{'method':<7} {'lr':>7} {'test acc':>9} {'trainable':>11} {'s/epoch':>8} {'CPU s':>6} {'samples/s':>10} {'peak RSS':>9}"
     if full:
-        header += f"  {'vs full: acc':>12} {'params':>7} {'time':>6} {'memory':>7}"
+        header += f"  {'vs full: acc':>12} {'params':>7} {'time':>6} {'CPU':>6} {'memory':>7}"
     lines = [header]
     for method, r in chosen.items():
         line = (
             f"{method:<7} {r['lr']:>7g} {100 * r['accuracy']:>8.2f}% {r['trainable_params']:>11,} {r['epoch_seconds']:>8.0f} "
-            f"{r['samples_per_second']:>10.1f} {r['peak_rss_bytes'] / 2**20:>5,.0f} MiB"
+            f"{r['epoch_cpu_seconds']:>6.0f} {r['samples_per_second']:>10.1f} {r['peak_rss_bytes'] / 2**20:>5,.0f} MiB"
         )
         if full:
             line += (
                 f"  {100 * (r['accuracy'] - full['accuracy']):>+9.2f} pt {r['trainable_params'] / full['trainable_params']:>6.2%} "
-                f"{r['epoch_seconds'] / full['epoch_seconds']:>5.2f}x {r['peak_rss_bytes'] / full['peak_rss_bytes']:>6.2f}x"
+                f"{r['epoch_seconds'] / full['epoch_seconds']:>5.2f}x {r['epoch_cpu_seconds'] / full['epoch_cpu_seconds']:>5.2f}x "
+                f"{r['peak_rss_bytes'] / full['peak_rss_bytes']:>6.2f}x"
             )
         lines.append(line)
     return "\n".join(lines)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs"
 
 
 if __name__ == "__main__":
