@@ -190,8 +190,8 @@ def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:
 
 # LoRA and BitFit move few parameters from a pretrained start and take larger steps than full
 # fine-tuning: the LoRA paper trained RoBERTa-base at 4e-4..5e-4 (Hu et al., 2021, table 9) where full
-# fine-tuning uses 1e-5..3e-5; BitFit searched 1e-4..1e-3 (Ben Zaken et al., 2022). The scales were
-# checked on AG News validation rows (docs/finetune.md, "Methods").
+# fine-tuning uses 1e-5..3e-5; BitFit searched 1e-4..1e-3 (Ben Zaken et al., 2022). What they give on
+# AG News: docs/finetune.md, "Methods".
 METHOD_LR_SCALE = {"full": 1.0, "lora": 5.0, "bitfit": 10.0}
 
 
