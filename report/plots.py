@@ -259,6 +259,9 @@ def parameter_points(rows: Sequence) -> list:
     return sorted(best.values(), key=lambda r: r.trainable_params)
 
 
+PARAMETER_LABELS = {"frozen": "probe on the frozen encoder ({method})", "fine-tune": "full fine-tune"}
+
+
 def _plot_parameters(path: Path, points: Sequence) -> Path:
     """Test accuracy against trainable parameters (log scale): the cost axis of probe -> BitFit -> LoRA -> full."""
     import matplotlib.pyplot as plt
@@ -273,8 +276,7 @@ def _plot_parameters(path: Path, points: Sequence) -> Path:
             fmt="o",
             capsize=3,
             color=COLOURS[kind],
-            label=f"{'probe on the frozen encoder (' + r.method + ')' if kind == 'frozen' else kind}: "
-            f"{r.trainable_params:,} parameters",
+            label=f"{PARAMETER_LABELS.get(kind, kind).format(method=r.method)}: {r.trainable_params:,} parameters",
         )
     ax.plot([r.trainable_params for r in points], [100 * r.accuracy for r in points], color="grey", alpha=0.4)
     ax.set_xscale("log")
