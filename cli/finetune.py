@@ -9,7 +9,7 @@ import typer
 from cli import ui
 from cli.params import DatasetParser, ModelParser, OutputFolder
 from common.devices import Device, DType
-from common.options import BATCH_SIZES, COUNTS, EPOCHS, PROCESSES, SEEDS, THREADS, TOKENS
+from common.options import BATCH_SIZES, COUNTS, EPOCHS, PROCESSES, RANKS, SEEDS, THREADS, TOKENS
 from finetune.config import LORA_DEFAULTS, LORA_TARGETS, METHODS, POOLINGS
 from text.defaults import DEFAULT_MODEL
 
@@ -88,7 +88,9 @@ def finetune(
         "through peft; the weights stay frozen) or bitfit (every bias and LayerNorm). The classification head trains under each.",
     ),
     lora_rank: int = typer.Option(
-        None, help=f"LoRA: rank r of each adapter B A (default {LORA_DEFAULTS['lora_rank']}). Only with --method lora."
+        None,
+        help=f"LoRA: rank r of each adapter B A (default {LORA_DEFAULTS['lora_rank']}). Only with --method lora.",
+        **RANKS.bounds,
     ),
     lora_alpha: float = typer.Option(
         None,

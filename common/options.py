@@ -57,6 +57,7 @@ CPUS = IntRange(
 PROCESSES = IntRange(1, 1_024)  # --nproc: ranks on one machine (one per GPU, or CPU processes)
 SMALL = IntRange(0, 1_000)  # small counts where 0 is meaningful (--tta; its library check is tighter)
 MEMBERS = IntRange(1, 1_000)  # ensemble members (the library allows fewer)
+RANKS = IntRange(1, 65_536)  # --lora-rank: a rank above a layer's width adds parameters, not capacity
 DEPTHS = IntRange(1, 256)  # hidden layers or conv blocks
 WIDTHS = IntRange(1, 10**9)  # units or channels per layer (training refuses a model over its parameter budget)
 GRADCHECK_WIDTHS = IntRange(1, 1_024)  # the float64 check holds every weight matrix in memory

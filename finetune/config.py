@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from common.devices import Device, DType
 from common.errors import ConfigError
-from common.options import CPUS, EPOCHS, SEEDS
+from common.options import CPUS, EPOCHS, RANKS, SEEDS
 from text.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -147,8 +147,7 @@ class FinetuneConfig:
                 f"{', '.join(given)} only apply to --method lora (this run trains with --method {self.method}); "
                 "drop them or pass --method lora"
             )
-        if self.lora_rank is not None and self.lora_rank < 1:
-            raise ConfigError(f"--lora-rank must be at least 1, got {self.lora_rank}; e.g. 8")
+        RANKS.check(self.lora_rank, "--lora-rank")
         if self.lora_alpha is not None and not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
             raise ConfigError(f"--lora-alpha must be a positive finite number, got {self.lora_alpha}; e.g. 16")
         if self.lora_dropout is not None and not (math.isfinite(self.lora_dropout) and 0 <= self.lora_dropout < 1):
