@@ -239,9 +239,15 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     fit_rows, val_rows = _training_rows(train.labels, config.train_size, config.seed)
     shape = model_shape(config.model)
     source = resolve_model(config.model)
+    hidden_size = _hidden_size(source)
+    if config.method == "lora" and config.lora_rank > hidden_size:
+        raise ConfigError(
+            f"--lora-rank {config.lora_rank} is more than {config.model!r}'s hidden size {hidden_size}: a rank above a "
+            f"layer's width adds parameters, not capacity; use --lora-rank {hidden_size} or less (e.g. 8)"
+        )
     config = replace(
         config,
-        lr=config.lr or default_lr(_hidden_size(source), config.method),
+        lr=config.lr or default_lr(hidden_size, config.method),
         max_length=_max_length(config, shape.max_positions),
         pooling=resolve_pooling(config.pooling, config.model, shape),
     )

@@ -159,6 +159,7 @@ def test_attention_targets_adapt_query_key_value_and_output_only(tiny_bert):
     "options, message",
     [
         (["--method", "lora", "--lora-rank", "0"], "--lora-rank"),
+        (["--method", "lora", "--lora-rank", "33"], "--lora-rank 33 is more than"),  # the tiny BERT's hidden size: 32
         (["--method", "lora", "--lora-alpha", "-8"], "--lora-alpha must be a positive finite number"),
         (["--method", "lora", "--lora-alpha", "nan"], "--lora-alpha must be a positive finite number"),
         (["--method", "lora", "--lora-dropout", "1"], "--lora-dropout must lie in [0, 1)"),
