@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ("full", "lora", "bitfit")
+from finetune.config import METHODS  # noqa: E402  (after the path set-up; no torch import)
 
 
 def main() -> None:
