@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.config import METHODS  # noqa: E402  (after the path set-up; no torch import)
+from finetune.config import METHODS  # after the path set-up (no torch import)
 
 
 def main() -> None:
