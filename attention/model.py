@@ -19,6 +19,7 @@ from common import ModelLoadError
 from common.devices import DType, torch_dtype
 from embeddings.models import LoadedModel, load_model, model_shape
 from text.limits import resolve_max_length as text_max_length
+from text.tokens import cut_texts
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,18 @@ class TokenisedTexts:
         return sum(len(ids) for ids in self.ids)
 
 
-def tokenise(tokenizer, texts: list[str] | tuple[str, ...], max_length: int) -> TokenisedTexts:
-    """Tokenise with the model's special tokens, truncating to ``max_length`` (counted, never silent)."""
-    full = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
-    cut = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+def tokenise(
+    tokenizer, texts: list[str] | tuple[str, ...], max_length: int, count_every_token: bool = False
+) -> TokenisedTexts:
+    """Tokenise with the model's special tokens, truncating to ``max_length`` (counted, never silent).
+
+    Memory is bounded by ``max_length`` (text.tokens.cut_texts): ``n_full`` then counts a long text's
+    tokens only as far as its cut, which is more than ``max_length``, so truncation is still counted.
+    ``count_every_token`` (one text shown to a person) tokenises whole texts to give their full length.
+    """
+    texts = list(texts) if count_every_token else cut_texts(texts, tokenizer, max_length)
+    full = tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+    cut = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     return TokenisedTexts(tuple(tuple(i) for i in cut), np.array([len(i) for i in full], dtype=np.int64))
 
 

@@ -11,6 +11,7 @@ import torch
 
 from attention.heads import STATISTICS
 from attention.model import AttentionModel, TokenRoles
+from text.tokens import cut_text
 
 
 def per_text_statistics(
@@ -21,7 +22,9 @@ def per_text_statistics(
     sums = np.zeros((len(STATISTICS), model.n_layers, model.n_heads))
     n_rows = 0
     for text in texts:
-        encoded = model.tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+        encoded = model.tokenizer(
+            cut_text(text, model.tokenizer, max_length), truncation=True, max_length=max_length, return_tensors="pt"
+        )
         with torch.no_grad():
             output = network(**encoded.to(model.loaded.device), output_attentions=True)
         ids = encoded["input_ids"][0].cpu().numpy()

@@ -99,7 +99,7 @@ def prepare_show(config: ShowConfig) -> ShowPlan:
     check_index("--layer", config.layer, model.n_layers, f"model {config.model!r} has layers")
     check_index("--head", config.head, model.n_heads, f"model {config.model!r} has heads")
     max_length, note = resolve_max_length(model, config.max_length)
-    tokens = tokenise(model.tokenizer, [text], max_length)
+    tokens = tokenise(model.tokenizer, [text], max_length, count_every_token=True)
     if note:
         notes.append(note)
     return ShowPlan(config, text, where, model, tokens, max_length, device, run_dir, tuple(notes))

@@ -34,6 +34,7 @@ from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import SplitArrays, write_store
 from text.defaults import DEFAULT_MODEL
 from text.limits import resolve_max_length
+from text.tokens import cut_texts
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,9 @@ def _embed_shards(
     split: TextSplit, loaded, poolings, layers, config, partial: Path, progress, info: DistInfo = DistInfo()
 ) -> tuple[list[Path], np.ndarray, int]:
     """Compute this rank's missing shards of ``split``; return every shard file (all ranks'), the row order and the texts embedded now."""
-    order = length_order(split.texts, loaded.tokenizer, config.max_length)
+    # Long texts cut to what max_length tokens need, once: tokenising stays bounded by --max-length.
+    bounded = cut_texts(split.texts, loaded.tokenizer, config.max_length)
+    order = length_order(bounded, loaded.tokenizer, config.max_length)
     shard_size = config.batch_size * SHARD_BATCHES
     task, total = f"embed {split.name}", len(order)
     shards, n_embedded = [], 0
@@ -314,7 +317,7 @@ def _embed_shards(
         if index % info.world_size != info.rank:
             continue
         if not shard_file.exists() or not _whole_shard(shard_file, len(order[start : start + shard_size])):
-            texts = [split.texts[i] for i in order[start : start + shard_size]]
+            texts = [bounded[i] for i in order[start : start + shard_size]]
 
             def batch_done(n_done: int, offset: int = start) -> None:
                 progress(task, offset + n_done, total)

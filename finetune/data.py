@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from text.tokens import cut_texts
+
 MEGA_BATCH = 50  # batches per mega-batch sorted by length (the size transformers' Trainer uses)
 
 
@@ -31,8 +33,8 @@ class EncodedSplit:
 
 
 def encode_split(texts, labels, row_ids, tokenizer, max_length: int) -> EncodedSplit:
-    """Tokenise once, truncating to ``max_length`` tokens; padding happens per batch later."""
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    """Tokenise once, truncating to ``max_length`` tokens (memory bounded by it); padding happens per batch later."""
+    encoded = tokenizer(cut_texts(texts, tokenizer, max_length), truncation=True, max_length=max_length)["input_ids"]
     return EncodedSplit(
         tuple(np.asarray(ids, dtype=np.int64) for ids in encoded),
         np.asarray(labels, dtype=np.int64),
