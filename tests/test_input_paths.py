@@ -240,3 +240,33 @@ def test_generated_paths_pass_only_as_what_they_are(tmp_path_factory, entries, k
         PathKind.FILE_OR_FOLDER: lambda m: stat.S_ISREG(m) or stat.S_ISDIR(m),
     }[kind]
     assert expected(mode)
+
+
+# --- files found inside a folder the user gave ------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["a named pipe", "a dangling link", "a link loop", "a folder"])
+@pytest.mark.parametrize("name", ["train.csv", "classes.txt"])
+def test_files_inside_a_dataset_folder_pass_the_same_check(tmp_path, shape, name):
+    """The folder is fine, a file in it is not: still one line naming that file, and no wait on a pipe."""
+    folder = _folder(tmp_path, "data")
+    (folder / "test.csv").write_text("text,label\nhello,0\nworld,1\n")
+    made = {"a named pipe": _fifo, "a dangling link": _dangling, "a link loop": _loop, "a folder": _folder}[shape](
+        tmp_path
+    )
+    made.rename(folder / name)
+    result = invoke("embed", "--dataset", folder, "--out", tmp_path / "s.h5")
+    assert result.exit_code != 0 and result.stderr.count("error:") == 1, result.output
+    assert str(folder / name) in result.stderr and "Traceback" not in result.output, result.stderr
+
+
+@pytest.mark.parametrize("shape", ["a named pipe", "a dangling link", "a folder"])
+def test_kmnist_files_pass_the_same_check(tmp_path, shape):
+    folder = _folder(tmp_path, "kmnist")
+    for name in ("kmnist-train-imgs.npz", "kmnist-train-labels.npz"):
+        made = {"a named pipe": _fifo, "a dangling link": _dangling, "a folder": _folder}[shape](tmp_path)
+        made.rename(folder / name)
+    result = invoke("vision", "compare", "--dataset", "kmnist", "--data-dir", folder, "--out", tmp_path / "run")
+    assert result.exit_code != 0 and result.stderr.count("error:") == 1, result.output
+    assert str(folder / "kmnist-train-imgs.npz") in result.stderr and "Traceback" not in result.output, result.stderr
+    assert shape.split()[-1].replace("pipe", "named pipe") in result.stderr

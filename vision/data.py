@@ -7,6 +7,7 @@ labels in 0..9, checked on the way in so a malformed file fails with one clear m
 import gzip
 import hashlib
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,13 +142,14 @@ def load_kmnist_split(data_dir: Path, split: str) -> ImageSet:
     """
     data_dir = check_path(data_dir, PathKind.FOLDER, "KMNIST folder", hint="run `mlx vision download` first")
     images_name, labels_name = NPZ_NAMES[split]
-    if (data_dir / images_name).exists() and (data_dir / labels_name).exists():
+    # lexists: a file that is there but broken (a dangling link, a pipe) is named by check_path, not skipped
+    if os.path.lexists(data_dir / images_name) and os.path.lexists(data_dir / labels_name):
         images, labels = read_npz_array(data_dir / images_name), read_npz_array(data_dir / labels_name)
         return ImageSet(*check_arrays(images, labels, str(data_dir / images_name)), source=str(data_dir / images_name))
     for folder in (data_dir, data_dir / "KMNIST" / "raw", data_dir / "raw"):
         idx_images, idx_labels = (folder / name for name in IDX_NAMES[split])
-        found = [p if p.exists() else p.with_suffix("") for p in (idx_images, idx_labels)]
-        if all(p.exists() for p in found):
+        found = [p if os.path.lexists(p) else p.with_suffix("") for p in (idx_images, idx_labels)]
+        if all(os.path.lexists(p) for p in found):
             images, labels = read_idx(found[0]), read_idx(found[1])
             return ImageSet(*check_arrays(images, labels, str(found[0])), source=str(found[0]))
     raise DataError(
