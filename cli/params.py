@@ -23,8 +23,12 @@ class PathParser:
 
     def __call__(self, value: str | os.PathLike) -> Path | str:
         text = os.fspath(value)
-        if self.is_name is not None:
-            return text if self.is_name(text) else str(check_path(text, self.kind, self.option, self.hint))
+        if self.is_name is not None:  # an empty value is no name: check_path refuses it
+            return (
+                text
+                if text.strip() and self.is_name(text)
+                else str(check_path(text, self.kind, self.option, self.hint))
+            )
         return check_path(text, self.kind, self.option, self.hint)
 
     def __repr__(self) -> str:

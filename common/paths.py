@@ -75,6 +75,10 @@ def check_path(path: str | os.PathLike, kind: PathKind, what: str = "path", hint
     ``hint`` is added when the path does not exist.
     """
     shown = os.path.expanduser(os.fspath(path))  # as typed: Path() would drop a leading ./
+    if not shown.strip():  # Path("") is ".": an empty value would quietly mean the current folder
+        raise PathError(f"{what} is empty; give a path")
+    if "\x00" in shown:
+        raise PathError(f"{what} {shown!r} holds a NUL character, which no path can; give a path")
     path = Path(shown)
     name = f"{what} {shown}" if what else shown
     try:

@@ -226,11 +226,16 @@ def _read_classes(path: Path) -> tuple[str, ...]:
     names = tuple(line.strip() for line in decode(path.read_bytes(), path).splitlines() if line.strip())
     if not names:
         raise DataError(f"{path} is empty; it should list one class name per line")
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise DataError(f"{path} lists the class {repeated!r} twice; give each class one line")
     return names
 
 
 def _load_file(file: Path, text_column: str, label_column: str, label_names) -> tuple[tuple[str, ...], list, bool]:
     """(texts, raw labels, is the original AG News layout) of one file; every row checked."""
+    if text_column.strip() == label_column.strip():
+        raise ConfigError(f"--text-column and --label-column are both {text_column!r}; give two columns")
     file = check_path(file, PathKind.FILE, "dataset file")
     if file.suffix.lower() == ".csv":
         rows = read_csv_rows(file)

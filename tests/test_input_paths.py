@@ -123,6 +123,9 @@ SHAPES = {
     "unreadable file": lambda t, m: _denied(t, m, _file(t)),
     "unreadable folder": lambda t, m: _denied(t, m, _folder(t)),
     "in an unwritable folder": lambda t, m: _denied(t, m, _folder(t)) / "new",
+    "empty": lambda t, m: "",
+    "a NUL character": lambda t, m: str(t / "a\x00b"),
+    "a name too long": lambda t, m: t / ("x" * 300),
 }
 
 # Shapes that can serve a kind (no error expected), the rest must be refused.
@@ -164,7 +167,8 @@ def test_every_path_option_refuses_every_shape_in_one_line(tmp_path, monkeypatch
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert str(value) in lines[0] and "Traceback" not in result.output, lines[0]
+    named = {"empty": "is empty", "a NUL character": "NUL character"}.get(shape, str(value))
+    assert named in lines[0] and "Traceback" not in result.output, lines[0]
 
 
 def test_the_matrix_covers_every_command():

@@ -128,6 +128,16 @@ def test_jsonl_and_parquet_header_defects_are_refused(tmp_path):
         load_text_dataset(str(path))
 
 
+def test_one_column_for_text_and_label_and_a_class_named_twice_are_refused(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\nhello,a\nworld,b\n")
+    with pytest.raises(MlxError, match="both 'text'"):
+        load_text_dataset(str(path), text_column="text", label_column="text")
+    (tmp_path / "classes.txt").write_text("a\nb\na\n")
+    with pytest.raises(DataError, match="lists the class 'a' twice"):
+        load_text_dataset(str(path))
+
+
 def test_jsonl_lines_end_at_newlines_only(tmp_path):
     """U+2028 inside a JSON string is valid JSON; str.splitlines cut the record there."""
     path = tmp_path / "train.jsonl"
