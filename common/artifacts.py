@@ -259,6 +259,8 @@ def _is_store(path: Path) -> bool:
 
 
 def _read_json(path: Path) -> Any:
+    if not path.is_file():  # a named pipe is never opened: reading it would wait for a writer
+        return None
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import StoreError
+from common.paths import PathKind, check_path
 from common.schema import check_fields
 from common.version import __version__
 
@@ -320,6 +321,7 @@ def read_record(run_dir: Path) -> RunRecord:
         raise StoreError(
             f"{run_dir} is not an mlx run: it has no {RECORD_FILE}; pass a run folder (see `mlx runs list`)"
         )
+    check_path(path, PathKind.FILE, "run record")  # a named pipe under that name would make read_text wait
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -344,6 +346,7 @@ def read_predictions(run_dir: Path, record: RunRecord | None = None) -> Predicti
         raise StoreError(
             f"{run_dir} has no {PREDICTIONS_FILE}; a paired test needs test predictions, re-run its command"
         )
+    check_path(path, PathKind.FILE, "predictions file")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

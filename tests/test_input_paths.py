@@ -274,3 +274,15 @@ def test_kmnist_files_pass_the_same_check(tmp_path, shape):
     assert result.exit_code != 0 and result.stderr.count("error:") == 1, result.output
     assert str(folder / "kmnist-train-imgs.npz") in result.stderr and "Traceback" not in result.output, result.stderr
     assert shape.split()[-1].replace("pipe", "named pipe") in result.stderr
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("report",)])
+def test_a_named_pipe_where_a_run_record_belongs_is_skipped_not_waited_on(tmp_path, command):
+    run = _folder(tmp_path, "run")
+    os.mkfifo(run / "run.json")
+    result = invoke(*command, "--root", tmp_path)  # returns at all: the pipe was not opened
+    if command == ("runs", "list"):
+        assert "named pipe" in result.stderr and str(run / "run.json") in result.stderr, result.output
+    assert "Traceback" not in result.output and result.stderr.count("error:") <= 1, result.output
+    shown = invoke("runs", "show", run)
+    assert shown.exit_code != 0 and shown.stderr.count("error:") == 1 and "named pipe" in shown.stderr

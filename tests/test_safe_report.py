@@ -136,4 +136,4 @@ def test_a_name_that_matches_several_runs_lists_their_folders(isolated_home):
 @pytest.mark.parametrize("command", [("runs", "show"), ("report",)])
 def test_an_empty_run_name_is_refused_not_read_as_the_current_folder(two_runs, command, monkeypatch):
     monkeypatch.chdir(two_runs[0])  # a run folder: "" must not become it
-    one_line_error(invoke(*command, "", *([two_runs[1]] if command == ("report",) else [])), "empty run name")
+    one_line_error(invoke(*command, "", *([two_runs[1]] if command == ("report",) else [])), "is empty")
