@@ -15,9 +15,10 @@ from report.markdown import HTML_MARKER, caption, format_rows, title
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em; color: #222; }
+div.table { overflow-x: auto; }
 table { border-collapse: collapse; margin: 1em 0; }
-th, td { padding: .3em .7em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; white-space: normal; }
+th, td { padding: .3em .6em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; white-space: normal; min-width: 12em; }
 tr.reference td { font-weight: bold; }
 p.caption { color: #555; max-width: 60em; }
 ul.notes { color: #8a5a00; }
@@ -50,12 +51,12 @@ def render_html(report) -> str:
 </head>
 <body>
 <h1>{html.escape(title(report))}</h1>
-<table id="report">
+<div class="table"><table id="report">
 <thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in header)}</tr></thead>
 <tbody>
 {rows}
 </tbody>
-</table>
+</table></div>
 <p class="caption">{html.escape(caption(report))}</p>
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 {figures}
