@@ -33,6 +33,14 @@ def _index(option: str, value: str) -> int | None:
     return int(value)
 
 
+def _check_models(*models: str) -> None:
+    """A hub id with no hub to ask fails here at once, before torch and transformers are imported."""
+    from embeddings.models import model_shape
+
+    for model in models:
+        model_shape(model)
+
+
 def _source(dataset, split, limit, seed, text_column, label_column):
     from attention.inputs import TextSource
 
@@ -67,6 +75,7 @@ def show(
     ),
 ) -> None:
     """One text: a layer x head grid PNG, a large heatmap with token labels, rollout, and a self-contained HTML viewer."""
+    _check_models(model)
     from attention.show import ShowConfig, prepare_show, run_show
 
     source = _source(dataset, split, None, 0, "text", "label") if dataset is not None else None
@@ -123,6 +132,7 @@ def stats(
     json_: bool = typer.Option(False, "--json", help="Print stats.json to stdout instead of the tables."),
 ) -> None:
     """Per layer and head over a data set: entropy; shares on [CLS], [SEP], punctuation, self, previous, next; distance (Clark et al., 2019)."""
+    _check_models(model)
     from attention.stats import StatsConfig, prepare_stats, run_stats, stats_document, write_stats_run
 
     config = StatsConfig(
@@ -214,6 +224,7 @@ def diff(
     json_: bool = typer.Option(False, "--json", help="Print the per-head divergences as JSON."),
 ) -> None:
     """Per head: mean Jensen-Shannon divergence (bits) between two models' attention rows on the same texts."""
+    _check_models(*model)
     from attention.diff import DiffConfig, prepare_diff, run_diff, write_diff_run
 
     if len(model) != 2:

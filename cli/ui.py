@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from common.progress import LOG_INTERVAL_SECONDS, ProgressLog
 
 # stdout carries results only; progress, summaries, warnings and errors go to stderr.
 out = Console(soft_wrap=True)
@@ -122,7 +125,12 @@ class InfoColumn(ProgressColumn):
 
 @contextmanager
 def progress_bar(unit: str = "it") -> Iterator:
-    """Yield a ProgressCallback that drives one Rich bar per task name, on stderr."""
+    """Yield a ProgressCallback on stderr: one Rich bar per task name on a terminal; elsewhere (a log
+    file, a pipe) a plain line per task start and end and every LOG_INTERVAL_SECONDS between them."""
+    if not err.is_terminal:
+        with progress_log(unit) as callback:
+            yield callback
+        return
     progress = Progress(
         TextColumn("[bold blue]{task.description}"),
         BarColumn(),
@@ -148,3 +156,22 @@ def progress_bar(unit: str = "it") -> Iterator:
     finally:
         if tasks:
             progress.stop()
+
+
+@contextmanager
+def progress_log(unit: str, interval_seconds: float = LOG_INTERVAL_SECONDS) -> Iterator[ProgressLog]:
+    """A ProgressLog writing to stderr, with a timer thread so that a line comes on time between rare reports."""
+    log = ProgressLog(lambda line: err.print(Text(line), soft_wrap=True, highlight=False), unit, interval_seconds)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(1.0):
+            log.tick()
+
+    timer = threading.Thread(target=beat, daemon=True)
+    timer.start()
+    try:
+        yield log
+    finally:
+        stop.set()
+        timer.join()

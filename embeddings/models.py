@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from common import ModelLoadError, StoreError
 from common.devices import DType, torch_dtype
+from common.hub import hub_offline, hub_unreachable_reason
 from common.paths import PathKind, check_path
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not when a cache hit is checked
@@ -185,6 +186,9 @@ def model_shape(model_id: str) -> ModelShape:
     source = resolve_model(model_id)
     config = _local_config(source)
     if config is None:
+        reason = hub_unreachable_reason()
+        if reason:
+            raise ModelLoadError(_not_here_message(model_id, reason))
         from transformers import AutoConfig
 
         try:
@@ -265,9 +269,15 @@ def load_model(model_id: str, device: str, dtype: DType, attn_implementation: st
     source = resolve_model(model_id)
     from safetensors import SafetensorError
 
+    options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    local_only = not Path(source).is_dir() and hub_unreachable_reason()
+    if local_only:  # a cached hub model: without this, each file waits for the hub's retries first
+        if _local_json(source, "config.json") is None:
+            raise ModelLoadError(_not_here_message(model_id, local_only))
+        log.warning("%s; using the cached copy of %s", local_only, model_id)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=bool(local_only))
+        options["local_files_only"] = bool(local_only)
         model, info = AutoModel.from_pretrained(source, dtype=torch_dtype(dtype), output_loading_info=True, **options)
     except (OSError, ValueError, EOFError, SafetensorError, pickle.UnpicklingError) as exc:
         raise ModelLoadError(_load_failure_message(model_id, exc)) from None
@@ -285,13 +295,18 @@ def load_model(model_id: str, device: str, dtype: DType, attn_implementation: st
     return LoadedModel(tokenizer, model, model_id, source, model_revision(source), n_layers, has_pooler, device, dtype)
 
 
+OFFLINE_HINT = "use --model minilm (bundled, works offline) or a local model folder"
+
+
+def _not_here_message(model_id: str, reason: str) -> str:
+    return f"model {model_id!r} is not in the local Hugging Face cache and {reason}; {OFFLINE_HINT}"
+
+
 def _load_failure_message(model_id: str, exc: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    hint = "use --model minilm (bundled, works offline) or a local model folder"
     folder = Path(resolve_model(model_id)) if model_id in MODEL_ALIASES else Path(model_id).expanduser()
     if folder.is_dir():
         return f"model folder {folder} could not be loaded ({first}); its files are damaged or incomplete, re-save it with save_pretrained"
-    if offline:
-        return f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}"
-    return f"could not load model {model_id!r} ({first}); check the id or path and the network, or {hint}"
+    if hub_offline():
+        return _not_here_message(model_id, "HF_HUB_OFFLINE is set")
+    return f"could not load model {model_id!r} ({first}); check the id or path and the network, or {OFFLINE_HINT}"
