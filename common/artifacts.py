@@ -13,8 +13,8 @@ bytes is not. Every command asks the same questions in the same words:
 
 - ``check_replaceable``: may ``--force`` replace what lies at this path? (only an artifact of its own kind)
 - ``decide``: reuse / resume / refuse (naming the keys that differ) / start over (said aloud).
-- ``claim``: hold a folder (the lock says "in use by pid N" to a second process) and refuse a folder
-  that holds something else.
+- ``claim_folder``: one artifact per folder (a marker file records its identity); anything else there
+  is refused naming what it is; ``hold``: one process writes a folder ("in use by pid N" to a second).
 - ``is_done``: a run folder is done when its ``run.json`` exists, a store when it is marked complete.
 
 This module imports only the standard library (and ``common``) at the top: the CLI reads it cheaply.
@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -123,10 +123,17 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any], names: Mapping
     names = names or {}
     keys = sorted(set(saved) | set(now))
     return [
-        f"{names.get(k, k)} {_short(saved.get(k))} -> {_short(now.get(k))}"
+        f"{names.get(k) or _name(k)} {_short(saved.get(k))} -> {_short(now.get(k))}"
         for k in keys
         if to_plain(saved.get(k)) != to_plain(now.get(k))
     ]
+
+
+def _name(key: str) -> str:
+    """``data.train`` -> "train data", ``model`` -> "model weights"; config keys as they are."""
+    if key.startswith("data."):
+        return f"{key[5:]} data"
+    return "model weights" if key == "model" else key
 
 
 def _short(value: Any) -> str:
@@ -190,11 +197,22 @@ def decide(
             ", ".join(changed),
         )
         return Reuse.RESTART
-    state = "a finished" if finished else "an interrupted (or still running)"
     raise IdentityMismatch(
-        f"{where} holds {state} {now.kind} started with other options ({', '.join(changed)}); {remedy}",
+        f"{where} holds {_article(now.kind)} {now.kind} started with other options ({', '.join(changed)}); {remedy}",
         tuple(changed),
     )
+
+
+def from_legacy(options: Mapping[str, Any], now: Identity, stand_ins: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat identity of a marker an older mlx wrote: its options with paths (and a whole-data fingerprint)
+    where the identity now holds the bytes. When every stand-in saved equals its value now, the data and model
+    fingerprints now are taken as the saved ones (what the older mlx checked); each that differs is listed."""
+    flat = {k: v for k, v in options.items() if k not in stand_ins}
+    differing = {k: options.get(k) for k, value in stand_ins.items() if to_plain(options.get(k)) != to_plain(value)}
+    flat.update(differing)
+    if not differing:
+        flat.update({k: v for k, v in now.flat().items() if k.startswith("data.") or k == "model"})
+    return flat
 
 
 # --- what lies at a path; replacing it --------------------------------------------------------
@@ -270,15 +288,45 @@ def _read_json(path: Path) -> Any:
 # --- claiming a folder ------------------------------------------------------------------------
 
 
-@contextmanager
-def claim(folder: Path, kind: str, marker: str) -> Iterator[Path]:
-    """Hold ``folder`` for one process (a second one is told "in use by pid N") and refuse a folder that
-    holds anything but an artifact of ``kind`` (``marker``: the file that says so). Yields the folder."""
-    from common.locking import store_lock
+def claim_folder(
+    folder: Path,
+    now: Identity,
+    marker: str,
+    *,
+    legacy: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    remedy: str = "re-run with the original options and data to resume it, or choose another --out",
+) -> Path:
+    """One artifact of one identity per folder. A new or empty folder is claimed (``marker`` records the
+    identity); a folder of this identity is resumed; one of another identity is refused naming the keys
+    that differ; anything else in the folder is refused naming what it is. ``legacy``: the flat identity
+    of a marker an older mlx wrote (no "identity" in it)."""
     from common.paths import ensure_writable_dir
+    from common.runs import write_json
 
     folder = ensure_writable_dir(Path(folder))
-    with store_lock(folder, kind):
-        if not (folder / marker).exists() and any(folder.iterdir()):
-            raise StoreError(f"{folder} is {what_is(folder)}, not {kind}; choose another --out")
-        yield folder
+    path = folder / marker
+    if not path.exists():
+        if any(folder.iterdir()):
+            raise StoreError(f"{folder} is {what_is(folder)}, not {_article(now.kind)} {now.kind}; choose another --out")
+        write_json(path, {"kind": now.kind, "identity": now.to_dict()})
+        return folder
+    saved = _read_json(path)
+    found = Identity.from_dict(saved.get("identity")) if isinstance(saved, dict) else None
+    if found is not None:
+        flat = found.flat()
+    elif isinstance(saved, dict) and legacy is not None:
+        flat = legacy(saved)
+    else:
+        flat = {f"unreadable {marker}": str(path)}
+    decide(folder, now, flat, finished=False, progress=True, remedy=remedy)
+    return folder
+
+
+@contextmanager
+def hold(folder: Path, kind: str) -> Iterator[Path]:
+    """Hold ``folder`` for this process while it writes there: a second mlx process is refused at once
+    ("in use by pid N"); the lock dies with its holder, even under kill -9."""
+    from common.locking import store_lock
+
+    with store_lock(Path(folder), kind):
+        yield Path(folder)

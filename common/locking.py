@@ -25,7 +25,7 @@ def store_lock(path: Path, what: str = "store") -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise StoreError(
-                f"{what} {path} is being written by another mlx process (pid {holder}); wait for it to finish or choose another --out"
+                f"{what} {path} is in use by pid {holder} (another mlx process is writing it); wait for it to finish or choose another --out"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common import __version__
-from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, to_plain
+from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, from_legacy, to_plain
 from common.cost import device_name, measure, per_second
 from common.devices import DType, preferred_dtype, resolve_device
 from common.distributed import DistInfo, barrier, dist_info, init_distributed
@@ -334,13 +334,7 @@ def _check_run_folder(config: FinetuneConfig, identity: Identity, out: Path, par
     from common.checkpoints import CheckpointDir
 
     last_step = CheckpointDir(partial / "checkpoints").last_step()
-    names = {
-        "world_size": "--nproc",
-        "dropout_masks": "dropout masks (an older mlx)",
-        "data.train": "training data",
-        "data.test": "test data",
-        "model": "model weights",
-    }
+    names = {"world_size": "--nproc", "dropout_masks": "dropout masks (an older mlx)"}
     try:
         decision = decide(
             out,
@@ -375,10 +369,7 @@ def _saved_identity(marker: Path, config: FinetuneConfig, identity: Identity) ->
     if found is not None:
         flat = found.flat()
     else:  # an older mlx saved its options with paths and no fingerprints: its paths stand in for the bytes
-        options = saved["options"]
-        flat = {k: v for k, v in options.items() if k not in PATH_OPTIONS}
-        flat.update({k: options[k] for k in PATH_OPTIONS if k in options and options[k] != getattr(config, k)})
-        flat.update({k: v for k, v in identity.flat().items() if k.startswith("data.") or k == "model"})
+        flat = from_legacy(saved["options"], identity, {k: getattr(config, k) for k in PATH_OPTIONS})
     flat = {**LEGACY_OPTIONS, **flat}
     if flat.get("dtype") == "auto":  # saved by mlx before the resolved dtype was the identity: what auto means here
         flat["dtype"] = identity.config["dtype"]

@@ -6,6 +6,7 @@ Each returns True when it did work and False when it found its output (said thro
 from collections.abc import Callable
 from pathlib import Path
 
+from common.artifacts import IdentityMismatch
 from common.devices import DType
 from common.errors import ConfigError, StoreError
 from common.options import LayerSpec
@@ -19,20 +20,25 @@ def embed(config, model: str, path: Path, progress: ProgressCallback) -> bool:
     """Embed the study's dataset with ``model`` (every pooling, every layer) into ``path``; cached by the store's key."""
     from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 
-    plan = plan_extraction(
-        EmbedConfig(
-            dataset=config.dataset,
-            text_column=config.text_column,
-            label_column=config.label_column,
-            seed=config.seed,
-            model=model,
-            poolings=tuple(config.poolings),
-            layer="all",
-            max_length=config.max_length,
-            dtype=DType(config.dtype),
-            out=path,
-        )
+    embed_config = EmbedConfig(
+        dataset=config.dataset,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        seed=config.seed,
+        model=model,
+        poolings=tuple(config.poolings),
+        layer="all",
+        max_length=config.max_length,
+        dtype=DType(config.dtype),
+        out=path,
     )
+    try:
+        plan = plan_extraction(embed_config)
+    except IdentityMismatch as exc:  # `study` has no --force: name what it can do instead
+        raise StoreError(
+            f"{path} is a store this study made with other options ({', '.join(exc.changed)}); delete it and the probe "
+            "runs made from it (n-*/probe-layers, n-*/probe-concat), then run the same command again, or choose another --out"
+        ) from None
     if plan.cached:
         return False
     extract_embeddings(plan, progress)

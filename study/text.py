@@ -16,17 +16,16 @@ Layout of a study folder (each step's output is its cache: a finished step is ne
     report/                         report.md and the PNGs, rewritten each time (cheap)
 """
 
-import hashlib
-import json
+import functools
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from common.errors import ConfigError, DataError, StoreError
-from common.paths import ensure_writable_dir, mlx_home
+from common.artifacts import Identity, claim_folder, from_legacy, hold, is_done, to_plain
+from common.errors import ConfigError, DataError
+from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
-from common.record import RECORD_FILE, to_plain
 from common.runs import write_json
 from text.defaults import DEFAULT_MODEL, LABEL_COLUMN, TEXT_COLUMN
 from text.validation import VALIDATION_FRACTION
@@ -51,12 +50,12 @@ class TextStudyConfig:
     seed: int = 0  # the training subsets, the one validation split (probes and fine-tune) and fine-tuning
     dtype: str = "auto"  # compute dtype of the embeddings and the fine-tune (common.devices.DType values)
     finetune: bool = True
-    # Fine-tuning methods run at each size (finetune.config.METHODS). Like the sizes, not part of base():
+    # Fine-tuning methods run at each size (finetune.config.METHODS). Like the sizes, not part of settings():
     # each method has its own folder, so methods can be added to a study later.
     methods: tuple[str, ...] = ("full", "lora")
     out: Path | None = None
 
-    def base(self) -> dict:
+    def settings(self) -> dict:
         """What every result of the folder depends on (not the list of sizes: sizes can be added later)."""
         keys = (
             "model",
@@ -92,11 +91,7 @@ class TextStudyPlan:
     n_test: int
     sizes: tuple[int | None, ...]  # normalised: None for every row
     steps: tuple[Step, ...] = field(default=())
-    data_fingerprint: str = ""  # the dataset's: finished steps are reused only on the same data
-
-    def base(self) -> dict:
-        """The settings study.json records: the config's and the data fingerprint."""
-        return {**self.config.base(), "data_fingerprint": self.data_fingerprint}
+    identity: Identity | None = None  # the settings, the data's and the model's fingerprints (common.artifacts)
 
     def summary(self) -> dict[str, str]:
         c = self.config
@@ -179,42 +174,45 @@ def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
     sizes = tuple(dict.fromkeys(None if n == n_train else n for n in config.train_sizes))
     sizes = tuple(sorted(sizes, key=lambda n: n_train if n is None else n))
     model_shape(config.model)  # a bad model name fails here, not after the first step
-    out = Path(config.out).expanduser() if config.out else default_study_dir(config, dataset.name)
-    _claim(out, {**config.base(), "data_fingerprint": dataset.fingerprint})
-    plan = TextStudyPlan(config, out, n_train, n_test, sizes, data_fingerprint=dataset.fingerprint)
-    return TextStudyPlan(config, out, n_train, n_test, sizes, tuple(_steps(plan)), dataset.fingerprint)
+    identity = study_identity(config, dataset)
+    out = Path(config.out).expanduser() if config.out else default_study_dir(config, dataset.name, identity)
+    claim_folder(out, identity, MARKER, legacy=functools.partial(_legacy, config=config, dataset=dataset, now=identity))
+    plan = TextStudyPlan(config, out, n_train, n_test, sizes, identity=identity)
+    return replace(plan, steps=tuple(_steps(plan)))
 
 
-def default_study_dir(config: TextStudyConfig, dataset_name: str) -> Path:
-    digest = hashlib.sha256(json.dumps(config.base(), sort_keys=True).encode()).hexdigest()[:8]
-    name = f"text-{Path(dataset_name).name}-{Path(config.model).name}-{digest}".replace("/", "_")
+MARKER = "study.json"
+KIND = "study text"
+PATH_SETTINGS = ("model", "dataset")  # their bytes count instead: the data's fingerprints, the model's weights
+
+
+def study_identity(config: TextStudyConfig, dataset) -> Identity:
+    from embeddings.models import model_identity, resolve_model
+
+    return Identity.of(
+        KIND,
+        config.settings(),
+        data={name: split.fingerprint for name, split in dataset.splits.items()},
+        model=model_identity(resolve_model(config.model)),
+        leave_out=PATH_SETTINGS,
+    )
+
+
+def default_study_dir(config: TextStudyConfig, dataset_name: str, identity: Identity) -> Path:
+    name = f"text-{Path(dataset_name).name}-{Path(config.model).name}-{identity.key(8)}".replace("/", "_")
     return mlx_home() / "studies" / name
 
 
-def _claim(out: Path, base: dict) -> None:
-    """One study per folder: a folder started with other settings or on other data is refused, never mixed."""
-    ensure_writable_dir(out)
-    marker = out / "study.json"
-    if marker.exists():
-        try:
-            saved = json.loads(marker.read_text()).get("base")
-        except (OSError, ValueError):
-            saved = None
-        if saved != json.loads(json.dumps(base)):
-            changed = sorted(k for k in base if (saved or {}).get(k) != base[k])
-            raise StoreError(
-                f"{out} holds a study with other settings ({', '.join(changed) or 'unreadable study.json'}); "
-                "re-run with the original settings to resume it, or choose another --out"
-            )
-    else:
-        if any(out.iterdir()):
-            raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
-        write_json(marker, {"kind": "study text", "base": base})
+def _legacy(saved: dict, config: TextStudyConfig, dataset, now: Identity) -> dict:
+    """study.json of an older mlx: its settings with paths and the whole dataset's fingerprint."""
+    base = saved.get("base") if isinstance(saved.get("base"), dict) else {}
+    stand_ins = {**{k: getattr(config, k) for k in PATH_SETTINGS}, "data_fingerprint": dataset.fingerprint}
+    return from_legacy(base, now, stand_ins)
 
 
 def _steps(plan: TextStudyPlan) -> list[Step]:
     out = plan.out
-    steps = [Step("", "embed frozen model", out / "stores" / "frozen.h5", (out / "stores" / "frozen.h5").exists())]
+    steps = [Step("", "embed frozen model", out / "stores" / "frozen.h5", is_done(out / "stores" / "frozen.h5"))]
     for n in plan.sizes:
         folder = out / f"n-{size_label(n)}"
         names = [("probe layers", folder / "probe-layers"), ("probe best layers concatenated", folder / "probe-concat")]
@@ -225,24 +223,29 @@ def _steps(plan: TextStudyPlan) -> list[Step]:
                 ("embed fine-tuned model", folder / "stores" / "finetuned.h5"),
                 ("probe fine-tuned layers", folder / "probe-finetuned"),
             ]
-        steps += [Step(size_label(n), name, path, _done(path)) for name, path in names]
+        steps += [Step(size_label(n), name, path, is_done(path)) for name, path in names]
     return steps
-
-
-def _done(path: Path) -> bool:
-    return (path / RECORD_FILE).exists() if path.suffix != ".h5" else path.exists()
 
 
 def run_text_study(
     plan: TextStudyPlan, progress: ProgressCallback = no_progress, notify: Callable[[str], None] = lambda line: None
 ) -> TextStudyResult:
     """Run every step not done yet, in order; then write the report over every run of the study."""
+    with hold(plan.out, KIND):  # a second study into this folder is refused at once, naming this process
+        return _run_steps(plan, progress, notify)
+
+
+def _run_steps(plan: TextStudyPlan, progress: ProgressCallback, notify: Callable[[str], None]) -> TextStudyResult:
     from study import steps
 
     c = plan.config
     write_json(
-        plan.out / "study.json",
-        {"kind": "study text", "base": plan.base(), "train_sizes": [size_label(n) for n in plan.sizes]},
+        plan.out / MARKER,
+        {
+            "kind": KIND,
+            "identity": plan.identity.to_dict() if plan.identity else None,
+            "train_sizes": [size_label(n) for n in plan.sizes],
+        },
     )
     done = cached = 0
     frozen = plan.out / "stores" / "frozen.h5"
@@ -318,7 +321,3 @@ def _size_steps(
 def finetune_folder(method: str) -> str:
     """``finetune`` for full fine-tuning (the folder of studies from before --methods), ``finetune-<method>`` else."""
     return "finetune" if method == "full" else f"finetune-{method}"
-
-
-def config_dict(config: TextStudyConfig) -> dict:
-    return to_plain(asdict(config))

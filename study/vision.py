@@ -4,16 +4,16 @@ Layout: ``compare/compare-*/`` (one finished compare is reused), ``sweep/`` (res
 its latest ``report-*/run.json`` is reused), ``report/`` (report.md and the PNGs).
 """
 
-import json
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import StoreError
-from common.paths import ensure_writable_dir, mlx_home
+from common.artifacts import Identity, claim_folder, from_legacy, hold, to_plain
+from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
-from common.record import RECORD_FILE, to_plain
-from common.runs import new_run_name, write_json
+from common.record import RECORD_FILE
+from common.runs import new_run_name
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,9 @@ class VisionStudyConfig:
     threads: int | None = None
     out: Path | None = None
 
-    def base(self) -> dict:
-        return {k: v for k, v in to_plain(self.__dict__).items() if k not in ("device", "threads", "out")}
+    def settings(self) -> dict:
+        """What the study's results depend on, the data folder aside (its images' fingerprints count instead)."""
+        return {k: v for k, v in to_plain(self).items() if k not in ("device", "threads", "out", "data_dir")}
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,24 @@ class VisionStudyResult:
     n_cached: int
 
 
-def default_vision_study_dir(config: VisionStudyConfig) -> Path:
-    import hashlib
+KIND = "study vision"
+MARKER = "study.json"
 
-    digest = hashlib.sha256(json.dumps(config.base(), sort_keys=True).encode()).hexdigest()[:8]
-    return mlx_home() / "studies" / f"vision-{config.dataset}-{digest}"
+
+def study_identity(config: VisionStudyConfig) -> Identity:
+    """The settings and the fingerprints of the images of each split: finished steps are reused only on the same data."""
+    from vision.data import DatasetName, fingerprint_arrays, load_splits
+
+    splits = load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed)
+    parts = {"train": splits.train, "validation": splits.val, "test": splits.test}
+    return Identity.of(
+        KIND, config.settings(), data={name: fingerprint_arrays(s.images, s.labels) for name, s in parts.items()}
+    )
+
+
+def default_vision_study_dir(config: VisionStudyConfig, identity: Identity | None = None) -> Path:
+    identity = identity or study_identity(config)
+    return mlx_home() / "studies" / f"vision-{config.dataset}-{identity.key(8)}"
 
 
 def run_vision_study(
@@ -55,10 +69,16 @@ def run_vision_study(
     progress: ProgressCallback = no_progress,
     notify: Callable[[str], None] = lambda line: None,
 ) -> VisionStudyResult:
+    identity = study_identity(config)
+    out = Path(config.out).expanduser() if config.out else default_vision_study_dir(config, identity)
+    claim_folder(out, identity, MARKER, legacy=functools.partial(_legacy, config=config, now=identity))
+    with hold(out, KIND):  # a second study into this folder is refused at once, naming this process
+        return _run_steps(config, out, progress, notify)
+
+
+def _run_steps(config: VisionStudyConfig, out: Path, progress, notify) -> VisionStudyResult:
     from report.join import ReportConfig, build_report
 
-    out = Path(config.out).expanduser() if config.out else default_vision_study_dir(config)
-    _claim(out, {**config.base(), "data_fingerprint": _data_fingerprint(config)})
     compare_run, did_compare = _compare(config, out / "compare", progress, notify)
     sweep_run, did_sweep = _sweep(config, out / "sweep", progress, notify)
     runs = (compare_run, sweep_run)
@@ -68,28 +88,14 @@ def run_vision_study(
     return VisionStudyResult(out, runs, report, did_compare + did_sweep, 2 - did_compare - did_sweep)
 
 
-def _data_fingerprint(config: VisionStudyConfig) -> str:
-    """The images' fingerprint: finished steps are reused only on the same data (a changed --data-dir is refused)."""
+def _legacy(saved: dict, config: VisionStudyConfig, now: Identity) -> dict:
+    """study.json of an older mlx: its settings with the data folder and the fingerprint of all the images."""
     from vision.data import DatasetName, load_splits
 
-    return load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed).fingerprint
-
-
-def _claim(out: Path, base: dict) -> None:
-    ensure_writable_dir(out)
-    marker = out / "study.json"
-    if marker.exists():
-        saved = json.loads(marker.read_text()).get("base") or {}
-        if saved != json.loads(json.dumps(base)):
-            changed = sorted(k for k in base if saved.get(k) != json.loads(json.dumps(base))[k])
-            raise StoreError(
-                f"{out} holds a study with other settings or data ({', '.join(changed)}; see its study.json); "
-                "re-run with those to resume, or choose another --out"
-            )
-    elif any(out.iterdir()):
-        raise StoreError(f"{out} is not empty and is not an mlx study; choose another --out")
-    else:
-        write_json(marker, {"kind": "study vision", "base": base})
+    base = saved.get("base") if isinstance(saved.get("base"), dict) else {}
+    whole = load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed).fingerprint
+    data_dir = str(config.data_dir) if config.data_dir else None
+    return from_legacy(base, now, {"data_dir": data_dir, "data_fingerprint": whole})
 
 
 def _latest(pattern_dir: Path, pattern: str) -> Path | None:

@@ -173,7 +173,7 @@ def rewrite_weights(model: Path) -> None:
 @pytest.mark.parametrize(
     "change, named",
     [
-        (lambda data, model: rotate_labels(data), "training data"),
+        (lambda data, model: rotate_labels(data), "train data"),
         (lambda data, model: rewrite_weights(model), "model weights"),
     ],
     ids=["training file rewritten", "model folder's weights rewritten"],
@@ -325,3 +325,83 @@ def test_a_damaged_partial_marker_is_one_line(tiny_bert, tmp_path):
     (tmp_path / ".run.partial" / "config.json").write_text("[1, 2]")
     with pytest.raises(StoreError, match="config.json is damaged"):
         prepare_finetune(config)
+
+
+# --- item 11: one study writes a study folder; item 13: a stale study store names the study's remedy ----
+
+
+def study_args(model, data, out, *extra):
+    return (
+        "study",
+        "text",
+        "--model",
+        model,
+        "--dataset",
+        data,
+        "--out",
+        out,
+        "--no-finetune",
+        "--pooling",
+        "mean",
+        *extra,
+    )
+
+
+def vision_study_args(tmp_path, out):
+    from vision_helpers import write_npz_dataset
+
+    data = write_npz_dataset(tmp_path / "kmnist", n_train=120, n_test=60)
+    return ("study", "vision", "--dataset", "kmnist", "--data-dir", data, "--models", "mlp-numpy", "--epochs", "1",
+            "--sweep-model", "mlp-numpy", "--device", "cpu", "--out", out)  # fmt: skip
+
+
+@pytest.mark.parametrize("study", ["text", "vision"])
+def test_a_study_folder_in_use_is_refused_at_once_naming_the_process(tiny_bert, tmp_path, study):
+    from common.locking import store_lock
+
+    out = tmp_path / "study"
+    if study == "text":
+        args = study_args(tiny_bert, write_ag_news_folder(tmp_path / "ag", n_train=40, n_test=12), out)
+    else:
+        args = vision_study_args(tmp_path, out)
+    out.mkdir()
+    with store_lock(out, "study"):  # another mlx process is running a study there
+        result = invoke(*args)
+    assert result.exit_code != 0 and f"in use by pid {os.getpid()}" in result.stderr, result.output
+    assert not list(out.rglob("run.json"))  # nothing computed beside the running study
+
+
+def test_a_stale_study_store_names_what_a_study_can_do(tiny_bert, tmp_path):
+    data = write_ag_news_folder(tmp_path / "ag", n_train=40, n_test=12)
+    out = tmp_path / "study"
+    assert invoke(*study_args(tiny_bert, data, out)).exit_code == 0
+    frozen = out / "stores" / "frozen.h5"
+    replaced = invoke("embed", "--model", tiny_bert, "--dataset", data, "--pooling", "max", "--out", frozen, "--force")
+    assert replaced.exit_code == 0, replaced.output
+    result = invoke(*study_args(tiny_bert, data, out))
+    error = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert result.exit_code != 0 and len(error) == 1, result.output
+    assert "--force" not in error[0] and "delete it" in error[0] and "poolings" in error[0], error[0]
+
+
+def test_a_study_an_older_mlx_started_is_resumed(tiny_bert, tmp_path):
+    """study.json held the settings with paths and the whole dataset's fingerprint."""
+    from embeddings.datasets import load_text_dataset
+
+    data = write_ag_news_folder(tmp_path / "ag", n_train=40, n_test=12)
+    out = tmp_path / "study"
+    assert invoke(*study_args(tiny_bert, data, out)).exit_code == 0
+    fingerprint = load_text_dataset(str(data)).fingerprint
+    saved = json.loads((out / "study.json").read_text())
+    base = {
+        **saved["identity"]["config"],
+        "model": str(tiny_bert),
+        "dataset": str(data),
+        "data_fingerprint": fingerprint,
+    }
+    (out / "study.json").write_text(json.dumps({"kind": "study text", "base": base}))
+    again = invoke(*study_args(tiny_bert, data, out))
+    assert again.exit_code == 0 and "0 step(s) run" in again.stderr, again.output
+    (out / "study.json").write_text(json.dumps({"kind": "study text", "base": {**base, "data_fingerprint": "0ld"}}))
+    refused = invoke(*study_args(tiny_bert, data, out))
+    assert refused.exit_code != 0 and "data_fingerprint 0ld -> None" in refused.stderr

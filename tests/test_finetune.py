@@ -435,7 +435,7 @@ def test_the_resolved_dtype_is_part_of_the_runs_identity_and_a_busy_folder_is_re
     assert plans[True].out != plans[False].out  # 'auto' meant another dtype: another run, never a resume
     assert run_key(plans[True].config, 1) != run_key(plans[False].config, 1)
     plan = prepare_finetune(config(tiny_bert, data, tmp_path / "busy"))
-    with store_lock(plan.out, "fine-tune run"), pytest.raises(StoreError, match="being written by another mlx process"):
+    with store_lock(plan.out, "fine-tune run"), pytest.raises(StoreError, match="in use by pid"):
         run_finetune(plan)
     assert not (tmp_path / "busy").exists()
 

@@ -138,13 +138,13 @@ def test_study_folder_with_other_settings_or_foreign_content_is_refused(tiny_ber
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     result = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", out, "--no-finetune")
-    assert result.exit_code != 0 and "not an mlx study" in result.stderr
+    assert result.exit_code != 0 and "is a folder that is not an mlx artifact, not a study text" in result.stderr
     assert (out / "mine.txt").read_text() == "keep me"
     other = tmp_path / "other"
     other.mkdir()
     (other / "study.json").write_text(json.dumps({"base": {"model": "x"}}))
     result = invoke("study", "text", "--model", tiny_bert, "--dataset", news, "--out", other, "--no-finetune")
-    assert result.exit_code != 0 and "other settings" in result.stderr
+    assert result.exit_code != 0 and "other options (model x -> " in result.stderr
 
 
 def test_interrupted_probe_step_leaves_no_run_and_resumes(tiny_bert, news, tmp_path, monkeypatch):
@@ -217,7 +217,7 @@ def test_a_study_on_changed_data_is_refused_not_reused(tiny_bert, news, tmp_path
     prepare_text_study(config)  # claims the folder for this data
     with open(news / "train.csv", "a") as stream:
         stream.write('"1","a new row","changes the data"\n')
-    with pytest.raises(Exception, match="data_fingerprint"):
+    with pytest.raises(Exception, match="train data [0-9a-f]+ -> [0-9a-f]+"):
         prepare_text_study(config)
 
 
@@ -247,7 +247,7 @@ def test_a_vision_study_on_changed_data_is_refused(tmp_path):
     np.savez_compressed(data / "kmnist-train-imgs.npz", images)
     np.savez_compressed(data / "kmnist-train-labels.npz", labels)
     again = invoke(*args)
-    assert again.exit_code != 0 and "data_fingerprint" in again.stderr
+    assert again.exit_code != 0 and "train data" in again.stderr
 
 
 def test_study_dtype_reaches_the_embeddings_and_the_fine_tune_and_auto_keeps_old_studies(monkeypatch, tmp_path):
@@ -276,4 +276,4 @@ def test_study_dtype_reaches_the_embeddings_and_the_fine_tune_and_auto_keeps_old
         with pytest.raises(RuntimeError):
             step()
     assert seen == {"embed": "bf16", "finetune": "bf16"}
-    assert config.base()["dtype"] == "bf16" and "dtype" not in TextStudyConfig().base()
+    assert config.settings()["dtype"] == "bf16" and "dtype" not in TextStudyConfig().settings()

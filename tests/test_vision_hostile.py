@@ -109,7 +109,7 @@ def test_two_sweeps_on_one_folder_cannot_interleave(data_dir, tmp_path):
     out.mkdir()
     with store_lock(out, "sweep folder"):  # another process holds the folder
         result = invoke(*sweep_args(data_dir, out))
-    one_line_error(result, "being written by another mlx process")
+    one_line_error(result, "in use by pid")
 
 
 def test_a_full_disk_while_saving_weights_is_one_line(data_dir, tmp_path, monkeypatch):
