@@ -307,7 +307,9 @@ def claim_folder(
     path = folder / marker
     if not path.exists():
         if any(folder.iterdir()):
-            raise StoreError(f"{folder} is {what_is(folder)}, not {_article(now.kind)} {now.kind}; choose another --out")
+            raise StoreError(
+                f"{folder} is {what_is(folder)}, not {_article(now.kind)} {now.kind}; choose another --out"
+            )
         write_json(path, {"kind": now.kind, "identity": now.to_dict()})
         return folder
     saved = _read_json(path)
