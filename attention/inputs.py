@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import record
+from common.artifacts import to_plain
 from common.paths import mlx_home
 from common.runs import check_new, new_run_name
 from embeddings.datasets import TextSplit, load_text_dataset, select_splits, subsample
@@ -91,7 +92,7 @@ def write_run_record(
         command_line=record.command_line(),
         started_at=started_at,
         finished_at=record.now(),
-        config=record.to_plain(dataclasses.asdict(config)),
+        config=to_plain(config),
         model=record.ModelRef(model.name, model.loaded.revision),
         data=dataclasses.replace(data, max_length=max_length),
         device=device,

@@ -209,7 +209,7 @@ def from_legacy(options: Mapping[str, Any], now: Identity, stand_ins: Mapping[st
     fingerprints now are taken as the saved ones (what the older mlx checked); each that differs is listed."""
     flat = {k: v for k, v in options.items() if k not in stand_ins}
     differing = {k: options.get(k) for k, value in stand_ins.items() if to_plain(options.get(k)) != to_plain(value)}
-    flat.update(differing)
+    flat.update({f"{k} (older mlx)": value for k, value in differing.items()})
     if not differing:
         flat.update({k: v for k, v in now.flat().items() if k.startswith("data.") or k == "model"})
     return flat
@@ -306,7 +306,7 @@ def claim_folder(
     folder = ensure_writable_dir(Path(folder))
     path = folder / marker
     if not path.exists():
-        if any(folder.iterdir()):
+        if any(not entry.name.startswith(".") for entry in folder.iterdir()):  # hidden: staging, locks
             raise StoreError(
                 f"{folder} is {what_is(folder)}, not {_article(now.kind)} {now.kind}; choose another --out"
             )

@@ -25,12 +25,12 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from common.artifacts import to_plain
 from common.errors import StoreError
 from common.paths import PathKind, check_path
 from common.schema import check_fields
@@ -140,7 +140,7 @@ class RunRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = to_plain(asdict(self))
+        d = to_plain(self)
         d.pop("run_dir")
         return d
 
@@ -425,21 +425,6 @@ def subset_fingerprint(fingerprint: str, rows: Any) -> str:
     digest = hashlib.sha256(fingerprint.encode())
     digest.update(np.asarray(rows, dtype=np.int64).tobytes())
     return digest.hexdigest()[:16]
-
-
-def to_plain(obj: Any) -> Any:
-    """Dataclass dicts -> JSON-ready values (Enums to their value, Paths to str, tuples to lists, numpy scalars)."""
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar or 0-d array, without importing numpy
-        return obj.item()
-    return obj
 
 
 def record_fields() -> tuple[str, ...]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.artifacts import to_plain
 from common.devices import resolve_device  # noqa: F401  (re-exported: the one resolver lives in common.devices)
 from common.distributed import DistInfo
 from common.errors import ConfigError, StoreError
@@ -139,16 +140,6 @@ class EvalRecord:
     train_loss: float  # mean training loss since the previous evaluation
     val_loss: float
     val_accuracy: float
-
-
-def json_value(value: Any) -> Any:
-    """Strict JSON has no nan or inf: a missing score (no validation rows) or a diverged loss records null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def json_record(record: EpochRecord | EvalRecord) -> dict[str, Any]:
-    """An epoch or evaluation record as a JSON-ready dict (non-finite floats as null)."""
-    return {k: json_value(v) for k, v in asdict(record).items()}
 
 
 @dataclass(frozen=True)
@@ -623,16 +614,12 @@ def _save(run: _Run, state: LoopState, best: bool) -> None:
             "rng": rng,
             "epoch_start_generator": run.epoch_start_generator,
             "loop": asdict(state),
-            "config": _config_dict(run.config),
+            "config": to_plain(run.config),
             "world_size": run.dist.world_size,
         },
         state.step,
         best,
     )
-
-
-def _config_dict(config: TrainConfig) -> dict:
-    return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(config).items()}
 
 
 _CHECKPOINT_SCHEMA = {

@@ -724,7 +724,6 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     from common import record as run_record
-    from common.training import json_record
     from embeddings.models import model_revision
 
     c, h = plan.config, result.history
@@ -757,8 +756,8 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
             for name, p, r, f, n in zip(plan.dataset.label_names, precision, recall, f1, support)
         },
         "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
-        "epochs": [json_record(r) for r in h.epochs],
-        "evals": [json_record(r) for r in h.evals],
+        "epochs": [to_plain(r) for r in h.epochs],
+        "evals": [to_plain(r) for r in h.evals],
     }
     params = {
         "lr": c.lr,
@@ -791,7 +790,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
         n_test=result.n_test,
         trainable_params=result.trainable_params,
         train_seconds=result.train_seconds,
-        details=run_record.to_plain(details),
+        details=to_plain(details),
         peak_memory_bytes=result.peak_memory_bytes,
         predict_per_second=result.predict_per_second,
     )

@@ -4,7 +4,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from common import ConfigError
 from common import record as run_record
 from common import runs as common_runs
+from common.artifacts import to_plain
 from common.cost import device_name, measure, per_second
 from common.metrics import macro_f1
 from common.options import LayerSpec
@@ -68,7 +69,7 @@ class ProbeRunConfig:
     plot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return to_plain(self)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class ProbeResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = _plain(asdict(self))
+        d = to_plain(self)
         d["layer"] = self.layers[0] if len(self.layers) == 1 else list(self.layers)
         return d
 
@@ -542,18 +543,3 @@ def _validation_fingerprint(config: ProbeRunConfig, store, plan: data.SplitPlan)
     positions = validation if plan.train_rows is None else plan.train_rows[validation]
     ids = store.row_ids(plan.train_split)[positions]
     return validation_fingerprint(store.split_fingerprint(plan.train_split), ids)
-
-
-def _plain(obj: Any) -> Any:
-    """Dataclass dicts -> JSON-ready values (Enums to their value, Paths and tuples to str/list)."""
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

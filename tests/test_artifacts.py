@@ -404,4 +404,4 @@ def test_a_study_an_older_mlx_started_is_resumed(tiny_bert, tmp_path):
     assert again.exit_code == 0 and "0 step(s) run" in again.stderr, again.output
     (out / "study.json").write_text(json.dumps({"kind": "study text", "base": {**base, "data_fingerprint": "0ld"}}))
     refused = invoke(*study_args(tiny_bert, data, out))
-    assert refused.exit_code != 0 and "data_fingerprint 0ld -> None" in refused.stderr
+    assert refused.exit_code != 0 and "data_fingerprint (older mlx) 0ld -> None" in refused.stderr

@@ -204,7 +204,7 @@ def test_sweep_folder_with_other_settings_is_refused(data_dir, tmp_path):
     assert invoke(*base, "--epochs", "1").exit_code == 0
     other = invoke(*base, "--epochs", "2")
     assert other.exit_code == 4 or other.exit_code == 1
-    assert "other settings" in other.output
+    assert "other options (n_epochs 1 -> 2)" in " ".join(other.output.split())
 
 
 @pytest.mark.parametrize(
@@ -321,7 +321,7 @@ def test_a_sweep_folder_remembers_its_resolved_dtype_and_networks(tmp_path, isol
     monkeypatch.setattr(common.devices, "native_bf16", lambda device: True)
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    saved = json.loads((out / "sweep.json").read_text())["base"]
+    saved = json.loads((out / "sweep.json").read_text())["identity"]["config"]
     assert saved["dtype"] == "bf16" and saved["members"] == 1
     monkeypatch.setattr(common.devices, "native_bf16", lambda device: False)  # 'auto' means fp32 elsewhere
     second = runner.invoke(app, args)

@@ -55,7 +55,7 @@ def test_sweep_refuses_to_reuse_results_of_other_data(data_dir, tmp_path):
     np.savez_compressed(data_dir / "kmnist-train-imgs.npz", images)
     np.savez_compressed(data_dir / "kmnist-train-labels.npz", labels)
     again = invoke(*sweep_args(data_dir, out))
-    one_line_error(again, "data changed")
+    one_line_error(again, "train data")
 
 
 def test_sweep_default_folder_follows_the_data(data_dir, tmp_path):
@@ -224,7 +224,7 @@ HOSTILE_OPTIONS = {
     "device mps": (lambda t: ("--device", "mps"), "--device: unknown value 'mps'; choose from auto, cpu, cuda"),
     "device tpu": (lambda t: ("--device", "tpu"), "--device: unknown value 'tpu'; choose from auto, cpu, cuda"),
     "out is a file": (lambda t: ("--out", _file(t)), "is a file, not a folder"),
-    "out is another folder": (lambda t: ("--out", _file(t).parent), ("already exists (a folder)", "not an mlx sweep")),
+    "out is another folder": (lambda t: ("--out", _file(t).parent), ("already exists (a folder)", "not a sweep")),
     "out under a file": (lambda t: ("--out", _file(t) / "sub"), "is a file, not a folder"),
     "data-dir with digits": (lambda t: ("--dataset", "digits", "--data-dir", t), "only read with --dataset kmnist"),
     "epochs zero": (lambda t: ("--epochs", "0"), "epoch"),

@@ -15,10 +15,11 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from common import ConfigError
+from common.artifacts import Identity, to_plain
 from common.metrics import macro_f1
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
-from common.training import TrainHistory, json_record, json_value
+from common.training import TrainHistory
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
@@ -77,7 +78,7 @@ class ModelRun:
             "train_seconds": self.history.seconds,
             "seconds_per_epoch": self.history.seconds_per_epoch,
             "n_epochs": len(self.history.epochs),
-            "history": [json_record(r) for r in self.history.epochs],
+            "history": [to_plain(r) for r in self.history.epochs],
         }
 
 
@@ -215,11 +216,13 @@ def run_model(
     progress: ProgressCallback = no_progress,
     score_test: bool = True,
     n_tta_views: int = 0,
+    identity: Identity | None = None,
 ) -> ModelRun:
     """Train, score and save one model into ``run_dir`` (config.json first, metrics.json last).
 
     With ``n_tta_views`` > 0 the validation split is scored with and without the test-time views
-    (so the choice can be made on validation) and the test split with them.
+    (so the choice can be made on validation) and the test split with them. ``identity``: what a sweep
+    reuses the folder under (common.artifacts), saved in config.json.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(
@@ -231,11 +234,12 @@ def run_model(
                 "data_fingerprint": splits.fingerprint,
                 "device": str(device),
                 "n_tta_views": n_tta_views,
+                **({"identity": identity.to_dict()} if identity else {}),
             }
         ),
     )
     model, history = train_model(spec, splits, device, progress, task=spec.key())
-    validation_accuracy = json_value(history.epochs[-1].val_accuracy)  # nan only with no validation rows
+    validation_accuracy = to_plain(history.epochs[-1].val_accuracy)  # nan only with no validation rows
     validation_accuracy_tta = None
     if n_tta_views and len(splits.val):  # with and without the views, scored alike (fp32), to choose between them
         validation_accuracy = score(model, spec, splits.val, device, splits.class_names).accuracy

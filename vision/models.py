@@ -9,13 +9,13 @@ import dataclasses
 import math
 import pickle
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common import ConfigError, StoreError
+from common.artifacts import to_plain
 from common.devices import DType, preferred_dtype
 from common.runs import atomic_file, write_npz
 from common.training import OptimizerName, ScheduleName, TrainConfig
@@ -71,7 +71,7 @@ class ModelSpec:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     def key(self) -> str:
         """A short folder-safe name, e.g. 'mlp-numpy-d2-w512-relu-l2_0.0001'."""
@@ -97,16 +97,6 @@ def exact_number(value: float) -> str:
     """Short form (``1e-05``) when it reads back as the same float, else the exact ``repr``: distinct values, distinct keys."""
     short = f"{value:g}"
     return short if float(short) == value else repr(float(value))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 _MLP_TRAIN = TrainConfig(

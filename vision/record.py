@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from common import record as run_record
+from common.artifacts import to_plain
 from vision.data import Splits, fingerprint_arrays
 from vision.experiment import ModelRun, TestScores
 from vision.models import ModelSpec
@@ -114,7 +115,7 @@ def _record(
         command_line=run_record.command_line(),
         started_at=started_at,
         finished_at=run_record.now(),
-        config=run_record.to_plain(config),
+        config=to_plain(config),
         model=None,
         data=data_ref(splits),
         device=device,

@@ -24,6 +24,7 @@ CONFIG_SCHEMA = {
     "data_fingerprint": (str,),
     "device": (str,),
     "n_tta_views": (int,),
+    "identity": (dict,),  # what a sweep reuses the folder under (common.artifacts)
 }
 METRICS_SCHEMA = {
     **_STAMP,
@@ -42,9 +43,8 @@ METRICS_SCHEMA = {
     "n_epochs": (int,),
     "history": (list,),
 }
-SWEEP_SCHEMA = {**_STAMP, "base": (dict,)}
 _OPTIONAL = {
-    "config.json": {"n_tta_views", "data"},
+    "config.json": {"n_tta_views", "data", "identity"},
     "metrics.json": {"validation_accuracy", "val_accuracy", "n_tta_views", "validation_accuracy_tta"}
     | {"test_accuracy", "test_macro_f1", "per_class_accuracy", "confusion", "seconds_per_epoch", "history"},
 }

@@ -2,8 +2,8 @@
 
 Layout of a sweep folder::
 
-    sweep.json                      the base settings (model, data, epochs, seed): a guard against mixing
-    <spec key>/config.json          the spec and the data it was trained on (fingerprint)
+    sweep.json                      the sweep's identity (settings, data fingerprints): a guard against mixing
+    <spec key>/config.json          the spec and its identity (the spec and the data it was trained on)
     <spec key>/metrics.json
     <spec key>/weights.{npz,pt}
     report-<time>-<id>/             one per invocation: metrics.json (ranking, best test score), plot
@@ -15,9 +15,8 @@ never reused. One sweep at a time writes a folder (a lock beside it).
 """
 
 import dataclasses
-import hashlib
+import functools
 import itertools
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,18 +24,17 @@ from typing import Any
 
 from common import ConfigError, StoreError
 from common import record as run_record
+from common.artifacts import Identity, Reuse, claim_folder, decide, from_legacy, hold, to_plain
 from common.devices import Device, DType
-from common.locking import store_lock
 from common.options import CPUS
-from common.paths import ensure_writable_dir
 from common.progress import ProgressCallback, no_progress
 from common.runs import clean_stale_staging, new_run_name, staged_run_dir, write_json
 from vision.activations import Activation
-from vision.data import DatasetName, Splits, load_splits
+from vision.data import DatasetName, Splits, fingerprint_arrays, load_splits
 from vision.experiment import TestScores, data_description, run_model, score
 from vision.models import ModelName, ModelSpec, compute_dtype, load_weights, preset, with_dtype
 from vision.plots import plot_factor_effects
-from vision.runs import CONFIG_SCHEMA, METRICS_SCHEMA, SWEEP_SCHEMA, default_runs_dir, read_json, stamp
+from vision.runs import CONFIG_SCHEMA, METRICS_SCHEMA, default_runs_dir, read_json, stamp
 
 FACTORS = ("depth", "width", "activation", "l2")
 
@@ -59,18 +57,10 @@ class SweepConfig:
     dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.models.with_dtype)
     out: Path | None = None  # the sweep folder itself; default derived from the settings, so re-runs resume
 
-    def base(self) -> dict[str, Any]:
-        """Settings shared by every configuration; a sweep folder holds one base only."""
-        data_dir = str(Path(self.data_dir).resolve()) if self.data_dir else None
-        return {
-            "model": self.model.value,
-            "dataset": self.dataset.value,
-            "data_dir": data_dir,
-            "n_epochs": self.n_epochs,
-            "augment": self.augment,
-            "validation_fraction": self.validation_fraction,
-            "seed": self.seed,
-        }
+    def settings(self) -> dict[str, Any]:
+        """Settings shared by every configuration (the data folder aside: its images' fingerprints count)."""
+        keys = ("model", "dataset", "n_epochs", "augment", "validation_fraction", "seed")
+        return {k: to_plain(getattr(self, k)) for k in keys}
 
 
 @dataclass(frozen=True)
@@ -83,9 +73,9 @@ class SweepSetup:
     completed: frozenset[str]
     notes: tuple[str, ...] = ()
 
-    def base(self) -> dict[str, Any]:
-        """The config's base plus the data fingerprint: what every finished configuration must match."""
-        return sweep_base(self.config, self.specs, self.splits.fingerprint)
+    def identity(self) -> Identity:
+        """The settings, their resolution here and the data: what every finished configuration must match."""
+        return sweep_identity(self.config, self.specs, self.splits)
 
     def summary(self) -> dict[str, Any]:
         data = data_description(self.splits)
@@ -131,34 +121,49 @@ def build_grid(config: SweepConfig, device: Any = "cpu") -> tuple[ModelSpec, ...
     return tuple(dataclasses.replace(base, depth=d, width=w, activation=a, l2=l2).check() for d, w, a, l2 in grid)
 
 
-def sweep_base(config: SweepConfig, specs: tuple[ModelSpec, ...], data_fingerprint: str) -> dict[str, Any]:
+KIND = "sweep"
+MARKER = "sweep.json"
+REMEDY = "choose another --out to train afresh"
+
+
+def split_fingerprints(splits: Splits) -> dict[str, str]:
+    """One fingerprint per split (images and labels) that a sweep reads."""
+    parts = {"train": splits.train, "validation": splits.val, "test": splits.test}
+    return {name: fingerprint_arrays(s.images, s.labels) for name, s in parts.items()}
+
+
+def sweep_identity(config: SweepConfig, specs: tuple[ModelSpec, ...], splits: Splits) -> Identity:
     """A sweep's identity: its settings, what they resolve to on this machine and mlx version (the compute
     dtype, 'auto' differing between machines, and the networks per configuration), and the data."""
     resolved = {"dtype": compute_dtype(specs[0]), "members": specs[0].members}
-    return {**config.base(), **resolved, "data_fingerprint": data_fingerprint}
+    return Identity.of(KIND, {**config.settings(), **resolved}, data=split_fingerprints(splits))
 
 
-def default_sweep_dir(base: dict[str, Any]) -> Path:
-    """Derived from the settings and the data fingerprint: changed data starts a new sweep, never reuses an old one."""
-    digest = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
-    return default_runs_dir() / f"sweep-{base['model']}-{base['dataset']}-{digest}"
+def spec_identity(spec: ModelSpec, splits: Splits) -> Identity:
+    """One configuration's identity: its full spec and the data it trained on."""
+    return Identity.of("sweep configuration", spec.to_dict(), data=split_fingerprints(splits))
 
 
-def is_complete(spec: ModelSpec, folder: Path, data_fingerprint: str) -> bool:
+def default_sweep_dir(identity: Identity) -> Path:
+    """Derived from the settings and the data: changed data starts a new sweep, never reuses an old one."""
+    return default_runs_dir() / f"sweep-{identity.config['model']}-{identity.config['dataset']}-{identity.key(8)}"
+
+
+def is_complete(spec: ModelSpec, folder: Path, splits: Splits) -> bool:
     """True when ``folder`` holds finished results of exactly ``spec`` on this data; anything else there is an error."""
     if not folder.exists():
         return False
     if not (folder / "metrics.json").exists():
         raise StoreError(f"{folder} is an incomplete configuration folder (no metrics.json); move it away and re-run")
     saved = read_json(folder / "config.json", CONFIG_SCHEMA)
-    if saved.get("spec") != json.loads(json.dumps(spec.to_dict())):
-        raise StoreError(f"{folder} holds a different configuration than this sweep asks for; choose another --out")
-    if saved.get("data_fingerprint") != data_fingerprint:
-        raise StoreError(
-            f"{folder} was trained on other data (fingerprint {saved.get('data_fingerprint')}, the data now is "
-            f"{data_fingerprint}); its results cannot be reused: choose another --out to train afresh"
-        )
-    return True
+    now = spec_identity(spec, splits)
+    found = Identity.from_dict(saved.get("identity")) if isinstance(saved, dict) else None
+    if found is not None:
+        flat = found.flat()
+    else:  # an older mlx saved the spec and the fingerprint of all the images
+        options = {**(saved.get("spec") or {}), "data_fingerprint": saved.get("data_fingerprint")}
+        flat = from_legacy(options, now, {"data_fingerprint": splits.fingerprint})
+    return decide(folder, now, flat, finished=True, remedy=REMEDY) is Reuse.REUSE
 
 
 def _remove_unfinished(sweep_dir: Path, specs: tuple[ModelSpec, ...]) -> list[Path]:
@@ -173,33 +178,14 @@ def _remove_unfinished(sweep_dir: Path, specs: tuple[ModelSpec, ...]) -> list[Pa
     return unfinished
 
 
-def _check_marker(sweep_dir: Path, base: dict[str, Any]) -> None:
-    """sweep.json records the base settings and data fingerprint; a folder holds one sweep only."""
-    marker = sweep_dir / "sweep.json"
-    if not marker.exists():
-        if any(not entry.name.startswith(".") for entry in sweep_dir.iterdir()):
-            raise StoreError(f"{sweep_dir} is not empty and is not an mlx sweep folder; choose another --out")
-        write_json(marker, stamp({"base": base}))
-        return
-    # Sweeps before --dtype trained in fp32, one network per configuration.
-    saved = {"dtype": "fp32", "members": 1, **read_json(marker, SWEEP_SCHEMA)["base"]}
-    if saved["dtype"] == "auto":  # saved by mlx before the resolved dtype was the identity
-        saved["dtype"] = base["dtype"]
-    if saved.get("data_fingerprint") != base["data_fingerprint"] and {
-        k: v for k, v in saved.items() if k != "data_fingerprint"
-    } == {k: v for k, v in base.items() if k != "data_fingerprint"}:
-        raise StoreError(
-            f"the data changed since the sweep in {sweep_dir} ran (fingerprint {saved.get('data_fingerprint')}, now "
-            f"{base['data_fingerprint']}): its finished configurations do not describe this data; choose another --out to train afresh"
-        )
-    now = json.loads(json.dumps(base))
-    if saved != now:
-        changed = ", ".join(
-            f"{k} {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
-        )
-        raise StoreError(
-            f"{sweep_dir} belongs to a sweep with other settings ({changed}; see its sweep.json); choose another --out"
-        )
+def _legacy(saved: dict, now: Identity, config: SweepConfig, splits: Splits) -> dict[str, Any]:
+    """sweep.json of an older mlx: its base settings with the resolved data folder and one fingerprint of all
+    the images; sweeps before --dtype trained in fp32, one network per configuration."""
+    base = {"dtype": "fp32", "members": 1, **(saved.get("base") or {})}
+    if base["dtype"] == "auto":  # saved by mlx before the resolved dtype was the identity
+        base["dtype"] = now.config["dtype"]
+    data_dir = str(Path(config.data_dir).resolve()) if config.data_dir else None
+    return from_legacy(base, now, {"data_dir": data_dir, "data_fingerprint": splits.fingerprint})
 
 
 def prepare_sweep(config: SweepConfig) -> SweepSetup:
@@ -213,11 +199,12 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     device = resolve_device(config.device)
     specs = build_grid(config, device)
     splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
-    base = sweep_base(config, specs, splits.fingerprint)
-    sweep_dir = ensure_writable_dir(Path(config.out) if config.out else default_sweep_dir(base))
-    _check_marker(sweep_dir, base)
+    identity = sweep_identity(config, specs, splits)
+    sweep_dir = Path(config.out) if config.out else default_sweep_dir(identity)
+    legacy = functools.partial(_legacy, now=identity, config=config, splits=splits)
+    claim_folder(sweep_dir, identity, MARKER, legacy=legacy, remedy=REMEDY)
     removed = clean_stale_staging(sweep_dir) + _remove_unfinished(sweep_dir, specs)
-    completed = frozenset(s.key() for s in specs if is_complete(s, sweep_dir / s.key(), splits.fingerprint))
+    completed = frozenset(s.key() for s in specs if is_complete(s, sweep_dir / s.key(), splits))
     notes = (f"removed {len(removed)} unfinished folder(s) of an interrupted sweep",) if removed else ()
     return SweepSetup(config, specs, splits, device, sweep_dir, completed, notes)
 
@@ -226,7 +213,7 @@ def run_sweep(setup: SweepSetup, progress: ProgressCallback = no_progress) -> Sw
     """Train the missing configurations, rank all by validation accuracy, score the best on test once."""
     from common.training import cpu_threads
 
-    with store_lock(setup.sweep_dir, "sweep folder"), cpu_threads(setup.config.threads):
+    with hold(setup.sweep_dir, "sweep folder"), cpu_threads(setup.config.threads):
         return _run_sweep(setup, progress)
 
 
@@ -237,11 +224,12 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
     rows, n_skipped = [], 0
     for done, spec in enumerate(setup.specs):
         folder = setup.sweep_dir / spec.key()
-        if is_complete(spec, folder, setup.splits.fingerprint):  # checked again under the lock
+        if is_complete(spec, folder, setup.splits):  # checked again under the lock
             n_skipped += 1
         else:
             with staged_run_dir(folder) as stage:
-                run_model(spec, setup.splits, setup.device, stage, progress, score_test=False)
+                identity = spec_identity(spec, setup.splits)
+                run_model(spec, setup.splits, setup.device, stage, progress, score_test=False, identity=identity)
         metrics = read_json(folder / "metrics.json", METRICS_SCHEMA)
         rows.append(
             {
@@ -271,7 +259,7 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
         figure = plot_factor_effects(rows, FACTORS, stage / "factor_effects.png")
         write_json(
             stage / "config.json",
-            stamp({"command": "sweep", "base": setup.base(), "grid": [s.key() for s in setup.specs]}),
+            stamp({"command": "sweep", "identity": setup.identity().to_dict(), "grid": [s.key() for s in setup.specs]}),
         )
         write_json(
             stage / "metrics.json",
