@@ -206,7 +206,7 @@ def finetune(
             raise typer.Exit(code)
         return
     if main:
-        for note in plan.dataset.notes:
+        for note in plan.dataset.notes + plan.notes:
             ui.say(note)
         ui.summary_panel("mlx finetune", plan.summary())
     kept = f"checkpoints are kept in {plan.partial}; run the same command again to resume"

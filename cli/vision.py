@@ -188,6 +188,8 @@ def compare(
     )
     setup = prepare_compare(config)
     _say_device(setup.device)
+    for note in setup.splits.notes:
+        ui.say(note)
     ui.summary_panel("mlx vision compare", setup.summary())
     with ui.progress_bar("batch") as progress:
         result = run_compare(setup, progress)

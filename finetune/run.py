@@ -23,6 +23,7 @@ from common.cost import device_name, measure, per_second
 from common.devices import DType, preferred_dtype, resolve_device
 from common.distributed import DistInfo, barrier, dist_info, init_distributed
 from common.errors import ConfigError, DataError, ModelLoadError, StoreError
+from common.heldout import check_test_classes, check_test_rows, row_keys
 from common.paths import ensure_writable_dir, mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
@@ -65,6 +66,7 @@ class FinetunePlan:
     resume_step: int | None  # the checkpoint a resumed run starts from
     started_at: str = ""
     identity: Identity | None = None  # what the run computes from (common.artifacts)
+    notes: tuple[str, ...] = ()  # warnings on the data, said before training and kept in the record
 
     @property
     def dtype(self) -> DType:
@@ -237,6 +239,7 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
             f"split {config.train_split!r} of {dataset.name} has only one class ({dataset.label_names[present[0]]}); a classifier needs at least two"
         )
     fit_rows, val_rows = _training_rows(train.labels, config.train_size, config.seed)
+    notes = _check_held_out(dataset, config, np.concatenate([fit_rows, val_rows]))
     shape = model_shape(config.model)
     source = resolve_model(config.model)
     hidden_size = _hidden_size(source)
@@ -281,7 +284,21 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
         resume_step,
         now(),
         identity,
+        notes,
     )
+
+
+def _check_held_out(dataset: TextDataset, config: FinetuneConfig, rows: np.ndarray) -> tuple[str, ...]:
+    """Refuse test rows that are all among the training rows read; warn of some, and of test classes they lack."""
+    train, test = dataset.splits[config.train_split], dataset.splits[config.test_split]
+    train_what = f"split {config.train_split!r} of {dataset.name}"
+    notes = check_test_rows(
+        row_keys(train.texts[i] for i in rows),
+        row_keys(test.texts),
+        train_what=train_what,
+        test_what=f"split {config.test_split!r}",
+    )
+    return notes + check_test_classes(train.labels[rows], test.labels, dataset.label_names, train_what=train_what)
 
 
 def _training_rows(labels: np.ndarray, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -828,5 +845,5 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
             "learning_curve.png",
             run_record.PREDICTIONS_FILE,
         ),
-        notes=result.notes,
+        notes=plan.notes + result.notes,
     )

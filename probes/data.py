@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ConfigError, DataError, StoreError
+from common.heldout import check_test_rows
 from common.options import ALL, LAST, LayerSpec, parse_layer
 from common.record import SplitRef, subset_fingerprint
 from common.splits import stratified_split, stratified_subsample
@@ -145,27 +146,22 @@ def plan_splits(
 
 
 def check_disjoint(store: EmbeddingStore, train: str, test_store: EmbeddingStore, test: str) -> tuple[str, ...]:
-    """Refuse test rows that are the train rows (same split fingerprint); a note when some rows are shared.
+    """Refuse test rows that are all train rows; a note when some are (common.heldout.check_test_rows).
 
-    Rows are shared when both splits come from the same split of the same dataset (a store's split
-    keeps its source split's name and row ids), e.g. two --limit subsamples of one train split.
+    A store holds vectors, not texts: rows are compared by their source row ids where both splits come
+    from the same split of the same dataset (a store's split keeps its source split's name and row ids,
+    e.g. two --limit subsamples of one train split), or where their fingerprints say they are one split.
     """
     train_print, test_print = store.split_fingerprint(train), test_store.split_fingerprint(test)
     same_file = Path(store.path).resolve() == Path(test_store.path).resolve() and train == test
-    if same_file or (train_print and train_print == test_print):
-        raise DataError(
-            f"the test rows (split {test!r} of {test_store.path}) are the train rows (split {train!r} of {store.path}): "
-            "scoring train against itself says nothing; pass a store with other rows, or --test-fraction to carve a test split"
-        )
-    if train != test or store.info.dataset_name != test_store.info.dataset_name:
+    same_source = train == test and store.info.dataset_name == test_store.info.dataset_name
+    if not (same_file or same_source or (train_print and train_print == test_print)):
         return ()
-    shared = np.intersect1d(store.row_ids(train), test_store.row_ids(test))
-    if not len(shared):
-        return ()
-    n_test = test_store.info.splits[test]
-    return (
-        f"warning: {len(shared):,} of {n_test:,} test rows are also train rows (rows of split {train!r} of dataset "
-        f"{store.info.dataset_name!r} in both stores): the test score is inflated",
+    return check_test_rows(
+        store.row_ids(train).tolist(),
+        test_store.row_ids(test).tolist(),
+        train_what=f"split {train!r} of {store.path}",
+        test_what=f"split {test!r} of {test_store.path}",
     )
 
 

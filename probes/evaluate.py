@@ -17,6 +17,7 @@ from common import record as run_record
 from common import runs as common_runs
 from common.artifacts import to_plain
 from common.cost import device_name, measure, per_second
+from common.heldout import check_test_classes
 from common.metrics import macro_f1
 from common.options import LayerSpec
 from common.progress import ProgressCallback, no_progress
@@ -222,10 +223,12 @@ def run_probes(
         label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))
         explicit = any(name != "all" for name in config.poolings)
         pairs, notes = data.pair_poolings_with_layers(store, plan.train_split, poolings, selections, explicit)
-        notes = [*plan.notes, *notes]
+        y_test = data.test_labels(plan, store, test_store)
+        missing = check_test_classes(y_train, y_test, label_names, train_what=f"the training rows of {store.path}")
+        notes = [*plan.notes, *missing, *notes]
         store_meta = _store_meta(store, test_store)
         if on_plan:
-            n_test = len(data.test_labels(plan, store, test_store))
+            n_test = len(y_test)
             on_plan(
                 {
                     "store": str(store.path),

@@ -34,10 +34,12 @@ def write_ag_news_folder(folder: Path, n_train: int = 24, n_test: int = 12) -> P
     """A folder in the original AG News layout: headerless "class","title","description" rows."""
     folder.mkdir(parents=True, exist_ok=True)
     topics = ["president election talks", "team wins cup match", "bank profit shares", "software chip internet"]
-    for name, n in (("train.csv", n_train), ("test.csv", n_test)):
+    # Test rows are numbered after the train rows: a test row that repeated a train row would be refused
+    # (common/heldout.py) or inflate the score.
+    for name, n, first in (("train.csv", n_train, 0), ("test.csv", n_test, n_train)):
         with open(folder / name, "w", newline="") as fh:
             writer = csv.writer(fh, quoting=csv.QUOTE_ALL)
-            for i in range(n):
+            for i in range(first, first + n):
                 c = i % 4
                 writer.writerow([c + 1, f"{topics[c]} {i}", f"the {topics[c]} on day {i} " * (1 + i % 3)])
     (folder / "classes.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")

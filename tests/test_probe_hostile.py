@@ -27,20 +27,20 @@ def no_runs_left(home):
 def test_the_same_one_split_store_as_test_store_is_refused(tmp_path, isolated_home):
     """Item 3: train scored against itself is 100% and means nothing."""
     store = write_synthetic_store(tmp_path / "s.h5", splits=("train",), n_train=60)
-    one_line_error(probe("knn", "--store", store, "--test-store", store, "--k", "1"), "are the train rows")
+    one_line_error(probe("knn", "--store", store, "--test-store", store, "--k", "1"), "are train rows")
     copy = tmp_path / "copy.h5"
     shutil.copy(store, copy)  # another file, the same rows: the split fingerprint tells
-    one_line_error(probe("knn", "--store", store, "--test-store", copy, "--k", "1"), "are the train rows")
+    one_line_error(probe("knn", "--store", store, "--test-store", copy, "--k", "1"), "are train rows")
     assert no_runs_left(isolated_home)
 
 
 def test_overlapping_rows_are_said_aloud(tmp_path, isolated_home):
     """Item 3, overlap: two subsamples of one source split share rows."""
-    train = write_synthetic_store(tmp_path / "a.h5", splits=("train",), n_train=60, seed=0)
-    test = write_synthetic_store(tmp_path / "b.h5", splits=("train",), n_train=30, seed=1)
+    train = write_synthetic_store(tmp_path / "a.h5", splits=("train",), n_train=30, seed=0)
+    test = write_synthetic_store(tmp_path / "b.h5", splits=("train",), n_train=60, seed=1)
     result = probe("knn", "--store", train, "--test-store", test, "--k", "1")
     assert result.exit_code == 0, result.output
-    assert "30 of 30 test rows are also train rows" in result.stderr
+    assert "30 of 60 test rows are also train rows" in result.stderr
     config = json.loads(next((isolated_home / "runs" / "probe").glob("*/run.json")).read_text())
     assert any("also train rows" in note for note in config["notes"])
 

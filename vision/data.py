@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ConfigError, DataError
+from common.heldout import check_test_classes, check_test_rows, row_keys
 from common.paths import PathKind, check_path
 from common.splits import stratified_split
 from vision.names import DatasetName  # noqa: F401  (re-exported)
@@ -65,6 +66,7 @@ class Splits:
     dataset: str
     class_names: tuple[str, ...]
     fingerprint: str = ""  # sha256 over every split's images and labels: equal data, equal fingerprint
+    notes: tuple[str, ...] = ()  # warnings on the data (test images that repeat train images, classes train lacks)
 
 
 def fingerprint_arrays(*arrays: np.ndarray) -> str:
@@ -194,6 +196,7 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction
         train, test = load_kmnist_split(folder, "train"), load_kmnist_split(folder, "test")
         class_names = KMNIST_CLASS_NAMES
     check_variance(train)
+    notes = check_held_out(train, test, class_names)
     fingerprint = fingerprint_arrays(train.images, train.labels, test.images, test.labels)
     if not 0 <= validation_fraction < 1:
         raise ConfigError(
@@ -206,8 +209,22 @@ def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction
     train, val = train.take(fit_rows), train.take(validation_rows)
     log.info("loaded %s: %d train, %d val, %d test", dataset.value, len(train), len(val), len(test))
     return Splits(
-        train=train, val=val, test=test, dataset=dataset.value, class_names=class_names, fingerprint=fingerprint
+        train=train,
+        val=val,
+        test=test,
+        dataset=dataset.value,
+        class_names=class_names,
+        fingerprint=fingerprint,
+        notes=notes,
     )
+
+
+def check_held_out(train: ImageSet, test: ImageSet, class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse test images that are all train images; warn of some, and of test classes train lacks (common.heldout)."""
+    notes = check_test_rows(
+        row_keys(train.images), row_keys(test.images), train_what=train.source, test_what=test.source
+    )
+    return notes + check_test_classes(train.labels, test.labels, class_names, train_what=train.source)
 
 
 def check_variance(train: ImageSet) -> None:

@@ -121,6 +121,7 @@ def _record(
         device=device,
         results=rows,
         artifacts=tuple(str(p) for p in artifacts),
+        notes=splits.notes,
     )
 
 

@@ -206,6 +206,7 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     removed = clean_stale_staging(sweep_dir) + _remove_unfinished(sweep_dir, specs)
     completed = frozenset(s.key() for s in specs if is_complete(s, sweep_dir / s.key(), splits))
     notes = (f"removed {len(removed)} unfinished folder(s) of an interrupted sweep",) if removed else ()
+    notes += splits.notes
     return SweepSetup(config, specs, splits, device, sweep_dir, completed, notes)
 
 
