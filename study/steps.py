@@ -6,12 +6,12 @@ Each returns True when it did work and False when it found its output (said thro
 from collections.abc import Callable
 from pathlib import Path
 
-from common.artifacts import IdentityMismatch
+from common.artifacts import IdentityMismatch, is_done
 from common.devices import DType
 from common.errors import ConfigError, StoreError
 from common.options import LayerSpec
 from common.progress import ProgressCallback
-from common.record import RECORD_FILE, read_record
+from common.record import read_record
 
 KS = (1, 5, 10, 20)
 
@@ -59,7 +59,7 @@ def probe(
     """k-NN and logistic regression on every pooling x layer of ``store`` (or the ones given), at one training size."""
     from probes import KNNConfig, ProbeKind, ProbeRunConfig, run_probes
 
-    if (run_dir / RECORD_FILE).exists():
+    if is_done(run_dir):
         notify(f"cached: {what} ({run_dir})")
         return False
     ks = tuple(k for k in KS if n_train is None or k <= n_train) or (1,)
@@ -110,7 +110,7 @@ def probe_concatenated(
     notify: Callable[[str], None],
     what: str,
 ) -> bool:
-    if (run_dir / RECORD_FILE).exists():
+    if is_done(run_dir):
         notify(f"cached: {what} ({run_dir})")
         return False
     chosen = best_layers(layers_run, n_layers)
@@ -142,7 +142,7 @@ def finetune(
 ) -> bool:
     """`mlx finetune --method METHOD` on the study's data at one training size; it resumes an interrupted run
     on its own. The study's lr is full fine-tuning's; LoRA and BitFit scale it as their defaults do."""
-    if (run_dir / RECORD_FILE).exists():
+    if is_done(run_dir):
         notify(f"cached: {what} ({run_dir})")
         return False
     try:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from common.artifacts import Identity, claim_folder, from_legacy, hold, is_done, to_plain
 from common.errors import ConfigError, DataError
+from common.heldout import check_test_rows, row_keys
 from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
@@ -157,6 +158,9 @@ def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
             f"dataset {config.dataset!r} has splits {', '.join(dataset.splits)}; a study needs 'train' and 'test'"
         )
     n_train, n_test = len(dataset.splits["train"]), len(dataset.splits["test"])
+    train, test = dataset.splits["train"], dataset.splits["test"]
+    what = f"split 'train' of {dataset.name}"
+    check_test_rows(row_keys(train.texts), row_keys(test.texts), train_what=what, test_what="split 'test'")
     too_big = [n for n in config.train_sizes if n is not None and n > n_train]
     if too_big:
         raise ConfigError(

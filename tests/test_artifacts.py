@@ -86,8 +86,8 @@ def test_the_reuse_rule(saved, finished, progress, force, expected, tmp_path):
     "changed, named",
     [
         (dict(config={"lr": 0.2, "n_epochs": 2}), "lr 0.2 -> 0.1"),
-        (dict(data={"train": "cccc", "test": "bbbb"}), "data.train cccc -> aaaa"),
-        (dict(model="sha256:w0"), "model sha256:w0 -> sha256:w1"),
+        (dict(data={"train": "cccc", "test": "bbbb"}), "train data cccc -> aaaa"),
+        (dict(model="sha256:w0"), "model weights sha256:w0 -> sha256:w1"),
     ],
 )
 @pytest.mark.parametrize("finished", [True, False])
@@ -112,24 +112,8 @@ def test_identity_keys_ignore_key_order_and_paths_left_out():
 
 
 def finetune_args(model, data, out, *extra):
-    return (
-        "finetune",
-        "--model",
-        model,
-        "--dataset",
-        data,
-        "--out",
-        out,
-        "--epochs",
-        "2",
-        "--lr",
-        "2e-3",
-        "--batch-size",
-        "8",
-        "--checkpoint-every",
-        "2",
-        *extra,
-    )
+    options = {"--model": model, "--dataset": data, "--out": out, "--epochs": 2, "--lr": 2e-3, "--batch-size": 8}
+    return ("finetune", *(str(part) for pair in options.items() for part in pair), "--checkpoint-every", "2", *extra)
 
 
 class Crash(Exception):
@@ -331,20 +315,8 @@ def test_a_damaged_partial_marker_is_one_line(tiny_bert, tmp_path):
 
 
 def study_args(model, data, out, *extra):
-    return (
-        "study",
-        "text",
-        "--model",
-        model,
-        "--dataset",
-        data,
-        "--out",
-        out,
-        "--no-finetune",
-        "--pooling",
-        "mean",
-        *extra,
-    )
+    options = {"--model": model, "--dataset": data, "--out": out, "--pooling": "mean"}
+    return ("study", "text", *(str(part) for pair in options.items() for part in pair), "--no-finetune", *extra)
 
 
 def vision_study_args(tmp_path, out):

@@ -99,7 +99,16 @@ def vision_compare(tiny_bert, tmp_path, change, *extra):
     return invoke(*args, "--device", "cpu", "--out", out, *extra), out
 
 
+def study_text(tiny_bert, tmp_path, change, *extra):
+    data = write_ag_news_folder(tmp_path / "ag", n_train=48, n_test=16)
+    change(data)
+    out = tmp_path / "study"
+    args = ("study", "text", "--model", tiny_bert, "--dataset", data, "--out", out, "--no-finetune")  # fmt: skip
+    return invoke(*args, *extra), out
+
+
 REFUSED = [
+    ("study text", study_text, text_test_is_shuffled_train, ()),
     ("finetune", finetune, text_test_is_train, ()),
     ("finetune", finetune, lambda folder: None, ("--split", "train", "--split", "train")),
     ("finetune", finetune, text_test_is_shuffled_train, ()),
