@@ -227,6 +227,8 @@ def what_is(path: Path) -> str:
         return "nothing"
     if path.is_file():
         return "an mlx embedding store" if _is_store(path) else "a file"
+    if not path.is_dir():
+        return "a special file (a FIFO, socket or device)"
     record = _read_json(path / RECORD_FILE)
     if isinstance(record, dict) and isinstance(record.get("kind"), str):
         kind = record["kind"]
