@@ -1,12 +1,13 @@
 """Full fine-tuning, LoRA and BitFit side by side: the same rows, mlx's defaults, one run each.
 
-    python benchmarks/finetune_methods.py --data ../shared/data/ag_news --threads 2      # the README table
+    python benchmarks/finetune_methods.py --data ../shared/data/ag_news --threads 1      # the README table
     python benchmarks/finetune_methods.py --data demo --limit 200 --epochs 1             # offline smoke run
     python benchmarks/finetune_methods.py --data ../shared/data/ag_news --methods full,lora --lora-lr 5e-4,1e-3
 
 Each method runs ``mlx finetune`` (prepare_finetune / run_finetune, defaults unless given here) in a
-process of its own, so that its peak memory is its own: the peak resident set of that process
-(``ru_maxrss``: model, data, training and scoring). Training seconds per epoch are the optimizer steps
+process of its own. Peak memory is the run's own record (``peak_memory_bytes``, common.cost: the
+process's resident set at its highest while the head probe and training ran; max allocated on CUDA),
+test/s its inference throughput (test texts per second through the tuned model). Training seconds per epoch are the optimizer steps
 alone (the loop's ``train_seconds``, no validation, no checkpoints); samples/s is training rows per
 second of those steps. CPU seconds per epoch (the process's CPU time in ``fit``: steps, validation
 passes and checkpoints) are the steadier figure on a shared machine. Every method trains and scores the same rows (the same seed, validation rows
@@ -18,7 +19,6 @@ row; the others are printed too, marked as not chosen. Test accuracy never choos
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -166,7 +166,8 @@ def run_one(args, method: str, lr: float | None) -> dict:
         "epoch_cpu_seconds": spent["cpu"] / max(1, len(history.epochs)),
         "samples_per_second": history.samples_per_second,
         "fit_seconds": history.seconds,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # kB on Linux
+        "peak_memory_bytes": result.peak_memory_bytes,  # while training (common.cost.measure)
+        "predict_per_second": result.predict_per_second,
         "dtype": plan.dtype.value,
         "load": os.getloadavg()[0],
     }
@@ -176,7 +177,8 @@ def _line(run: dict) -> str:
     return (
         f"{run['method']:<7} lr {run['lr']:<8g} test {100 * run['accuracy']:.2f}%  validation {100 * run['validation_accuracy']:.2f}%  "
         f"{run['trainable_params']:,} trainable  {run['epoch_seconds']:.0f} s/epoch ({run['epoch_cpu_seconds']:.0f} CPU s)  "
-        f"{run['samples_per_second']:.1f} samples/s  peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB  "
+        f"{run['samples_per_second']:.1f} samples/s  peak memory {run['peak_memory_bytes'] / 2**20:,.0f} MiB  "
+        f"{run['predict_per_second']:,.0f} test/s  "
         f"({run['n_train']:,} train rows, {run['dtype']}, load {run['load']:.1f})"
     )
 
@@ -184,20 +186,21 @@ def _line(run: dict) -> str:
 def _table(chosen: dict) -> str:
     """One row per method; against full fine-tuning: accuracy in points, then ratios of parameters, time, memory."""
     full = chosen.get("full")
-    header = f"{'method':<7} {'lr':>7} {'test acc':>9} {'trainable':>11} {'s/epoch':>8} {'CPU s':>6} {'samples/s':>10} {'peak RSS':>9}"
+    header = f"{'method':<7} {'lr':>7} {'test acc':>9} {'trainable':>11} {'s/epoch':>8} {'CPU s':>6} {'samples/s':>10} {'peak mem':>10} {'test/s':>7}"
     if full:
         header += f"  {'vs full: acc':>12} {'params':>7} {'time':>6} {'CPU':>6} {'memory':>7}"
     lines = [header]
     for method, r in chosen.items():
         line = (
             f"{method:<7} {r['lr']:>7g} {100 * r['accuracy']:>8.2f}% {r['trainable_params']:>11,} {r['epoch_seconds']:>8.0f} "
-            f"{r['epoch_cpu_seconds']:>6.0f} {r['samples_per_second']:>10.1f} {r['peak_rss_bytes'] / 2**20:>5,.0f} MiB"
+            f"{r['epoch_cpu_seconds']:>6.0f} {r['samples_per_second']:>10.1f} {r['peak_memory_bytes'] / 2**20:>6,.0f} MiB "
+            f"{r['predict_per_second']:>7,.0f}"
         )
         if full:
             line += (
                 f"  {100 * (r['accuracy'] - full['accuracy']):>+9.2f} pt {r['trainable_params'] / full['trainable_params']:>6.2%} "
                 f"{r['epoch_seconds'] / full['epoch_seconds']:>5.2f}x {r['epoch_cpu_seconds'] / full['epoch_cpu_seconds']:>5.2f}x "
-                f"{r['peak_rss_bytes'] / full['peak_rss_bytes']:>6.2f}x"
+                f"{r['peak_memory_bytes'] / full['peak_memory_bytes']:>6.2f}x"
             )
         lines.append(line)
     return "\n".join(lines)
