@@ -166,8 +166,8 @@ def run_one(args, method: str, lr: float | None) -> dict:
         "epoch_cpu_seconds": spent["cpu"] / max(1, len(history.epochs)),
         "samples_per_second": history.samples_per_second,
         "fit_seconds": history.seconds,
-        "peak_memory_bytes": result.peak_memory_bytes,  # while training (common.cost.measure)
-        "predict_per_second": result.predict_per_second,
+        "peak_memory_bytes": result.peak_memory_bytes or 0,  # while training (common.cost.measure); 0: unknown
+        "predict_per_second": result.predict_per_second or 0.0,
         "dtype": plan.dtype.value,
         "load": os.getloadavg()[0],
     }
