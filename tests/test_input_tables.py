@@ -240,7 +240,7 @@ def test_a_csv_field_over_the_csv_modules_default_limit_loads(tmp_path):
         (["finetune", "--seed", str(2**64)], "--seed"),
         (["embed", "--seed", str(2**63)], "--seed"),
         (["finetune", "--threads", "100000"], "--threads"),
-        (["finetune", "--threads", str((os.cpu_count() or 1) + 1)], "one per CPU present"),
+        (["finetune", "--model", "minilm", "--threads", str((os.cpu_count() or 1) + 1)], "one per CPU present"),
         (["vision", "compare", "--threads", "100000"], "--threads"),
         (["finetune", "--epochs", str(2**63)], "--epochs"),
         (["study", "text", "--epochs", "100000"], "--epochs"),
