@@ -184,21 +184,18 @@ def test_bad_method_options_are_one_line_each(tiny_bert, tmp_path, options, mess
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_two_processes_train_each_method_in_sync(tiny_bert, data, tmp_path, method):
-    from tests.test_finetune_ddp import finetune_args, launch
+    from tests.test_finetune_ddp import launch
 
     out = tmp_path / "ddp"
-    process = launch(finetune_args(tiny_bert, data, out, "--nproc", "2", "--method", method, "--pooling", "mean"))
+    options = dict(method=method, pooling="mean", lr=3e-3, batch_size=4, checkpoint_every=2, n_epochs=2, dtype="fp32")
+    args = ["finetune", "--model", tiny_bert, "--dataset", data, "--out", out, "--nproc", "2", "--method", method]
+    args += ["--pooling", "mean", "--lr", "3e-3", "--batch-size", "4", "--checkpoint-every", "2", "--epochs", "2"]
+    process = launch([str(a) for a in (*args, "--warmup", "0.1", "--dtype", "fp32")])
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr.decode()
     record = read_run(out)
     assert record["world_size"] == 2 and record["ranks_in_sync"] is True and record["method"] == method
-    single = run_finetune(
-        prepare_finetune(
-            config(
-                tiny_bert, data, tmp_path / "one", method=method, pooling="mean", lr=3e-3, batch_size=4, grad_accum=2
-            )
-        )
-    )
+    single = run_finetune(prepare_finetune(config(tiny_bert, data, tmp_path / "one", grad_accum=2, **options)))
     assert record["trainable_params"] == single.trainable_params
     assert single.history.n_steps == record["n_steps"]
     for one, two in zip(single.history.epochs, record["epochs"]):  # the tolerance of tests/test_finetune_ddp.py
