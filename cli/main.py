@@ -131,10 +131,32 @@ def _usage_error(exc) -> None:
     param = getattr(exc, "param", None)
     if param is not None and grammar.choices(param) is not None:
         message = grammar.choice_error(param, exc)
+    elif _bounded(param) and "should be" in exc.format_message():  # pydantic's "Input should be greater than ..."
+        value = _given_value(param)
+        message = f"{param.opts[0] if param.opts else param.name} must lie in {param.min}..{param.max}" + (
+            f", got {value}" if value is not None else ""
+        )
     else:  # typer's converters speak pydantic ("Value error, ..."): keep only what is wrong
         message = exc.format_message().replace("Value error, ", "")
     ui.print_error(f"{message} (see '{where} --help')")
     raise typer.Exit(exc.exit_code)
+
+
+def _bounded(param) -> bool:
+    """An integer option declared with IntRange bounds (typer keeps them as min/max on the option)."""
+    return getattr(param, "min", None) is not None and getattr(param, "max", None) is not None
+
+
+def _given_value(param):
+    """The text the user gave for ``param``, for the refusal (None where it cannot be found)."""
+    args = sys.argv[1:]  # the command line (under a test runner's invoke, not there: then None)
+    for opt in param.opts:
+        for i, arg in enumerate(args):
+            if arg == opt and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(opt + "="):
+                return arg[len(opt) + 1 :]
+    return None
 
 
 app = typer.Typer(

@@ -316,6 +316,11 @@ def claim_folder(
         return folder
     saved = _read_json(path)
     found = Identity.from_dict(saved.get("identity")) if isinstance(saved, dict) else None
+    if found is not None and saved.get("kind") != now.kind:  # claim_folder always writes both keys
+        raise StoreError(
+            f"{path} is damaged: its 'kind' is {saved.get('kind')!r}, not {now.kind!r}; "
+            f"delete {folder} to start over, or choose another --out"
+        )
     if found is not None:
         flat = found.flat()
     elif isinstance(saved, dict) and legacy is not None:

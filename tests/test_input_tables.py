@@ -172,8 +172,8 @@ def test_float_labels_make_as_many_classes_as_values_in_finetune(tmp_path):
     from finetune.config import FinetuneConfig
     from finetune.run import prepare_finetune
 
-    rows = [[f"word{i} text", float(i % 4) if i % 2 else i % 4] for i in range(40)]
-    for split in ("train", "test"):
+    for split, offset in (("train", 0), ("test", 1000)):  # test rows differ from train rows (held-out check)
+        rows = [[f"word{i + offset} text", float(i % 4) if i % 2 else i % 4] for i in range(40)]
         write_table(tmp_path / f"{split}.jsonl", ["text", "label"], rows, "jsonl")
     plan = prepare_finetune(FinetuneConfig(model="minilm", dataset=str(tmp_path), out=tmp_path / "run").check())
     assert len(plan.dataset.label_names) == 4

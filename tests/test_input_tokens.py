@@ -81,7 +81,11 @@ def test_long_texts_never_reach_the_tokenizer_whole(tiny_bert, tmp_path, monkeyp
     args = ["--model", tiny_bert, "--dataset", data, "--max-length", "16", "--out", tmp_path / "out"]
     if command == "finetune":
         data.rename(tmp_path / "train.csv")
-        (tmp_path / "test.csv").write_text((tmp_path / "train.csv").read_text())
+        train_lines = (tmp_path / "train.csv").read_text().splitlines()
+        # test rows must differ from train rows (the held-out check refuses a test split of train rows)
+        (tmp_path / "test.csv").write_text(
+            "\n".join([train_lines[0]] + [f"new {line}" for line in train_lines[1:]]) + "\n"
+        )
         args[3] = tmp_path
         args += ["--epochs", "1", "--batch-size", "2", "--head-init", "random", "--split", "train", "--split", "test"]
     result = invoke(command, *args)
