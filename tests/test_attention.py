@@ -270,7 +270,7 @@ def test_bad_input(tiny_bert, tmp_path, isolated_home):
         ["show", *model, "--dataset", data, "--split", "test", "--row", "12"], "--row 12 is past the end", "0..11"
     )
     fails_cleanly(
-        ["show", *model, "--dataset", data, "--split", "test", "--row", "-1"], "'--row'", "greater than or equal to 0"
+        ["show", *model, "--dataset", data, "--split", "test", "--row", "-1"], "--row must lie in 0..", "0..1000000000"
     )
     fails_cleanly(["show", *model, "--dataset", data, "--split", "dev", "--row", "0"], "split 'dev'")
     blocker = tmp_path / "a-file"
