@@ -8,7 +8,7 @@ from common import record
 from common.artifacts import to_plain
 from common.paths import mlx_home
 from common.runs import check_new, new_run_name
-from embeddings.datasets import TextSplit, load_text_dataset, select_splits, subsample
+from text.datasets import TextSplit, load_text_dataset, select_splits, subsample
 
 
 @dataclass(frozen=True)

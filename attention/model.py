@@ -17,8 +17,8 @@ import torch
 
 from common import ModelLoadError
 from common.devices import DType, torch_dtype
-from embeddings.models import LoadedModel, load_model, model_shape
 from text.limits import resolve_max_length as text_max_length
+from text.models import LoadedModel, load_model, model_shape
 from text.tokens import cut_texts
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embeddings.datasets import load_demo  # noqa: E402
 from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction  # noqa: E402
-from embeddings.models import DType, bundled_minilm_path  # noqa: E402
 from embeddings.store import EmbeddingStore  # noqa: E402
+from text.datasets import load_demo  # noqa: E402
+from text.models import DType, bundled_minilm_path  # noqa: E402
 
 # ../shared/data from a checkout in /work/main, ../../shared/data from a worktree in /work/wt/<name>
 AG_NEWS_TEST = next(

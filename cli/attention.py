@@ -35,7 +35,7 @@ def _index(option: str, value: str) -> int | None:
 
 def _check_models(*models: str) -> None:
     """A hub id with no hub to ask fails here at once, before torch and transformers are imported."""
-    from embeddings.models import model_shape
+    from text.models import model_shape
 
     for model in models:
         model_shape(model)

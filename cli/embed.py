@@ -8,8 +8,8 @@ from cli import ui
 from cli.params import DatasetParser, ModelParser, OutputFile
 from common.devices import Device, DType
 from common.options import ALL, BATCH_SIZES, COUNTS, PROCESSES, SEEDS, TOKENS, layer_text, parse_layer, parse_names
-from embeddings.pooling import ALL_POOLINGS
 from text.defaults import DEFAULT_MODEL
+from text.pooling import ALL_POOLINGS
 
 
 def embed(

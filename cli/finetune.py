@@ -149,8 +149,8 @@ def finetune(
     ends bit-identical to an uninterrupted run.
     """
     from common.distributed import dist_info, launch_local, shutdown
-    from embeddings.models import model_shape
     from finetune.config import FinetuneConfig
+    from text.models import model_shape
 
     model_shape(model)  # a hub id with no hub to ask fails here at once, not after torch's import
     from finetune.run import prepare_finetune, run_finetune

@@ -53,7 +53,7 @@ def OutputFolder(option: str) -> PathParser:
 
 def DatasetParser(option: str = "--dataset") -> PathParser:
     """A dataset name ('demo', 'ag_news') or a CSV/JSONL/Parquet file or a folder of them."""
-    from embeddings.datasets import DATASET_HINT, DATASET_NAMES
+    from text.datasets import DATASET_HINT, DATASET_NAMES
 
     names = {name.lower() for name in DATASET_NAMES}  # in any case, unless a file of that name is here
     return PathParser(
@@ -66,7 +66,7 @@ def DatasetParser(option: str = "--dataset") -> PathParser:
 
 def ModelParser(option: str = "--model") -> PathParser:
     """A hub id ('org/name') or alias passes as a name; anything written as a path must be a model folder."""
-    from embeddings.models import MODEL_HINT, is_model_path
+    from text.models import MODEL_HINT, is_model_path
 
     return PathParser(PathKind.FOLDER, option, is_name=lambda text: not is_model_path(text), hint=MODEL_HINT)
 

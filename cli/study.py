@@ -9,9 +9,9 @@ from cli import ui
 from cli.params import DatasetParser, InputFolder, ModelParser, OutputFolder
 from common.devices import Device, DType
 from common.options import ALL, BATCH_SIZES, EPOCHS, SEEDS, THREADS, TOKENS, parse_names
-from embeddings.pooling import ALL_POOLINGS
 from finetune.config import METHODS
 from text.defaults import DEFAULT_MODEL
+from text.pooling import ALL_POOLINGS
 from vision.names import DatasetName
 
 study_app = typer.Typer(

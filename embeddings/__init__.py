@@ -1,1 +1,1 @@
-"""Text to vectors: datasets, models, pooling, extraction and the HDF5 embedding store."""
+"""Text to stored vectors: extraction and the HDF5 embedding store (readers, models and pooling are in ``text/``)."""

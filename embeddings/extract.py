@@ -28,12 +28,12 @@ from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
 from common.runs import disk_errors, write_json, write_npz
-from embeddings.datasets import TextDataset, TextSplit, load_text_dataset
-from embeddings.models import LoadedModel, load_model, model_revision, model_shape, resolve_model
-from embeddings.pooling import Pooling, parse_poolings, pool_layer
 from embeddings.store import SplitArrays, write_store
+from text.datasets import TextDataset, TextSplit, load_text_dataset
 from text.defaults import DEFAULT_MODEL
 from text.limits import resolve_max_length
+from text.models import LoadedModel, load_model, model_revision, model_shape, resolve_model
+from text.pooling import Pooling, parse_poolings, pool_layer
 from text.tokens import cut_texts
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def store_identity(
     Parsed values count, not option text: ``--layer 4-6`` and ``4,5,6`` (and ``last`` and the
     last layer's number) are one extraction, and so are poolings in any order or repeated.
     """
-    from embeddings.models import model_identity
+    from text.models import model_identity
 
     settings = {
         "poolings": sorted(p.value for p in parse_poolings(list(config.poolings))),

@@ -13,7 +13,7 @@ from common.options import CPUS, EPOCHS, RANKS, SEEDS
 from text.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from embeddings.models import ModelShape
+    from text.models import ModelShape
 
 
 # Options that do not change what a run computes: a resumed run may differ in these.
@@ -169,7 +169,7 @@ def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:
     model, as its 1_Pooling/config.json says, or a classifier mlx fine-tuned with mean pooling, as its
     config.json says) and has a BERT-style head; for a model whose own head pools by its config's
     classifier_pooling (ModernBERT, EuroBERT), that value; else transformers' [CLS] head."""
-    from embeddings.models import sentence_pooling
+    from text.models import sentence_pooling
 
     model_type = shape.model_type
     # ModernBERT and EuroBERT heads pool by their config's classifier_pooling themselves (finetune.pooling).

@@ -21,8 +21,8 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from common import ConfigError
-from embeddings.pooling import mean_pool
 from finetune.config import MEAN_POOLING_MODEL_TYPES
+from text.pooling import mean_pool
 
 
 class MeanPooledClassifier(nn.Module):

@@ -29,8 +29,6 @@ from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
 from common.schema import read_checked_json
 from common.splits import stratified_subsample
-from embeddings.datasets import TextDataset, load_text_dataset
-from embeddings.models import model_shape, resolve_model
 from finetune.config import (
     DROPOUT_MASKS,
     LORA_DEFAULTS,
@@ -41,7 +39,9 @@ from finetune.config import (
     resolve_pooling,
 )
 from finetune.data import LengthGroupedBatches, encode_split, scoring_batches
+from text.datasets import TextDataset, load_text_dataset
 from text.limits import resolve_max_length
+from text.models import model_shape, resolve_model
 from text.validation import validation_fingerprint, validation_split
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def run_options(config: FinetuneConfig, world_size: int) -> dict:
 
 def run_identity(config: FinetuneConfig, world_size: int, dataset: TextDataset, source: str) -> Identity:
     """The run's options (paths left out), the fingerprints of its train and test rows, the model's weights."""
-    from embeddings.models import model_identity
+    from text.models import model_identity
 
     splits = {"train": config.train_split, "test": config.test_split}
     return Identity.of(
@@ -741,7 +741,7 @@ def _run_record(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarra
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     from common import record as run_record
-    from embeddings.models import model_revision
+    from text.models import model_revision
 
     c, h = plan.config, result.history
     classes = list(range(plan.n_classes))

@@ -149,8 +149,8 @@ def parse_train_sizes(text: str) -> tuple[int | None, ...]:
 
 def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
     """Check the data, the sizes, the model and the folder before any work; list the steps and what is cached."""
-    from embeddings.datasets import load_text_dataset
-    from embeddings.models import model_shape
+    from text.datasets import load_text_dataset
+    from text.models import model_shape
 
     dataset = load_text_dataset(config.dataset, (), config.text_column, config.label_column, None, config.seed)
     if "train" not in dataset.splits or "test" not in dataset.splits:
@@ -191,7 +191,7 @@ PATH_SETTINGS = ("model", "dataset")  # their bytes count instead: the data's fi
 
 
 def study_identity(config: TextStudyConfig, dataset) -> Identity:
-    from embeddings.models import model_identity, resolve_model
+    from text.models import model_identity, resolve_model
 
     return Identity.of(
         KIND,

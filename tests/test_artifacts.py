@@ -365,7 +365,7 @@ def test_a_stale_study_store_names_what_a_study_can_do(tiny_bert, tmp_path):
 
 def test_a_study_an_older_mlx_started_is_resumed(tiny_bert, tmp_path):
     """study.json held the settings with paths and the whole dataset's fingerprint."""
-    from embeddings.datasets import load_text_dataset
+    from text.datasets import load_text_dataset
 
     data = write_ag_news_folder(tmp_path / "ag", n_train=40, n_test=12)
     out = tmp_path / "study"

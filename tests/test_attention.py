@@ -311,7 +311,7 @@ def test_diff_refuses_models_with_different_tokenizers(tiny_bert, tmp_path):
 def test_a_model_without_attention_weights_is_refused(tiny_bert, monkeypatch):
     """transformers' default sdpa attention returns no weights: what mlx would see without eager."""
     import attention.model
-    from embeddings.models import load_model
+    from text.models import load_model
 
     monkeypatch.setattr(
         attention.model,

@@ -110,7 +110,7 @@ def test_a_choice_in_capitals_reaches_the_command(tmp_path):
 
 
 def test_a_named_text_dataset_in_any_case_is_that_dataset():
-    from embeddings.datasets import load_text_dataset
+    from text.datasets import load_text_dataset
 
     assert load_text_dataset("DEMO").fingerprint == load_text_dataset("demo").fingerprint
 

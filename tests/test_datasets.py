@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from common import DataError
-from embeddings.datasets import load_text_dataset, split_name
 from tests.helpers import write_ag_news_folder
+from text.datasets import load_text_dataset, split_name
 
 
 def test_ag_news_layout(tmp_path):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from common import DataError
-from embeddings.datasets import load_text_dataset
 from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 from embeddings.store import EmbeddingStore
 from tests.helpers import invoke, one_line_error, write_ag_news_folder
+from text.datasets import load_text_dataset
 
 
 def embed_args(model, data, out, *extra):

@@ -139,8 +139,8 @@ def test_validation_rows_are_the_logreg_probes_rows_at_every_seed(tiny_bert, dat
 
 def test_embed_and_finetune_resolve_one_default_max_length(tiny_bert, data, tmp_path):
     from embeddings.extract import EmbedConfig, plan_extraction
-    from embeddings.models import model_shape
     from text.limits import DEFAULT_MAX_LENGTH
+    from text.models import model_shape
 
     plan = prepare_finetune(config(tiny_bert, data, tmp_path / "run"))
     store = plan_extraction(EmbedConfig(dataset=str(data), model=str(tiny_bert), out=tmp_path / "s.h5"))

@@ -9,11 +9,11 @@ import torch
 
 from common.devices import DType
 from common.errors import ConfigError
-from embeddings.models import ModelShape
 from finetune.config import resolve_pooling
 from finetune.run import prepare_finetune, run_finetune, run_key
 from tests.helpers import invoke, write_ag_news_folder
 from tests.test_finetune import Crash, config, crash_at, read_run, same_run, weights
+from text.models import ModelShape
 
 
 @pytest.fixture
@@ -71,8 +71,8 @@ def test_a_mean_pooled_run_saves_a_folder_that_loads_back_as_trained(st_bert, da
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from embeddings.datasets import load_text_dataset
     from finetune.pooling import MeanPooledClassifier, load_classifier
+    from text.datasets import load_text_dataset
 
     out = tmp_path / "run"
     result = run_finetune(prepare_finetune(config(st_bert, data, out, n_epochs=1, dtype=DType.FP32)))
@@ -133,7 +133,7 @@ def test_a_fine_tuned_folder_keeps_its_pooling_and_a_cls_run_from_it_says_cls(st
 
 
 def test_a_sentence_transformer_that_concatenates_poolings_is_not_read_as_mean(st_bert):
-    from embeddings.models import sentence_pooling
+    from text.models import sentence_pooling
 
     assert sentence_pooling(str(st_bert)) == "mean"
     pooling = st_bert / "1_Pooling" / "config.json"

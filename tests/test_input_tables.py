@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from common import DataError, MlxError
 from common.labels import normalise_labels
-from embeddings.datasets import load_text_dataset
 from tests.helpers import invoke
+from text.datasets import load_text_dataset
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

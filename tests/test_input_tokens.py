@@ -23,7 +23,7 @@ TEXTS = st.lists(st.tuples(WORDS, GAPS), min_size=1, max_size=120).map(lambda pa
 def tokenizers(tiny_bert):
     from transformers import AutoTokenizer
 
-    from embeddings.models import bundled_minilm_path
+    from text.models import bundled_minilm_path
 
     return [AutoTokenizer.from_pretrained(tiny_bert), AutoTokenizer.from_pretrained(bundled_minilm_path())]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
-from embeddings.models import bundled_minilm_path
 from embeddings.store import EmbeddingStore
+from text.models import bundled_minilm_path
 
 TEXTS = [
     "Stocks rally as the central bank holds rates steady",

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from common import ConfigError
-from embeddings.pooling import Pooling, max_pool, mean_pool, parse_poolings, pool_layer
+from text.pooling import Pooling, max_pool, mean_pool, parse_poolings, pool_layer
 
 # Two texts: the first has 3 real tokens, the second 1 (then padding with huge values that must not leak).
 HIDDEN = torch.tensor(

@@ -263,7 +263,7 @@ def test_a_store_with_damaged_attributes_is_one_line_for_every_command_that_read
 @pytest.mark.parametrize("memo", ["not json", "[1]", '{"STAMP": 7}', '{"STAMP": "short"}', '{"STAMP": null}'])
 def test_a_damaged_weights_hash_memo_is_hashed_again(tmp_path, memo):
     """$MLX_HOME/cache/weights-sha256.json is a cache: an entry that is not a 16-hex-digit hash is ignored."""
-    from embeddings.models import _memo_path, weights_sha256
+    from text.models import _memo_path, weights_sha256
 
     (tmp_path / "model.safetensors").write_bytes(b"a" * 1000)
     first = weights_sha256(tmp_path)

@@ -26,7 +26,7 @@ def test_help_and_version_pull_no_heavy_library():
 
 
 def test_weights_hash_is_remembered_and_follows_changed_files(tmp_path):
-    from embeddings.models import _memo_path, weights_sha256
+    from text.models import _memo_path, weights_sha256
 
     (tmp_path / "model.safetensors").write_bytes(b"a" * 1000)
     first = weights_sha256(tmp_path)

@@ -138,7 +138,7 @@ def load_demo() -> TextDataset:
     A smoke-test set so that mlx runs end to end offline. It is not a benchmark: it is small and
     easy, and its numbers say nothing about AG News.
     """
-    raw = resources.files("embeddings.data").joinpath("demo_news.csv").read_bytes()
+    raw = resources.files("text.data").joinpath("demo_news.csv").read_bytes()
     rows = read_csv_rows(None, raw, "demo_news.csv")
     header, body = rows[0], rows[1:]
     col = {name: i for i, name in enumerate(header)}
