@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from common import ConfigError
 from common import record as run_record
@@ -18,7 +17,7 @@ from common import runs as common_runs
 from common.artifacts import to_plain
 from common.cost import device_name, measure, per_second
 from common.heldout import check_test_classes
-from common.metrics import macro_f1
+from common.metrics import ClassMetrics, confusion_matrix, macro_f1, per_class_metrics
 from common.options import LayerSpec
 from common.progress import ProgressCallback, no_progress
 from common.splits import stratified_split
@@ -71,15 +70,6 @@ class ProbeRunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
-
-
-@dataclass(frozen=True)
-class ClassMetrics:
-    name: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
 
 
 @dataclass(frozen=True)
@@ -455,13 +445,7 @@ def _result(
     extra: dict[str, float],
     label_names: tuple[str, ...],
 ) -> ProbeResult:
-    labels = np.arange(len(label_names))
-    precision, recall, f1, support = precision_recall_fscore_support(m.y_test, y_pred, labels=labels, zero_division=0)
-    per_class = tuple(
-        ClassMetrics(name, float(p), float(r), float(f), int(s))
-        for name, p, r, f, s in zip(label_names, precision, recall, f1, support)
-    )
-    confusion = confusion_matrix(m.y_test, y_pred, labels=labels)
+    confusion = confusion_matrix(m.y_test, y_pred, len(label_names))  # (C, C)
     return ProbeResult(
         probe=kind.value,
         pooling=m.pooling,
@@ -470,7 +454,7 @@ def _result(
         params=params,
         accuracy=float(np.mean(y_pred == m.y_test)),
         macro_f1=macro_f1(m.y_test, y_pred),
-        per_class=per_class,
+        per_class=per_class_metrics(confusion, label_names),
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
         fit_seconds=fit_s,
         predict_seconds=predict_s,

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 from common import ConfigError
 from common.artifacts import Identity, to_plain
-from common.metrics import macro_f1
+from common.metrics import confusion_matrix, macro_f1, per_class_metrics
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
 from common.training import TrainHistory
@@ -39,11 +38,8 @@ class TestScores:
     @property
     def per_class_accuracy(self) -> dict[str, float]:
         """Recall of each class: the share of its images predicted as it (nan for an absent class)."""
-        totals = self.confusion.sum(axis=1)
-        names = self.class_names or tuple(str(c) for c in range(len(totals)))
-        return {
-            name: float(self.confusion[c, c] / totals[c]) if totals[c] else float("nan") for c, name in enumerate(names)
-        }
+        names = self.class_names or tuple(str(c) for c in range(len(self.confusion)))
+        return {c.name: c.recall if c.support else float("nan") for c in per_class_metrics(self.confusion, names)}
 
 
 @dataclass(frozen=True)
@@ -186,7 +182,7 @@ def score(
     return TestScores(
         accuracy=float((predicted == split.labels).mean()),
         macro_f1=macro_f1(split.labels, predicted),
-        confusion=confusion_matrix(split.labels, predicted, labels=list(range(N_CLASSES))),
+        confusion=confusion_matrix(split.labels, predicted, N_CLASSES),
         predicted=predicted.astype(np.int64),
         class_names=class_names,
     )
