@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from common import ModelLoadError
-from common.devices import DType, torch_dtype
+from common.devices import DType, EncoderDType, torch_dtype
 from text.limits import resolve_max_length as text_max_length
 from text.models import LoadedModel, load_model, model_shape
 from text.tokens import cut_texts
@@ -32,7 +32,7 @@ class AttentionModel:
     n_layers: int
     n_heads: int
     max_positions: int  # longest input in tokens; 0 when the config does not say
-    _copies: dict = field(default_factory=dict, repr=False)  # DType -> low-precision copy
+    _copies: dict = field(default_factory=dict, repr=False)  # dtype -> low-precision or int8 copy
 
     @property
     def tokenizer(self):
@@ -53,16 +53,22 @@ class AttentionModel:
             "n_heads": self.n_heads,
         }
 
-    def network(self, dtype: DType) -> torch.nn.Module:
-        """The encoder in ``dtype``; bf16/fp16 copies are made once, so fp32 stays available as the reference."""
-        if dtype in (DType.FP32, DType.AUTO):
+    def network(self, dtype: DType | EncoderDType) -> torch.nn.Module:
+        """The encoder in ``dtype``; bf16/fp16/int8 copies are made once, so fp32 stays available as the reference."""
+        dtype = EncoderDType(dtype.value)
+        if dtype in (EncoderDType.FP32, EncoderDType.AUTO):
             return self.loaded.model
         if dtype not in self._copies:
-            self._copies[dtype] = copy.deepcopy(self.loaded.model).to(torch_dtype(dtype))
+            if dtype is EncoderDType.INT8:
+                from text.quantize import quantize_encoder
+
+                self._copies[dtype] = quantize_encoder(self.loaded.model)
+            else:
+                self._copies[dtype] = copy.deepcopy(self.loaded.model).to(torch_dtype(DType(dtype.value)))
         return self._copies[dtype]
 
     def attentions(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, dtype: DType = DType.FP32
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, dtype: DType | EncoderDType = DType.FP32
     ) -> tuple[torch.Tensor, ...]:
         """One forward pass: L tensors of shape (B, H, T, T), float32, rows summing to 1 over real tokens."""
         device = self.loaded.device

@@ -5,7 +5,7 @@ folder; run_stats(plan, progress) runs length-sorted, padded batches through the
 the row statistics of every layer and head (attention.heads); write_stats_run saves JSON and one
 heatmap PNG per statistic in a run folder that appears only when complete.
 
-bf16/fp16 are opt-in on CPU (``--dtype``): the statistics of a sample of the texts are then also
+bf16/fp16/int8 are opt-in on CPU (``--dtype``): the statistics of a sample of the texts are then also
 computed in fp32 and the largest difference is reported, so "exact enough" is measured, not hoped.
 """
 
@@ -29,10 +29,11 @@ from attention.model import (
     tokenise,
 )
 from common import ConfigError, record
-from common.devices import Device, DType, resolve_device, resolve_dtype
+from common.devices import Device, DType, EncoderDType, resolve_device, resolve_encoder_dtype
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
 from text.defaults import DEFAULT_MODEL
+from text.quantize import INT8_SCHEME, check_int8
 
 PRECISION_SAMPLE = 64  # texts recomputed in fp32 to check a bf16/fp16 run
 # Above these differences from fp32 a low-precision run is reported as not exact enough.
@@ -47,7 +48,7 @@ class StatsConfig:
     max_length: int | None = None  # None: 256, or the model's limit if lower
     batch_size: int = 32
     device: Device = Device.AUTO
-    dtype: DType = DType.AUTO
+    dtype: EncoderDType = EncoderDType.AUTO
     out: Path | None = None
 
 
@@ -59,7 +60,7 @@ class StatsPlan:
     tokens: TokenisedTexts
     max_length: int
     device: str
-    dtype: DType
+    dtype: EncoderDType
     run_dir: Path
     notes: tuple[str, ...]
 
@@ -80,7 +81,7 @@ class StatsResult:
     n_tokens: int
     n_truncated: int
     seconds: float
-    dtype: DType
+    dtype: EncoderDType
     precision_check: dict[str, float] = field(default_factory=dict)  # statistic -> max |dtype - fp32|; empty for fp32
     started_at: str = ""
 
@@ -126,7 +127,9 @@ def prepare_stats(config: StatsConfig) -> StatsPlan:
     run_dir = output_dir(config.out, "stats")
     texts = load_texts(config.source)
     device = str(resolve_device(config.device))
-    dtype = resolve_dtype(config.dtype, device)
+    dtype = resolve_encoder_dtype(config.dtype, device)
+    if dtype is EncoderDType.INT8:
+        check_int8()
     model = load_attention_model(config.model, device)
     max_length, note = resolve_max_length(model, config.max_length)
     tokens = tokenise(model.tokenizer, texts.split.texts, max_length)
@@ -145,7 +148,7 @@ def run_stats(plan: StatsPlan, progress: ProgressCallback = no_progress) -> Stat
     seconds = time.perf_counter() - start
     check = (
         precision_check(plan.model, plan.tokens, plan.config.batch_size, plan.dtype)
-        if plan.dtype is not DType.FP32
+        if plan.dtype is not EncoderDType.FP32
         else {}
     )
     return StatsResult(
@@ -164,7 +167,7 @@ def head_statistics(
     model: AttentionModel,
     tokens: TokenisedTexts,
     batch_size: int,
-    dtype: DType,
+    dtype: DType | EncoderDType,
     progress: ProgressCallback = no_progress,
 ) -> HeadStatistics:
     roles = token_roles(model.tokenizer)
@@ -178,7 +181,9 @@ def head_statistics(
     return totals
 
 
-def precision_check(model: AttentionModel, tokens: TokenisedTexts, batch_size: int, dtype: DType) -> dict[str, float]:
+def precision_check(
+    model: AttentionModel, tokens: TokenisedTexts, batch_size: int, dtype: DType | EncoderDType
+) -> dict[str, float]:
     """Largest |statistic in ``dtype`` - statistic in fp32| over every head, on an evenly spread sample of texts."""
     picked = np.linspace(0, len(tokens.ids) - 1, num=min(PRECISION_SAMPLE, len(tokens.ids))).round().astype(int)
     sample = TokenisedTexts(tuple(tokens.ids[i] for i in np.unique(picked)), tokens.n_full[np.unique(picked)])
@@ -199,6 +204,7 @@ def stats_document(plan: StatsPlan, result: StatsResult) -> dict:
             "max_length": plan.max_length,
             "device": plan.device,
             "dtype": plan.dtype.value,
+            **({"quantisation": INT8_SCHEME} if plan.dtype is EncoderDType.INT8 else {}),
         },
         "indexing": "layers 1..L and heads 1..H; arrays are [layer - 1][head - 1]",
         "statistics": {name: DESCRIPTIONS[name] for name in STATISTICS},

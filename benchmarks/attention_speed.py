@@ -53,7 +53,7 @@ def main() -> None:
     from attention.model import TokenisedTexts, token_roles
     from attention.reference import per_text_statistics
     from attention.stats import StatsConfig, prepare_stats, run_stats
-    from common.devices import DType
+    from common.devices import EncoderDType
 
     torch.set_num_threads(args.threads)
     config = StatsConfig(
@@ -62,7 +62,7 @@ def main() -> None:
         max_length=args.max_length,
         batch_size=args.batch_size,
         device="cpu",
-        dtype=DType.FP32,
+        dtype=EncoderDType.FP32,
         out=Path(tempfile.mkdtemp()) / "unused",
     )
     plan = prepare_stats(config)
@@ -78,7 +78,7 @@ def main() -> None:
     print(f"mlx attention stats fp32: {fp32.seconds:.2f} s", flush=True)
     bf16 = None
     if not args.skip_bf16:
-        bf16 = run_stats(replace(plan, dtype=DType.BF16))
+        bf16 = run_stats(replace(plan, dtype=EncoderDType.BF16))
         print(f"mlx attention stats bf16: {bf16.seconds:.2f} s", flush=True)
 
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import typer
 from cli import ui
 from cli.params import DatasetParser, ModelParser, OutputFolder
 from common import ConfigError
-from common.devices import Device, DType
+from common.devices import Device, DType, EncoderDType
 from common.options import BATCH_SIZES, COUNTS, ROWS, SEEDS, TOKENS
 from text.defaults import DEFAULT_MODEL
 
@@ -121,8 +121,9 @@ def stats(
         32, help="Texts per forward pass (length-sorted, padded per batch).", **BATCH_SIZES.bounds
     ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    dtype: DType = typer.Option(
-        DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. bf16/fp16 runs are checked against fp32 on a sample."
+    dtype: EncoderDType = typer.Option(
+        EncoderDType.AUTO,
+        help="auto: bf16 on CUDA, fp32 on CPU. int8 (CPU only) quantises the linear layers and changes the numbers. bf16/fp16/int8 runs are checked against fp32 on a sample.",
     ),
     out: Path = typer.Option(
         None,

@@ -6,7 +6,7 @@ import typer
 
 from cli import ui
 from cli.params import DatasetParser, ModelParser, OutputFile
-from common.devices import Device, DType
+from common.devices import Device, EncoderDType
 from common.options import ALL, BATCH_SIZES, COUNTS, PROCESSES, SEEDS, TOKENS, layer_text, parse_layer, parse_names
 from text.defaults import DEFAULT_MODEL
 from text.pooling import ALL_POOLINGS
@@ -47,8 +47,9 @@ def embed(
         64, help="Texts per forward pass (length-sorted, padded per batch).", **BATCH_SIZES.bounds
     ),
     device: Device = typer.Option(Device.AUTO, help="auto picks CUDA when available."),
-    dtype: DType = typer.Option(
-        DType.AUTO, help="auto: bf16 on CUDA, fp32 on CPU. Vectors are always stored as float32."
+    dtype: EncoderDType = typer.Option(
+        EncoderDType.AUTO,
+        help="auto: bf16 on CUDA, fp32 on CPU. int8 (CPU only, opt-in) quantises the linear layers: faster, but the vectors change (cosine to fp32 about 0.997). Vectors are always stored as float32.",
     ),
     out: Path = typer.Option(
         None, help="Store path. Default: $MLX_HOME/stores/<dataset>-<model>-<key>.h5.", parser=OutputFile("--out")
@@ -114,7 +115,7 @@ def embed(
             "pooling": ", ".join(config.poolings),
             "layer": layer_text(config.layer),
             "device": plan.device,
-            "dtype": plan.dtype.value + (" (auto)" if dtype is DType.AUTO else ""),
+            "dtype": plan.dtype.value + (" (auto)" if dtype is EncoderDType.AUTO else ""),
             "batch / max length": f"{batch_size} / {plan.config.max_length}",
             "output": plan.path,
             **(
@@ -124,6 +125,8 @@ def embed(
             ),
         },
     )
+    if plan.dtype is EncoderDType.INT8:
+        ui.say(INT8_NOTE)
     try:
         with ui.kept_on_interrupt("finished shards are kept; run the same command again to resume"):
             with ui.progress_bar("sent") as progress:
@@ -137,6 +140,9 @@ def embed(
         f"wrote {result.path}: {sum(result.n_examples.values()):,} texts in {result.seconds:.1f} s ({result.sentences_per_second:,.0f} sentences/s{resumed})"
     )
     _print_result(result, json_)
+
+
+INT8_NOTE = "int8: the linear layers compute in int8 (dynamic quantisation), so the vectors differ from fp32's; the store records it and is never reused for another dtype"
 
 
 def _print_result(result, json_: bool) -> None:

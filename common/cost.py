@@ -126,6 +126,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "asimd", "bf16")
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """Which of the instruction-set flags that decide int8/bf16 speed this CPU reports (x86 or ARM), in
+    :data:`SPEED_FLAGS` order; empty where /proc/cpuinfo is not readable."""
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return ()
+    return tuple(flag for flag in SPEED_FLAGS if flag in words)
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -29,6 +29,17 @@ class DType(str, Enum):
     FP16 = "fp16"
 
 
+class EncoderDType(str, Enum):
+    """``--dtype`` of the commands that only run an encoder forward (embed, attention stats): :class:`DType`'s
+    choices plus int8 (dynamic quantisation, text.quantize), which changes the vectors and so is never automatic."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
 DEVICE_CHOICES = ", ".join(d.value for d in Device)
 
 
@@ -75,6 +86,28 @@ def resolve_dtype(requested: DType | str, device: torch.device | str, cpu_defaul
     if dtype is DType.AUTO:
         return DType.BF16 if device_type == "cuda" else cpu_default
     return dtype
+
+
+def resolve_encoder_dtype(requested: EncoderDType | str, device: torch.device | str) -> EncoderDType:
+    """:func:`resolve_dtype` for an encoder's forward; int8 is kept, on CPU only (its engine: text.quantize.check_int8)."""
+    try:
+        dtype = EncoderDType(requested)
+    except ValueError:
+        choices = ", ".join(d.value for d in EncoderDType)
+        raise ConfigError(f"unknown dtype {requested!s}; choose one of {choices}") from None
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    if dtype is EncoderDType.INT8 and device_type != "cpu":
+        raise ConfigError(
+            f"--dtype int8 runs on CPU only (torch's dynamic int8 kernels), not on {device}; add --device cpu, or use --dtype bf16 on the GPU"
+        )
+    if dtype is EncoderDType.INT8:
+        return dtype
+    return EncoderDType(resolve_dtype(dtype.value, device).value)
+
+
+def weights_dtype(dtype: EncoderDType | DType) -> DType:
+    """The dtype an encoder is loaded in: int8 quantises fp32 weights after loading."""
+    return DType.FP32 if dtype == EncoderDType.INT8 else DType(dtype.value)
 
 
 def native_bf16(device: torch.device | str) -> bool:

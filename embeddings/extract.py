@@ -21,7 +21,7 @@ import numpy as np
 from common import ConfigError, StoreError
 from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, to_plain
 from common.cost import device_name, measure
-from common.devices import Device, DType, resolve_device_name, resolve_dtype
+from common.devices import Device, EncoderDType, resolve_device_name, resolve_encoder_dtype
 from common.distributed import DistInfo, barrier, init_distributed
 from common.locking import store_lock
 from common.options import LayerSpec, layers_in, parse_layer
@@ -34,6 +34,7 @@ from text.defaults import DEFAULT_MODEL
 from text.limits import resolve_max_length
 from text.models import LoadedModel, load_model, model_revision, model_shape, resolve_model
 from text.pooling import Pooling, parse_poolings, pool_layer
+from text.quantize import INT8_SCHEME, check_int8
 from text.tokens import cut_texts
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class EmbedConfig:
     max_length: int | None = None  # None: text.limits.DEFAULT_MAX_LENGTH, or the model's limit if lower
     batch_size: int = 64
     device: Device = Device.AUTO
-    dtype: DType = DType.AUTO
+    dtype: EncoderDType = EncoderDType.AUTO
     out: Path | None = None
     force: bool = False
 
@@ -70,7 +71,7 @@ class EmbedPlan:
     model_source: str
     model_revision: str
     device: str
-    dtype: DType
+    dtype: EncoderDType
     path: Path
     key: str
     cached: bool
@@ -117,13 +118,15 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     config = dataclasses.replace(config, max_length=max_length)
     revision = model_revision(source)
     device = resolve_device_name(config.device)
-    dtype = resolve_dtype(config.dtype, device)
+    dtype = resolve_encoder_dtype(config.dtype, device)
     identity = store_identity(config, dataset, source, dtype, layers)
     key = identity.key()
     path = config.out if config.out is not None else default_store_path(dataset.name, config.model, key)
     path = Path(path).expanduser().absolute()
     ensure_writable_dir(path.parent)
     cached = _is_cached(path, identity, config.force)
+    if dtype is EncoderDType.INT8 and not cached:
+        check_int8()
     return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, cached, layers, identity)
 
 
@@ -131,7 +134,7 @@ STORE_KIND = "mlx embedding store"
 
 
 def store_identity(
-    config: EmbedConfig, dataset: TextDataset, source: str, dtype: DType, layers: tuple[int, ...]
+    config: EmbedConfig, dataset: TextDataset, source: str, dtype: EncoderDType, layers: tuple[int, ...]
 ) -> Identity:
     """Everything that changes the stored numbers, and nothing else (not device, out or force; no path).
 
@@ -149,6 +152,8 @@ def store_identity(
         "label_names": list(dataset.label_names),
         "schema": 3,
     }
+    if dtype is EncoderDType.INT8:  # how it was quantised changes the vectors too
+        settings["quantisation"] = INT8_SCHEME
     return Identity.of(
         STORE_KIND,
         settings,
@@ -428,6 +433,7 @@ def _root_attrs(plan: EmbedPlan, loaded: LoadedModel, poolings, layers) -> dict:
         "model_revision": plan.model_revision,
         "max_length": plan.config.max_length,
         "dtype": plan.dtype.value,
+        **({"quantisation": INT8_SCHEME} if plan.dtype is EncoderDType.INT8 else {}),
         "device": plan.device,
         "dataset_name": plan.dataset.name,
         "dataset_fingerprint": plan.dataset.fingerprint,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.artifacts import IdentityMismatch, is_done
-from common.devices import DType
+from common.devices import DType, EncoderDType
 from common.errors import ConfigError, StoreError
 from common.options import LayerSpec
 from common.progress import ProgressCallback
@@ -29,7 +29,7 @@ def embed(config, model: str, path: Path, progress: ProgressCallback) -> bool:
         poolings=tuple(config.poolings),
         layer="all",
         max_length=config.max_length,
-        dtype=DType(config.dtype),
+        dtype=EncoderDType(config.dtype),
         out=path,
     )
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common import ModelLoadError, StoreError
-from common.devices import DType, torch_dtype
+from common.devices import DType, EncoderDType, torch_dtype, weights_dtype
 from common.hub import hub_offline, hub_unreachable_reason
 from common.paths import PathKind, check_path
 
@@ -93,7 +93,7 @@ class LoadedModel:
     n_layers: int
     has_pooler: bool
     device: str
-    dtype: DType
+    dtype: DType | EncoderDType
 
 
 def model_revision(source: str) -> str:
@@ -256,9 +256,12 @@ def _local_json(source: str, name: str) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def load_model(model_id: str, device: str, dtype: DType, attn_implementation: str | None = None) -> LoadedModel:
+def load_model(
+    model_id: str, device: str, dtype: DType | EncoderDType, attn_implementation: str | None = None
+) -> LoadedModel:
     """Load tokenizer and encoder in eval mode on ``device``; raise ModelLoadError with a fix.
 
+    int8 loads fp32 weights and quantises the linear layers (text.quantize, CPU only).
     ``attn_implementation``: None keeps transformers' default (sdpa); "eager" is the one that can
     return attention weights (mlx attention).
     """
@@ -278,7 +281,9 @@ def load_model(model_id: str, device: str, dtype: DType, attn_implementation: st
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=bool(local_only))
         options["local_files_only"] = bool(local_only)
-        model, info = AutoModel.from_pretrained(source, dtype=torch_dtype(dtype), output_loading_info=True, **options)
+        model, info = AutoModel.from_pretrained(
+            source, dtype=torch_dtype(weights_dtype(dtype)), output_loading_info=True, **options
+        )
     except (OSError, ValueError, EOFError, SafetensorError, pickle.UnpicklingError) as exc:
         raise ModelLoadError(_load_failure_message(model_id, exc)) from None
     except RuntimeError as exc:  # torch.load of a truncated .bin
@@ -292,6 +297,10 @@ def load_model(model_id: str, device: str, dtype: DType, attn_implementation: st
     has_pooler = getattr(model, "pooler", None) is not None and not any("pooler" in k for k in missing)
     n_layers = int(getattr(model.config, "num_hidden_layers", 0))
     model.to(device).eval().requires_grad_(False)
+    if dtype == EncoderDType.INT8:
+        from text.quantize import quantize_encoder
+
+        model = quantize_encoder(model)
     return LoadedModel(tokenizer, model, model_id, source, model_revision(source), n_layers, has_pooler, device, dtype)
 
 
