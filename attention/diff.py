@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from attention.heads import HeadDivergence
-from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
+from attention.inputs import LoadedTexts, RunFacts, TextSource, load_texts, output_dir, write_run_record
 from attention.model import (
     AttentionModel,
     TokenisedTexts,
@@ -158,16 +158,8 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
         write_json(staging / "diff.json", document)
         save_layer_head_heatmap(result.array(), staging / "diff_js.png", f"JS divergence (bits): {a} vs {b}")
         notes = (*plan.notes, f"model B: {b} ({plan.second.loaded.revision})")
+        facts = RunFacts("diff", plan.config, plan.first, plan.texts.data_ref(), plan.device, plan.max_length)
         write_run_record(
-            staging,
-            "diff",
-            plan.config,
-            plan.first,
-            plan.texts.data_ref(),
-            plan.device,
-            result.started_at,
-            ("diff.json", "diff_js.png"),
-            notes,
-            plan.max_length,
+            staging, facts, started_at=result.started_at, artifacts=("diff.json", "diff_js.png"), notes=notes
         )
     return plan.run_dir

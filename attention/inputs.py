@@ -3,6 +3,7 @@
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common import record
 from common.artifacts import to_plain
@@ -69,34 +70,35 @@ def output_dir(out: Path | None, command: str) -> Path:
     return check_new(Path(out).expanduser().absolute())
 
 
-def write_run_record(
-    folder: Path,
-    command: str,
-    config,
-    model,
-    data: record.DataRef,
-    device: str,
-    started_at: str,
-    artifacts: tuple[str, ...],
-    notes: tuple[str, ...] = (),
-    max_length: int | None = None,
-) -> Path:
-    """run.json (common/record.py) in the staging ``folder``: what ran on what; the numbers are in the artifacts.
+@dataclass(frozen=True)
+class RunFacts:
+    """What an attention command ran on what, as its run.json states it."""
 
-    ``max_length``: the tokens kept per text (text.limits), stated in the record's data like every text run's."""
+    command: str  # show, stats or diff
+    config: Any  # the command's frozen config
+    model: Any  # attention.model.AttentionModel: its name and loaded revision
+    data: record.DataRef
+    device: str
+    max_length: int | None = None  # the tokens kept per text (text.limits), stated in the data like every text run's
+
+
+def write_run_record(
+    folder: Path, facts: RunFacts, started_at: str, artifacts: tuple[str, ...], notes: tuple[str, ...] = ()
+) -> Path:
+    """run.json (common/record.py) in the staging ``folder``: what ran on what; the numbers are in the artifacts."""
     from common.cost import device_name
 
     run = record.RunRecord(
         kind="attention",
-        command=f"attention {command}",
+        command=f"attention {facts.command}",
         command_line=record.command_line(),
         started_at=started_at,
         finished_at=record.now(),
-        config=to_plain(config),
-        model=record.ModelRef(model.name, model.loaded.revision),
-        data=dataclasses.replace(data, max_length=max_length),
-        device=device,
-        device_name=device_name(device),
+        config=to_plain(facts.config),
+        model=record.ModelRef(facts.model.name, facts.model.loaded.revision),
+        data=dataclasses.replace(facts.data, max_length=facts.max_length),
+        device=facts.device,
+        device_name=device_name(facts.device),
         results=(),
         artifacts=artifacts,
         notes=notes,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attention.inputs import TextSource, load_texts, output_dir, write_run_record
+from attention.inputs import RunFacts, TextSource, load_texts, output_dir, write_run_record
 from attention.model import (
     AttentionModel,
     TokenisedTexts,
@@ -118,6 +118,7 @@ def _choose_text(config: ShowConfig) -> tuple[str, str, list[str]]:
         return config.text, "--text", []
     if config.row is None:
         raise ConfigError("--dataset needs --row N: the row of the split to show (0-based)")
+    assert config.source is not None, "checked above: exactly one of text and source"
     texts = load_texts(config.source)
     split = texts.split
     if config.row < 0:
@@ -153,18 +154,9 @@ def run_show(plan: ShowPlan, progress: ProgressCallback = no_progress) -> ShowRe
         html_bytes = _write_html(plan, attentions, tokens, rollout, staging / HTML_FILE)
         write_json(staging / "show.json", _document(plan, tokens, rollout))
         text_ref = record.DataRef(plan.where, hashlib.sha256(plan.text.encode("utf-8")).hexdigest()[:16])
-        write_run_record(
-            staging,
-            "show",
-            plan.config,
-            plan.model,
-            text_ref,
-            plan.device,
-            started_at,
-            (HTML_FILE, *(p.name for p in pngs), "show.json"),
-            plan.notes,
-            plan.max_length,
-        )
+        facts = RunFacts("show", plan.config, plan.model, text_ref, plan.device, plan.max_length)
+        artifacts = (HTML_FILE, *(p.name for p in pngs), "show.json")
+        write_run_record(staging, facts, started_at=started_at, artifacts=artifacts, notes=plan.notes)
     progress("attention", 3, 3)
     final_pngs = tuple(plan.run_dir / p.name for p in pngs)
     return ShowResult(

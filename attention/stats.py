@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attention.heads import DESCRIPTIONS, STATISTICS, HeadStatistics
-from attention.inputs import LoadedTexts, TextSource, load_texts, output_dir, write_run_record
+from attention.inputs import LoadedTexts, RunFacts, TextSource, load_texts, output_dir, write_run_record
 from attention.model import (
     AttentionModel,
     TokenisedTexts,
@@ -228,16 +228,6 @@ def write_stats_run(plan: StatsPlan, result: StatsResult) -> Path:
             save_layer_head_heatmap(
                 result.array(name), staging / f"stats_{name}.png", f"{plan.config.model}: {DESCRIPTIONS[name]}"
             )
-        write_run_record(
-            staging,
-            "stats",
-            plan.config,
-            plan.model,
-            plan.texts.data_ref(),
-            plan.device,
-            result.started_at,
-            artifacts,
-            plan.notes,
-            plan.max_length,
-        )
+        facts = RunFacts("stats", plan.config, plan.model, plan.texts.data_ref(), plan.device, plan.max_length)
+        write_run_record(staging, facts, started_at=result.started_at, artifacts=artifacts, notes=plan.notes)
     return plan.run_dir

@@ -168,7 +168,7 @@ def stats(
 
 
 def _largest(check: dict[str, float]) -> str:
-    name = max(check, key=check.get)
+    name = max(check, key=check.__getitem__)
     return f"{check[name]:.2g} on {name}"
 
 

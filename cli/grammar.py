@@ -60,7 +60,7 @@ def choice_error(param, exc) -> str:
     """``--dataset: unknown value 'mnist'; choose from kmnist, digits``, worded as every list option's refusal."""
     from common.options import unknown_choice
 
-    return unknown_choice((getattr(param, "opts", None) or [param.name])[0], _rejected_value(exc), choices(param))
+    return unknown_choice((getattr(param, "opts", None) or [param.name])[0], _rejected_value(exc), choices(param) or ())
 
 
 def _rejected_value(exc):

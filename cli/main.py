@@ -1,10 +1,13 @@
 """Entry point: ``mlx``. The one error boundary for every command lives here (Ctrl-C before a command runs:
 ``cli/__init__.py``): a typed ``MlxError`` is its own red line; Ctrl-C is exit 130, saying what the
-command kept (``ui.kept_on_interrupt``); any other exception is a bug: one line ``mlx: internal
-error: <type>: <message>``, its traceback in a log file under the mlx home (inline with MLX_DEBUG=1
-or ``--debug``), exit 1.
+command kept (``ui.kept_on_interrupt``); a reader that closed stdout or stderr (``mlx ... | head``)
+ends the command quietly with exit 1, as click does for help; any other exception is a bug: one line
+``mlx: internal error: <type>: <message>``, its traceback in a log file under the mlx home (inline
+with MLX_DEBUG=1 or ``--debug``), exit 1.
 """
 
+import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -74,6 +77,9 @@ def _end(exc: BaseException, leave) -> None:
     if isinstance(exc, MlxError):
         ui.print_error(str(exc))
         leave(exc.exit_code)
+    elif isinstance(exc, OSError) and exc.errno == errno.EPIPE:  # BrokenPipeError: the reader has gone
+        _silence_closed_streams()
+        leave(1)
     elif isinstance(exc, KeyboardInterrupt) or cli.interrupted():
         if isinstance(exc, ui.Interrupted):
             ui.warn(f"interrupted: {exc}")
@@ -85,6 +91,17 @@ def _end(exc: BaseException, leave) -> None:
     else:
         _internal_error(exc)
         leave(1)
+
+
+def _silence_closed_streams() -> None:
+    """Point a standard stream whose reader has gone at /dev/null: nothing more can reach that reader, and
+    Python's flush at exit would otherwise fail on it again ("Exception ignored ... BrokenPipeError")."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            with contextlib.suppress(OSError, ValueError):  # ValueError: a stream without a file descriptor
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 _debug = False  # --debug on this command line
@@ -131,7 +148,9 @@ def _usage_error(exc) -> None:
     param = getattr(exc, "param", None)
     if param is not None and grammar.choices(param) is not None:
         message = grammar.choice_error(param, exc)
-    elif _bounded(param) and "should be" in exc.format_message():  # pydantic's "Input should be greater than ..."
+    elif (
+        param is not None and _bounded(param) and "should be" in exc.format_message()
+    ):  # pydantic's "Input should be greater than ..."
         value = _given_value(param)
         message = f"{param.opts[0] if param.opts else param.name} must lie in {param.min}..{param.max}" + (
             f", got {value}" if value is not None else ""

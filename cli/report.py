@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 from rich import box
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -87,7 +87,7 @@ def report_table(result) -> Group:
     """
     from report.markdown import accuracy_cells, caption, cost_cells, legend, title
 
-    parts = []
+    parts: list[RenderableType] = []
     for name, (header, cells) in (("accuracy", accuracy_cells(result)), ("cost", cost_cells(result))):
         table = Table(title=f"{title(result)}: {name}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         for column in header:

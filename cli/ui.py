@@ -14,6 +14,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -65,7 +66,7 @@ def warn(message: str) -> None:
 class OncePerMessage(logging.Filter):
     """Let each warning through once per process: a library that warns per model, per plot or per rank says it once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._seen: set[tuple[str, str]] = set()
 
@@ -128,8 +129,8 @@ def progress_bar(unit: str = "it") -> Iterator:
     """Yield a ProgressCallback on stderr: one Rich bar per task name on a terminal; elsewhere (a log
     file, a pipe) a plain line per task start and end and every LOG_INTERVAL_SECONDS between them."""
     if not err.is_terminal:
-        with progress_log(unit) as callback:
-            yield callback
+        with progress_log(unit) as log_callback:
+            yield log_callback
         return
     progress = Progress(
         TextColumn("[bold blue]{task.description}"),
@@ -142,7 +143,7 @@ def progress_bar(unit: str = "it") -> Iterator:
         console=err,
         transient=False,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def callback(task: str, completed: int, total: int, **info: float) -> None:
         if not tasks:  # started at the first report: work that fails before any leaves no blank line on stderr

@@ -114,7 +114,9 @@ class Identity:
         """The identity saved by ``to_dict``; None for anything else (a damaged or an older marker)."""
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             return None
-        data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+        data = saved.get("data")
+        if not isinstance(data, dict):
+            data = {}
         return cls(str(saved.get("kind", "")), saved["config"], data, str(saved.get("model", "")))
 
 

@@ -57,7 +57,7 @@ def normalise_labels(
     return _by_name(keyed, files, names, column), tuple(names), notes
 
 
-def _parse(value, file: Path, row: int, column: str) -> tuple[str, object, str]:
+def _parse(value, file: Path, row: int, column: str) -> tuple[str, str | int | float, str]:
     """(kind, value, spelling): kind is 'bool', 'number' (int or float) or 'name' (a stripped string)."""
     where = f"{file} row {row + 1}: the label ({column!r})"
     if isinstance(value, (bool, np.bool_)):

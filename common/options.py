@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar, Union
+from typing import TypedDict, TypeVar, Union
 
 from common.errors import ConfigError
 
@@ -22,6 +22,14 @@ T = TypeVar("T")
 LAST = "last"
 ALL = "all"
 LayerSpec = Union[str, tuple[int, ...]]  # "last", "all", or layer numbers (0 = the embedding output)
+
+
+class Bounds(TypedDict):
+    """typer.Option's keyword arguments for an integer range (a TypedDict, so that a type checker
+    matches ``**bounds`` to Option's ``min`` and ``max``)."""
+
+    min: int
+    max: int
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class IntRange:
     why: str = ""  # said after the bounds when a value is refused
 
     @property
-    def bounds(self) -> dict[str, int]:
+    def bounds(self) -> Bounds:
         """typer.Option(..., **SEEDS.bounds)"""
         return {"min": self.low, "max": self.high}
 
@@ -176,6 +184,8 @@ def layers_in(spec: LayerSpec, n_layers: int, option: str = "--layer") -> tuple[
         return (n_layers,)
     if spec == ALL:
         return tuple(range(n_layers + 1))
+    if isinstance(spec, str):
+        raise ConfigError(f"{option} {spec!r}: expected '{LAST}', '{ALL}' or layer numbers")
     bad = [layer for layer in spec if not 0 <= layer <= n_layers]
     if bad:
         raise ConfigError(

@@ -91,6 +91,12 @@ def check_path(path: str | os.PathLike, kind: PathKind, what: str = "path", hint
             _check_creatable(path, name)
             return path
         raise PathError(f"{name} does not exist" + (f"; {hint}" if hint else "")) from None
+    _check_mode(path, mode, kind, name)
+    return path
+
+
+def _check_mode(path: Path, mode: int, kind: PathKind, name: str) -> None:
+    """Refuse an existing ``path`` of file ``mode`` that cannot serve as ``kind`` (wrong type, no permission)."""
     if stat.S_ISDIR(mode):
         if kind in (PathKind.FILE, PathKind.NEW_FILE):
             raise PathError(f"{name} is a folder, not a file; give a file")
@@ -108,7 +114,6 @@ def check_path(path: str | os.PathLike, kind: PathKind, what: str = "path", hint
         raise PathError(
             f"{name} is {_special_kind(mode)}, not a regular {kind.value.replace('new ', '')}; give a path to a real one"
         )
-    return path
 
 
 def _permitted(path: Path, mode: int) -> bool:

@@ -66,7 +66,7 @@ class ProgressLog:
             now = self.clock()
             state = self._tasks.get(task)
             is_new = state is None or (state.done and completed < state.completed)  # a task run again
-            if is_new:
+            if state is None or is_new:
                 state = self._tasks[task] = _TaskState(started=now, first_completed=completed)
             state.completed, state.total, state.info = completed, total, dict(info)
             finished = total > 0 and completed >= total and not state.done

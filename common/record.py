@@ -128,7 +128,7 @@ class RunRecord:
     @property
     def best(self) -> ResultRow | None:
         scored = [r for r in self.results if r.accuracy is not None]
-        return max(scored, key=lambda r: r.accuracy) if scored else None
+        return max(scored, key=lambda r: r.accuracy or 0.0) if scored else None  # never None in scored
 
     def row(self, name: str) -> ResultRow:
         for r in self.results:
@@ -251,21 +251,26 @@ def validate(d: Any) -> list[str]:
     problems += check_fields(d["data"], _DATA_TYPES, "data", _OPTIONAL)
     for i, s in enumerate(d["data"].get("splits", [])):
         problems += check_fields(s, {"name": (str,), "fingerprint": (str,), "n_rows": (int,)}, f"data.splits[{i}]")
-    names = set()
+    names: set[str] = set()
     for i, r in enumerate(d["results"]):
-        row_problems = check_fields(r, _ROW_TYPES, f"results[{i}]", _OPTIONAL)
-        problems += row_problems
-        if row_problems:
-            continue
-        if r["name"] in names or not r["name"] or "/" in r["name"] or r["name"] in (ROW_IDS_KEY, Y_TRUE_KEY):
-            problems.append(f"results[{i}].name {r['name']!r} is empty, repeated, reserved or holds '/'")
-        names.add(r["name"])
-        for metric in ("accuracy", "macro_f1", "validation_accuracy"):
-            if r[metric] is not None and not 0 <= r[metric] <= 1:
-                problems.append(f"results[{i}].{metric} = {r[metric]} is outside [0, 1]")
-        for cost in ("peak_memory_bytes", "predict_per_second"):
-            if r.get(cost) is not None and not 0 <= r[cost] < float("inf"):
-                problems.append(f"results[{i}].{cost} = {r[cost]} is negative or not finite")
+        problems += _row_problems(r, f"results[{i}]", names)
+    return problems
+
+
+def _row_problems(r: Any, where: str, names: set[str]) -> list[str]:
+    """Problems of one result row of a run.json (``where``: results[i]); adds its name to ``names``, those seen."""
+    problems = check_fields(r, _ROW_TYPES, where, _OPTIONAL)
+    if problems:
+        return problems
+    if r["name"] in names or not r["name"] or "/" in r["name"] or r["name"] in (ROW_IDS_KEY, Y_TRUE_KEY):
+        problems.append(f"{where}.name {r['name']!r} is empty, repeated, reserved or holds '/'")
+    names.add(r["name"])
+    for metric in ("accuracy", "macro_f1", "validation_accuracy"):
+        if r[metric] is not None and not 0 <= r[metric] <= 1:
+            problems.append(f"{where}.{metric} = {r[metric]} is outside [0, 1]")
+    for cost in ("peak_memory_bytes", "predict_per_second"):
+        if r.get(cost) is not None and not 0 <= r[cost] < float("inf"):
+            problems.append(f"{where}.{cost} = {r[cost]} is negative or not finite")
     return problems
 
 
@@ -295,7 +300,7 @@ def _write_predictions(path: Path, record: RunRecord, predictions: Predictions) 
 
     row_ids = np.asarray(predictions.row_ids)
     names = {r.name for r in record.results}
-    arrays = {ROW_IDS_KEY: row_ids, Y_TRUE_KEY: np.asarray(predictions.y_true, dtype=np.int64)}
+    arrays: dict[str, Any] = {ROW_IDS_KEY: row_ids, Y_TRUE_KEY: np.asarray(predictions.y_true, dtype=np.int64)}
     for name, y_pred in predictions.by_row.items():
         y_pred = np.asarray(y_pred, dtype=np.int64)
         if name not in names or y_pred.shape != row_ids.shape:
@@ -364,6 +369,11 @@ def read_predictions(run_dir: Path, record: RunRecord | None = None) -> Predicti
 
 def prediction_problems(arrays: Mapping[str, Any], record: RunRecord) -> list[str]:
     """What keeps ``arrays`` (predictions.npz) from being the test predictions of ``record`` (empty: nothing)."""
+    return _array_shape_problems(arrays, record) or _label_problems(arrays, record)
+
+
+def _array_shape_problems(arrays: Mapping[str, Any], record: RunRecord) -> list[str]:
+    """The arrays' names, dtypes and lengths against the record's result rows and test split."""
     import numpy as np
 
     missing = [key for key in (ROW_IDS_KEY, Y_TRUE_KEY) if key not in arrays]
@@ -386,6 +396,14 @@ def prediction_problems(arrays: Mapping[str, Any], record: RunRecord) -> list[st
         return [f"{wrong_length[0]!r} has {len(arrays[wrong_length[0]])} labels for {n_rows} test rows"]
     if len(np.unique(arrays[ROW_IDS_KEY])) != n_rows:
         return ["the test row ids repeat"]
+    return []
+
+
+def _label_problems(arrays: Mapping[str, Any], record: RunRecord) -> list[str]:
+    """The labels against the record's classes, and each scored row's accuracy recomputed from them."""
+    import numpy as np
+
+    n_rows = len(arrays[ROW_IDS_KEY])
     n_classes = len(record.data.label_names) or None
     for key, values in arrays.items():
         if key != ROW_IDS_KEY and len(values) and (values.min() < 0 or (n_classes and values.max() >= n_classes)):

@@ -88,7 +88,7 @@ def _alive(pid: int) -> bool:
 
 def clean_stale_staging(parent: Path) -> list[Path]:
     """Remove staging folders and temporary files in ``parent`` whose writing process is dead; return them."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(parent).iterdir())
     except OSError:

@@ -77,7 +77,11 @@ def decode(raw: bytes, where) -> str:
 def read_csv_rows(path: Path | None, raw: bytes | None = None, where=None) -> list[list[str]]:
     """Every non-blank row of a CSV file (or of ``raw`` bytes) as lists of strings; at least one row."""
     where = where or path
-    text = decode(raw if raw is not None else check_path(path, PathKind.FILE, "table").read_bytes(), where)
+    if raw is None:
+        if path is None:
+            raise ValueError("read_csv_rows needs a path or the raw bytes")
+        raw = check_path(path, PathKind.FILE, "table").read_bytes()
+    text = decode(raw, where)
     try:
         rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
     except csv.Error as exc:
@@ -129,7 +133,7 @@ def _read_jsonl(path: Path) -> Table:
             record = json.loads(line, object_pairs_hook=_Object)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where} is not valid JSON: {exc.msg}") from None
-        if not isinstance(record, dict):
+        if not isinstance(record, _Object):  # every JSON object is one (object_pairs_hook)
             raise DataError(f"{where}: expected a JSON object per line")
         record = dict(zip(check_header(record.names, where), record.values()))  # names unique once checked
         rows.append(record)

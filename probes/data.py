@@ -42,6 +42,7 @@ class SplitPlan:
                 f"{replace(self, limited_to=None).describe()}; a stratified subset of {self.limited_to} training rows"
             )
         if self.carved_fraction is not None:
+            assert self.train_rows is not None and self.test_rows is not None, "a carve selects both"
             return (
                 f"split {self.train_split!r} carved into {len(self.train_rows)} train / {len(self.test_rows)} test rows "
                 f"(stratified, {self.carved_fraction:g} test fraction)"
@@ -88,7 +89,7 @@ def parse_layers(
             selections.extend((layer,) for layer in stored)
         elif spec == LAST:
             selections.append((stored[-1],))
-        else:
+        elif not isinstance(spec, str):  # layer numbers (parse_layer refuses any other text)
             missing = [layer for layer in spec if layer not in stored]
             if missing:
                 raise StoreError(
@@ -280,7 +281,8 @@ def pair_poolings_with_layers(
     A pooling named with ``--pooling`` must hold every requested layer; with the default (all
     poolings) a pooling that lacks some layers is probed on the rest, said aloud.
     """
-    pairs, notes = [], []
+    pairs: list[tuple[str, tuple[int, ...]]] = []
+    notes: list[str] = []
     for pooling in poolings:
         available = set(stored_layers(store, split, pooling))
         missing = [s for s in selections if not set(s) <= available]

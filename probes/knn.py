@@ -10,6 +10,7 @@ are approximate; ``recall_at_k`` measures them against an exact search.
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,12 +69,14 @@ def build_index(
 
     n, d = X.shape
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric is Metric.COSINE else faiss.METRIC_L2
+    index: faiss.Index
     if kind is IndexKind.FLAT:
         index = faiss.IndexFlatIP(d) if metric is Metric.COSINE else faiss.IndexFlatL2(d)
     elif kind is IndexKind.HNSW:
-        index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss_metric)
-        index.hnsw.efConstruction = params.hnsw_ef_construction
-        index.hnsw.efSearch = params.hnsw_ef_search
+        hnsw = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss_metric)
+        hnsw.hnsw.efConstruction = params.hnsw_ef_construction
+        hnsw.hnsw.efSearch = params.hnsw_ef_search
+        index = hnsw
     else:
         return _ivf_index(X, faiss_metric, params, seed)
     index.add(X)
@@ -90,8 +93,9 @@ def _ivf_index(X: np.ndarray, faiss_metric: int, params: ApproximateParams, seed
         )
     n_lists = max(1, min(params.ivf_lists or int(math.sqrt(n) / 2.7), n // 39))
     n_codes = max(m for m in range(1, max(1, d // 8) + 1) if d % m == 0)  # ~8 dimensions per 4-bit code
-    index = faiss.index_factory(d, f"IVF{n_lists},PQ{n_codes}x4fs,RFlat", faiss_metric)
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    # FAISS's stubs type both as a plain Index; at run time they are an IndexRefineFlat over an IndexIVFPQFastScan.
+    index: Any = faiss.index_factory(d, f"IVF{n_lists},PQ{n_codes}x4fs,RFlat", faiss_metric)
+    ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
     ivf.by_residual = False  # one lookup table per query, not one per (query, list)
     ivf.cp.seed, ivf.cp.niter = seed, params.ivf_kmeans_iterations  # coarse centroids need not converge
     ivf.pq.cp.seed, ivf.pq.cp.niter = seed, params.ivf_kmeans_iterations

@@ -56,7 +56,7 @@ class Mixture:
         return X.astype(np.float32), labels.astype(np.int64)
 
 
-def write_synthetic_store(
+def write_synthetic_store(  # noqa: PLR0913  (keyword-only test-data knobs, each with a default)
     path: Path,
     *,
     n_train: int = 300,

@@ -14,7 +14,7 @@ import numpy as np
 
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
-from common.record import Predictions, ResultRow, RunRecord, read_predictions, read_record
+from common.record import Predictions, ResultRow, RunRecord, SplitRef, read_predictions, read_record
 from common.runs import DiskFullError, disk_full_message, is_disk_full, new_run_name, staged_run_dir
 from report import stats
 from report.runs import find_runs, resolve_run
@@ -105,7 +105,7 @@ def build_report(config: ReportConfig) -> Report:
             f"{len(rows)} scored result; pass two or more runs on the same test set (see `mlx runs list`)"
         )
     table = _with_paired_tests(rows)
-    test = records[0].data.test
+    test = _test_split(records[0])
     description = f"{records[0].data.name}: {test.n_rows} test rows (fingerprint {test.fingerprint})"
     report = Report(
         tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), None, (), None, tuple(notes)
@@ -150,8 +150,10 @@ def _write_outputs(config: ReportConfig, report: Report, layer_rows, finetuned: 
 def _select(config: ReportConfig) -> list[RunRecord]:
     if config.runs:
         records = [read_record(resolve_run(spec, config.root)) for spec in config.runs]
-        seen = set()
-        return [r for r in records if not (r.run_dir in seen or seen.add(r.run_dir))]
+        unique: dict[str, RunRecord] = {}  # the first of each run folder, in the order given
+        for r in records:
+            unique.setdefault(r.run_dir, r)
+        return list(unique.values())
     listing = find_runs(config.root)
     scored = [r for r in listing.records if r.data.test is not None and r.best is not None]
     if not scored:
@@ -164,11 +166,13 @@ def _select(config: ReportConfig) -> list[RunRecord]:
     family = {newest.model.id if newest.model else None} | set(finetuned)
     group, latest = [], set()
     for r in scored:  # newest first: keep the latest run of each command, model and training size
-        same_test = r.data.test.fingerprint == newest.data.test.fingerprint
+        same_test = _test_split(r).fingerprint == _test_split(newest).fingerprint
         same_model = (r.model.id if r.model else None) in family or (
             r.kind == "finetune" and newest.model and r.model and r.model.id == newest.model.id
         )
-        key = (r.command, r.model.id if r.model else None, labelled_rows(r, r.best))
+        best = r.best
+        assert best is not None, "scored runs have a best row"
+        key = (r.command, r.model.id if r.model else None, labelled_rows(r, best))
         if same_test and same_model and key not in latest:
             latest.add(key)
             group.append(r)
@@ -221,7 +225,9 @@ def _fairness_notes(records: list[RunRecord]) -> list[str]:
 def _tie_break(r: ResultRow) -> tuple:
     """Among equal validation accuracies (common on small validation splits) prefer mean pooling and later
     layers, the usual default, then the name: never the test accuracy."""
-    layers = r.params.get("layers") if isinstance(r.params.get("layers"), list) else []
+    layers = r.params.get("layers")
+    if not isinstance(layers, list):
+        layers = []
     return (r.params.get("pooling") == "mean", max(layers, default=0), -len(layers), r.name)
 
 
@@ -229,6 +235,8 @@ def _row(
     record: RunRecord, r: ResultRow, chosen_on: str, low: float, high: float, finetuned: dict[str, str]
 ) -> ReportRow:
     model = model_label(record, finetuned)
+    if r.accuracy is None:
+        raise ValueError(f"bug: {record.run_dir} result {r.name!r} has no accuracy but was chosen for the report")
     return ReportRow(
         record.run_dir,
         record.kind,
@@ -304,13 +312,19 @@ def _finetuned_models(records) -> dict[str, str]:
 # ---------------------------------------------------------------- checks and tests
 
 
+def _test_split(record: RunRecord) -> SplitRef:
+    """The run's test split; a run without one cannot be compared on test rows."""
+    if record.data.test is None:
+        raise StoreError(f"{record.run_dir} records no test split, so it cannot be compared on test rows; re-run it")
+    return record.data.test
+
+
 def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
     first = records[0]
     for r in records:
-        if r.data.test is None:
-            raise StoreError(f"{r.run_dir} records no test split, so it cannot be compared on test rows; re-run it")
+        _test_split(r)
     for r in records[1:]:
-        a, b = first.data.test, r.data.test
+        a, b = _test_split(first), _test_split(r)
         if (a.fingerprint, a.n_rows) != (b.fingerprint, b.n_rows):
             why = (
                 "other data"
@@ -322,7 +336,7 @@ def _check_same_test_rows(records: list[RunRecord]) -> dict[str, Predictions]:
                 f"({a.n_rows} rows, fingerprint {a.fingerprint}) but {Path(r.run_dir).name} on {r.data.name} test "
                 f"({b.n_rows} rows, fingerprint {b.fingerprint}): {why}; report them separately"
             )
-    predictions = {r.run_dir: read_predictions(r.run_dir, r) for r in records}  # checked against each record
+    predictions = {r.run_dir: read_predictions(Path(r.run_dir), r) for r in records}  # checked against each record
     reference = predictions[first.run_dir]
     for r in records[1:]:
         p = predictions[r.run_dir]

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.record import ResultRow, RunRecord
-from report.join import resolved
+from report.join import ReportRow, resolved
 from report.markdown import FINETUNE_METHODS, concatenated, method_label
 
 LAYER_PLOT_POOLINGS = ("mean", "cls")  # two poolings keep the layer plot readable; the table has them all
@@ -104,7 +104,7 @@ def layer_curves(
         model_id = rec.model.id if rec.model else ""
         state = "fine-tuned" if resolved(model_id) in finetuned_models else "frozen"
         key = (state, r.params["pooling"], r.params["layers"][0])
-        candidate = (r.method == "logreg", r.validation_accuracy or 0.0, r.accuracy)
+        candidate = (r.method == "logreg", r.validation_accuracy or 0.0, r.accuracy or 0.0)  # layer rows are scored
         cells[key] = max(cells.get(key, candidate), candidate)
     poolings = {pooling for _, pooling, _ in cells}
     shown = [p for p in LAYER_PLOT_POOLINGS if p in poolings] or sorted(poolings)[:2]
@@ -191,9 +191,9 @@ def _plot_layers(path: Path, curves: dict[str, dict[int, float]], n_train: int) 
     return path
 
 
-def size_series(rows: Sequence) -> dict[str, dict[int, object]]:
+def size_series(rows: Sequence[ReportRow]) -> dict[str, dict[int, ReportRow]]:
     """Method -> {training size: its row}: rows chosen on validation only, the same method joined across sizes."""
-    series: dict[str, dict[int, object]] = {}
+    series: dict[str, dict[int, ReportRow]] = {}
     for r in rows:
         if r.chosen_on == "optimistic" or not r.n_train:
             continue
@@ -205,7 +205,7 @@ def size_series(rows: Sequence) -> dict[str, dict[int, object]]:
     return series
 
 
-def _plot_sizes(path: Path, rows: Sequence) -> Path:
+def _plot_sizes(path: Path, rows: Sequence[ReportRow]) -> Path:
     """Each method at each training size, with intervals; one line per method."""
     import matplotlib.pyplot as plt
 
@@ -241,14 +241,14 @@ def _plot_sizes(path: Path, rows: Sequence) -> Path:
     return path
 
 
-def parameter_points(rows: Sequence) -> list:
+def parameter_points(rows: Sequence[ReportRow]) -> list[ReportRow]:
     """At the largest training size: the frozen-encoder probe and each fine-tuning method, one row each
     (rows chosen on validation only; where one kind has several, the one validation prefers)."""
     chosen = [r for r in rows if r.chosen_on != "optimistic" and r.trainable_params and r.n_train]
     if not chosen:
         return []
-    largest = max(r.n_train for r in chosen)
-    best: dict[str, object] = {}
+    largest = max(r.n_train or 0 for r in chosen)
+    best: dict[str, ReportRow] = {}
     for r in chosen:
         kind = row_kind(r)
         if r.n_train != largest or kind not in ("frozen", *FINETUNE_METHODS.values()):
@@ -256,7 +256,7 @@ def parameter_points(rows: Sequence) -> list:
         held = best.get(kind)
         if held is None or (r.validation_accuracy or 0.0) > (held.validation_accuracy or 0.0):
             best[kind] = r
-    return sorted(best.values(), key=lambda r: r.trainable_params)
+    return sorted(best.values(), key=lambda r: r.trainable_params or 0)
 
 
 PARAMETER_LABELS = {"frozen": "probe on the frozen encoder ({method})", "fine-tune": "full fine-tune"}

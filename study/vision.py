@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.artifacts import Identity, claim_folder, from_legacy, hold, to_plain
+from common.devices import Device
 from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.record import RECORD_FILE
@@ -92,7 +93,9 @@ def _legacy(saved: dict, config: VisionStudyConfig, now: Identity) -> dict:
     """study.json of an older mlx: its settings with the data folder and the fingerprint of all the images."""
     from vision.data import DatasetName, load_splits
 
-    base = saved.get("base") if isinstance(saved.get("base"), dict) else {}
+    base = saved.get("base")
+    if not isinstance(base, dict):
+        base = {}
     whole = load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed).fingerprint
     data_dir = str(config.data_dir) if config.data_dir else None
     return from_legacy(base, now, {"data_dir": data_dir, "data_fingerprint": whole})
@@ -119,7 +122,7 @@ def _compare(config: VisionStudyConfig, parent: Path, progress, notify) -> tuple
             data_dir=config.data_dir,
             n_epochs=config.n_epochs,
             seed=config.seed,
-            device=config.device,
+            device=Device(config.device),
             threads=config.threads,
             out=new_run_name(parent, f"compare-{config.dataset}"),
         )
@@ -150,7 +153,7 @@ def _sweep(config: VisionStudyConfig, folder: Path, progress, notify) -> tuple[P
             config.data_dir,
             config.n_epochs,
             seed=config.seed,
-            device=config.device,
+            device=Device(config.device),
             threads=config.threads,
             out=folder,
         )

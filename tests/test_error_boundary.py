@@ -88,6 +88,55 @@ def test_the_boundary_holds_in_a_real_process(tmp_path):
     assert log.read_text().startswith("mlx store list\n")  # the command line heads the log
 
 
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader has already gone (as after ``| head -3``)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("vision", "compare", "--help"), ("runs", "list", "--json")],
+    ids=["help", "subcommand help", "json"],
+)
+def test_a_closed_stdout_ends_the_command_quietly(args, tmp_path):
+    """The class: any write to a closed pipe (help, tables, --json) is exit 1 and nothing on stderr."""
+    env = {**os.environ, "MLX_HOME": str(tmp_path / "home")}
+    stdout = _closed_pipe()
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=REPO,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(stdout)
+    assert (child.returncode, child.stderr) == (1, "")
+    assert not (tmp_path / "home" / "logs").exists()  # not an internal error
+
+
+def test_a_closed_stderr_ends_the_command_quietly(tmp_path):
+    env = {**os.environ, "MLX_HOME": str(tmp_path / "home")}
+    stderr = _closed_pipe()
+    try:  # `runs list` with no runs says so on stderr
+        child = subprocess.run(
+            [sys.executable, "-m", "cli.main", "runs", "list"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    finally:
+        os.close(stderr)
+    assert (child.returncode, child.stdout) == (1, "")
+    assert not (tmp_path / "home" / "logs").exists()
+
+
 def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 

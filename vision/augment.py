@@ -161,9 +161,9 @@ def torch_augmenter(config: AugmentConfig, seed: int):
 
     def transform(images: "torch.Tensor") -> "torch.Tensor":
         n, _, height, width = images.shape
-        ops = sample_stroke_ops(config, n, rng)
-        if ops is not None:
-            ops = torch.from_numpy(ops).to(images.device).view(n, 1, 1, 1)
+        sampled_ops = sample_stroke_ops(config, n, rng)
+        if sampled_ops is not None:
+            ops = torch.from_numpy(sampled_ops).to(images.device).view(n, 1, 1, 1)
             dilated, eroded = F.max_pool2d(images, 3, 1, 1), -F.max_pool2d(-images, 3, 1, 1)
             images = torch.where(ops == 1, dilated, torch.where(ops == -1, eroded, images))
         matrix = torch.from_numpy(sample_affine(config, n, rng)).to(images.device)  # (B, 2, 3) pixels

@@ -72,30 +72,35 @@ class CompareSetup:
         }
 
 
+def result_rows(runs: tuple[ModelRun, ...]) -> list[dict[str, Any]]:
+    """One summary dict per model run: scores, size and time."""
+    return [
+        {
+            "model": r.spec.model.value,
+            "members": r.spec.members,
+            "test_accuracy": r.test.accuracy if r.test else None,
+            "test_macro_f1": r.test.macro_f1 if r.test else None,
+            "validation_accuracy": r.validation_accuracy,
+            "validation_accuracy_tta": r.validation_accuracy_tta,
+            "per_class_accuracy": r.test.per_class_accuracy if r.test else None,
+            "n_parameters": r.n_parameters,
+            "train_seconds": r.history.seconds,
+            "seconds_per_epoch": r.history.seconds_per_epoch,
+            "n_epochs": len(r.history.epochs),
+        }
+        for r in runs
+    ]
+
+
 @dataclass(frozen=True)
 class CompareResult:
     runs: tuple[ModelRun, ...]
     run_dir: Path
     figures: tuple[Path, ...]
-    record: run_record.RunRecord | None = None  # what run.json holds; ``--json`` prints it
+    record: run_record.RunRecord  # what run.json holds; ``--json`` prints it
 
     def rows(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "model": r.spec.model.value,
-                "members": r.spec.members,
-                "test_accuracy": r.test.accuracy if r.test else None,
-                "test_macro_f1": r.test.macro_f1 if r.test else None,
-                "validation_accuracy": r.validation_accuracy,
-                "validation_accuracy_tta": r.validation_accuracy_tta,
-                "per_class_accuracy": r.test.per_class_accuracy if r.test else None,
-                "n_parameters": r.n_parameters,
-                "train_seconds": r.history.seconds,
-                "seconds_per_epoch": r.history.seconds_per_epoch,
-                "n_epochs": len(r.history.epochs),
-            }
-            for r in self.runs
-        ]
+        return result_rows(self.runs)
 
 
 def prepare_compare(config: CompareConfig) -> CompareSetup:
@@ -171,7 +176,7 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
                 for spec in setup.specs
             )
         figures = _write_figures(runs, setup.splits, stage, setup.config.plot_errors)
-        write_json(stage / "metrics.json", stamp({"rows": CompareResult(runs, final, ()).rows()}))
+        write_json(stage / "metrics.json", stamp({"rows": result_rows(runs)}))
         config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
         record, predictions = compare_record(
             runs, setup.splits, config, str(setup.device), [f.relative_to(stage) for f in figures], started_at
@@ -185,22 +190,13 @@ def _write_figures(runs: tuple[ModelRun, ...], splits: Splits, folder: Path, plo
     figures = [plot_learning_curves({r.spec.model.value: r.history for r in runs}, folder / "learning_curves.png")]
     glyphs = KMNIST_HIRAGANA if splits.class_names == KMNIST_CLASS_NAMES else None
     for r in runs:
+        test = r.test
+        assert test is not None, "compare scores every model on the test split"
         name = r.spec.model.value
-        title = f"{name}: test accuracy {r.test.accuracy:.2%}"
-        figures.append(plot_confusion(r.test.confusion, splits.class_names, title, folder / f"confusion_{name}.png"))
+        title = f"{name}: test accuracy {test.accuracy:.2%}"
+        figures.append(plot_confusion(test.confusion, splits.class_names, title, folder / f"confusion_{name}.png"))
         if plot_errors:
-            errors = int(r.test.confusion.sum() - np.trace(r.test.confusion))
-            gallery_title = f"{name}: {errors:,} of {len(splits.test):,} test images misclassified ({r.test.accuracy:.2%} correct), by the most confused pairs"
-            figures.append(
-                plot_error_gallery(
-                    splits.test.images,
-                    splits.test.labels,
-                    r.test.predicted,
-                    r.test.confusion,
-                    splits.class_names,
-                    glyphs,
-                    gallery_title,
-                    folder / f"errors_{name}.png",
-                )
-            )
+            errors = int(test.confusion.sum() - np.trace(test.confusion))
+            gallery_title = f"{name}: {errors:,} of {len(splits.test):,} test images misclassified ({test.accuracy:.2%} correct), by the most confused pairs"
+            figures.append(plot_error_gallery(splits.test, test, glyphs, gallery_title, folder / f"errors_{name}.png"))
     return figures

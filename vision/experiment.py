@@ -32,7 +32,7 @@ class TestScores:
     accuracy: float
     macro_f1: float
     confusion: np.ndarray  # (C, C) int64, rows = true class
-    predicted: np.ndarray | None = None  # (N,) int64 predicted labels, saved in the run's predictions.npz
+    predicted: np.ndarray  # (N,) int64 predicted labels, saved in the run's predictions.npz
     class_names: tuple[str, ...] = ()
 
     @property

@@ -26,7 +26,7 @@ class Linear:
         self.x = x  # (B, D_in)
         return x @ self.params["W"] + self.params["b"]  # (B, D_out)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         np.matmul(self.x.T, grad_out, out=self.grads["W"])  # (D_in, D_out)
         np.sum(grad_out, axis=0, out=self.grads["b"])  # (D_out,)
         return grad_out @ self.params["W"].T if self.needs_input_grad else None  # (B, D_in)
@@ -138,6 +138,10 @@ class MLP:
 
     ``l2`` adds (l2 / 2) * sum(W**2) over weight matrices (not biases) to the loss.
     """
+
+    # Learned state set by training (and by vision.models.build_model): the input normalisation.
+    input_mean: float
+    input_std: float
 
     def __init__(
         self,

@@ -1,9 +1,12 @@
 """PNG figures: learning curves, a confusion matrix, the effect of each sweep factor."""
 
+from __future__ import annotations
+
 import logging
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -13,6 +16,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common.training import TrainHistory  # noqa: E402
+
+if TYPE_CHECKING:  # annotations only: vision.experiment imports the models
+    from vision.data import ImageSet
+    from vision.experiment import TestScores
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +125,8 @@ def confused_pairs(confusion: np.ndarray, n_pairs: int) -> list[tuple[int, int, 
 
 
 def plot_error_gallery(
-    images: np.ndarray,
-    labels: np.ndarray,
-    predicted: np.ndarray,
-    confusion: np.ndarray,
-    class_names: tuple[str, ...],
+    test: ImageSet,
+    scores: TestScores,
     glyphs: tuple[str, ...] | None,
     title: str,
     path: Path,
@@ -131,9 +135,11 @@ def plot_error_gallery(
 ) -> Path:
     """The confusion matrix beside a grid of misclassified images, one row per most-confused class pair.
 
-    images: (N, 28, 28) uint8; labels, predicted: (N,) int. Each row shows up to ``n_examples``
-    images of true class t predicted as p, in test-set order, titled "t → p (count)".
+    test.images: (N, 28, 28) uint8; test.labels, scores.predicted: (N,) int. Each row shows up to
+    ``n_examples`` images of true class t predicted as p, in test-set order, titled "t → p (count)".
     """
+    images, labels, predicted = test.images, test.labels, scores.predicted
+    confusion, class_names = scores.confusion, scores.class_names
     names = class_labels(class_names, glyphs)
     font = japanese_font() if names != class_names else None
     pairs = confused_pairs(confusion, n_pairs)

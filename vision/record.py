@@ -24,7 +24,7 @@ def result_row(
     spec: ModelSpec,
     n_parameters: int,
     train_seconds: float,
-    validation_accuracy: float,
+    validation_accuracy: float | None,
     test: TestScores | None,
     splits: Splits,
     extra: dict[str, Any] | None = None,

@@ -1,5 +1,6 @@
 """Vision run folders: where they go and what they carry (names and staging: ``common.runs``)."""
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ _OPTIONAL = {
 }
 
 
-def read_json(path: Path, schema: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+def read_json(path: Path, schema: Mapping[str, tuple[type, ...]]) -> dict[str, Any]:
     """A JSON file of a vision folder, checked against its ``schema`` (one of the above): one line if damaged."""
     return read_checked_json(
         path,

@@ -99,7 +99,7 @@ class SweepResult:
     n_skipped: int
     report_dir: Path
     figure: Path
-    record: run_record.RunRecord | None = None  # what report-*/run.json holds; ``--json`` prints it
+    record: run_record.RunRecord  # what report-*/run.json holds; ``--json`` prints it
 
 
 def build_grid(config: SweepConfig, device: Any = "cpu") -> tuple[ModelSpec, ...]:
@@ -115,8 +115,11 @@ def build_grid(config: SweepConfig, device: Any = "cpu") -> tuple[ModelSpec, ...
         config.dtype,
         device,
     )
-    grid = itertools.product(
-        *(dict.fromkeys(values) for values in (config.depths, config.widths, config.activations, config.l2s))
+    grid = itertools.product(  # each factor's values in order, duplicates dropped
+        dict.fromkeys(config.depths),
+        dict.fromkeys(config.widths),
+        dict.fromkeys(config.activations),
+        dict.fromkeys(config.l2s),
     )
     return tuple(dataclasses.replace(base, depth=d, width=w, activation=a, l2=l2).check() for d, w, a, l2 in grid)
 
@@ -205,7 +208,9 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     claim_folder(sweep_dir, identity, MARKER, legacy=legacy, remedy=REMEDY)
     removed = clean_stale_staging(sweep_dir) + _remove_unfinished(sweep_dir, specs)
     completed = frozenset(s.key() for s in specs if is_complete(s, sweep_dir / s.key(), splits))
-    notes = (f"removed {len(removed)} unfinished folder(s) of an interrupted sweep",) if removed else ()
+    notes: tuple[str, ...] = (
+        (f"removed {len(removed)} unfinished folder(s) of an interrupted sweep",) if removed else ()
+    )
     notes += splits.notes
     return SweepSetup(config, specs, splits, device, sweep_dir, completed, notes)
 

@@ -5,6 +5,7 @@ augmentation can zero-fill with the true background value first), returning (B, 
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,9 @@ from vision.activations import Activation, check_architecture, init_std
 class Standardize(nn.Module):
     """(x - mean) / std with constants fixed at construction (saved with the model)."""
 
+    mean: torch.Tensor  # buffers, registered below
+    std: torch.Tensor
+
     def __init__(self, mean: float, std: float):
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))
@@ -27,14 +31,15 @@ class Standardize(nn.Module):
 
 
 def torch_activation(activation: Activation) -> nn.Module:
-    return {
+    factories: dict[Activation, Callable[[], nn.Module]] = {
         Activation.relu: nn.ReLU,
         Activation.leaky_relu: lambda: nn.LeakyReLU(0.01),
         Activation.tanh: nn.Tanh,
         Activation.sigmoid: nn.Sigmoid,
         Activation.gelu: lambda: nn.GELU(approximate="tanh"),
         Activation.elu: nn.ELU,
-    }[activation]()
+    }
+    return factories[activation]()
 
 
 class TorchMLP(nn.Module):
