@@ -70,11 +70,11 @@ def embed(
     Re-running a finished extraction returns at once; re-running an interrupted one resumes it.
     Under torchrun (or with --nproc) the ranks share the shards and rank 0 writes the store.
     """
-    from common.distributed import dist_info, launch_local, shutdown
+    from common.distributed import launch_local
 
     if nproc is not None:
         raise typer.Exit(launch_local(nproc))
-    from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
+    from embeddings.extract import EmbedConfig, plan_extraction
 
     config = EmbedConfig(
         dataset=dataset,
@@ -93,7 +93,14 @@ def embed(
         out=out,
         force=force,
     )
-    plan = plan_extraction(config)
+    _run(plan_extraction(config), json_)
+
+
+def _run(plan, json_: bool) -> None:
+    """Extract on this rank; rank 0 alone speaks: the summary, progress and the result."""
+    from common.distributed import dist_info, shutdown
+    from embeddings.extract import extract_embeddings
+
     if not dist_info().is_main:  # only rank 0 prints
         try:
             extract_embeddings(plan)
@@ -106,25 +113,7 @@ def embed(
         ui.say(f"cache hit: {plan.path} already holds this extraction; no model work (use --force to recompute)")
         _print_result(extract_embeddings(plan), json_)
         return
-    sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())
-    ui.summary_panel(
-        "mlx embed",
-        {
-            "model": f"{model} ({plan.model_revision})",
-            "data": f"{plan.dataset.name}: {sizes}",
-            "pooling": ", ".join(config.poolings),
-            "layer": layer_text(config.layer),
-            "device": plan.device,
-            "dtype": plan.dtype.value + (" (auto)" if dtype is EncoderDType.AUTO else ""),
-            "batch / max length": f"{batch_size} / {plan.config.max_length}",
-            "output": plan.path,
-            **(
-                {"ranks": f"{dist_info().world_size} (torchrun; rank 0 writes the store)"}
-                if dist_info().enabled
-                else {}
-            ),
-        },
-    )
+    ui.summary_panel("mlx embed", _summary(plan))
     if plan.dtype is EncoderDType.INT8:
         ui.say(INT8_NOTE)
     try:
@@ -143,6 +132,26 @@ def embed(
 
 
 INT8_NOTE = "int8: the linear layers compute in int8 (dynamic quantisation), so the vectors differ from fp32's; the store records it and is never reused for another dtype"
+
+
+def _summary(plan) -> dict[str, object]:
+    """The one panel before the work: model, data sizes, what is stored, device, dtype, output."""
+    from common.distributed import dist_info
+
+    config = plan.config
+    sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())
+    ranks = {"ranks": f"{dist_info().world_size} (torchrun; rank 0 writes the store)"} if dist_info().enabled else {}
+    return {
+        "model": f"{config.model} ({plan.model_revision})",
+        "data": f"{plan.dataset.name}: {sizes}",
+        "pooling": ", ".join(config.poolings),
+        "layer": layer_text(config.layer),
+        "device": plan.device,
+        "dtype": plan.dtype.value + (" (auto)" if config.dtype is EncoderDType.AUTO else ""),
+        "batch / max length": f"{config.batch_size} / {config.max_length}",
+        "output": plan.path,
+        **ranks,
+    }
 
 
 def _print_result(result, json_: bool) -> None:

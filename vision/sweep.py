@@ -223,10 +223,8 @@ def run_sweep(setup: SweepSetup, progress: ProgressCallback = no_progress) -> Sw
         return _run_sweep(setup, progress)
 
 
-def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
-    from vision.record import sweep_record
-
-    started_at = run_record.now()
+def _train_missing(setup: SweepSetup, progress: ProgressCallback) -> tuple[list[dict[str, Any]], int]:
+    """Train every configuration not finished yet; one row per configuration, and how many were skipped."""
     rows, n_skipped = [], 0
     for done, spec in enumerate(setup.specs):
         folder = setup.sweep_dir / spec.key()
@@ -250,6 +248,14 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
             }
         )
         progress("sweep", done + 1, len(setup.specs))
+    return rows, n_skipped
+
+
+def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
+    from vision.record import sweep_record
+
+    started_at = run_record.now()
+    rows, n_skipped = _train_missing(setup, progress)
     rows.sort(key=lambda row: -row["validation_accuracy"])
     best = next(s for s in setup.specs if s.key() == rows[0]["key"])
     best_test = score(
