@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,10 @@ BOOL_NAMES = ("False", "True")
 
 
 def normalise_labels(
-    raw: dict[str, list], files: dict[str, Path], label_names: tuple[str, ...] | None = None, column: str = "label"
+    raw: Mapping[str, Sequence],
+    files: dict[str, Path],
+    label_names: tuple[str, ...] | None = None,
+    column: str = "label",
 ) -> tuple[dict[str, np.ndarray], tuple[str, ...], list[str]]:
     """Labels of every split -> ((N,) int64 class indices per split, class names, notes to say aloud).
 

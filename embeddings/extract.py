@@ -76,7 +76,7 @@ class EmbedPlan:
     key: str
     cached: bool
     layers: tuple[int, ...]
-    identity: Identity | None = None
+    identity: Identity
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,7 @@ def _embed_shards(
 
 def _whole_shard(path: Path, n_rows: int) -> bool:
     """A kept shard is reused only when it holds finite (n_rows, D) float32 vectors; else it is recomputed, said aloud."""
+    problem: str | None
     try:
         with np.load(path, allow_pickle=False) as arrays:
             vectors = {key: arrays[key] for key in arrays.files if key != SHARD_SECONDS}

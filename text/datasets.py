@@ -9,9 +9,11 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -232,7 +234,9 @@ def _read_classes(path: Path) -> tuple[str, ...]:
     return names
 
 
-def _load_file(file: Path, text_column: str, label_column: str, label_names) -> tuple[tuple[str, ...], list, bool]:
+def _load_file(
+    file: Path, text_column: str, label_column: str, label_names
+) -> tuple[tuple[str, ...], Sequence[Any], bool]:
     """(texts, raw labels, is the original AG News layout) of one file; every row checked."""
     if text_column.strip() == label_column.strip():
         raise ConfigError(f"--text-column and --label-column are both {text_column!r}; give two columns")

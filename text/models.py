@@ -14,7 +14,7 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common import ModelLoadError, StoreError
 from common.devices import DType, EncoderDType, torch_dtype, weights_dtype
@@ -23,6 +23,7 @@ from common.paths import PathKind, check_path
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not when a cache hit is checked
     import torch
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def check_model_folder(path: Path) -> None:
 
 @dataclass
 class LoadedModel:
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     model: torch.nn.Module
     model_id: str  # as the user gave it (alias or id or folder)
     source: str  # resolved id or folder
@@ -272,7 +273,7 @@ def load_model(
     source = resolve_model(model_id)
     from safetensors import SafetensorError
 
-    options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    options: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
     local_only = not Path(source).is_dir() and hub_unreachable_reason()
     if local_only:  # a cached hub model: without this, each file waits for the hub's retries first
         if _local_json(source, "config.json") is None:

@@ -70,18 +70,21 @@ def pool_layer(
 
     hidden = hidden.float()
     out: dict[Pooling, torch.Tensor] = {}
-    mean = mean_pool(hidden, mask) if {Pooling.MEAN, Pooling.MEAN_MAX} & set(poolings) else None
-    maxed = max_pool(hidden, mask) if {Pooling.MAX, Pooling.MEAN_MAX} & set(poolings) else None
+    shared: dict[Pooling, torch.Tensor] = {}  # mean and max serve MEAN_MAX too: each computed once
+    if {Pooling.MEAN, Pooling.MEAN_MAX} & set(poolings):
+        shared[Pooling.MEAN] = mean_pool(hidden, mask)
+    if {Pooling.MAX, Pooling.MEAN_MAX} & set(poolings):
+        shared[Pooling.MAX] = max_pool(hidden, mask)
     for pooling in poolings:
         if pooling is Pooling.CLS:
             out[pooling] = hidden[:, 0]
-        elif pooling is Pooling.MEAN:
-            out[pooling] = mean
-        elif pooling is Pooling.MAX:
-            out[pooling] = maxed
+        elif pooling in (Pooling.MEAN, Pooling.MAX):
+            out[pooling] = shared[pooling]
         elif pooling is Pooling.MEAN_MAX:
-            out[pooling] = torch.cat([mean, maxed], dim=-1)  # (B, 2H)
+            out[pooling] = torch.cat([shared[Pooling.MEAN], shared[Pooling.MAX]], dim=-1)  # (B, 2H)
         elif pooling is Pooling.FIRST_LAST_AVG:
+            if first_hidden is None:
+                raise ValueError("bug: first_last_avg pooling needs the first layer's states")
             # Mean pooling is linear, so this equals mean-pooling (h_1 + h_L) / 2 (Su et al., 2021).
             out[pooling] = mean_pool((first_hidden.float() + hidden) / 2, mask)
     return out
