@@ -86,6 +86,8 @@ def lora_target_modules(classifier: nn.Module, targets: str) -> list[str]:
 def _apply_lora(classifier: nn.Module, config: FinetuneConfig):
     from peft import LoraConfig, TaskType, get_peft_model
 
+    from finetune.lora_layer import LeanLoraLinear
+
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # trains (and saves) a copy of the head: classifier / score
         r=config.lora_rank,
@@ -94,6 +96,9 @@ def _apply_lora(classifier: nn.Module, config: FinetuneConfig):
         target_modules=lora_target_modules(classifier, config.lora_targets),
         bias="none",
     )
+    # peft's layers, parameters and adapter format, with a forward that makes fewer passes over memory
+    # (finetune/lora_layer.py: why, and what it computes).
+    lora._register_custom_module({nn.Linear: LeanLoraLinear})
     # get_peft_model replaces the targeted layers of ``classifier`` in place; the wrapper it returns is
     # kept only to save the adapter and to merge it.
     with warnings.catch_warnings():  # peft asks transformers 5 a deprecated question; nothing for the user to do
