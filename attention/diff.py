@@ -24,10 +24,11 @@ from attention.model import (
     tokenise,
 )
 from common import ConfigError, record
-from common.devices import Device, DType, resolve_device, resolve_dtype
+from common.devices import Device, DType, resolve_dtype
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
 from text.defaults import DEFAULT_MODEL
+from training.devices import resolve_device
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from common import ModelLoadError
-from common.devices import DType, EncoderDType, torch_dtype
+from common.devices import DType, EncoderDType
 from text.limits import resolve_max_length as text_max_length
 from text.models import LoadedModel, load_model, model_shape
 from text.tokens import cut_texts
+from training.devices import torch_dtype
 
 log = logging.getLogger(__name__)
 

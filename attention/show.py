@@ -27,10 +27,11 @@ from attention.model import (
 )
 from attention.rollout import attention_rollout
 from common import ConfigError, DataError, record
-from common.devices import Device, resolve_device
+from common.devices import Device
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
 from text.defaults import DEFAULT_MODEL
+from training.devices import resolve_device
 
 HTML_FILE = "attention.html"
 

@@ -29,11 +29,12 @@ from attention.model import (
     tokenise,
 )
 from common import ConfigError, record
-from common.devices import Device, DType, EncoderDType, resolve_device, resolve_encoder_dtype
+from common.devices import Device, DType, EncoderDType, resolve_encoder_dtype
 from common.progress import ProgressCallback, no_progress
 from common.runs import staged_run_dir, write_json
 from text.defaults import DEFAULT_MODEL
 from text.quantize import INT8_SCHEME, check_int8
+from training.devices import resolve_device
 
 PRECISION_SAMPLE = 64  # texts recomputed in fp32 to check a bf16/fp16 run
 # Above these differences from fp32 a low-precision run is reported as not exact enough.

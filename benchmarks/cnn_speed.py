@@ -3,7 +3,7 @@
 Both sides train one network of the preset (which trains four side by side and averages them; the
 loop's overhead is per network) on the same tensors, in the same dtype, with the same work per epoch: a shuffled pass in batches, the preset's random affine warps of every batch, label-smoothed
 cross-entropy, AdamW with a one-cycle schedule, then one evaluation pass over a small validation
-set. The mlx side is ``common.training.fit`` as `mlx vision compare` calls it; the plain side is the
+set. The mlx side is ``training.loop.fit`` as `mlx vision compare` calls it; the plain side is the
 ten-line loop anyone would write. Epochs alternate (mlx, plain, mlx, ...) so that load from other
 processes hits both alike; the first epoch of each is a warm-up and the median of the rest is
 reported. The ratio is the loop's overhead (target: under 10%).
@@ -24,7 +24,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.epoch_timing import add_data_options, load_images, print_epoch_table, time_interleaved  # noqa: E402
-from common.training import cpu_threads, fit  # noqa: E402
+from training.devices import cpu_threads  # noqa: E402
+from training.loop import fit  # noqa: E402
 from vision.augment import torch_augmenter  # noqa: E402
 from vision.models import ModelName, build_model, compute_dtype, preset, with_dtype  # noqa: E402
 

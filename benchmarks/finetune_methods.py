@@ -134,9 +134,9 @@ def run_one(args, method: str, lr: float | None) -> dict:
         threads=args.threads,
         out=Path(args.out) / "run",
     )
-    import common.training
+    import training.loop
 
-    fit, spent = common.training.fit, {}
+    fit, spent = training.loop.fit, {}
 
     def timed_fit(*args, **kwargs):  # the CPU time of the training phase alone
         started = time.process_time()
@@ -145,14 +145,14 @@ def run_one(args, method: str, lr: float | None) -> dict:
         finally:
             spent["cpu"] = time.process_time() - started
 
-    common.training.fit = timed_fit
+    training.loop.fit = timed_fit
     try:
         plan = prepare_finetune(config)
         result = run_finetune(plan)
     except MlxError as exc:  # bad options or data: one line, as mlx itself says it
         sys.exit(f"error: {exc}")
     finally:
-        common.training.fit = fit
+        training.loop.fit = fit
     history = result.history
     return {
         "method": method,

@@ -176,10 +176,10 @@ def summarise(runs: list[dict]) -> None:
 
 
 def run_mlx(plan, n_rows: int) -> dict:
-    import common.training
+    import training.loop
     from finetune.run import run_finetune
 
-    fit, spent = common.training.fit, {}
+    fit, spent = training.loop.fit, {}
 
     def timed_fit(*args, **kwargs):  # the training phase alone, as Trainer.train() below
         cpu, started = time.process_time(), time.perf_counter()
@@ -188,11 +188,11 @@ def run_mlx(plan, n_rows: int) -> dict:
         finally:
             spent["cpu"], spent["wall"] = time.process_time() - cpu, time.perf_counter() - started
 
-    common.training.fit = timed_fit
+    training.loop.fit = timed_fit
     try:
         result = run_finetune(plan)
     finally:
-        common.training.fit = fit
+        training.loop.fit = fit
     seconds, cpu = spent["wall"], spent["cpu"]
     return {
         "rows": n_rows,

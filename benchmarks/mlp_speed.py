@@ -1,6 +1,6 @@
 """Seconds per epoch: the NumPy MLP against the torch MLP of identical architecture, on CPU.
 
-Both sides run their real training loops (vision.numpy_train.fit_numpy and common.training.fit)
+Both sides run their real training loops (vision.numpy_train.fit_numpy and training.loop.fit)
 on the same float32 data, batch size, SGD + momentum and L2, one epoch at a time and interleaved
 (numpy, torch, numpy, torch, ...) so that load from other processes hits both alike. The first
 epoch of each is a warm-up and not counted; the median of the rest is reported.
@@ -19,7 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.epoch_timing import add_data_options, load_images, print_epoch_table, time_interleaved  # noqa: E402
-from common.training import ScheduleName, TrainConfig, cpu_threads, fit  # noqa: E402
+from training.config import ScheduleName, TrainConfig  # noqa: E402
+from training.devices import cpu_threads  # noqa: E402
+from training.loop import fit  # noqa: E402
 from vision.activations import parse_activation  # noqa: E402
 from vision.numpy_mlp import MLP  # noqa: E402
 from vision.numpy_train import fit_numpy  # noqa: E402
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     images, labels = load_images(args)
     val = (images[:256], labels[:256])  # small: the per-epoch validation pass is part of both loops
     config = TrainConfig(
-        n_epochs=1, batch_size=args.batch_size, lr=0.01, weight_decay=1e-4, schedule=ScheduleName.constant
+        n_epochs=1, batch_size=args.batch_size, lr=0.01, weight_decay=1e-4, schedule=ScheduleName.CONSTANT
     )
 
     numpy_model = MLP(args.depth, args.width, activation, np.random.default_rng(0), l2=1e-4)

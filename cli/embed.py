@@ -70,7 +70,7 @@ def embed(
     Re-running a finished extraction returns at once; re-running an interrupted one resumes it.
     Under torchrun (or with --nproc) the ranks share the shards and rank 0 writes the store.
     """
-    from common.distributed import launch_local
+    from training.distributed import launch_local
 
     if nproc is not None:
         raise typer.Exit(launch_local(nproc))
@@ -98,8 +98,8 @@ def embed(
 
 def _run(plan, json_: bool) -> None:
     """Extract on this rank; rank 0 alone speaks: the summary, progress and the result."""
-    from common.distributed import dist_info, shutdown
     from embeddings.extract import extract_embeddings
+    from training.distributed import dist_info, shutdown
 
     if not dist_info().is_main:  # only rank 0 prints
         try:
@@ -136,7 +136,7 @@ INT8_NOTE = "int8: the linear layers compute in int8 (dynamic quantisation), so 
 
 def _summary(plan) -> dict[str, object]:
     """The one panel before the work: model, data sizes, what is stored, device, dtype, output."""
-    from common.distributed import dist_info
+    from training.distributed import dist_info
 
     config = plan.config
     sizes = ", ".join(f"{name} {len(s):,}" for name, s in plan.dataset.splits.items())

@@ -154,9 +154,9 @@ def finetune(
     Ctrl-C or a crash, run the same command again: it resumes from the last checkpoint, and on CPU
     ends bit-identical to an uninterrupted run.
     """
-    from common.distributed import dist_info, launch_local, shutdown
     from finetune.config import FinetuneConfig
     from text.models import model_shape
+    from training.distributed import dist_info, launch_local, shutdown
 
     model_shape(model)  # a hub id with no hub to ask fails here at once, not after torch's import
     from finetune.run import prepare_finetune, run_finetune

@@ -21,8 +21,7 @@ import numpy as np
 from common import ConfigError, StoreError
 from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, to_plain
 from common.cost import device_name, measure
-from common.devices import Device, EncoderDType, resolve_device_name, resolve_encoder_dtype
-from common.distributed import DistInfo, barrier, init_distributed
+from common.devices import Device, EncoderDType, resolve_encoder_dtype
 from common.locking import store_lock
 from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
@@ -36,6 +35,8 @@ from text.models import LoadedModel, load_model, model_revision, model_shape, re
 from text.pooling import Pooling, parse_poolings, pool_layer
 from text.quantize import INT8_SCHEME, check_int8
 from text.tokens import cut_texts
+from training.devices import resolve_device_name
+from training.distributed import DistInfo, barrier, init_distributed
 
 log = logging.getLogger(__name__)
 

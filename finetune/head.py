@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import ConfigError
+from training.predict import predict
 
 PROBE_C = 1.0  # inverse L2 strength of the head's logistic regression (scikit-learn's default)
 
@@ -50,7 +51,6 @@ def probe_head(model, batches: list, labels: np.ndarray, n_classes: int, device,
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from common.training import predict
     from probes.logreg import _fit_quietly
 
     started = time.perf_counter()

@@ -14,7 +14,7 @@
 
 The classification head trains under every method, and ``--head-init probe`` starts it as a
 linear probe under every method. Only the parameters that train are checkpointed
-(common.training.trainable_state): the frozen ones are rebuilt by loading the same model again.
+(training.weights.trainable_state): the frozen ones are rebuilt by loading the same model again.
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ import numpy as np
 from common import __version__
 from common.artifacts import Identity, IdentityMismatch, Reuse, check_kind, decide, from_legacy, to_plain
 from common.cost import device_name, measure, per_second
-from common.devices import DType, preferred_dtype, resolve_device
-from common.distributed import DistInfo, barrier, dist_info, init_distributed
+from common.devices import DType
 from common.errors import ConfigError, DataError, ModelLoadError, StoreError
 from common.heldout import check_test_classes, check_test_rows, row_keys
 from common.paths import ensure_writable_dir, mlx_home
@@ -43,6 +42,11 @@ from text.datasets import TextDataset, load_text_dataset
 from text.limits import resolve_max_length
 from text.models import model_shape, resolve_model
 from text.validation import validation_fingerprint, validation_split
+from training.checkpoints import CheckpointDir
+from training.config import OptimizerName, ScheduleName, TrainConfig
+from training.devices import cpu_threads, preferred_dtype, resolve_device
+from training.distributed import DistInfo, barrier, dist_info, init_distributed
+from training.history import TrainHistory
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +143,7 @@ class FinetuneResult:
     trainable_params: int
     train_seconds: float
     samples_per_second: float
-    history: object  # common.training.TrainHistory
+    history: TrainHistory
     peak_memory_bytes: int | None = None  # while training (common.cost.measure)
     predict_per_second: float | None = None  # test texts per second through the fine-tuned model
     notes: tuple[str, ...] = ()
@@ -348,8 +352,6 @@ def _check_run_folder(config: FinetuneConfig, identity: Identity, out: Path, par
     ensure_writable_dir(out.parent)
     marker = partial / "config.json"
     saved = None if not marker.exists() else {} if config.force else _saved_identity(marker, config, identity)
-    from common.checkpoints import CheckpointDir
-
     last_step = CheckpointDir(partial / "checkpoints").last_step()
     names = {"world_size": "--nproc", "dropout_masks": "dropout masks (an older mlx)"}
     try:
@@ -428,9 +430,6 @@ def check_not_busy(plan: FinetunePlan) -> None:
 
 
 def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device) -> FinetuneResult:
-
-    from common.checkpoints import CheckpointDir
-    from common.training import cpu_threads
     from finetune.methods import merge_adapter
 
     _start_folder(plan, dist)
@@ -448,7 +447,8 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device)
             head = _probe_head(plan, model, data, device, dist, progress)
             history = _fit(plan, model, data, device, dist, on_step, checkpoints)
         in_sync = _ranks_in_sync(model, dist)
-        from common.training import checkpoint_weights, load_trainable_state, predict
+        from training.predict import predict
+        from training.weights import checkpoint_weights, load_trainable_state
 
         if history.best_step is not None:
             load_trainable_state(model, checkpoint_weights(checkpoints.load(history.best_step)))
@@ -477,14 +477,14 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device)
 
 
 def _fit(plan: FinetunePlan, model, data: dict, device, dist: DistInfo, on_step, checkpoints):
-    """The one training loop (common.training.fit) with fast dropout masks."""
+    """The one training loop (training.loop.fit) with fast dropout masks."""
     import torch
 
-    from common.training import fit
     from finetune.dropout import fast_dropout
+    from training import loop
 
     with fast_dropout(model):
-        return fit(
+        return loop.fit(
             model,
             data["train"],
             data["validation"],
@@ -550,16 +550,14 @@ def _ranks_in_sync(model, dist: DistInfo) -> bool | None:
 
 
 def _train_config(plan: FinetunePlan):
-    from common.training import OptimizerName, ScheduleName, TrainConfig
-
     c = plan.config
     return TrainConfig(
         n_epochs=c.n_epochs,
         batch_size=c.batch_size,
-        optimizer=OptimizerName.adamw,
+        optimizer=OptimizerName.ADAMW,
         lr=c.lr,
         weight_decay=c.weight_decay,
-        schedule=ScheduleName.linear,
+        schedule=ScheduleName.LINEAR,
         warmup_fraction=c.warmup,
         max_grad_norm=c.max_grad_norm,
         seed=c.seed,
@@ -582,8 +580,6 @@ def _start_folder(plan: FinetunePlan, dist: DistInfo) -> None:
             plan.partial.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {plan.partial} ({exc.strerror}); choose another --out") from None
-        from common.checkpoints import CheckpointDir
-
         CheckpointDir(plan.partial / "checkpoints").clean_partials()
         # A fresh start: this run's options replace any left by a run that never checkpointed.
         if plan.resume_step is None:
@@ -713,7 +709,6 @@ def _result(plan: FinetunePlan, trainable: int, history, predicted: np.ndarray, 
 def _write_run(plan: FinetunePlan, result: FinetuneResult, model, tokenizer, predicted: np.ndarray, test) -> None:
     """Everything into the partial folder, run.json (common/record.py) last, then rename it into place."""
     from common import record as run_record
-    from common.checkpoints import CheckpointDir
     from finetune.plots import plot_learning_curve
 
     folder = plan.partial

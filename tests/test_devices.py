@@ -1,9 +1,9 @@
-"""common.devices.native_bf16: bf16 is native only where the CPU has the instructions and torch may use them."""
+"""training.devices.native_bf16: bf16 is native only where the CPU has the instructions and torch may use them."""
 
 import pytest
 import torch
 
-from common.devices import native_bf16
+from training.devices import native_bf16
 
 
 @pytest.mark.parametrize(

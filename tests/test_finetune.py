@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common.checkpoints import CheckpointDir
-from common.devices import preferred_dtype
 from common.errors import ConfigError
 from finetune.config import FinetuneConfig
 from finetune.run import prepare_finetune, run_finetune
 from tests.helpers import invoke, write_ag_news_folder
+from training.checkpoints import CheckpointDir
+from training.devices import preferred_dtype
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -334,9 +334,9 @@ def test_the_probe_head_is_the_logistic_regression_of_the_frozen_features(tiny_b
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from common.distributed import DistInfo
     from finetune.data import encode_split, scoring_batches
     from finetune.head import PROBE_C, classifier_layer, probe_head
+    from training.distributed import DistInfo
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=4).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
@@ -422,14 +422,14 @@ def test_a_run_interrupted_before_its_first_checkpoint_restarts_with_new_options
 def test_the_resolved_dtype_is_part_of_the_runs_identity_and_a_busy_folder_is_refused(
     tiny_bert, data, tmp_path, monkeypatch
 ):
-    import common.devices
+    import training.devices
     from common import StoreError
     from common.locking import store_lock
     from finetune.run import run_key
 
     plans = {}
     for native in (True, False):
-        monkeypatch.setattr(common.devices, "native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(training.devices, "native_bf16", lambda device, native=native: native)
         plans[native] = prepare_finetune(config(tiny_bert, data, None))
     assert plans[True].dtype.value == "bf16" and plans[False].dtype.value == "fp32"
     assert plans[True].out != plans[False].out  # 'auto' meant another dtype: another run, never a resume

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from common.checkpoints import CheckpointDir
 from common.devices import DType
 from finetune.config import FinetuneConfig
 from finetune.run import prepare_finetune, run_finetune
 from tests.helpers import write_ag_news_folder
 from tests.test_finetune import read_run, same_run, weights
+from training.checkpoints import CheckpointDir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from common.checkpoints import CheckpointDir
 from common.errors import StoreError
-from common.training import OptimizerName, ScheduleName, TrainConfig, fit, restore_rng_state, rng_state
+from training.checkpoints import CheckpointDir
+from training.config import OptimizerName, ScheduleName, TrainConfig
+from training.loop import fit
+from training.resume import restore_rng_state, rng_state
 
 
 def blobs(n=120, seed=0):
@@ -50,10 +52,10 @@ def _train(checkpoints, config, crash_at=None):
 @pytest.mark.parametrize(
     "options",
     [
-        dict(optimizer=OptimizerName.sgd, schedule=ScheduleName.onecycle),
-        dict(optimizer=OptimizerName.adamw, schedule=ScheduleName.linear, ema_decay=0.5),
-        dict(optimizer=OptimizerName.adamw, schedule=ScheduleName.cosine),
-        dict(optimizer=OptimizerName.sgd, schedule=ScheduleName.constant),
+        dict(optimizer=OptimizerName.SGD, schedule=ScheduleName.ONECYCLE),
+        dict(optimizer=OptimizerName.ADAMW, schedule=ScheduleName.LINEAR, ema_decay=0.5),
+        dict(optimizer=OptimizerName.ADAMW, schedule=ScheduleName.COSINE),
+        dict(optimizer=OptimizerName.SGD, schedule=ScheduleName.CONSTANT),
     ],
 )
 def test_every_checkpoint_the_loop_writes_loads_weights_only_and_resumes_exactly(tmp_path, options):

@@ -127,7 +127,7 @@ def test_a_checkpoint_of_any_bytes_loads_as_a_dict_or_is_one_line(tmp_path, cont
 
     import torch
 
-    from common.checkpoints import CheckpointDir
+    from training.checkpoints import CheckpointDir
 
     checkpoints = CheckpointDir(tmp_path / "c")
     checkpoints.folder.mkdir(exist_ok=True)

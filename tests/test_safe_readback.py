@@ -12,9 +12,9 @@ import pytest
 import torch
 from test_report import fake_run
 
-from common.checkpoints import CheckpointDir
 from common.errors import StoreError
 from tests.helpers import invoke, one_line_error
+from training.checkpoints import CheckpointDir
 
 
 def defects(valid: dict) -> dict[str, bytes]:

@@ -14,7 +14,10 @@ def imported_after(code: str) -> set[str]:
 
 
 def test_importing_the_cli_and_common_pulls_no_heavy_library():
-    assert imported_after("import cli.main, common, common.devices, common.options, common.distributed") == set()
+    assert (
+        imported_after("import cli.main, common, common.devices, common.options, training.distributed, training.config")
+        == set()
+    )
 
 
 def test_help_and_version_pull_no_heavy_library():

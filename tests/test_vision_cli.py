@@ -282,7 +282,7 @@ def test_unknown_model_for_sweep_is_typers_choice_error():
     "interrupt", [KeyboardInterrupt, pytest.param(RuntimeError, marks=pytest.mark.internal_error)]
 )  # a crash (a bug) cleans up as Ctrl-C does
 def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatch, interrupt):
-    import common.training
+    import training.loop
 
     calls = []
 
@@ -290,7 +290,7 @@ def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatc
         calls.append(args[0])
         raise interrupt("stopped")
 
-    monkeypatch.setattr(common.training, "fit", stopped_fit)
+    monkeypatch.setattr(training.loop, "fit", stopped_fit)
     out = tmp_path / "runs"
     result = invoke(
         "compare",
@@ -313,17 +313,17 @@ def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatc
 
 
 def test_a_sweep_folder_remembers_its_resolved_dtype_and_networks(tmp_path, isolated_home, monkeypatch):
-    import common.devices
+    import training.devices
 
     out = tmp_path / "sweep"
     args = ["vision", "sweep", "--model", "mlp-torch", "--depth", "1", "--width", "16", "--epochs", "1"]
     args += ["--device", "cpu", "--out", str(out)]
-    monkeypatch.setattr(common.devices, "native_bf16", lambda device: True)
+    monkeypatch.setattr(training.devices, "native_bf16", lambda device: True)
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     saved = json.loads((out / "sweep.json").read_text())["identity"]["config"]
     assert saved["dtype"] == "bf16" and saved["members"] == 1
-    monkeypatch.setattr(common.devices, "native_bf16", lambda device: False)  # 'auto' means fp32 elsewhere
+    monkeypatch.setattr(training.devices, "native_bf16", lambda device: False)  # 'auto' means fp32 elsewhere
     second = runner.invoke(app, args)
     assert second.exit_code != 0 and "dtype bf16 -> fp32" in " ".join(second.output.split())
     assert "Traceback" not in second.output

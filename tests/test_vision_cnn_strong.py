@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from vision_helpers import write_npz_dataset
 
 from cli.main import app
-from common.training import OptimizerName, ScheduleName
+from training.config import OptimizerName, ScheduleName
 from vision import experiment
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA
@@ -32,8 +32,8 @@ def test_cnn_strong_is_the_recipe():
         5e-4,
     )
     assert (spec.train.optimizer, spec.train.schedule, spec.train.lr, spec.train.batch_size, spec.train.n_epochs) == (
-        OptimizerName.adamw,
-        ScheduleName.onecycle,
+        OptimizerName.ADAMW,
+        ScheduleName.ONECYCLE,
         3e-3,
         128,
         40,
@@ -47,13 +47,13 @@ def test_cnn_strong_is_the_recipe():
 
 
 def test_the_specs_l2_reaches_the_optimiser_as_weight_decay(monkeypatch, tmp_path):
-    import common.training
+    import training.loop
     from vision.data import DatasetName, load_splits
     from vision.experiment import train_model
 
     seen = []
     monkeypatch.setattr(
-        common.training, "fit", lambda model, train, val, loss, config, *args: seen.append(config) or None
+        training.loop, "fit", lambda model, train, val, loss, config, *args: seen.append(config) or None
     )
     splits = load_splits(DatasetName.kmnist, write_npz_dataset(tmp_path / "k", 60, 20), 0.2, 0)
     train_model(preset(ModelName.cnn_strong), splits, torch.device("cpu"))
@@ -189,14 +189,15 @@ def test_an_ensemble_trains_each_member_on_its_own_loss_and_averages_probabiliti
 
 
 def test_dtype_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
-    import common.devices
+    import training.devices
     from common import ConfigError
-    from common.devices import DType, preferred_dtype
+    from common.devices import DType
+    from training.devices import preferred_dtype
     from vision.models import compute_dtype, with_dtype
 
     cpu = torch.device("cpu")
     for native, expected in ((True, DType.BF16), (False, DType.FP32)):
-        monkeypatch.setattr(common.devices, "native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(training.devices, "native_bf16", lambda device, native=native: native)
         assert preferred_dtype("auto", cpu) is expected
         assert compute_dtype(with_dtype(preset(ModelName.cnn_strong), "auto", cpu)) == expected.value
         assert preferred_dtype("fp32", cpu) is DType.FP32 and preferred_dtype("bf16", cpu) is DType.BF16

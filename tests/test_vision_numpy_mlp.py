@@ -10,7 +10,8 @@ from vision_helpers import tiny_images
 
 from cli.main import app
 from common import ConfigError
-from common.training import ScheduleName, TrainConfig, make_optimizer
+from training.config import ScheduleName, TrainConfig
+from training.optimizer import make_optimizer
 from vision.activations import Activation
 from vision.augment import AugmentConfig, augment_numpy, stroke_numpy, torch_augmenter
 from vision.gradcheck import GradcheckConfig, run_gradcheck
@@ -171,8 +172,8 @@ def test_lr_at_matches_torch_scheduler_step_by_step(schedule, n_epochs, steps_pe
 
 
 def test_numpy_mlp_refuses_schedules_it_does_not_reproduce():
-    assert ScheduleName.onecycle not in NUMPY_SCHEDULES  # torch's OneCycleLR also cycles momentum
-    config = TrainConfig(schedule=ScheduleName.onecycle)
+    assert ScheduleName.ONECYCLE not in NUMPY_SCHEDULES  # torch's OneCycleLR also cycles momentum
+    config = TrainConfig(schedule=ScheduleName.ONECYCLE)
     with pytest.raises(ConfigError, match="NumPy MLP supports the schedules constant, cosine, not onecycle"):
         lr_at(config, 0, 10)
     x, y = np.zeros((4, 28, 28), np.float32), np.zeros(4, np.int64)

@@ -1,4 +1,4 @@
-"""The shared training loop (common.training) and the torch models."""
+"""The shared training loop (training/) and the torch models."""
 
 import numpy as np
 import pytest
@@ -6,16 +6,11 @@ import torch
 from torch import nn
 
 from common import ConfigError
-from common.training import (
-    ScheduleName,
-    TrainConfig,
-    cpu_threads,
-    evaluate,
-    fit,
-    make_optimizer,
-    predict,
-    resolve_device,
-)
+from training.config import ScheduleName, TrainConfig
+from training.devices import cpu_threads, resolve_device
+from training.loop import fit
+from training.optimizer import make_optimizer
+from training.predict import evaluate, predict
 from vision.activations import Activation
 from vision.models import ModelName, build_model, load_weights, preset, save_weights
 from vision.numpy_mlp import MLP
@@ -31,7 +26,7 @@ def blobs(n=200, seed=0):
 
 def test_fit_learns_from_tensors_and_from_a_dataloader():
     x, y = blobs()
-    config = TrainConfig(n_epochs=5, batch_size=32, lr=0.1, schedule=ScheduleName.onecycle)
+    config = TrainConfig(n_epochs=5, batch_size=32, lr=0.1, schedule=ScheduleName.ONECYCLE)
     seen = []
 
     def progress(task, completed, total, **info):
@@ -181,8 +176,8 @@ def test_cpu_threads_sets_and_restores_torch_and_blas_threads():
 
 
 def test_the_weight_average_is_the_warmed_up_ema_of_the_trajectory_and_is_what_fit_evaluates_and_returns(tmp_path):
-    from common.checkpoints import CheckpointDir
-    from common.training import checkpoint_weights
+    from training.checkpoints import CheckpointDir
+    from training.weights import checkpoint_weights
 
     x, y = blobs()
     config = TrainConfig(n_epochs=2, batch_size=50, lr=0.05, checkpoint_every=1)
@@ -240,7 +235,7 @@ def test_the_weight_average_is_the_warmed_up_ema_of_the_trajectory_and_is_what_f
 
 
 def test_a_checkpoint_and_a_run_that_disagree_on_the_weight_average_are_refused(tmp_path):
-    from common.checkpoints import CheckpointDir
+    from training.checkpoints import CheckpointDir
 
     x, y = blobs()
     config = TrainConfig(n_epochs=1, batch_size=50, lr=0.05, checkpoint_every=1)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common import ModelLoadError, StoreError
-from common.devices import DType, EncoderDType, torch_dtype, weights_dtype
+from common.devices import DType, EncoderDType, weights_dtype
 from common.hub import hub_offline, hub_unreachable_reason
 from common.paths import PathKind, check_path
+from training.devices import torch_dtype
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not when a cache hit is checked
     import torch

@@ -153,7 +153,7 @@ def warp_numpy(images: np.ndarray, matrix: np.ndarray, displacement: np.ndarray 
 
 
 def torch_augmenter(config: AugmentConfig, seed: int):
-    """A batch transform for common.training.fit: (B, 1, H, W) float tensor → same shape, warped."""
+    """A batch transform for training.loop.fit: (B, 1, H, W) float tensor → same shape, warped."""
     import torch
     import torch.nn.functional as F
 

@@ -105,7 +105,7 @@ class CompareResult:
 
 def prepare_compare(config: CompareConfig) -> CompareSetup:
     """Validate everything, load the data and pick the device before any folder is made or time spent."""
-    from common.devices import resolve_device
+    from training.devices import resolve_device
 
     check_tta_views(config.tta_views)
     if config.tta_views and config.validation_fraction == 0:
@@ -144,7 +144,7 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     Everything is written to a hidden staging folder that is renamed to ``setup.run_dir`` only once
     complete, so an interrupted compare leaves no half-written run under a run's name.
     """
-    from common.training import cpu_threads
+    from training.devices import cpu_threads
     from vision.record import compare_record
 
     started_at = run_record.now()

@@ -18,7 +18,7 @@ from common.artifacts import Identity, to_plain
 from common.metrics import confusion_matrix, macro_f1, per_class_metrics
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
-from common.training import TrainHistory
+from training.history import TrainHistory
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import N_CLASSES, ImageSet, Splits
 from vision.models import ModelName, ModelSpec, build_model, save_weights
@@ -128,7 +128,7 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
             model, (train_images, splits.train.labels), val, spec.train, rng, spec.augment, progress, task
         )
         return model, history
-    from common.training import fit
+    from training import loop
     from vision.augment import torch_augmenter
     from vision.torch_models import member_loss
 
@@ -136,7 +136,7 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
     augment = torch_augmenter(spec.augment, seed=spec.train.seed + 1)
     # The spec's L2 is the optimiser's weight decay (SGD: the same gradient as the NumPy MLP's penalty).
     train = dataclasses.replace(spec.train, weight_decay=spec.l2)
-    history = fit(
+    history = loop.fit(
         model,
         _tensors(splits.train, device),
         _tensors(splits.val, device),
@@ -157,7 +157,7 @@ def predict_logits(model, spec: ModelSpec, images: np.ndarray, device) -> np.nda
         return model.predict_logits(x.reshape(len(images), -1))
     import torch
 
-    from common.training import predict
+    from training.predict import predict
 
     inputs = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
     return predict(model.to(device), (inputs, torch.zeros(len(images), dtype=torch.long)), device).numpy()

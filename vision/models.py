@@ -16,9 +16,10 @@ import numpy as np
 
 from common import ConfigError, StoreError
 from common.artifacts import to_plain
-from common.devices import DType, preferred_dtype
+from common.devices import DType
 from common.runs import atomic_file, write_npz
-from common.training import OptimizerName, ScheduleName, TrainConfig
+from training.config import OptimizerName, ScheduleName, TrainConfig
+from training.devices import preferred_dtype
 from vision.activations import Activation, check_architecture
 from vision.augment import NO_AUGMENT, SHIFT_ROTATE, WARP, AugmentConfig
 from vision.names import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
@@ -100,7 +101,7 @@ def exact_number(value: float) -> str:
 
 
 _MLP_TRAIN = TrainConfig(
-    n_epochs=40, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, momentum=0.9, schedule=ScheduleName.cosine
+    n_epochs=40, batch_size=128, optimizer=OptimizerName.SGD, lr=0.05, momentum=0.9, schedule=ScheduleName.COSINE
 )
 
 PRESETS: dict[ModelName, ModelSpec] = {
@@ -119,7 +120,7 @@ PRESETS: dict[ModelName, ModelSpec] = {
         dropout=0.25,
         l2=5e-4,
         train=TrainConfig(
-            n_epochs=12, batch_size=128, optimizer=OptimizerName.sgd, lr=0.05, schedule=ScheduleName.cosine
+            n_epochs=12, batch_size=128, optimizer=OptimizerName.SGD, lr=0.05, schedule=ScheduleName.COSINE
         ),
     ),
     # The strong preset (issue #12): VGG-style 3 blocks of 48-96-192 channels with BN, each block
@@ -141,9 +142,9 @@ PRESETS: dict[ModelName, ModelSpec] = {
         train=TrainConfig(
             n_epochs=40,
             batch_size=128,
-            optimizer=OptimizerName.adamw,
+            optimizer=OptimizerName.ADAMW,
             lr=3e-3,
-            schedule=ScheduleName.onecycle,
+            schedule=ScheduleName.ONECYCLE,
             warmup_fraction=0.3,
         ),
     ),

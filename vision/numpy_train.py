@@ -1,6 +1,6 @@
 """Training loop for the NumPy MLP: seeded shuffles, optional augmentation, SGD + momentum, constant or cosine LR.
 
-It mirrors common.training.fit (which serves every torch model) step for step, so that the NumPy
+It mirrors training.loop.fit (which serves every torch model) step for step, so that the NumPy
 and torch MLPs are trained the same way: same batches per epoch, same schedule, same L2.
 """
 
@@ -12,7 +12,8 @@ import numpy as np
 
 from common import ConfigError
 from common.progress import ProgressCallback, no_progress
-from common.training import EpochRecord, ScheduleName, TrainConfig, TrainHistory
+from training.config import ScheduleName, TrainConfig
+from training.history import EpochRecord, TrainHistory
 from vision.augment import NO_AUGMENT, AugmentConfig, augment_numpy
 from vision.numpy_mlp import MLP, SGD
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 # Torch's OneCycleLR also cycles SGD's momentum (0.95 → 0.85 → 0.95) and anneals its warm-up on a
 # cosine, so a copy here would be a second implementation to keep in step; the NumPy MLP offers
 # only the schedules it reproduces exactly (tests compare both step by step with torch's).
-NUMPY_SCHEDULES = (ScheduleName.constant, ScheduleName.cosine)
+NUMPY_SCHEDULES = (ScheduleName.CONSTANT, ScheduleName.COSINE)
 
 
 def check_numpy_schedule(config: TrainConfig) -> None:
@@ -35,7 +36,7 @@ def check_numpy_schedule(config: TrainConfig) -> None:
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of ``step`` (0-based): torch's LambdaLR(1.0) or CosineAnnealingLR(T_max=total_steps)."""
     check_numpy_schedule(config)
-    if config.schedule == ScheduleName.cosine:
+    if config.schedule == ScheduleName.COSINE:
         return config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
     return config.lr
 

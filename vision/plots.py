@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only: no display on servers or in tests
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common.training import TrainHistory  # noqa: E402
+from training.history import TrainHistory  # noqa: E402
 
 if TYPE_CHECKING:  # annotations only: vision.experiment imports the models
     from vision.data import ImageSet

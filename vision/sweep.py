@@ -192,7 +192,7 @@ def _legacy(saved: dict, now: Identity, config: SweepConfig, splits: Splits) -> 
 
 
 def prepare_sweep(config: SweepConfig) -> SweepSetup:
-    from common.devices import resolve_device
+    from training.devices import resolve_device
 
     if not 0 < config.validation_fraction < 1:
         raise ConfigError(
@@ -217,7 +217,7 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
 
 def run_sweep(setup: SweepSetup, progress: ProgressCallback = no_progress) -> SweepResult:
     """Train the missing configurations, rank all by validation accuracy, score the best on test once."""
-    from common.training import cpu_threads
+    from training.devices import cpu_threads
 
     with hold(setup.sweep_dir, "sweep folder"), cpu_threads(setup.config.threads):
         return _run_sweep(setup, progress)

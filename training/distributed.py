@@ -4,6 +4,9 @@ Under ``torchrun`` every rank runs the same command; ``RANK``, ``WORLD_SIZE`` an
 each process who it is. gloo is used on CPU, nccl on CUDA (one GPU per rank, chosen by LOCAL_RANK).
 ``--nproc N`` on a command re-runs it under ``torch.distributed.run --standalone`` on this machine.
 Only rank 0 prints and writes run folders; every rank may write its own shard files.
+
+torch is imported only inside the functions that talk to the process group: the CLI reads
+``dist_info`` and launches ranks before any heavy library is loaded.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from common.errors import ConfigError
 
@@ -56,6 +61,34 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
     return info
+
+
+def shard(batches: Sequence, dist: DistInfo) -> Sequence:
+    """This rank's share of ``batches``: every world-size-th one, from its rank on (all of them for one process)."""
+    return batches[dist.rank :: dist.world_size] if dist.enabled else batches
+
+
+def all_reduce_sum(values: list[float], dist: DistInfo) -> list[float]:
+    """Element-wise sums of ``values`` over every rank (``values`` itself for one process)."""
+    if not dist.enabled:
+        return values
+    import torch
+    import torch.distributed as tdist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    tdist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def all_gather(value: Any, dist: DistInfo) -> list:
+    """``value`` of every rank, in rank order (``[value]`` for one process)."""
+    if not dist.enabled:
+        return [value]
+    import torch.distributed as tdist
+
+    gathered: list = [None] * dist.world_size
+    tdist.all_gather_object(gathered, value)
+    return gathered
 
 
 def barrier() -> None:
