@@ -121,7 +121,8 @@ def run_one(args, method: str, lr: float | None) -> dict:
     os.environ.setdefault("MLX_HOME", str(Path(args.out) / "home"))
     from common.errors import MlxError
     from finetune.config import FinetuneConfig
-    from finetune.run import prepare_finetune, run_finetune
+    from finetune.plan import prepare_finetune
+    from finetune.run import run_finetune
 
     config = FinetuneConfig(
         model=args.model,

@@ -107,7 +107,7 @@ def run_seed(args, seed: int, work: Path) -> dict:
     import torch
 
     from finetune.config import FinetuneConfig
-    from finetune.run import prepare_finetune
+    from finetune.plan import prepare_finetune
 
     config = FinetuneConfig(
         model=args.model,

@@ -159,7 +159,8 @@ def finetune(
     from training.distributed import dist_info, launch_local, shutdown
 
     model_shape(model)  # a hub id with no hub to ask fails here at once, not after torch's import
-    from finetune.run import prepare_finetune, run_finetune
+    from finetune.plan import prepare_finetune
+    from finetune.run import run_finetune
 
     config = FinetuneConfig(
         model=model,

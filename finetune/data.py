@@ -67,9 +67,14 @@ class LengthGroupedBatches:
         self.lengths = split.lengths
 
     def __len__(self) -> int:
-        mega = MEGA_BATCH * self.batch_size
-        full, rest = divmod(len(self.split), mega)
-        return full * MEGA_BATCH + math.ceil(rest / self.batch_size)
+        return self.count(len(self.split), self.batch_size)
+
+    @staticmethod
+    def count(n_rows: int, batch_size: int) -> int:
+        """Batches per epoch of ``n_rows`` rows (the last batch of each mega-batch may be short)."""
+        mega = MEGA_BATCH * batch_size
+        full, rest = divmod(n_rows, mega)
+        return full * MEGA_BATCH + math.ceil(rest / batch_size)
 
     def epoch_rows(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import nn
 
 from common import ConfigError
+from common.schema import read_checked_json
+from probes.logreg import fit_quietly
 from training.predict import predict
 
 PROBE_C = 1.0  # inverse L2 strength of the head's logistic regression (scikit-learn's default)
@@ -28,11 +34,17 @@ class HeadFit:
     n_rows: int
 
 
+HEAD_FIT_SCHEMA = {"train_accuracy": (float, int), "seconds": (float, int), "n_rows": (int,)}
+
+
+def read_head_fit(path: Path) -> HeadFit:
+    """A ``HeadFit`` saved as JSON (a resumed run's record names the probe head it started from)."""
+    return HeadFit(**read_checked_json(path, HEAD_FIT_SCHEMA, "delete it, or pass --force to start the run over"))
+
+
 def classifier_layer(model, n_classes: int):
     """The last linear layer that outputs ``n_classes`` logits (BERT's ``classifier``, RoBERTa's
     ``classifier.out_proj``, GPT-2's ``score``): the layer the probe replaces."""
-    from torch import nn
-
     layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == n_classes]
     if not layers:
         raise ConfigError(
@@ -48,11 +60,6 @@ def probe_head(model, batches: list, labels: np.ndarray, n_classes: int, device,
     encodes every world-size-th batch, the features are gathered, and every rank fits the same
     (deterministic) regression, so all ranks start from the same head.
     """
-    import torch
-    from sklearn.linear_model import LogisticRegression
-
-    from probes.logreg import _fit_quietly
-
     started = time.perf_counter()
     layer = classifier_layer(model, n_classes)
     features = predict(model, batches, device, autocast=autocast, dist=dist, features_of=layer).numpy()  # (N, D)
@@ -62,7 +69,7 @@ def probe_head(model, batches: list, labels: np.ndarray, n_classes: int, device,
             "--head-init probe needs at least two classes among the training rows; use --head-init random"
         )
     regression = LogisticRegression(C=PROBE_C, max_iter=1000, random_state=seed, fit_intercept=layer.bias is not None)
-    _fit_quietly(regression, features, labels)
+    fit_quietly(regression, features, labels)
     weight, bias = head_parameters(regression, n_classes)
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))

@@ -22,11 +22,15 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from common.errors import ConfigError
 from finetune.config import FinetuneConfig
+
+if TYPE_CHECKING:  # peft loads only for --method lora
+    from peft import PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,7 @@ ATTENTION_MARKERS = ("attention", "attn")
 class Trainable:
     """What ``apply_method`` made of a classifier: peft's wrapper for LoRA (None otherwise) and the count."""
 
-    adapter: object | None  # peft.PeftModel sharing its modules with the classifier, or None
+    adapter: PeftModel | None  # sharing its modules with the classifier; None outside LoRA
     n_params: int  # parameters that train, the head included
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from common import ConfigError
@@ -66,7 +67,7 @@ class MeanPooledClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def with_pooling(classifier: nn.Module, pooling: str) -> nn.Module:
+def with_pooling(classifier: PreTrainedModel, pooling: str) -> PreTrainedModel | MeanPooledClassifier:
     """``classifier`` as trained with ``pooling`` ('cls' or 'mean').
 
     A BERT gets :class:`MeanPooledClassifier` for 'mean'; either way its config records the pooling,

@@ -36,7 +36,7 @@ class LogRegProbe:
             raise ConfigError(f"C must be positive, got {self.C!r}; pass e.g. --C 0.01,0.1,1,10")
         self.scaler_ = StandardScaler().fit(X)
         self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
-        _fit_quietly(self.model_, self.scaler_.transform(X), y)
+        fit_quietly(self.model_, self.scaler_.transform(X), y)
         self.classes_ = self.model_.classes_
         return self
 
@@ -47,7 +47,7 @@ class LogRegProbe:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
-def _fit_quietly(model: LogisticRegression, X: np.ndarray, y: np.ndarray) -> None:
+def fit_quietly(model: LogisticRegression, X: np.ndarray, y: np.ndarray) -> None:
     """Fit with one BLAS thread; a convergence failure is logged once, not warned per call."""
     # One BLAS thread: lbfgs makes thousands of small (N, D) x (D, C) products, and idle BLAS
     # threads spinning on busy cores made a 10k x 384 fit 30x slower (12 s instead of 0.4 s).
@@ -123,7 +123,7 @@ def select_C(
 
     def score(C: float) -> None:
         model.set_params(C=C)
-        _fit_quietly(model, X_fit, y[fit_rows])
+        fit_quietly(model, X_fit, y[fit_rows])
         accuracy[C] = float(np.mean(model.predict(X_validation) == y[validation_rows]))
         loss[C] = float(log_loss(y[validation_rows], model.predict_proba(X_validation), labels=model.classes_))
         log.info("C=%g: validation accuracy %.4f, log loss %.4f", C, accuracy[C], loss[C])

@@ -22,7 +22,7 @@ HTML_MARKER = "<!DOCTYPE html><!-- written by `mlx report --html`; the next repo
 OPTIMISTIC_MARK = "*"
 EDGE_MARK = "!"
 BEST_FROZEN_MARK = "^"
-# Fine-tuning methods as a run record names their rows (finetune.run.row_name) -> how the report says them.
+# Fine-tuning methods as a run record names their rows (finetune.record.row_name) -> how the report says them.
 FINETUNE_METHODS = {"finetune": "fine-tune", "lora": "LoRA", "bitfit": "BitFit"}
 
 

@@ -147,7 +147,8 @@ def finetune(
         return False
     try:
         from finetune.config import METHOD_LR_SCALE, FinetuneConfig
-        from finetune.run import prepare_finetune, run_finetune
+        from finetune.plan import prepare_finetune
+        from finetune.run import run_finetune
     except ImportError:
         raise ConfigError(
             "this mlx has no `mlx finetune` yet; run the study with --no-finetune (probes only)"

@@ -128,7 +128,8 @@ def crash_after_a_checkpoint(task, completed, total, **info):
 def interrupted_run(model, data, out):
     """A fine-tuning run killed after its checkpoint at step 4."""
     from finetune.config import FinetuneConfig
-    from finetune.run import prepare_finetune, run_finetune
+    from finetune.plan import prepare_finetune
+    from finetune.run import run_finetune
 
     config = FinetuneConfig(
         model=str(model), dataset=str(data), out=out, n_epochs=2, lr=2e-3, batch_size=8, checkpoint_every=2
@@ -163,7 +164,7 @@ def rewrite_weights(model: Path) -> None:
     ids=["training file rewritten", "model folder's weights rewritten"],
 )
 def test_a_resume_after_the_data_or_the_model_changed_is_refused_naming_it(tiny_bert, tmp_path, change, named):
-    from finetune.run import prepare_finetune
+    from finetune.plan import prepare_finetune
 
     model = tmp_path / "model"
     shutil.copytree(tiny_bert, model)
@@ -178,7 +179,7 @@ def test_a_resume_after_the_data_or_the_model_changed_is_refused_naming_it(tiny_
 
 
 def test_two_spellings_of_one_dataset_are_one_run(tiny_bert, tmp_path, monkeypatch):
-    from finetune.run import prepare_finetune
+    from finetune.plan import prepare_finetune
 
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=24)
     config = interrupted_run(tiny_bert, data, tmp_path / "run")
@@ -196,7 +197,7 @@ def test_a_run_an_older_mlx_left_unfinished_in_its_default_folder_resumes(tiny_b
     from dataclasses import replace
 
     from common.paths import mlx_home
-    from finetune.run import prepare_finetune, run_key
+    from finetune.plan import prepare_finetune, run_key
 
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=24)
     config = interrupted_run(tiny_bert, data, tmp_path / "run")
@@ -309,7 +310,7 @@ def test_what_is_names_each_kind(tmp_path):
 
 
 def test_a_damaged_partial_marker_is_one_line(tiny_bert, tmp_path):
-    from finetune.run import prepare_finetune
+    from finetune.plan import prepare_finetune
 
     data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=24)
     config = interrupted_run(tiny_bert, data, tmp_path / "run")

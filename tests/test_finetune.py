@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from common.errors import ConfigError
 from finetune.config import FinetuneConfig
-from finetune.run import prepare_finetune, run_finetune
+from finetune.plan import prepare_finetune
+from finetune.run import run_finetune
 from tests.helpers import invoke, write_ag_news_folder
 from training.checkpoints import CheckpointDir
 from training.devices import preferred_dtype
@@ -365,13 +366,13 @@ def test_head_init_is_recorded_and_part_of_the_runs_identity(tiny_bert, data, tm
     assert 0 <= probe_record["head_probe"]["train_accuracy"] <= 1 and "head_probe" not in random_record
     assert probe.train_seconds >= probe.history.seconds + probe.head.seconds - 1e-9  # its cost counts
     assert not torch.equal(weights(probe.out)["classifier.weight"], weights(random.out)["classifier.weight"])
-    from finetune.run import run_key
+    from finetune.plan import run_key
 
     assert run_key(config(tiny_bert, data, None), 1) != run_key(config(tiny_bert, data, None, head_init="random"), 1)
 
 
 def test_label_smoothing_is_the_loss_and_part_of_the_runs_identity(tiny_bert, data, tmp_path):
-    from finetune.run import run_key
+    from finetune.plan import run_key
 
     plain = run_finetune(prepare_finetune(config(tiny_bert, data, tmp_path / "plain", n_epochs=1)))
     smooth = run_finetune(
@@ -425,7 +426,7 @@ def test_the_resolved_dtype_is_part_of_the_runs_identity_and_a_busy_folder_is_re
     import training.devices
     from common import StoreError
     from common.locking import store_lock
-    from finetune.run import run_key
+    from finetune.plan import run_key
 
     plans = {}
     for native in (True, False):
@@ -454,7 +455,7 @@ def test_a_run_prepared_before_another_finished_is_refused_under_the_lock(tiny_b
 
 
 def test_a_run_with_a_weight_average_scores_it_resumes_bit_identical_and_names_it(tiny_bert, data, tmp_path):
-    from finetune.run import run_key
+    from finetune.plan import run_key
 
     averaged = config(tiny_bert, data, tmp_path / "ema", ema_decay=0.8)
     reference = run_finetune(prepare_finetune(averaged))
@@ -486,7 +487,7 @@ def test_a_run_interrupted_before_weight_averaging_resumes_only_without_it(tiny_
     with pytest.raises(ConfigError, match=r"--ema-decay 0.0 -> 0.99"):
         prepare_finetune(replace(old, ema_decay=0.99))
     assert prepare_finetune(old).resume_step == 4
-    from finetune.run import run_key, run_options
+    from finetune.plan import run_key, run_options
 
     # without the average a run keeps the identity, so the default folder, of a run from before the option
     assert "ema_decay" not in run_options(old, 1) and run_key(old, 1) == run_key(replace(old, ema_decay=-0.0), 1)

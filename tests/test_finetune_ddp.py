@@ -14,7 +14,8 @@ import pytest
 
 from common.devices import DType
 from finetune.config import FinetuneConfig
-from finetune.run import prepare_finetune, run_finetune
+from finetune.plan import prepare_finetune
+from finetune.run import run_finetune
 from tests.helpers import write_ag_news_folder
 from tests.test_finetune import read_run, same_run, weights
 from training.checkpoints import CheckpointDir

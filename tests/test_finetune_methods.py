@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from common.errors import ConfigError
-from finetune.run import prepare_finetune, run_finetune, run_key, run_options
+from finetune.plan import prepare_finetune, run_key, run_options
+from finetune.run import run_finetune
 from tests.helpers import invoke, one_line_error, write_ag_news_folder
 from tests.test_finetune import Crash, config, crash_at, read_run, same_run, weights
 from training.checkpoints import CheckpointDir

@@ -10,7 +10,8 @@ import torch
 from common.devices import DType
 from common.errors import ConfigError
 from finetune.config import resolve_pooling
-from finetune.run import prepare_finetune, run_finetune, run_key
+from finetune.plan import prepare_finetune, run_key
+from finetune.run import run_finetune
 from tests.helpers import invoke, write_ag_news_folder
 from tests.test_finetune import Crash, config, crash_at, read_run, same_run, weights
 from text.models import ModelShape

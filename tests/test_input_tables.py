@@ -170,7 +170,7 @@ def test_one_and_one_point_zero_are_one_class_said_aloud(tmp_path, fmt, labels):
 def test_float_labels_make_as_many_classes_as_values_in_finetune(tmp_path):
     """Item 4: float labels silently made an 8-class fine-tune; the plan now has the 4 classes."""
     from finetune.config import FinetuneConfig
-    from finetune.run import prepare_finetune
+    from finetune.plan import prepare_finetune
 
     for split, offset in (("train", 0), ("test", 1000)):  # test rows differ from train rows (held-out check)
         rows = [[f"word{i + offset} text", float(i % 4) if i % 2 else i % 4] for i in range(40)]

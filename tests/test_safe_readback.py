@@ -71,12 +71,12 @@ HEAD = {"train_accuracy": 0.5, "seconds": 1.0, "n_rows": 10}
 
 @pytest.mark.parametrize("defect", DEFECTS)
 def test_a_damaged_head_probe_json_is_one_line(tmp_path, defect):
-    from finetune.run import _read_head_fit
+    from finetune.head import read_head_fit
 
     path = tmp_path / "head_probe.json"
     path.write_bytes(defects(HEAD)[defect])
     with pytest.raises(StoreError) as caught:
-        _read_head_fit(path)
+        read_head_fit(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -95,7 +95,8 @@ def interrupted_finetune(tiny_bert, tmp_path_factory):
     """The partial folder of a fine-tune interrupted in its second epoch: config.json, head_probe.json,
     best.json and checkpoints, and the command line that resumes it."""
     from finetune.config import FinetuneConfig
-    from finetune.run import prepare_finetune, run_finetune
+    from finetune.plan import prepare_finetune
+    from finetune.run import run_finetune
     from tests.helpers import write_ag_news_folder
 
     root = tmp_path_factory.mktemp("interrupted")

@@ -252,7 +252,7 @@ def test_a_vision_study_on_changed_data_is_refused(tmp_path):
 
 def test_study_dtype_reaches_the_embeddings_and_the_fine_tune_and_auto_keeps_old_studies(monkeypatch, tmp_path):
     import embeddings.extract
-    import finetune.run
+    import finetune.plan
     from study import steps
     from study.text import TextStudyConfig
 
@@ -267,7 +267,7 @@ def test_study_dtype_reaches_the_embeddings_and_the_fine_tune_and_auto_keeps_old
         raise RuntimeError("stop")
 
     monkeypatch.setattr(embeddings.extract, "plan_extraction", plan)
-    monkeypatch.setattr(finetune.run, "prepare_finetune", prepare)
+    monkeypatch.setattr(finetune.plan, "prepare_finetune", prepare)
     config = TextStudyConfig(model="minilm", dataset="demo", dtype="bf16")
     for step in (
         lambda: steps.embed(config, "minilm", tmp_path / "s.h5", None),

@@ -9,7 +9,7 @@ output with ``.logits``.
 """
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,8 +18,6 @@ from torch import nn
 
 from training.config import TrainConfig
 
-TensorPair = tuple[torch.Tensor, torch.Tensor]
-Data = TensorPair | Iterable
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -29,9 +27,16 @@ class EpochBatches(Protocol):
 
     def __len__(self) -> int:
         """Batches per epoch."""
+        ...
 
     def epoch_batches(self, epoch: int) -> Sequence:
         """The (inputs, targets) batches of ``epoch`` (1-based), in training order."""
+        ...
+
+
+TensorPair = tuple[torch.Tensor, torch.Tensor]
+Batches = TensorPair | Iterable  # what predict and evaluate read: a tensor pair, or (inputs, targets) batches
+Data = Batches | EpochBatches  # what fit trains on
 
 
 def to_device(inputs: Any, device: torch.device) -> Any:
@@ -54,7 +59,7 @@ def autocast_context(device: torch.device, autocast: str | None) -> AbstractCont
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[autocast])
 
 
-def iterate_batches(data: Data, batch_size: int, generator: torch.Generator | None) -> Iterable:
+def iterate_batches(data: Batches, batch_size: int, generator: torch.Generator | None) -> Iterator:
     """Yield (inputs, targets) batches; shuffled when a generator is given and data is a tensor pair."""
     if not isinstance(data, tuple):
         yield from data

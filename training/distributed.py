@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
 from common.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,9 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
     return info
 
 
-def shard(batches: Sequence, dist: DistInfo) -> Sequence:
+def shard(batches: Iterable[T], dist: DistInfo) -> Iterable[T]:
     """This rank's share of ``batches``: every world-size-th one, from its rank on (all of them for one process)."""
-    return batches[dist.rank :: dist.world_size] if dist.enabled else batches
+    return islice(batches, dist.rank, None, dist.world_size) if dist.enabled else batches
 
 
 def all_reduce_sum(values: list[float], dist: DistInfo) -> list[float]:

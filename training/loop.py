@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from common.progress import ProgressCallback, no_progress
 from training.batches import (
+    Batches,
     Data,
     EpochBatches,
     autocast_context,
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 def fit(
     model: nn.Module,
     train: Data,
-    val: Data,
+    val: Batches,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     config: TrainConfig,
     device: torch.device,
@@ -159,17 +160,20 @@ def _step(run: Run, state: LoopState, chunk: list, epoch_start: float) -> None:
     loss_sum, n_seen = _train_step(run, chunk)
     if run.ema is not None:
         run.ema.update(run.model)
-    loss_sum, n_seen, n_bad = all_reduce_sum([loss_sum, n_seen, 0.0 if math.isfinite(loss_sum) else 1.0], run.dist)
+    # sums over every rank
+    total_loss, total_seen, n_bad = all_reduce_sum(
+        [loss_sum, n_seen, 0.0 if math.isfinite(loss_sum) else 1.0], run.dist
+    )
     state.train_seconds += time.perf_counter() - step_start
-    state.train_samples += int(n_seen)
+    state.train_samples += int(total_seen)
     state.elapsed_seconds = run.earlier_seconds + time.perf_counter() - run.started
-    if n_bad or not math.isfinite(loss_sum):
+    if n_bad or not math.isfinite(total_loss):
         raise TrainingDiverged(
-            f"training diverged at step {state.step + 1} (epoch {state.epoch}): the loss became {loss_sum / max(1, n_seen)}; "
+            f"training diverged at step {state.step + 1} (epoch {state.epoch}): the loss became {total_loss / max(1, total_seen)}; "
             + kept_checkpoint(run.checkpoints)
             + "lower the learning rate"
         )
-    state.count_step(len(chunk), loss_sum, int(n_seen))
+    state.count_step(len(chunk), total_loss, int(total_seen))
     state.epoch_seconds = time.perf_counter() - epoch_start
     loss = state.epoch_loss / state.epoch_seen
     run.progress(run.task, state.step, run.total_steps, epoch=state.epoch, loss=loss, val_acc=state.last_val_accuracy)
@@ -207,7 +211,9 @@ def _train_step(run: Run, chunk: list) -> tuple[float, int]:
         inputs, targets = to_device(inputs, run.device), targets.to(run.device)
         if run.batch_transform is not None:
             inputs = run.batch_transform(inputs)
-        sync = nullcontext() if (not run.dist.enabled or i == len(chunk) - 1) else run.net.no_sync()
+        # DDP: gradients are averaged over the ranks once, at the group's last micro-batch
+        last = i == len(chunk) - 1
+        sync = run.net.no_sync() if isinstance(run.net, DistributedDataParallel) and not last else nullcontext()
         with sync:
             with autocast_context(run.device, run.config.autocast):
                 loss = run.loss_fn(forward(run.net, inputs), targets)

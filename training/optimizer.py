@@ -29,11 +29,19 @@ def make_optimizer(
             }
             for g in param_groups
         ]
+    optimizer: torch.optim.Optimizer
     if config.optimizer == OptimizerName.SGD:
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr, **({"fused": True} if config.fused else {}))
-    total_steps = config.n_epochs * steps_per_epoch
+    else:  # fused=None is AdamW's default (its own choice of kernel)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=True if config.fused else None)
+    return optimizer, _schedule(optimizer, config, config.n_epochs * steps_per_epoch)
+
+
+def _schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step learning-rate schedule ``config.schedule`` names, over ``total_steps`` optimizer steps."""
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     if config.schedule == ScheduleName.ONECYCLE:
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction
@@ -46,7 +54,7 @@ def make_optimizer(
         )
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return optimizer, scheduler
+    return scheduler
 
 
 def _linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:

@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
-from training.batches import Data, autocast_context, forward, iterate_batches, to_device
+from training.batches import Batches, autocast_context, forward, iterate_batches, to_device
 from training.distributed import DistInfo, all_gather, all_reduce_sum, shard
 
 
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    data: Data,
+    data: Batches,
     device: torch.device,
     batch_size: int = 1024,
     autocast: str | None = None,
@@ -29,11 +29,11 @@ def predict(
     """
     model.eval()
     dist = dist or DistInfo()
-    batches = list(iterate_batches(data, batch_size, None)) if dist.enabled else iterate_batches(data, batch_size, None)
-    outputs, captured = [], []
+    outputs: list[torch.Tensor] = []
+    captured: list[torch.Tensor] = []
     hook = None if features_of is None else features_of.register_forward_pre_hook(lambda _, a: captured.append(a[0]))
     try:
-        for inputs, _ in shard(batches, dist):
+        for inputs, _ in shard(iterate_batches(data, batch_size, None), dist):
             captured.clear()
             with autocast_context(device, autocast):
                 output = forward(model, to_device(inputs, device))
@@ -48,15 +48,16 @@ def predict(
             hook.remove()
     if not dist.enabled:
         return torch.cat(outputs)
-    gathered = all_gather(outputs, dist)
-    ordered = [gathered[i % dist.world_size][i // dist.world_size] for i in range(len(batches))]
+    gathered = all_gather(outputs, dist)  # rank r holds batches r, r + world size, ...
+    n_batches = sum(len(share) for share in gathered)
+    ordered = [gathered[i % dist.world_size][i // dist.world_size] for i in range(n_batches)]
     return torch.cat(ordered)
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: Data,
+    data: Batches,
     loss_fn: Callable,
     device: torch.device,
     batch_size: int = 1024,
@@ -67,15 +68,14 @@ def evaluate(
     model.eval()
     dist = dist or DistInfo()
     total_loss, n_correct, n_seen = 0.0, 0, 0
-    batches = list(iterate_batches(data, batch_size, None)) if dist.enabled else iterate_batches(data, batch_size, None)
-    for inputs, targets in shard(batches, dist):
+    for inputs, targets in shard(iterate_batches(data, batch_size, None), dist):
         with autocast_context(device, autocast):
             outputs = forward(model, to_device(inputs, device)).float()
         targets = targets.to(device)
         total_loss += float(loss_fn(outputs, targets)) * len(targets)
         n_correct += int((outputs.argmax(dim=1) == targets).sum())
         n_seen += len(targets)
-    total_loss, n_correct, n_seen = all_reduce_sum([total_loss, n_correct, n_seen], dist)
-    if n_seen == 0:  # no validation rows (vision --validation-fraction 0): no score, not a score of 0
+    loss_sum, correct, seen = all_reduce_sum([total_loss, n_correct, n_seen], dist)  # all ranks
+    if seen == 0:  # no validation rows (vision --validation-fraction 0): no score, not a score of 0
         return float("nan"), float("nan")
-    return total_loss / n_seen, n_correct / n_seen
+    return loss_sum / seen, correct / seen

@@ -9,6 +9,7 @@ import logging
 import random
 from dataclasses import asdict, fields
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,10 +106,9 @@ _CHECKPOINT_SCHEMA = {
     "config": (dict,),
     "world_size": (int,),
 }
-_LOOP_SCHEMA = {
-    f.name: {int: (int,), float: (float, int), bool: (bool,)}.get(f.type, (list,))
-    for f in fields(LoopState)
-    if f.name != "best_step"
+_FIELD_TYPES: dict[Any, tuple[type, ...]] = {int: (int,), float: (float, int), bool: (bool,)}
+_LOOP_SCHEMA: dict[str, tuple[type, ...]] = {
+    f.name: _FIELD_TYPES.get(f.type, (list,)) for f in fields(LoopState) if f.name != "best_step"
 } | {"best_step": (int, type(None))}
 _RNG_SCHEMA = {
     "python": (dict,),

@@ -9,7 +9,7 @@ from torch import nn
 
 from common.errors import ConfigError
 from common.progress import ProgressCallback
-from training.batches import Data
+from training.batches import Batches, Data
 from training.config import TrainConfig
 from training.distributed import DistInfo
 from training.history import EpochRecord, EvalRecord
@@ -77,7 +77,7 @@ class Run:
     model: nn.Module
     net: nn.Module  # ``model``, or its DistributedDataParallel wrapper
     train: Data
-    val: Data
+    val: Batches
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     config: TrainConfig
     device: torch.device
