@@ -105,6 +105,7 @@ def fit(
 def _train(run: Run) -> TrainHistory:
     """Resume where the latest checkpoint left off (if any), train the remaining epochs, return the history."""
     resumed = resume(run)
+    resumed_from = resumed.step if resumed is not None else None  # ``state`` moves on from here
     state = resumed or LoopState()
     if run.dist.enabled:
         device_ids = [run.device.index] if run.device.type == "cuda" else None
@@ -112,7 +113,7 @@ def _train(run: Run) -> TrainHistory:
     run.started, run.earlier_seconds = time.perf_counter(), state.elapsed_seconds
     while state.epoch <= run.config.n_epochs and not state.stopped_early:
         _run_epoch(run, state)
-    if resumed is not None and state.stopped_early:
+    if resumed_from is not None and state.stopped_early:
         log.info("stopped early at step %d", state.step)
     if run.ema is not None:  # the model leaves with the weights that were evaluated
         run.model.load_state_dict(run.ema.shadow, strict=False)
@@ -126,7 +127,7 @@ def _train(run: Run) -> TrainHistory:
         train_samples=state.train_samples,
         train_seconds=state.train_seconds,
         stopped_early=state.stopped_early,
-        resumed_from_step=resumed.step if resumed is not None else None,
+        resumed_from_step=resumed_from,
     )
 
 
