@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from common import record as run_record
 from common.artifacts import check_kind, to_plain
 from common.cost import device_name
 from common.errors import StoreError
+from common.metrics import confusion_matrix, per_class_metrics
 from common.metrics import macro_f1 as score_macro_f1
 from finetune.config import LORA_DEFAULTS
 from finetune.data import EncodedSplit
@@ -216,10 +216,7 @@ def _params(plan: FinetunePlan) -> dict[str, Any]:
 def _details(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarray, test: EncodedSplit) -> dict[str, Any]:
     """How training went (steps, ranks, the probe head, each epoch and evaluation) and the per-class scores."""
     c, h = plan.config, result.history
-    classes = list(range(plan.n_classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        test.labels, predicted, labels=classes, zero_division=0
-    )
+    confusion = confusion_matrix(test.labels, predicted, plan.n_classes)
     return {
         "best_step": result.best_step,
         "n_validation": result.n_validation,
@@ -240,10 +237,10 @@ def _details(plan: FinetunePlan, result: FinetuneResult, predicted: np.ndarray, 
             else {}
         ),
         "per_class": {
-            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
-            for name, p, r, f, n in zip(plan.dataset.label_names, precision, recall, f1, support)
+            m.name: {"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}
+            for m in per_class_metrics(confusion, plan.dataset.label_names)
         },
-        "confusion_matrix": confusion_matrix(test.labels, predicted, labels=classes).tolist(),
+        "confusion_matrix": confusion.tolist(),
         "epochs": [to_plain(r) for r in h.epochs],
         "evals": [to_plain(r) for r in h.evals],
     }
