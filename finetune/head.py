@@ -22,6 +22,7 @@ from torch import nn
 from common import ConfigError
 from common.schema import read_checked_json
 from probes.logreg import fit_quietly
+from training.distributed import DistInfo
 from training.predict import predict
 
 PROBE_C = 1.0  # inverse L2 strength of the head's logistic regression (scikit-learn's default)
@@ -42,7 +43,7 @@ def read_head_fit(path: Path) -> HeadFit:
     return HeadFit(**read_checked_json(path, HEAD_FIT_SCHEMA, "delete it, or pass --force to start the run over"))
 
 
-def classifier_layer(model, n_classes: int):
+def classifier_layer(model: nn.Module, n_classes: int) -> nn.Linear:
     """The last linear layer that outputs ``n_classes`` logits (BERT's ``classifier``, RoBERTa's
     ``classifier.out_proj``, GPT-2's ``score``): the layer the probe replaces."""
     layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == n_classes]
@@ -53,7 +54,16 @@ def classifier_layer(model, n_classes: int):
     return layers[-1]
 
 
-def probe_head(model, batches: list, labels: np.ndarray, n_classes: int, device, autocast: str | None, dist, seed: int):
+def probe_head(
+    model: nn.Module,
+    batches: list,
+    labels: np.ndarray,
+    n_classes: int,
+    device: torch.device,
+    autocast: str | None,
+    dist: DistInfo,
+    seed: int,
+) -> HeadFit:
     """Fit the classifier layer of ``model`` as a logistic regression on the features it receives.
 
     ``batches`` are (inputs, targets) scoring batches in the order of ``labels``. Under DDP each rank

@@ -212,11 +212,11 @@ def prepare_finetune(config: FinetuneConfig, world_size: int | None = None) -> F
     world_size = world_size or dist_info().world_size
     dataset = load_text_dataset(
         config.dataset,
-        (config.train_split, config.test_split),
-        config.text_column,
-        config.label_column,
-        config.limit,
-        config.seed,
+        splits=(config.train_split, config.test_split),
+        text_column=config.text_column,
+        label_column=config.label_column,
+        limit=config.limit,
+        seed=config.seed,
     )
     fit_rows, val_rows = _training_rows(dataset, config)
     notes = _check_held_out(dataset, config, np.concatenate([fit_rows, val_rows]))

@@ -60,6 +60,19 @@ class EncodedData:
     test_split: EncodedSplit
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What this rank works with while it trains and scores (bundled so that the steps below stay short)."""
+
+    plan: FinetunePlan
+    model: PreTrainedModel | MeanPooledClassifier  # the classifier that trains, with its pooling
+    trainable: Trainable  # what the method trains in it
+    data: EncodedData
+    device: torch.device
+    dist: DistInfo
+    checkpoints: CheckpointDir
+
+
 def run_finetune(plan: FinetunePlan, progress: ProgressCallback = no_progress) -> FinetuneResult:
     """Train, keep the best checkpoint by validation accuracy, score it once on test, write the run folder."""
     dist = init_distributed(torch.device(plan.device).type)
@@ -89,18 +102,25 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device:
     _start_folder(plan, dist)
     with cpu_threads(plan.config.threads):
         tokenizer, model, trainable = _load(plan)
-        data = _encode(plan, tokenizer)
-        checkpoints = CheckpointDir(plan.partial / "checkpoints", plan.config.keep_checkpoints)
+        job = _Job(
+            plan=plan,
+            model=model,
+            trainable=trainable,
+            data=_encode(plan, tokenizer),
+            device=device,
+            dist=dist,
+            checkpoints=CheckpointDir(plan.partial / "checkpoints", plan.config.keep_checkpoints),
+        )
         with measure(device) as training:
-            head = _probe_head(plan, model, data, device, dist, progress)
-            history = _fit(plan, model, data, device, dist, progress, checkpoints)
+            head = _probe_head(job, progress)
+            history = _fit(job, progress)
         in_sync = _ranks_in_sync(model, dist)
-        _take_best(plan, model, trainable, checkpoints, history.best_step, dist)
+        _take_best(job, history.best_step)
         with measure(device) as scoring:
-            logits = predict(model, data.test, device, autocast=_autocast(plan), dist=dist)
+            logits = predict(model, job.data.test, device, autocast=_autocast(plan), dist=dist)
     predicted = np.empty(len(logits), dtype=np.int64)
-    predicted[data.test_order] = logits.argmax(dim=1).numpy()
-    result = finetune_result(plan, trainable.n_params, history, predicted, data.test_split)
+    predicted[job.data.test_order] = logits.argmax(dim=1).numpy()
+    result = finetune_result(plan, trainable.n_params, history, predicted, job.data.test_split)
     result = replace(
         result,
         ranks_in_sync=in_sync,
@@ -111,77 +131,65 @@ def _run(plan: FinetunePlan, progress: ProgressCallback, dist: DistInfo, device:
         predict_per_second=per_second(len(predicted), scoring.seconds),
     )
     if dist.is_main:
-        write_run(plan, result, model, tokenizer, predicted, data.test_split)
+        write_run(plan, result, model, tokenizer, predicted, job.data.test_split)
     barrier()
     return result
 
 
-def _take_best(
-    plan: FinetunePlan,
-    model: nn.Module,
-    trainable: Trainable,
-    checkpoints: CheckpointDir,
-    best_step: int | None,
-    dist: DistInfo,
-) -> None:
-    """Put the best checkpoint's weights in ``model``; LoRA: save peft's adapter, then merge it into the weights."""
+def _take_best(job: _Job, best_step: int | None) -> None:
+    """Put the best checkpoint's weights in the model; LoRA: save peft's adapter, then merge it into the weights."""
     if best_step is not None:
-        load_trainable_state(model, checkpoint_weights(checkpoints.load(best_step)))
-    if trainable.adapter is not None and dist.is_main:  # LoRA: peft's adapter, for PeftModel.from_pretrained
-        trainable.adapter.save_pretrained(str(plan.partial / ADAPTER_FOLDER))
-    merge_adapter(trainable)  # test is scored on the merged weights: the model/ that users load
+        load_trainable_state(job.model, checkpoint_weights(job.checkpoints.load(best_step)))
+    adapter = job.trainable.adapter
+    if adapter is not None and job.dist.is_main:  # LoRA: peft's adapter, for PeftModel.from_pretrained
+        adapter.save_pretrained(str(job.plan.partial / ADAPTER_FOLDER))
+    merge_adapter(job.trainable)  # test is scored on the merged weights: the model/ that users load
 
 
-def _fit(
-    plan: FinetunePlan,
-    model: nn.Module,
-    data: EncodedData,
-    device: torch.device,
-    dist: DistInfo,
-    progress: ProgressCallback,
-    checkpoints: CheckpointDir,
-) -> TrainHistory:
+def _fit(job: _Job, progress: ProgressCallback) -> TrainHistory:
     """The one training loop (training.loop.fit) with fast dropout masks; progress counts training examples."""
+    plan = job.plan
 
     def on_step(task: str, completed: int, total: int, **info: float) -> None:
         progress("finetune", completed * plan.global_batch, total * plan.global_batch, **info)
 
-    with fast_dropout(model):
+    with fast_dropout(job.model):
         return loop.fit(
-            model,
-            data.train,
-            data.validation,
+            job.model,
+            job.data.train,
+            job.data.validation,
             functools.partial(torch.nn.functional.cross_entropy, label_smoothing=plan.config.label_smoothing),
             _train_config(plan),
-            device,
-            on_step if dist.is_main else no_progress,
-            param_groups=_param_groups(model, plan),
-            checkpoints=checkpoints,
-            dist=dist,
+            job.device,
+            on_step if job.dist.is_main else no_progress,
+            param_groups=_param_groups(job.model, plan),
+            checkpoints=job.checkpoints,
+            dist=job.dist,
         )
 
 
-def _probe_head(
-    plan: FinetunePlan,
-    model: nn.Module,
-    data: EncodedData,
-    device: torch.device,
-    dist: DistInfo,
-    progress: ProgressCallback,
-) -> HeadFit | None:
+def _probe_head(job: _Job, progress: ProgressCallback) -> HeadFit | None:
     """--head-init probe: fit the new head on the frozen features of the training rows (None: random head)."""
+    plan, dist = job.plan, job.dist
     if plan.config.head_init != "probe":
         return None
     saved = plan.partial / HEAD_FIT_FILE
     if plan.resume_step is not None:  # the checkpoint holds the head; its fit is remembered for the record
         return read_head_fit(saved) if saved.exists() else None
 
-    train = data.train.split
-    batches, order = scoring_batches(train, EVAL_BATCH_SIZE, data.train.pad_id)
+    train = job.data.train.split
+    batches, order = scoring_batches(train, EVAL_BATCH_SIZE, job.data.train.pad_id)
     if dist.is_main:
         progress("head: linear probe", 0, len(order))
     head = probe_head(
-        model, batches, train.labels[order], plan.n_classes, device, _autocast(plan), dist, plan.config.seed
+        job.model,
+        batches,
+        labels=train.labels[order],
+        n_classes=plan.n_classes,
+        device=job.device,
+        autocast=_autocast(plan),
+        dist=dist,
+        seed=plan.config.seed,
     )
     if dist.is_main:
         progress("head: linear probe", len(order), len(order), train_acc=head.train_accuracy)
