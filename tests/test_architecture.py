@@ -22,15 +22,10 @@ NOT_SHIPPED = ("tests", "benchmarks", "scripts")
 
 # module path -> the work removing it
 LONG_MODULES_ALLOWED = {
-    "common/training.py": "train: the training/ package (issue 23 item 1)",
-    "finetune/run.py": "train: finetune/ as plan.py, run.py, record.py (issue 23 item 2)",
     "probes/evaluate.py": "tidy: probes/evaluate.py reworked (issue 23 item 3)",
 }
 # "path:function" -> the work removing it
 LONG_FUNCTIONS_ALLOWED = {
-    "common/training.py:fit": "train: fit cut into setup, epoch and step (issue 23 item 1)",
-    "finetune/run.py:prepare_finetune": "train: finetune/plan.py (issue 23 item 2)",
-    "finetune/run.py:_run_record": "train: finetune/record.py (issue 23 item 2)",
     "probes/evaluate.py:run_probes": "tidy: probes/evaluate.py reworked (issue 23 item 3)",
     "cli/finetune.py:finetune": "lint: thin cli/ commands",
 }
