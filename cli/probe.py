@@ -217,7 +217,7 @@ def _run(command: str, options: dict) -> None:
 
 
 def _render(report, detail: bool) -> None:
-    from probes.report import accuracy_by_layer
+    from probes.plots import accuracy_by_layer
 
     ui.out.print(results_table(report))
     columns, rows = accuracy_by_layer(report.results, report.layer_selections)

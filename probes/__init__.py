@@ -9,19 +9,9 @@ import importlib
 # Imported on first use (PEP 562): the CLI reads the option enums from probes.knn at start-up
 # without paying for scikit-learn and FAISS.
 _HOMES = {
-    **dict.fromkeys(
-        (
-            "ClassMetrics",
-            "KNNConfig",
-            "LogRegConfig",
-            "ProbeKind",
-            "ProbeReport",
-            "ProbeResult",
-            "ProbeRunConfig",
-            "run_probes",
-        ),
-        "probes.evaluate",
-    ),
+    **dict.fromkeys(("KNNConfig", "LogRegConfig", "ProbeKind", "ProbeRunConfig"), "probes.config"),
+    **dict.fromkeys(("ProbeReport", "ProbeResult", "run_probes"), "probes.evaluate"),
+    "ClassMetrics": "common.metrics",
     **dict.fromkeys(("ApproximateParams", "KNNProbe"), "probes.knn"),
     **dict.fromkeys(("IndexKind", "Metric", "Weights"), "probes.choices"),
     **dict.fromkeys(("LogRegProbe", "select_C"), "probes.logreg"),

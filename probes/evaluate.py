@@ -5,7 +5,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -15,61 +14,20 @@ from common import ConfigError
 from common import record as run_record
 from common import runs as common_runs
 from common.artifacts import to_plain
-from common.cost import device_name, measure, per_second
+from common.cost import measure, per_second
 from common.heldout import check_test_classes
 from common.metrics import ClassMetrics, confusion_matrix, macro_f1, per_class_metrics
-from common.options import LayerSpec
 from common.progress import ProgressCallback, no_progress
 from common.splits import stratified_split
-from probes import data, report, runs
-from probes.knn import ApproximateParams, IndexKind, KNNProbe, Metric, Weights, recall_at_k
-from probes.logreg import C_LIMITS, DEFAULT_CS, LogRegProbe, select_C
-from text.validation import VALIDATION_FRACTION, validation_fingerprint
+from embeddings.store import EmbeddingStore
+from probes import data
+from probes.config import ProbeKind, ProbeRunConfig
+from probes.knn import IndexKind, KNNProbe, recall_at_k
+from probes.logreg import C_LIMITS, LogRegProbe, select_C
+from probes.plots import write_plots
+from probes.record import default_run_dir, probe_record, store_meta
 
 log = logging.getLogger(__name__)
-
-
-class ProbeKind(str, Enum):
-    KNN = "knn"
-    LOGREG = "logreg"
-
-
-@dataclass(frozen=True)
-class KNNConfig:
-    ks: tuple[int, ...] = (1, 5, 10, 20)
-    metric: Metric = Metric.COSINE
-    weights: Weights = Weights.UNIFORM
-    index: IndexKind = IndexKind.FLAT
-    approximate: ApproximateParams = ApproximateParams()
-
-
-@dataclass(frozen=True)
-class LogRegConfig:
-    Cs: tuple[float, ...] = DEFAULT_CS
-    validation_fraction: float = VALIDATION_FRACTION  # the run's validation rows, for k-NN's k too
-    max_iter: int = 1000
-
-
-@dataclass(frozen=True)
-class ProbeRunConfig:
-    """Everything one ``mlx probe`` run needs. ``poolings``/``layers`` hold parsed values (empty = default)."""
-
-    command: str
-    store: Path
-    probes: tuple[ProbeKind, ...]
-    poolings: tuple[str, ...] = ()
-    layers: tuple[LayerSpec, ...] = ()  # common.options.parse_layers
-    knn: KNNConfig = KNNConfig()
-    logreg: LogRegConfig = LogRegConfig()
-    test_fraction: float | None = None
-    test_store: Path | None = None
-    train_size: int | None = None  # a stratified, seeded subset of this many training rows (None: all)
-    seed: int = 0
-    out: Path | None = None
-    plot: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
 
 
 @dataclass(frozen=True)
@@ -187,7 +145,49 @@ class ProbeReport:
         return self.results[0]
 
 
-Prediction = tuple[str, dict[str, Any], np.ndarray, float, float, dict[str, float]]
+@dataclass(frozen=True)
+class Prediction:
+    """One probe setting's test predictions and what they cost; a ``ProbeResult`` once scored."""
+
+    setting: str  # e.g. "k=5", "C=0.1"
+    params: dict[str, Any]
+    y_pred: np.ndarray  # (N_test,) int predicted labels
+    fit_seconds: float
+    predict_seconds: float
+    validation_accuracy: float | None = None
+    recall_at_k: float | None = None  # an approximate k-NN index against the exact one
+    trainable_params: int = 0
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """The checked inputs of one probe run: its stores, the rows it trains and tests on, what it probes."""
+
+    store: EmbeddingStore
+    test_store: EmbeddingStore | None
+    splits: data.SplitPlan
+    pairs: list[tuple[str, tuple[int, ...]]]  # (pooling, layer selection), in the order they are probed
+    poolings: tuple[str, ...]
+    selections: tuple[tuple[int, ...], ...]
+    label_names: tuple[str, ...]
+    n_train: int
+    n_test: int
+    notes: list[str]
+    store_meta: dict[str, Any]
+
+    def summary(self, config: ProbeRunConfig, run_dir: Path) -> dict[str, Any]:
+        """What ``on_plan`` is told before the long work."""
+        return {
+            "store": str(self.store.path),
+            "model": self.store.info.model_id,
+            "split": self.splits.describe(),
+            "rows": f"{self.n_train:,} train / {self.n_test:,} test, {len(self.label_names)} classes, seed {config.seed}",
+            "poolings": ", ".join(self.poolings),
+            "layers": "; ".join(map(data.layer_label, self.selections)),
+            "probes": ", ".join(p.value for p in config.probes),
+            "run folder": str(run_dir),
+            "notes": self.notes,
+        }
 
 
 def run_probes(
@@ -200,75 +200,80 @@ def run_probes(
     ``on_plan`` is called with a summary (sizes, poolings, layers, output folder) before the long work.
     """
     started_at = run_record.now()
-    run_dir = common_runs.check_new(config.out or runs.default_run_dir(config.command))
+    run_dir = common_runs.check_new(config.out or default_run_dir(config.command))
     store = data.open_store(config.store)
     test_store = data.open_store(config.test_store) if config.test_store else None
     try:
-        plan = data.plan_splits(store, test_store, config.test_fraction, config.seed)
-        plan = data.limit_train(plan, store, config.train_size, config.seed)
-        poolings = data.resolve_poolings(config.poolings, store.info.poolings, store.path)
-        selections = data.parse_layers(config.layers, store.info.layers, store.path)
-        y_train = data.train_labels(plan, store)
-        _check_settings(config, len(y_train))
-        label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))
-        explicit = any(name != "all" for name in config.poolings)
-        pairs, notes = data.pair_poolings_with_layers(store, plan.train_split, poolings, selections, explicit)
-        y_test = data.test_labels(plan, store, test_store)
-        missing = check_test_classes(y_train, y_test, label_names, train_what=f"the training rows of {store.path}")
-        notes = [*plan.notes, *missing, *notes]
-        store_meta = _store_meta(store, test_store)
+        plan = _plan(config, store, test_store)
         if on_plan:
-            n_test = len(y_test)
-            on_plan(
-                {
-                    "store": str(store.path),
-                    "model": store.info.model_id,
-                    "split": plan.describe(),
-                    "rows": f"{len(y_train):,} train / {n_test:,} test, {len(label_names)} classes, seed {config.seed}",
-                    "poolings": ", ".join(poolings),
-                    "layers": "; ".join(map(data.layer_label, selections)),
-                    "probes": ", ".join(p.value for p in config.probes),
-                    "run folder": str(run_dir),
-                    "notes": notes,
-                }
-            )
+            on_plan(plan.summary(config, run_dir))
         with common_runs.staged_run_dir(run_dir) as staging:
-            predictions: dict[str, np.ndarray] = {}
-            with measure("cpu") as probing:
-                results = _evaluate(
-                    config,
-                    data.iter_matrices(store, test_store, plan, pairs),
-                    len(pairs),
-                    label_names,
-                    progress,
-                    predictions,
-                )
-            results = _with_encoder_cost(results, store, test_store, plan, probing.peak_memory_bytes)
-            results = tuple(sorted(results, key=lambda r: -r.accuracy))
-            notes += _grid_notes(results)
-            plots = report.write_plots(staging, results, selections, label_names) if config.plot else ()
-            record = _record(
-                config, results, store, test_store, plan, label_names, store_meta, notes, plots, started_at
-            )
-            row_ids, y_true = data.test_row_ids(plan, store, test_store), data.test_labels(plan, store, test_store)
-            run_record.write_record(staging, record, run_record.Predictions(row_ids, y_true, predictions))
+            results, plots, record = _probe_into(staging, config, plan, progress, started_at)
         plots = tuple(run_dir / p.name for p in plots)
     finally:
         store.close()
         if test_store:
             test_store.close()
     return ProbeReport(
-        config,
-        results,
-        run_dir,
-        plan.describe(),
-        plan.carved_fraction is not None,
-        store_meta,
-        plots,
-        selections,
-        tuple(notes),
-        record,
+        config=config,
+        results=results,
+        run_dir=run_dir,
+        split_note=plan.splits.describe(),
+        carved=plan.splits.carved_fraction is not None,
+        store=plan.store_meta,
+        plots=plots,
+        layer_selections=plan.selections,
+        notes=record.notes,
+        record=record,
     )
+
+
+def _plan(config: ProbeRunConfig, store: EmbeddingStore, test_store: EmbeddingStore | None) -> ProbePlan:
+    """Every cheap check before any probe runs: splits, poolings, layers, settings, the classes of test."""
+    splits = data.plan_splits(store, test_store, config.test_fraction, config.seed)
+    splits = data.limit_train(splits, store, config.train_size, config.seed)
+    poolings = data.resolve_poolings(config.poolings, store.info.poolings, store.path)
+    selections = data.parse_layers(config.layers, store.info.layers, store.path)
+    y_train = data.train_labels(splits, store)
+    _check_settings(config, len(y_train))
+    label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))
+    explicit = any(name != "all" for name in config.poolings)
+    pairs, pair_notes = data.pair_poolings_with_layers(store, splits.train_split, poolings, selections, explicit)
+    y_test = data.test_labels(splits, store, test_store)
+    missing = check_test_classes(y_train, y_test, label_names, train_what=f"the training rows of {store.path}")
+    return ProbePlan(
+        store=store,
+        test_store=test_store,
+        splits=splits,
+        pairs=pairs,
+        poolings=poolings,
+        selections=selections,
+        label_names=label_names,
+        n_train=len(y_train),
+        n_test=len(y_test),
+        notes=[*splits.notes, *missing, *pair_notes],
+        store_meta=store_meta(store, test_store),
+    )
+
+
+def _probe_into(
+    staging: Path, config: ProbeRunConfig, plan: ProbePlan, progress: ProgressCallback, started_at: str
+) -> tuple[tuple[ProbeResult, ...], tuple[Path, ...], run_record.RunRecord]:
+    """Evaluate every probe on every pooled matrix; write the plots, run.json and the test predictions."""
+    store, test_store = plan.store, plan.test_store
+    predictions: dict[str, np.ndarray] = {}
+    with measure("cpu") as probing:
+        matrices = data.iter_matrices(store, test_store, plan.splits, plan.pairs)
+        found = _evaluate(config, matrices, len(plan.pairs), plan.label_names, progress, predictions)
+    found = _with_encoder_cost(found, store, test_store, plan.splits, probing.peak_memory_bytes)
+    results = tuple(sorted(found, key=lambda r: -r.accuracy))
+    notes = plan.notes + _grid_notes(results)
+    plots = write_plots(staging, results, plan.selections, plan.label_names) if config.plot else ()
+    record = probe_record(config, plan, results, plots, notes, started_at)
+    row_ids = data.test_row_ids(plan.splits, store, test_store)
+    y_true = data.test_labels(plan.splits, store, test_store)
+    run_record.write_record(staging, record, run_record.Predictions(row_ids, y_true, predictions))
+    return results, plots, record
 
 
 def _with_encoder_cost(results, store, test_store, plan: data.SplitPlan, probing_peak: int | None) -> list[ProbeResult]:
@@ -340,9 +345,9 @@ def _evaluate(
     for i, m in enumerate(matrices):
         for j, kind in enumerate(config.probes):
             predict = _knn_predictions if kind is ProbeKind.KNN else _logreg_predictions
-            for setting, params, y_pred, fit_s, predict_s, extra in predict(config, m):
-                results.append(_result(kind, m, setting, params, y_pred, fit_s, predict_s, extra, label_names))
-                predictions[results[-1].name] = y_pred
+            for prediction in predict(config, m):
+                results.append(_result(kind, m, prediction, label_names))
+                predictions[results[-1].name] = prediction.y_pred
             progress("probing", i * len(config.probes) + j + 1, total)
             log.info("%s on %s layer %s done", kind.value, m.pooling, m.layer_label)
     return results
@@ -369,10 +374,15 @@ def _knn_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Iterator
         with_k.k = k
         y_pred = with_k.predict_from_neighbours(distances, rows)
         vote_s = time.perf_counter() - start
-        extra = {} if exact_rows is None else {"recall_at_k": recall_at_k(rows, exact_rows, k)}
-        extra["validation_accuracy"] = validation[k]
-        params = {"k": k, "metric": c.metric.value, "weights": c.weights.value, "index": c.index.value}
-        yield f"k={k}", params, y_pred, fit_s, search_s + vote_s, extra
+        yield Prediction(
+            setting=f"k={k}",
+            params={"k": k, "metric": c.metric.value, "weights": c.weights.value, "index": c.index.value},
+            y_pred=y_pred,
+            fit_seconds=fit_s,
+            predict_seconds=search_s + vote_s,
+            validation_accuracy=validation[k],
+            recall_at_k=None if exact_rows is None else recall_at_k(rows, exact_rows, k),
+        )
 
 
 def _knn_probe(config: ProbeRunConfig, k: int) -> KNNProbe:
@@ -424,109 +434,38 @@ def _logreg_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Itera
     if chosen.on_edge:
         log.info("%s layer %s: C=%g is on the edge of the C grid", m.pooling, m.layer_label, chosen.C)
     n_weights = probe.model_.coef_.size + probe.model_.intercept_.size
-    yield (
-        f"C={chosen.C:g}",
-        params,
-        y_pred,
-        fit_s,
-        predict_s,
-        {"validation_accuracy": chosen.validation_accuracy[chosen.C], "trainable_params": int(n_weights)},
+    yield Prediction(
+        setting=f"C={chosen.C:g}",
+        params=params,
+        y_pred=y_pred,
+        fit_seconds=fit_s,
+        predict_seconds=predict_s,
+        validation_accuracy=chosen.validation_accuracy[chosen.C],
+        trainable_params=int(n_weights),
     )
 
 
 def _result(
-    kind: ProbeKind,
-    m: data.PooledMatrices,
-    setting: str,
-    params: dict[str, Any],
-    y_pred: np.ndarray,
-    fit_s: float,
-    predict_s: float,
-    extra: dict[str, float],
-    label_names: tuple[str, ...],
+    kind: ProbeKind, m: data.PooledMatrices, prediction: Prediction, label_names: tuple[str, ...]
 ) -> ProbeResult:
+    y_pred = prediction.y_pred
     confusion = confusion_matrix(m.y_test, y_pred, len(label_names))  # (C, C)
     return ProbeResult(
         probe=kind.value,
         pooling=m.pooling,
         layers=m.layers,
-        setting=setting,
-        params=params,
+        setting=prediction.setting,
+        params=prediction.params,
         accuracy=float(np.mean(y_pred == m.y_test)),
         macro_f1=macro_f1(m.y_test, y_pred),
         per_class=per_class_metrics(confusion, label_names),
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
-        fit_seconds=fit_s,
-        predict_seconds=predict_s,
+        fit_seconds=prediction.fit_seconds,
+        predict_seconds=prediction.predict_seconds,
         n_train=len(m.y_train),
         n_test=len(m.y_test),
         dim=int(m.X_train.shape[1]),
-        **extra,
+        validation_accuracy=prediction.validation_accuracy,
+        recall_at_k=prediction.recall_at_k,
+        trainable_params=prediction.trainable_params,
     )
-
-
-def _store_meta(store, test_store) -> dict[str, Any]:
-    info = store.info
-    meta = {
-        "path": str(info.path),
-        "fingerprint": runs.store_fingerprint(info.path),
-        "model_id": info.model_id,
-        "model_revision": info.model_revision,
-        "dataset_name": info.dataset_name,
-        "dataset_fingerprint": info.dataset_fingerprint,
-        "created_at": info.created_at,
-        "splits": info.splits,
-    }
-    if test_store:
-        meta["test_store"] = {
-            "path": str(test_store.info.path),
-            "fingerprint": runs.store_fingerprint(test_store.info.path),
-            "dataset_fingerprint": test_store.info.dataset_fingerprint,
-        }
-    return meta
-
-
-def _record(
-    config: ProbeRunConfig,
-    results: tuple[ProbeResult, ...],
-    store,
-    test_store,
-    plan: data.SplitPlan,
-    label_names: tuple[str, ...],
-    store_meta: dict[str, Any],
-    notes: list[str],
-    plots: tuple[Path, ...],
-    started_at: str,
-) -> run_record.RunRecord:
-    info = store.info
-    return run_record.RunRecord(
-        kind="probe",
-        command=f"probe {config.command}",
-        command_line=run_record.command_line(),
-        started_at=started_at,
-        finished_at=run_record.now(),
-        config={**config.to_dict(), "store_meta": store_meta, "split": plan.describe()},
-        model=run_record.ModelRef(info.model_id, info.model_revision),
-        data=run_record.DataRef(
-            info.dataset_name,
-            info.dataset_fingerprint,
-            data.split_refs(plan, store, test_store),
-            tuple(label_names),
-            max_length=info.max_length or None,
-            validation_fingerprint=_validation_fingerprint(config, store, plan),
-        ),
-        device="cpu",
-        device_name=info.device_name or device_name("cpu"),
-        results=tuple(r.to_row() for r in results),
-        artifacts=tuple(p.name for p in plots),
-        notes=tuple(notes),
-    )
-
-
-def _validation_fingerprint(config: ProbeRunConfig, store, plan: data.SplitPlan) -> str:
-    """The fingerprint of the rows C and k were chosen on (text.validation), by their ids in the source split."""
-    y_train = data.train_labels(plan, store)
-    _, validation = stratified_split(y_train, config.logreg.validation_fraction, config.seed, what="validation")
-    positions = validation if plan.train_rows is None else plan.train_rows[validation]
-    ids = store.row_ids(plan.train_split)[positions]
-    return validation_fingerprint(store.split_fingerprint(plan.train_split), ids)

@@ -3,20 +3,26 @@
 Each returns True when it did work and False when it found its output (said through ``notify``).
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.artifacts import IdentityMismatch, is_done
 from common.devices import DType, EncoderDType
-from common.errors import ConfigError, StoreError
+from common.errors import StoreError
 from common.options import LayerSpec
 from common.progress import ProgressCallback
 from common.record import read_record
 
+if TYPE_CHECKING:  # study.text calls these steps
+    from study.text import TextStudyConfig
+
 KS = (1, 5, 10, 20)
 
 
-def embed(config, model: str, path: Path, progress: ProgressCallback) -> bool:
+def embed(config: TextStudyConfig, model: str, path: Path, progress: ProgressCallback) -> bool:
     """Embed the study's dataset with ``model`` (every pooling, every layer) into ``path``; cached by the store's key."""
     from embeddings.extract import EmbedConfig, extract_embeddings, plan_extraction
 
@@ -65,11 +71,11 @@ def probe(
     ks = tuple(k for k in KS if n_train is None or k <= n_train) or (1,)
     run_probes(
         ProbeRunConfig(
-            "compare",
-            store,
-            (ProbeKind.KNN, ProbeKind.LOGREG),
-            poolings,
-            layers,
+            command="compare",
+            store=store,
+            probes=(ProbeKind.KNN, ProbeKind.LOGREG),
+            poolings=poolings,
+            layers=layers,
             knn=KNNConfig(ks=ks),
             train_size=n_train,
             seed=seed,
@@ -119,20 +125,20 @@ def probe_concatenated(
         return False
     pooling, layers = chosen
     return probe(
-        store,
-        run_dir,
-        n_train,
-        seed,
-        progress,
-        notify,
-        f"{what}: {pooling} layers {','.join(map(str, layers))}",
+        store=store,
+        run_dir=run_dir,
+        n_train=n_train,
+        seed=seed,
+        progress=progress,
+        notify=notify,
+        what=f"{what}: {pooling} layers {','.join(map(str, layers))}",
         poolings=(pooling,),
         layers=(layers,),
     )
 
 
 def finetune(
-    config,
+    config: TextStudyConfig,
     n_train: int | None,
     run_dir: Path,
     progress: ProgressCallback,
@@ -145,15 +151,11 @@ def finetune(
     if is_done(run_dir):
         notify(f"cached: {what} ({run_dir})")
         return False
-    try:
-        from finetune.config import METHOD_LR_SCALE, FinetuneConfig
-        from finetune.plan import prepare_finetune
-        from finetune.run import run_finetune
-    except ImportError:
-        raise ConfigError(
-            "this mlx has no `mlx finetune` yet; run the study with --no-finetune (probes only)"
-        ) from None
-    options = dict(
+    from finetune.config import METHOD_LR_SCALE, FinetuneConfig
+    from finetune.plan import prepare_finetune
+    from finetune.run import run_finetune
+
+    finetune_config = FinetuneConfig(
         model=config.model,
         dataset=config.dataset,
         text_column=config.text_column,
@@ -166,14 +168,9 @@ def finetune(
         seed=config.seed,
         dtype=DType(config.dtype),
         out=run_dir,
+        train_size=n_train,
     )
-    if n_train is not None:
-        if "train_size" not in FinetuneConfig.__dataclass_fields__:
-            raise ConfigError(
-                "this mlx's finetune cannot train on a subset of rows; use --train-sizes all, or --no-finetune"
-            )
-        options["train_size"] = n_train
-    run_finetune(prepare_finetune(FinetuneConfig(**options)), progress)
+    run_finetune(prepare_finetune(finetune_config), progress)
     read_record(run_dir)  # the report needs the one run record: fail here, not there
     notify(f"done: {what} ({run_dir})")
     return True

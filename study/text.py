@@ -28,6 +28,7 @@ from common.heldout import check_test_rows, row_keys
 from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.runs import write_json
+from report.join import Report, ReportConfig, build_report
 from text.defaults import DEFAULT_MODEL, LABEL_COLUMN, TEXT_COLUMN
 from text.validation import VALIDATION_FRACTION
 
@@ -117,7 +118,7 @@ class TextStudyPlan:
 class TextStudyResult:
     out: Path
     runs: tuple[Path, ...]
-    report: object  # report.join.Report
+    report: Report
     n_done: int
     n_cached: int
 
@@ -253,7 +254,7 @@ def _run_steps(plan: TextStudyPlan, progress: ProgressCallback, notify: Callable
     )
     done = cached = 0
     frozen = plan.out / "stores" / "frozen.h5"
-    did = steps.embed(c, c.model, frozen, progress)
+    did = steps.embed(c, model=c.model, path=frozen, progress=progress)
     done, cached = done + did, cached + (not did)
     notify(f"{'embedded' if did else 'cached'}: {frozen}")
     runs: list[Path] = []
@@ -263,12 +264,10 @@ def _run_steps(plan: TextStudyPlan, progress: ProgressCallback, notify: Callable
             done, cached = done + did, cached + (not did)
             if run_dir is not None:
                 runs.append(run_dir)
-    from report.join import ReportConfig, build_report
-
     report = build_report(
         ReportConfig(runs=tuple(map(str, runs)), out=plan.out / "report", markdown=plan.out / "report" / "report.md")
     )
-    return TextStudyResult(plan.out, tuple(runs), report, done, cached)
+    return TextStudyResult(out=plan.out, runs=tuple(runs), report=report, n_done=done, n_cached=cached)
 
 
 def _size_steps(
@@ -284,40 +283,61 @@ def _size_steps(
 
     c, label = plan.config, size_label(n)
     layers_run = folder / "probe-layers"
-    yield layers_run, steps.probe(frozen, layers_run, n, c.seed, progress, notify, f"n={label}: probes on every layer")
+    yield (
+        layers_run,
+        steps.probe(
+            store=frozen,
+            run_dir=layers_run,
+            n_train=n,
+            seed=c.seed,
+            progress=progress,
+            notify=notify,
+            what=f"n={label}: probes on every layer",
+        ),
+    )
     concat_run = folder / "probe-concat"
     yield (
         concat_run,
         steps.probe_concatenated(
-            frozen,
-            layers_run,
-            concat_run,
-            n,
-            c.seed,
-            N_CONCAT_LAYERS,
-            progress,
-            notify,
-            f"n={label}: probe on the best layers concatenated",
+            store=frozen,
+            layers_run=layers_run,
+            run_dir=concat_run,
+            n_train=n,
+            seed=c.seed,
+            n_layers=N_CONCAT_LAYERS,
+            progress=progress,
+            notify=notify,
+            what=f"n={label}: probe on the best layers concatenated",
         ),
     )
     if not c.finetune:
         return
     for method in c.methods:
         run = folder / finetune_folder(method)
-        yield run, steps.finetune(c, n, run, progress, notify, f"n={label}: fine-tune ({method})", method)
+        what = f"n={label}: fine-tune ({method})"
+        yield (
+            run,
+            steps.finetune(c, n_train=n, run_dir=run, progress=progress, notify=notify, what=what, method=method),
+        )
     if "full" not in c.methods:
         return
     finetune_run = folder / finetune_folder("full")
     model_dir = steps.finetuned_model_dir(finetune_run)
     finetuned = folder / "stores" / "finetuned.h5"
-    did = steps.embed(c, str(model_dir), finetuned, progress)
+    did = steps.embed(c, model=str(model_dir), path=finetuned, progress=progress)
     notify(f"n={label}: {'embedded' if did else 'cached'} the fine-tuned model: {finetuned}")
     yield None, did
     probe_run = folder / "probe-finetuned"
     yield (
         probe_run,
         steps.probe(
-            finetuned, probe_run, n, c.seed, progress, notify, f"n={label}: probes on the fine-tuned model's layers"
+            store=finetuned,
+            run_dir=probe_run,
+            n_train=n,
+            seed=c.seed,
+            progress=progress,
+            notify=notify,
+            what=f"n={label}: probes on the fine-tuned model's layers",
         ),
     )
 

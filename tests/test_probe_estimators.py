@@ -122,10 +122,11 @@ def test_macro_f1_ignores_classes_absent_from_test_and_predictions():
     """Six named classes, only two in play: a perfect probe scores macro-F1 1.0, not 2/6."""
     from types import SimpleNamespace
 
-    from probes.evaluate import ProbeKind, _result
+    from probes.evaluate import Prediction, ProbeKind, _result
 
     y = np.array([0, 5, 0, 5])
     m = SimpleNamespace(pooling="mean", layers=(1,), y_test=y, y_train=y, X_train=np.zeros((4, 3)))
-    result = _result(ProbeKind.KNN, m, "k=1", {}, y.copy(), 0.0, 0.0, {}, tuple("abcdef"))
+    prediction = Prediction(setting="k=1", params={}, y_pred=y.copy(), fit_seconds=0.0, predict_seconds=0.0)
+    result = _result(ProbeKind.KNN, m, prediction, tuple("abcdef"))
     assert result.accuracy == 1.0 and result.macro_f1 == 1.0
     assert len(result.per_class) == 6  # the per-class table still lists every named class

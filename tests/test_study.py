@@ -270,8 +270,8 @@ def test_study_dtype_reaches_the_embeddings_and_the_fine_tune_and_auto_keeps_old
     monkeypatch.setattr(finetune.plan, "prepare_finetune", prepare)
     config = TextStudyConfig(model="minilm", dataset="demo", dtype="bf16")
     for step in (
-        lambda: steps.embed(config, "minilm", tmp_path / "s.h5", None),
-        lambda: steps.finetune(config, None, tmp_path / "f", None, None, ""),
+        lambda: steps.embed(config, model="minilm", path=tmp_path / "s.h5", progress=None),
+        lambda: steps.finetune(config, n_train=None, run_dir=tmp_path / "f", progress=None, notify=None, what=""),
     ):
         with pytest.raises(RuntimeError):
             step()

@@ -1,4 +1,4 @@
-"""Views of probe results shared by the CLI and the PNGs: accuracy by layer, confusion matrices."""
+"""Probe results drawn: accuracy by layer (a table for the CLI, a PNG) and confusion matrices (PNGs)."""
 
 from collections.abc import Sequence
 from pathlib import Path

@@ -1,0 +1,112 @@
+"""What a probe run saves: its folder under ``mlx_home()/runs/probe/`` (or ``--out``) and its run record.
+
+The folder is written under a hidden temporary name beside its final one and renamed into place
+only when everything is written (``common.runs``), so a folder under its final name is always
+complete. Existing results are never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common import record as run_record
+from common.cost import device_name
+from common.paths import mlx_home
+from common.runs import new_run_name
+from common.splits import stratified_split
+from embeddings.store import EmbeddingStore
+from probes import data
+from text.validation import validation_fingerprint
+
+if TYPE_CHECKING:  # probes.evaluate imports this module
+    from probes.evaluate import ProbePlan, ProbeResult, ProbeRunConfig
+
+_EDGE_BYTES = 1 << 20
+
+
+def default_run_dir(command: str) -> Path:
+    return new_run_name(mlx_home() / "runs" / "probe", command)
+
+
+def store_fingerprint(path: Path) -> str:
+    """sha256 of the store's size and its first and last MiB (which hold the root attributes).
+
+    Reading a multi-GB store in full for every probe run would cost more than the probes; size plus
+    both ends changes whenever the store is rewritten (created_at is a root attribute).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(_EDGE_BYTES))
+        if size > _EDGE_BYTES:
+            f.seek(max(_EDGE_BYTES, size - _EDGE_BYTES))
+            digest.update(f.read())
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+def store_meta(store: EmbeddingStore, test_store: EmbeddingStore | None) -> dict[str, Any]:
+    """The store(s) a run read, as its record states them: paths, fingerprints, model, dataset, splits."""
+    info = store.info
+    meta = {
+        "path": str(info.path),
+        "fingerprint": store_fingerprint(info.path),
+        "model_id": info.model_id,
+        "model_revision": info.model_revision,
+        "dataset_name": info.dataset_name,
+        "dataset_fingerprint": info.dataset_fingerprint,
+        "created_at": info.created_at,
+        "splits": info.splits,
+    }
+    if test_store:
+        meta["test_store"] = {
+            "path": str(test_store.info.path),
+            "fingerprint": store_fingerprint(test_store.info.path),
+            "dataset_fingerprint": test_store.info.dataset_fingerprint,
+        }
+    return meta
+
+
+def probe_record(
+    config: ProbeRunConfig,
+    plan: ProbePlan,
+    results: tuple[ProbeResult, ...],
+    plots: tuple[Path, ...],
+    notes: list[str],
+    started_at: str,
+) -> run_record.RunRecord:
+    """run.json of a probe run: one result row per probe setting, best test accuracy first."""
+    info = plan.store.info
+    return run_record.RunRecord(
+        kind="probe",
+        command=f"probe {config.command}",
+        command_line=run_record.command_line(),
+        started_at=started_at,
+        finished_at=run_record.now(),
+        config={**config.to_dict(), "store_meta": plan.store_meta, "split": plan.splits.describe()},
+        model=run_record.ModelRef(info.model_id, info.model_revision),
+        data=run_record.DataRef(
+            info.dataset_name,
+            info.dataset_fingerprint,
+            data.split_refs(plan.splits, plan.store, plan.test_store),
+            tuple(plan.label_names),
+            max_length=info.max_length or None,
+            validation_fingerprint=_validation_fingerprint(config, plan.store, plan.splits),
+        ),
+        device="cpu",
+        device_name=info.device_name or device_name("cpu"),
+        results=tuple(r.to_row() for r in results),
+        artifacts=tuple(p.name for p in plots),
+        notes=tuple(notes),
+    )
+
+
+def _validation_fingerprint(config: ProbeRunConfig, store: EmbeddingStore, plan: data.SplitPlan) -> str:
+    """The fingerprint of the rows C and k were chosen on (text.validation), by their ids in the source split."""
+    y_train = data.train_labels(plan, store)
+    _, validation = stratified_split(y_train, config.logreg.validation_fraction, config.seed, what="validation")
+    positions = validation if plan.train_rows is None else plan.train_rows[validation]
+    ids = store.row_ids(plan.train_split)[positions]
+    return validation_fingerprint(store.split_fingerprint(plan.train_split), ids)
