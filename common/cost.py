@@ -28,6 +28,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a torch.device is accepted, never required: torch is imported only for a CUDA device
+    import torch
 
 CPU_MEMORY = "peak RSS"
 CUDA_MEMORY = "max allocated (CUDA)"
@@ -44,7 +48,7 @@ class Usage:
 
 
 @contextmanager
-def measure(device: object = "cpu") -> Iterator[Usage]:
+def measure(device: str | torch.device = "cpu") -> Iterator[Usage]:
     """Time a block and take its peak memory on ``device`` (see the module docstring for what that is)."""
     kind = _device_type(device)
     usage = Usage(kind, memory_kind=CUDA_MEMORY if kind == "cuda" else CPU_MEMORY)
@@ -57,7 +61,7 @@ def measure(device: object = "cpu") -> Iterator[Usage]:
         usage.peak_memory_bytes = peak_memory_bytes(kind)
 
 
-def reset_peak_memory(device: object = "cpu") -> None:
+def reset_peak_memory(device: str | torch.device = "cpu") -> None:
     """Start a new peak: CUDA's peak statistics, or the process's RSS high-water mark (Linux)."""
     if _device_type(device) == "cuda":
         import torch
@@ -83,7 +87,7 @@ def _return_freed_memory() -> None:
         pass
 
 
-def peak_memory_bytes(device: object = "cpu") -> int | None:
+def peak_memory_bytes(device: str | torch.device = "cpu") -> int | None:
     """Peak memory since the last reset: CUDA max allocated, else the process's peak RSS (None if unknown)."""
     if _device_type(device) == "cuda":
         import torch
@@ -104,7 +108,7 @@ def per_second(n_items: int, seconds: float | None) -> float | None:
     return n_items / seconds if seconds and seconds > 0 else None
 
 
-def device_name(device: object = "cpu") -> str:
+def device_name(device: str | torch.device = "cpu") -> str:
     """The CPU model and its usable cores, or the GPU's name: what a timing was measured on."""
     if _device_type(device) == "cuda":
         import torch
@@ -158,6 +162,6 @@ def format_bytes(n: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-def _device_type(device: object) -> str:
+def _device_type(device: str | torch.device) -> str:
     kind = getattr(device, "type", None) or str(device).split(":", 1)[0]
     return "cuda" if kind == "cuda" else "cpu"

@@ -72,7 +72,7 @@ def layer_label(layers: Sequence[int]) -> str:
 
 
 def parse_layers(
-    specs: Sequence[LayerSpec], stored: Sequence[int], where: object = "the store"
+    specs: Sequence[LayerSpec], stored: Sequence[int], where: str | Path = "the store"
 ) -> tuple[tuple[int, ...], ...]:
     """Layer selections from parsed ``--layer`` values (common.options.parse_layers).
 
@@ -100,7 +100,7 @@ def parse_layers(
     return tuple(dict.fromkeys(selections))
 
 
-def resolve_poolings(names: Sequence[str], stored: Sequence[str], where: object = "the store") -> tuple[str, ...]:
+def resolve_poolings(names: Sequence[str], stored: Sequence[str], where: str | Path = "the store") -> tuple[str, ...]:
     """``all`` or nothing = every stored pooling; otherwise the named ones (parsed by the CLI), each checked."""
     if not names or ALL in names:
         return tuple(stored)

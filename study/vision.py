@@ -15,6 +15,7 @@ from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.record import RECORD_FILE
 from common.runs import new_run_name
+from report.join import Report, ReportConfig, build_report
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class VisionStudyConfig:
 class VisionStudyResult:
     out: Path
     runs: tuple[Path, ...]
-    report: object  # report.join.Report
+    report: Report
     n_done: int
     n_cached: int
 
@@ -78,8 +79,6 @@ def run_vision_study(
 
 
 def _run_steps(config: VisionStudyConfig, out: Path, progress, notify) -> VisionStudyResult:
-    from report.join import ReportConfig, build_report
-
     compare_run, did_compare = _compare(config, out / "compare", progress, notify)
     sweep_run, did_sweep = _sweep(config, out / "sweep", progress, notify)
     runs = (compare_run, sweep_run)

@@ -303,7 +303,17 @@ def load_model(
         from text.quantize import quantize_encoder
 
         model = quantize_encoder(model)
-    return LoadedModel(tokenizer, model, model_id, source, model_revision(source), n_layers, has_pooler, device, dtype)
+    return LoadedModel(
+        tokenizer=tokenizer,
+        model=model,
+        model_id=model_id,
+        source=source,
+        revision=model_revision(source),
+        n_layers=n_layers,
+        has_pooler=has_pooler,
+        device=device,
+        dtype=dtype,
+    )
 
 
 OFFLINE_HINT = "use --model minilm (bundled, works offline) or a local model folder"
