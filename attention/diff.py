@@ -94,13 +94,24 @@ def prepare_diff(config: DiffConfig) -> DiffPlan:
     max_length, note = resolve_max_length(first, config.max_length)
     if second.max_positions and second.max_positions < max_length:
         max_length = second.max_positions
-    tokens = check_comparable(first, second, texts.split.texts, max_length)
+    tokens = check_comparable(first=first, second=second, texts=texts.split.texts, max_length=max_length)
     notes = list(texts.notes) + ([note] if note else [])
     if tokens.n_truncated:
         notes.append(
             f"{tokens.n_truncated:,} of {len(tokens.ids):,} texts are longer than {max_length} tokens and were truncated"
         )
-    return DiffPlan(config, texts, first, second, tokens, max_length, device, dtype, run_dir, tuple(notes))
+    return DiffPlan(
+        config=config,
+        texts=texts,
+        first=first,
+        second=second,
+        tokens=tokens,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        run_dir=run_dir,
+        notes=tuple(notes),
+    )
 
 
 def check_comparable(first: AttentionModel, second: AttentionModel, texts, max_length: int) -> TokenisedTexts:
@@ -130,7 +141,11 @@ def run_diff(plan: DiffPlan, progress: ProgressCallback = no_progress) -> DiffRe
         done += len(batch.rows)
         progress("attention", done, len(plan.tokens.ids))
     return DiffResult(
-        totals.means(), len(plan.tokens.ids), plan.tokens.n_tokens, time.perf_counter() - start, started_at
+        divergence=totals.means(),
+        n_texts=len(plan.tokens.ids),
+        n_tokens=plan.tokens.n_tokens,
+        seconds=time.perf_counter() - start,
+        started_at=started_at,
     )
 
 
@@ -159,7 +174,14 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
         write_json(staging / "diff.json", document)
         save_layer_head_heatmap(result.array(), staging / "diff_js.png", f"JS divergence (bits): {a} vs {b}")
         notes = (*plan.notes, f"model B: {b} ({plan.second.loaded.revision})")
-        facts = RunFacts("diff", plan.config, plan.first, plan.texts.data_ref(), plan.device, plan.max_length)
+        facts = RunFacts(
+            command="diff",
+            config=plan.config,
+            model=plan.first,
+            data=plan.texts.data_ref(),
+            device=plan.device,
+            max_length=plan.max_length,
+        )
         write_run_record(
             staging, facts, started_at=result.started_at, artifacts=("diff.json", "diff_js.png"), notes=notes
         )

@@ -45,12 +45,16 @@ class LoadedTexts:
 
     def data_ref(self) -> record.DataRef:
         split = record.SplitRef(self.split.name, self.split.fingerprint, len(self.split))
-        return record.DataRef(self.dataset_name, self.dataset_fingerprint, (split,), self.label_names)
+        return record.DataRef(
+            name=self.dataset_name, fingerprint=self.dataset_fingerprint, splits=(split,), label_names=self.label_names
+        )
 
 
 def load_texts(source: TextSource) -> LoadedTexts:
     """Load one split (stratified, seeded subsample with ``limit``); notes say the choices made."""
-    dataset = load_text_dataset(source.dataset, (), source.text_column, source.label_column)
+    dataset = load_text_dataset(
+        spec=source.dataset, splits=(), text_column=source.text_column, label_column=source.label_column
+    )
     notes = list(dataset.notes)
     split = source.split
     if split is None:
@@ -60,7 +64,13 @@ def load_texts(source: TextSource) -> LoadedTexts:
     dataset = select_splits(dataset, (split,))
     if source.limit is not None:
         dataset = subsample(dataset, source.limit, source.seed)
-    return LoadedTexts(dataset.name, dataset.fingerprint, dataset.splits[split], tuple(notes), dataset.label_names)
+    return LoadedTexts(
+        dataset_name=dataset.name,
+        dataset_fingerprint=dataset.fingerprint,
+        split=dataset.splits[split],
+        notes=tuple(notes),
+        label_names=dataset.label_names,
+    )
 
 
 def output_dir(out: Path | None, command: str) -> Path:

@@ -90,7 +90,9 @@ def load_attention_model(model_id: str, device: str) -> AttentionModel:
     loaded = load_model(model_id, device, DType.FP32, attn_implementation="eager")
     config = loaded.model.config
     n_heads = int(getattr(config, "num_attention_heads", 0) or 0)
-    model = AttentionModel(loaded, loaded.n_layers, n_heads, model_shape(model_id).max_positions)
+    model = AttentionModel(
+        loaded=loaded, n_layers=loaded.n_layers, n_heads=n_heads, max_positions=model_shape(model_id).max_positions
+    )
     ids = loaded.tokenizer(["attention"], return_tensors="pt")
     weights = model.attentions(ids["input_ids"], ids["attention_mask"])  # raises when there are none
     model.n_layers, model.n_heads = len(weights), int(weights[0].shape[1])  # what the model really returns

@@ -97,13 +97,23 @@ def prepare_show(config: ShowConfig) -> ShowPlan:
     run_dir = output_dir(config.out, "show")
     device = str(resolve_device(config.device))
     model = load_attention_model(config.model, device)
-    check_index("--layer", config.layer, model.n_layers, f"model {config.model!r} has layers")
-    check_index("--head", config.head, model.n_heads, f"model {config.model!r} has heads")
+    check_index(option="--layer", value=config.layer, count=model.n_layers, what=f"model {config.model!r} has layers")
+    check_index(option="--head", value=config.head, count=model.n_heads, what=f"model {config.model!r} has heads")
     max_length, note = resolve_max_length(model, config.max_length)
     tokens = tokenise(model.tokenizer, [text], max_length, count_every_token=True)
     if note:
         notes.append(note)
-    return ShowPlan(config, text, where, model, tokens, max_length, device, run_dir, tuple(notes))
+    return ShowPlan(
+        config=config,
+        text=text,
+        where=where,
+        model=model,
+        tokens=tokens,
+        max_length=max_length,
+        device=device,
+        run_dir=run_dir,
+        notes=tuple(notes),
+    )
 
 
 def _choose_text(config: ShowConfig) -> tuple[str, str, list[str]]:
@@ -150,24 +160,33 @@ def run_show(plan: ShowPlan, progress: ProgressCallback = no_progress) -> ShowRe
     tokens = plan.model.tokenizer.convert_ids_to_tokens(list(plan.tokens.ids[0]))
     rollout = attention_rollout(attentions)[0]  # (T,): how much each input token flows into [CLS]
     with staged_run_dir(plan.run_dir) as staging:
-        pngs = _write_pngs(plan, attentions, tokens, rollout, staging)
+        pngs = _write_pngs(plan=plan, attentions=attentions, tokens=tokens, rollout=rollout, folder=staging)
         progress("attention", 2, 3)
-        html_bytes = _write_html(plan, attentions, tokens, rollout, staging / HTML_FILE)
+        html_bytes = _write_html(
+            plan=plan, attentions=attentions, tokens=tokens, rollout=rollout, path=staging / HTML_FILE
+        )
         write_json(staging / "show.json", _document(plan, tokens, rollout))
         text_ref = record.DataRef(plan.where, hashlib.sha256(plan.text.encode("utf-8")).hexdigest()[:16])
-        facts = RunFacts("show", plan.config, plan.model, text_ref, plan.device, plan.max_length)
+        facts = RunFacts(
+            command="show",
+            config=plan.config,
+            model=plan.model,
+            data=text_ref,
+            device=plan.device,
+            max_length=plan.max_length,
+        )
         artifacts = (HTML_FILE, *(p.name for p in pngs), "show.json")
         write_run_record(staging, facts, started_at=started_at, artifacts=artifacts, notes=plan.notes)
     progress("attention", 3, 3)
     final_pngs = tuple(plan.run_dir / p.name for p in pngs)
     return ShowResult(
-        plan.run_dir,
-        plan.run_dir / HTML_FILE,
-        html_bytes,
-        final_pngs,
-        len(tokens),
-        plan.truncated,
-        time.perf_counter() - start,
+        run_dir=plan.run_dir,
+        html_path=plan.run_dir / HTML_FILE,
+        html_bytes=html_bytes,
+        pngs=final_pngs,
+        n_tokens=len(tokens),
+        truncated=plan.truncated,
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -189,9 +208,22 @@ def _write_pngs(
     heads = [plan.config.head - 1] if plan.config.head else list(range(plan.model.n_heads))
     weights, _, _, label = _large_head(plan, attentions)
     return [
-        save_head_grid(attentions, layers, heads, folder / "attention_grid.png", f"{plan.config.model}: {plan.where}"),
-        save_head_heatmap(weights, tokens, folder / "attention_head.png", f"{plan.config.model}: {label}"),
-        save_rollout_strip(rollout, tokens, folder / "rollout.png", f"{plan.config.model}: attention rollout of [CLS]"),
+        save_head_grid(
+            attentions=attentions,
+            layers=layers,
+            heads=heads,
+            path=folder / "attention_grid.png",
+            title=f"{plan.config.model}: {plan.where}",
+        ),
+        save_head_heatmap(
+            weights=weights, tokens=tokens, path=folder / "attention_head.png", title=f"{plan.config.model}: {label}"
+        ),
+        save_rollout_strip(
+            importance=rollout,
+            tokens=tokens,
+            path=folder / "rollout.png",
+            title=f"{plan.config.model}: attention rollout of [CLS]",
+        ),
     ]
 
 
@@ -200,7 +232,16 @@ def _write_html(plan: ShowPlan, attentions: np.ndarray, tokens: list[str], rollo
 
     _, layer, head, _ = _large_head(plan, attentions)
     note = plan.truncation_message() if plan.truncated else ""
-    page = render_viewer(attentions, tokens, rollout, plan.config.model, plan.where, note, layer, head or 0)
+    page = render_viewer(
+        attentions=attentions,
+        tokens=tokens,
+        rollout_cls=rollout,
+        model=plan.config.model,
+        source=plan.where,
+        note=note,
+        layer=layer,
+        head=head or 0,
+    )
     path.write_text(page, encoding="utf-8")
     return path.stat().st_size
 

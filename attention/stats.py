@@ -139,28 +139,40 @@ def prepare_stats(config: StatsConfig) -> StatsPlan:
         notes.append(
             f"{tokens.n_truncated:,} of {len(tokens.ids):,} texts are longer than {max_length} tokens and were truncated"
         )
-    return StatsPlan(config, texts, model, tokens, max_length, device, dtype, run_dir, tuple(notes))
+    return StatsPlan(
+        config=config,
+        texts=texts,
+        model=model,
+        tokens=tokens,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        run_dir=run_dir,
+        notes=tuple(notes),
+    )
 
 
 def run_stats(plan: StatsPlan, progress: ProgressCallback = no_progress) -> StatsResult:
     """Per-head statistics over every text of the plan."""
     started_at, start = record.now(), time.perf_counter()
-    totals = head_statistics(plan.model, plan.tokens, plan.config.batch_size, plan.dtype, progress)
+    totals = head_statistics(
+        model=plan.model, tokens=plan.tokens, batch_size=plan.config.batch_size, dtype=plan.dtype, progress=progress
+    )
     seconds = time.perf_counter() - start
     check = (
-        precision_check(plan.model, plan.tokens, plan.config.batch_size, plan.dtype)
+        precision_check(model=plan.model, tokens=plan.tokens, batch_size=plan.config.batch_size, dtype=plan.dtype)
         if plan.dtype is not EncoderDType.FP32
         else {}
     )
     return StatsResult(
-        totals.means(),
-        len(plan.tokens.ids),
-        plan.tokens.n_tokens,
-        plan.tokens.n_truncated,
-        seconds,
-        plan.dtype,
-        check,
-        started_at,
+        means=totals.means(),
+        n_texts=len(plan.tokens.ids),
+        n_tokens=plan.tokens.n_tokens,
+        n_truncated=plan.tokens.n_truncated,
+        seconds=seconds,
+        dtype=plan.dtype,
+        precision_check=check,
+        started_at=started_at,
     )
 
 
@@ -188,8 +200,8 @@ def precision_check(
     """Largest |statistic in ``dtype`` - statistic in fp32| over every head, on an evenly spread sample of texts."""
     picked = np.linspace(0, len(tokens.ids) - 1, num=min(PRECISION_SAMPLE, len(tokens.ids))).round().astype(int)
     sample = TokenisedTexts(tuple(tokens.ids[i] for i in np.unique(picked)), tokens.n_full[np.unique(picked)])
-    low = np.asarray(head_statistics(model, sample, batch_size, dtype).sums)
-    exact = np.asarray(head_statistics(model, sample, batch_size, DType.FP32).sums)
+    low = np.asarray(head_statistics(model=model, tokens=sample, batch_size=batch_size, dtype=dtype).sums)
+    exact = np.asarray(head_statistics(model=model, tokens=sample, batch_size=batch_size, dtype=DType.FP32).sums)
     n_rows = max(sample.n_tokens, 1)
     return {name: float(np.abs(low[i] - exact[i]).max() / n_rows) for i, name in enumerate(STATISTICS)}
 
@@ -229,6 +241,13 @@ def write_stats_run(plan: StatsPlan, result: StatsResult) -> Path:
             save_layer_head_heatmap(
                 result.array(name), staging / f"stats_{name}.png", f"{plan.config.model}: {DESCRIPTIONS[name]}"
             )
-        facts = RunFacts("stats", plan.config, plan.model, plan.texts.data_ref(), plan.device, plan.max_length)
+        facts = RunFacts(
+            command="stats",
+            config=plan.config,
+            model=plan.model,
+            data=plan.texts.data_ref(),
+            device=plan.device,
+            max_length=plan.max_length,
+        )
         write_run_record(staging, facts, started_at=result.started_at, artifacts=artifacts, notes=plan.notes)
     return plan.run_dir

@@ -78,7 +78,11 @@ def show(
     _check_models(model)
     from attention.show import ShowConfig, prepare_show, run_show
 
-    source = _source(dataset, split, None, 0, "text", "label") if dataset is not None else None
+    source = (
+        _source(dataset=dataset, split=split, limit=None, seed=0, text_column="text", label_column="label")
+        if dataset is not None
+        else None
+    )
     config = ShowConfig(
         model=model,
         text=text,
@@ -138,7 +142,9 @@ def stats(
 
     config = StatsConfig(
         model=model,
-        source=_source(dataset, split, limit, seed, text_column, label_column),
+        source=_source(
+            dataset=dataset, split=split, limit=limit, seed=seed, text_column=text_column, label_column=label_column
+        ),
         max_length=max_length,
         batch_size=batch_size,
         device=device,
@@ -232,7 +238,7 @@ def diff(
         raise ConfigError(f"diff compares exactly two models: pass --model A --model B (got {len(model)})")
     config = DiffConfig(
         models=(model[0], model[1]),
-        source=_source(dataset, split, limit, seed, "text", "label"),
+        source=_source(dataset=dataset, split=split, limit=limit, seed=seed, text_column="text", label_column="label"),
         max_length=max_length,
         batch_size=batch_size,
         device=device,

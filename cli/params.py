@@ -27,9 +27,9 @@ class PathParser:
             return (
                 text
                 if text.strip() and self.is_name(text)
-                else str(check_path(text, self.kind, self.option, self.hint))
+                else str(check_path(path=text, kind=self.kind, what=self.option, hint=self.hint))
             )
-        return check_path(text, self.kind, self.option, self.hint)
+        return check_path(path=text, kind=self.kind, what=self.option, hint=self.hint)
 
     def __repr__(self) -> str:
         return f"PathParser({self.kind.value!r}, {self.option!r})"

@@ -159,7 +159,9 @@ def _config(command: str, options: dict):
     ]
     knn = (
         KNNConfig(
-            ks=parse_ints(options["k"], "--k", COUNTS.low, "1,5,10,20", COUNTS.high),
+            ks=parse_ints(
+                values=options["k"], option="--k", minimum=COUNTS.low, example="1,5,10,20", maximum=COUNTS.high
+            ),
             metric=options["metric"],
             weights=options["weights"],
             index=options["index"],

@@ -66,7 +66,7 @@ def download(
     from vision.download import download_kmnist
 
     with ui.progress_bar("B") as progress:
-        results = download_kmnist(data_dir, fmt, url, progress)
+        results = download_kmnist(data_dir=data_dir, fmt=fmt, base_url=url, progress=progress)
     for result in results:
         ui.out.print(f"{result.path}  {result.outcome.value}  ({result.n_bytes:,} bytes, MD5 ok)")
 
@@ -276,9 +276,9 @@ def sweep(
 
     config = SweepConfig(
         model=model,
-        depths=parse_ints(depth, "--depth", DEPTHS.low, "1,2", DEPTHS.high),
-        widths=parse_ints(width, "--width", WIDTHS.low, "128,512", WIDTHS.high),
-        activations=parse_list(activation, parse_activation, "--activation", "relu,tanh"),
+        depths=parse_ints(values=depth, option="--depth", minimum=DEPTHS.low, example="1,2", maximum=DEPTHS.high),
+        widths=parse_ints(values=width, option="--width", minimum=WIDTHS.low, example="128,512", maximum=WIDTHS.high),
+        activations=parse_list(values=activation, convert=parse_activation, option="--activation", example="relu,tanh"),
         l2s=parse_floats(l2, "--l2", example="0,1e-4"),
         dataset=dataset,
         data_dir=data_dir,

@@ -36,7 +36,8 @@ def normalise_labels(
     ``label_names`` (e.g. from ``classes.txt``) fixes the names and their order.
     """
     parsed = {
-        split: [_parse(v, files[split], i, column) for i, v in enumerate(values)] for split, values in raw.items()
+        split: [_parse(value=v, file=files[split], row=i, column=column) for i, v in enumerate(values)]
+        for split, values in raw.items()
     }
     kinds = {kind for values in parsed.values() for kind, _, _ in values}
     notes = _merge_notes(parsed)
@@ -49,16 +50,16 @@ def normalise_labels(
     if kinds == {"bool"}:
         names = label_names or BOOL_NAMES
         notes += [] if label_names else ["boolean labels: class 0 = False, class 1 = True"]
-        return _by_name(parsed, files, names, column), tuple(names), notes
+        return _by_name(parsed=parsed, files=files, names=names, column=column), tuple(names), notes
     if kinds == {"number"}:
-        _check_whole(parsed, raw, files, column)
+        _check_whole(parsed=parsed, raw=raw, files=files, column=column)
         ints = {s: [int(v) for _, v, _ in values] for s, values in parsed.items()}
-        encoded, names, int_notes = _encode_integers(ints, files, label_names, column)
+        encoded, names, int_notes = _encode_integers(ints=ints, files=files, label_names=label_names, column=column)
         return encoded, names, notes + int_notes
     # Names, or numbers mixed with names: every label is a class name, numbers in one spelling.
     keyed = {s: [("name", _canonical(kind, v), w) for kind, v, w in values] for s, values in parsed.items()}
     names = label_names or tuple(sorted({v for values in keyed.values() for _, v, _ in values}))
-    return _by_name(keyed, files, names, column), tuple(names), notes
+    return _by_name(parsed=keyed, files=files, names=names, column=column), tuple(names), notes
 
 
 def _parse(value, file: Path, row: int, column: str) -> tuple[str, str | int | float, str]:
@@ -144,7 +145,7 @@ def _encode_integers(
         else [f"integer labels {shown} are not 0..{len(every) - 1}: treated as {len(every)} class names"]
     )
     keyed = {s: [("name", str(v), str(v)) for v in values] for s, values in ints.items()}
-    return _by_name(keyed, files, names, column), tuple(names), notes
+    return _by_name(parsed=keyed, files=files, names=names, column=column), tuple(names), notes
 
 
 def _by_name(parsed, files, names, column) -> dict[str, np.ndarray]:

@@ -51,6 +51,6 @@ def per_class_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> tupl
     both = (support + predicted).astype(np.float64)
     f1 = np.divide(2.0 * tp, both, out=np.zeros_like(tp), where=both > 0)
     return tuple(
-        ClassMetrics(name, float(p), float(r), float(f), int(n))
+        ClassMetrics(name=name, precision=float(p), recall=float(r), f1=float(f), support=int(n))
         for name, p, r, f, n in zip(class_names, precision, recall, f1, support)
     )

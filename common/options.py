@@ -99,7 +99,7 @@ def parse_ints(
     example: str = "1,5,10",
     maximum: int | None = None,
 ) -> tuple[int, ...]:
-    numbers = parse_list(values, int, option, example)
+    numbers = parse_list(values=values, convert=int, option=option, example=example)
     if minimum is not None and min(numbers) < minimum:
         raise ConfigError(
             f"{option}: {min(numbers)} is below {minimum}; give values of at least {minimum}, e.g. {option} {example}"
@@ -115,7 +115,7 @@ def parse_floats(
     values: str | Iterable[str], option: str, positive: bool = False, example: str = "0.01,0.1,1"
 ) -> tuple[float, ...]:
     """Finite floats (``nan`` and ``inf`` refused); ``positive`` also refuses zero and negatives."""
-    numbers = parse_list(values, float, option, example)
+    numbers = parse_list(values=values, convert=float, option=option, example=example)
     for number in numbers:
         if not math.isfinite(number):
             raise ConfigError(

@@ -91,7 +91,7 @@ def check_path(path: str | os.PathLike, kind: PathKind, what: str = "path", hint
             _check_creatable(path, name)
             return path
         raise PathError(f"{name} does not exist" + (f"; {hint}" if hint else "")) from None
-    _check_mode(path, mode, kind, name)
+    _check_mode(path=path, mode=mode, kind=kind, name=name)
     return path
 
 

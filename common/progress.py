@@ -85,7 +85,7 @@ class ProgressLog:
 
     def _emit(self, task: str, now: float) -> None:
         self._last_line = now
-        self.write(format_progress(task, self._tasks[task], now, self.unit))
+        self.write(format_progress(task=task, state=self._tasks[task], now=now, unit=self.unit))
 
 
 def format_progress(task: str, state: _TaskState, now: float, unit: str) -> str:

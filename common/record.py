@@ -161,12 +161,12 @@ class RunRecord:
             config=dict(d["config"]),
             model=ModelRef(**d["model"]) if d.get("model") else None,
             data=DataRef(
-                data["name"],
-                data["fingerprint"],
-                tuple(SplitRef(**s) for s in data.get("splits", ())),
-                tuple(data.get("label_names", ())),
-                data.get("max_length"),
-                data.get("validation_fingerprint"),
+                name=data["name"],
+                fingerprint=data["fingerprint"],
+                splits=tuple(SplitRef(**s) for s in data.get("splits", ())),
+                label_names=tuple(data.get("label_names", ())),
+                max_length=data.get("max_length"),
+                validation_fingerprint=data.get("validation_fingerprint"),
             ),
             device=d["device"],
             results=tuple(ResultRow(**r) for r in d["results"]),
@@ -239,7 +239,7 @@ def validate(d: Any) -> list[str]:
     """Problems of a run.json object against the schema (empty list = valid). Checks names, types, ranges."""
     if not isinstance(d, dict):
         return ["not a JSON object"]
-    problems = check_fields(d, _RECORD_TYPES, "record", _OPTIONAL)
+    problems = check_fields(d=d, schema=_RECORD_TYPES, where="record", optional=_OPTIONAL)
     if problems:
         return problems
     if d["schema_version"] != SCHEMA_VERSION:
@@ -248,7 +248,7 @@ def validate(d: Any) -> list[str]:
         problems.append(f"kind {d['kind']!r} is not one of {', '.join(KINDS)}")
     if d["model"] is not None:
         problems += check_fields(d["model"], {"id": (str,), "revision": (str,)}, "model")
-    problems += check_fields(d["data"], _DATA_TYPES, "data", _OPTIONAL)
+    problems += check_fields(d=d["data"], schema=_DATA_TYPES, where="data", optional=_OPTIONAL)
     for i, s in enumerate(d["data"].get("splits", [])):
         problems += check_fields(s, {"name": (str,), "fingerprint": (str,), "n_rows": (int,)}, f"data.splits[{i}]")
     names: set[str] = set()
@@ -259,7 +259,7 @@ def validate(d: Any) -> list[str]:
 
 def _row_problems(r: Any, where: str, names: set[str]) -> list[str]:
     """Problems of one result row of a run.json (``where``: results[i]); adds its name to ``names``, those seen."""
-    problems = check_fields(r, _ROW_TYPES, where, _OPTIONAL)
+    problems = check_fields(d=r, schema=_ROW_TYPES, where=where, optional=_OPTIONAL)
     if problems:
         return problems
     if r["name"] in names or not r["name"] or "/" in r["name"] or r["name"] in (ROW_IDS_KEY, Y_TRUE_KEY):

@@ -55,7 +55,7 @@ def read_checked_json(
 ) -> dict[str, Any]:
     """``read_json`` then ``check_fields``: a dict of the schema's shape, or one line naming the first problem."""
     d = read_json(path, remedy)
-    problems = check_fields(d, schema, Path(path).name, optional)
+    problems = check_fields(d=d, schema=schema, where=Path(path).name, optional=optional)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"{path} is damaged ({problems[0]}{more}); {remedy}")

@@ -110,7 +110,12 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
         raise ConfigError("--max-length must be at least 2, --batch-size at least 1 and --seed 0 or more")
     parse_poolings(list(config.poolings))  # fail on a bad name before any loading
     dataset = load_text_dataset(
-        config.dataset, config.splits, config.text_column, config.label_column, config.limit, config.seed
+        spec=config.dataset,
+        splits=config.splits,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        limit=config.limit,
+        seed=config.seed,
     )
     source = resolve_model(config.model)
     shape = model_shape(config.model)
@@ -120,7 +125,7 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     revision = model_revision(source)
     device = resolve_device_name(config.device)
     dtype = resolve_encoder_dtype(config.dtype, device)
-    identity = store_identity(config, dataset, source, dtype, layers)
+    identity = store_identity(config=config, dataset=dataset, source=source, dtype=dtype, layers=layers)
     key = identity.key()
     path = config.out if config.out is not None else default_store_path(dataset.name, config.model, key)
     path = Path(path).expanduser().absolute()
@@ -128,7 +133,19 @@ def plan_extraction(config: EmbedConfig) -> EmbedPlan:
     cached = _is_cached(path, identity, config.force)
     if dtype is EncoderDType.INT8 and not cached:
         check_int8()
-    return EmbedPlan(config, dataset, source, revision, device, dtype, path, key, cached, layers, identity)
+    return EmbedPlan(
+        config=config,
+        dataset=dataset,
+        model_source=source,
+        model_revision=revision,
+        device=device,
+        dtype=dtype,
+        path=path,
+        key=key,
+        cached=cached,
+        layers=layers,
+        identity=identity,
+    )
 
 
 STORE_KIND = "mlx embedding store"
@@ -207,7 +224,13 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
     n = {s: len(split) for s, split in plan.dataset.splits.items()}
     if plan.cached:
         return EmbedResult(
-            plan.path, True, n, tuple(plan.config.poolings), plan.layers, 0.0, ("cache hit: no model work",)
+            path=plan.path,
+            cached=True,
+            n_examples=n,
+            poolings=tuple(plan.config.poolings),
+            layers=plan.layers,
+            seconds=0.0,
+            notes=("cache hit: no model work",),
         )
     started = time.perf_counter()
     info = init_distributed(plan.device.split(":")[0])
@@ -224,7 +247,16 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
             loaded = load_model(plan.config.model, device, plan.dtype)
             poolings, notes = _usable_poolings(plan.config.poolings, loaded)
             shards = {
-                name: _embed_shards(split, loaded, poolings, plan.layers, plan.config, partial, progress, info)
+                name: _embed_shards(
+                    split=split,
+                    loaded=loaded,
+                    poolings=poolings,
+                    layers=plan.layers,
+                    config=plan.config,
+                    partial=partial,
+                    progress=progress,
+                    info=info,
+                )
                 for name, split in plan.dataset.splits.items()
             }
         n_embedded = sum(
@@ -235,21 +267,27 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
             splits = {}
             for name, split in plan.dataset.splits.items():
                 vectors, seconds = _assemble(*shards[name][:2])
-                splits[name] = SplitArrays(split.labels, split.row_ids, vectors, split.fingerprint, seconds)
-            attrs = _root_attrs(plan, loaded, poolings, plan.layers)
+                splits[name] = SplitArrays(
+                    labels=split.labels,
+                    row_ids=split.row_ids,
+                    vectors=vectors,
+                    fingerprint=split.fingerprint,
+                    encode_seconds=seconds,
+                )
+            attrs = _root_attrs(plan=plan, loaded=loaded, poolings=poolings, layers=plan.layers)
             attrs.update(peak_memory_bytes=usage.peak_memory_bytes or 0, device_name=device_name(device))
             write_store(plan.path, attrs, splits)
             shutil.rmtree(partial, ignore_errors=True)
         barrier()  # the store is complete before any rank reports success
     return EmbedResult(
-        plan.path,
-        False,
-        n,
-        tuple(p.value for p in poolings),
-        plan.layers,
-        time.perf_counter() - started,
-        tuple(notes),
-        n_embedded,
+        path=plan.path,
+        cached=False,
+        n_examples=n,
+        poolings=tuple(p.value for p in poolings),
+        layers=plan.layers,
+        seconds=time.perf_counter() - started,
+        notes=tuple(notes),
+        n_embedded=n_embedded,
     )
 
 
@@ -329,7 +367,9 @@ def _embed_shards(
                 progress(task, offset + n_done, total)
 
             started = time.perf_counter()
-            vectors = _embed_texts(texts, loaded, poolings, layers, config, batch_done)
+            vectors = _embed_texts(
+                texts=texts, loaded=loaded, poolings=poolings, layers=layers, config=config, batch_done=batch_done
+            )
             # its own time travels with the shard, so a resumed store still knows the encoder's cost
             write_npz(shard_file, {**vectors, SHARD_SECONDS: np.float64(time.perf_counter() - started)})
             n_embedded += len(texts)
@@ -368,7 +408,9 @@ def _embed_texts(texts: list[str], loaded: LoadedModel, poolings, layers, config
     import torch
 
     with torch.inference_mode():
-        return _forward_batches(texts, loaded, poolings, layers, config, batch_done)
+        return _forward_batches(
+            texts=texts, loaded=loaded, poolings=poolings, layers=layers, config=config, batch_done=batch_done
+        )
 
 
 def _forward_batches(texts, loaded: LoadedModel, poolings, layers, config, batch_done) -> dict[str, np.ndarray]:
@@ -389,7 +431,9 @@ def _forward_batches(texts, loaded: LoadedModel, poolings, layers, config, batch
         states = output.hidden_states if need_all_states else {loaded.n_layers: output.last_hidden_state}
         first = states[1] if need_all_states and loaded.n_layers >= 1 else None
         for layer in layers:
-            for pooling, vectors in pool_layer(layer_poolings, states[layer], first, batch["attention_mask"]).items():
+            for pooling, vectors in pool_layer(
+                poolings=layer_poolings, hidden=states[layer], first_hidden=first, mask=batch["attention_mask"]
+            ).items():
                 chunks.setdefault(f"{pooling.value}@{layer}", []).append(vectors.cpu())
         if Pooling.POOLER in poolings:
             chunks.setdefault(f"pooler@{loaded.n_layers}", []).append(output.pooler_output.float().cpu())

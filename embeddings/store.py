@@ -101,7 +101,7 @@ def write_store(path: Path, attrs: dict[str, Any], splits: dict[str, SplitArrays
         with h5py.File(temporary, "w") as f:
             _write_root_attrs(f, attrs)
             for split, arrays in splits.items():
-                _write_split(f, split, arrays, attrs.get("label_names", []))
+                _write_split(f=f, split=split, arrays=arrays, label_names=attrs.get("label_names", []))
             f.attrs["complete"] = True  # last, so a store is never marked complete early
     return path
 
@@ -195,7 +195,9 @@ class EmbeddingStore:
 
 def _open_for_reading(path: Path) -> h5py.File:
     hint = "create it with `mlx embed` or list stores with `mlx store list`"
-    path = check_path(path, PathKind.FILE, "store", hint)  # never opens a named pipe, which would hang
+    path = check_path(
+        path=path, kind=PathKind.FILE, what="store", hint=hint
+    )  # never opens a named pipe, which would hang
     try:
         f = h5py.File(path, "r")
     except OSError:
@@ -219,7 +221,12 @@ def _read_info(f: h5py.File, path: Path) -> StoreInfo:
     """The store's own description, checked: a damaged attribute is one line naming the store."""
     try:
         a = {k: (json.loads(v) if k in _JSON_ATTRS else v) for k, v in f.attrs.items()}
-        problems = check_fields({k: a[k] for k in _ATTR_TYPES if k in a}, _ATTR_TYPES, "attributes", set(_ATTR_TYPES))
+        problems = check_fields(
+            d={k: a[k] for k in _ATTR_TYPES if k in a},
+            schema=_ATTR_TYPES,
+            where="attributes",
+            optional=set(_ATTR_TYPES),
+        )
         problems += [] if "schema_version" in a else ["attributes lack 'schema_version'"]
         problems += [
             f"attributes.{k} holds a non-{t.__name__}"
@@ -319,7 +326,14 @@ def list_stores(folder: Path | None = None) -> list[StoreEntry]:
     for path in sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True):
         size_mb = path.stat().st_size / 1e6
         try:
-            entries.append(StoreEntry(path, "complete", size_mb, read_info(path)))
+            entries.append(StoreEntry(path=path, status="complete", size_mb=size_mb, info=read_info(path)))
         except StoreError as exc:
-            entries.append(StoreEntry(path, "incomplete" if "incomplete" in str(exc) else "foreign", size_mb, None))
+            entries.append(
+                StoreEntry(
+                    path=path,
+                    status="incomplete" if "incomplete" in str(exc) else "foreign",
+                    size_mb=size_mb,
+                    info=None,
+                )
+            )
     return entries

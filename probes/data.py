@@ -124,13 +124,29 @@ def plan_splits(
         _check_same_model(store, test_store)
         train = "train" if "train" in splits else _only_split(store, "--test-store")
         test = "test" if "test" in test_store.splits else _only_split(test_store, "--test-store")
-        return SplitPlan(train, test, True, None, None, None, notes=check_disjoint(store, train, test_store, test))
+        return SplitPlan(
+            train_split=train,
+            test_split=test,
+            test_from_other_store=True,
+            carved_fraction=None,
+            train_rows=None,
+            test_rows=None,
+            notes=check_disjoint(store=store, train=train, test_store=test_store, test=test),
+        )
     if "train" in splits and "test" in splits:
         if test_fraction is not None:
             raise ConfigError(
                 f"{store.path} already has a test split; drop --test-fraction (it is for one-split stores)"
             )
-        return SplitPlan("train", "test", False, None, None, None, notes=check_disjoint(store, "train", store, "test"))
+        return SplitPlan(
+            train_split="train",
+            test_split="test",
+            test_from_other_store=False,
+            carved_fraction=None,
+            train_rows=None,
+            test_rows=None,
+            notes=check_disjoint(store=store, train="train", test_store=store, test="test"),
+        )
     if len(splits) != 1:
         raise StoreError(
             f"{store.path} has splits {splits} but no train/test pair; a probe needs 'train' and 'test' "
@@ -143,7 +159,7 @@ def plan_splits(
         )
     if not 0 < test_fraction < 1:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    return _carve(store, splits[0], test_fraction, seed)
+    return _carve(store=store, split=splits[0], fraction=test_fraction, seed=seed)
 
 
 def check_disjoint(store: EmbeddingStore, train: str, test_store: EmbeddingStore, test: str) -> tuple[str, ...]:
@@ -184,7 +200,14 @@ def _carve(store: EmbeddingStore, split: str, fraction: float, seed: int) -> Spl
         raise DataError(
             f"split {split!r} of {store.path}: {exc}; use a larger store or another --test-fraction"
         ) from None
-    return SplitPlan(split, split, False, fraction, train_rows, test_rows)
+    return SplitPlan(
+        train_split=split,
+        test_split=split,
+        test_from_other_store=False,
+        carved_fraction=fraction,
+        train_rows=train_rows,
+        test_rows=test_rows,
+    )
 
 
 def _check_same_model(store: EmbeddingStore, other: EmbeddingStore) -> None:
@@ -320,23 +343,29 @@ def iter_matrices(
         parts = []
         for layer in selection:
             key = (pooling, layer)
-            pair = cache.pop(key) if key in cache else _read_pair(store, test_store, plan, pooling, layer)
+            pair = (
+                cache.pop(key)
+                if key in cache
+                else _read_pair(store=store, test_store=test_store, plan=plan, pooling=pooling, layer=layer)
+            )
             uses[key] -= 1
             if uses[key] > 0:
                 cache[key] = pair
             parts.append(pair)
         X_train = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts], axis=1)
         X_test = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=1)
-        yield PooledMatrices(pooling, selection, X_train, y_train, X_test, y_test)
+        yield PooledMatrices(
+            pooling=pooling, layers=selection, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test
+        )
 
 
 def _read_pair(store, test_store, plan: SplitPlan, pooling: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
     if plan.carved_fraction is not None:
-        X = _read(store, plan.train_split, pooling, layer)
+        X = _read(store=store, split=plan.train_split, pooling=pooling, layer=layer)
         return X[plan.train_rows], X[plan.test_rows]
-    X_train = _read(store, plan.train_split, pooling, layer)
+    X_train = _read(store=store, split=plan.train_split, pooling=pooling, layer=layer)
     X_train = X_train if plan.train_rows is None else X_train[plan.train_rows]
-    X_test = _read(test_store or store, plan.test_split, pooling, layer)
+    X_test = _read(store=test_store or store, split=plan.test_split, pooling=pooling, layer=layer)
     if X_train.shape[1] != X_test.shape[1]:
         raise StoreError(
             f"pooling {pooling!r} layer {layer}: train vectors have {X_train.shape[1]} dimensions but test "

@@ -208,7 +208,9 @@ def run_probes(
         if on_plan:
             on_plan(plan.summary(config, run_dir))
         with common_runs.staged_run_dir(run_dir) as staging:
-            results, plots, record = _probe_into(staging, config, plan, progress, started_at)
+            results, plots, record = _probe_into(
+                staging=staging, config=config, plan=plan, progress=progress, started_at=started_at
+            )
         plots = tuple(run_dir / p.name for p in plots)
     finally:
         store.close()
@@ -230,15 +232,17 @@ def run_probes(
 
 def _plan(config: ProbeRunConfig, store: EmbeddingStore, test_store: EmbeddingStore | None) -> ProbePlan:
     """Every cheap check before any probe runs: splits, poolings, layers, settings, the classes of test."""
-    splits = data.plan_splits(store, test_store, config.test_fraction, config.seed)
-    splits = data.limit_train(splits, store, config.train_size, config.seed)
+    splits = data.plan_splits(store=store, test_store=test_store, test_fraction=config.test_fraction, seed=config.seed)
+    splits = data.limit_train(plan=splits, store=store, n=config.train_size, seed=config.seed)
     poolings = data.resolve_poolings(config.poolings, store.info.poolings, store.path)
     selections = data.parse_layers(config.layers, store.info.layers, store.path)
     y_train = data.train_labels(splits, store)
     _check_settings(config, len(y_train))
     label_names = store.info.label_names or tuple(str(c) for c in range(int(y_train.max()) + 1))
     explicit = any(name != "all" for name in config.poolings)
-    pairs, pair_notes = data.pair_poolings_with_layers(store, splits.train_split, poolings, selections, explicit)
+    pairs, pair_notes = data.pair_poolings_with_layers(
+        store=store, split=splits.train_split, poolings=poolings, selections=selections, explicit_poolings=explicit
+    )
     y_test = data.test_labels(splits, store, test_store)
     missing = check_test_classes(y_train, y_test, label_names, train_what=f"the training rows of {store.path}")
     return ProbePlan(
@@ -263,13 +267,26 @@ def _probe_into(
     store, test_store = plan.store, plan.test_store
     predictions: dict[str, np.ndarray] = {}
     with measure("cpu") as probing:
-        matrices = data.iter_matrices(store, test_store, plan.splits, plan.pairs)
-        found = _evaluate(config, matrices, len(plan.pairs), plan.label_names, progress, predictions)
-    found = _with_encoder_cost(found, store, test_store, plan.splits, probing.peak_memory_bytes)
+        matrices = data.iter_matrices(store=store, test_store=test_store, plan=plan.splits, pairs=plan.pairs)
+        found = _evaluate(
+            config=config,
+            matrices=matrices,
+            n_matrices=len(plan.pairs),
+            label_names=plan.label_names,
+            progress=progress,
+            predictions=predictions,
+        )
+    found = _with_encoder_cost(
+        results=found, store=store, test_store=test_store, plan=plan.splits, probing_peak=probing.peak_memory_bytes
+    )
     results = tuple(sorted(found, key=lambda r: -r.accuracy))
     notes = plan.notes + _grid_notes(results)
-    plots = write_plots(staging, results, plan.selections, plan.label_names) if config.plot else ()
-    record = probe_record(config, plan, results, plots, notes, started_at)
+    plots = (
+        write_plots(folder=staging, results=results, selections=plan.selections, label_names=plan.label_names)
+        if config.plot
+        else ()
+    )
+    record = probe_record(config=config, plan=plan, results=results, plots=plots, notes=notes, started_at=started_at)
     row_ids = data.test_row_ids(plan.splits, store, test_store)
     y_true = data.test_labels(plan.splits, store, test_store)
     run_record.write_record(staging, record, run_record.Predictions(row_ids, y_true, predictions))
@@ -346,7 +363,7 @@ def _evaluate(
         for j, kind in enumerate(config.probes):
             predict = _knn_predictions if kind is ProbeKind.KNN else _logreg_predictions
             for prediction in predict(config, m):
-                results.append(_result(kind, m, prediction, label_names))
+                results.append(_result(kind=kind, m=m, prediction=prediction, label_names=label_names))
                 predictions[results[-1].name] = prediction.y_pred
             progress("probing", i * len(config.probes) + j + 1, total)
             log.info("%s on %s layer %s done", kind.value, m.pooling, m.layer_label)
@@ -415,7 +432,14 @@ def _logreg_predictions(config: ProbeRunConfig, m: data.PooledMatrices) -> Itera
     """C chosen on a stratified validation split of train; refit on all of train; one test prediction."""
     c = config.logreg
     start = time.perf_counter()
-    chosen = select_C(m.X_train, m.y_train, c.Cs, c.validation_fraction, config.seed, c.max_iter)
+    chosen = select_C(
+        X=m.X_train,
+        y=m.y_train,
+        Cs=c.Cs,
+        validation_fraction=c.validation_fraction,
+        seed=config.seed,
+        max_iter=c.max_iter,
+    )
     probe = LogRegProbe(C=chosen.C, max_iter=c.max_iter, seed=config.seed).fit(m.X_train, m.y_train)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()

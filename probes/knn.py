@@ -78,7 +78,7 @@ def build_index(
         hnsw.hnsw.efSearch = params.hnsw_ef_search
         index = hnsw
     else:
-        return _ivf_index(X, faiss_metric, params, seed)
+        return _ivf_index(X=X, faiss_metric=faiss_metric, params=params, seed=seed)
     index.add(X)
     return index
 
@@ -204,7 +204,7 @@ class KNNProbe:
             )
         self.classes_, self.y_ = np.unique(np.asarray(y), return_inverse=True)
         self.n_features_in_ = X.shape[1]
-        self.index_ = build_index(_prepare(X, metric), metric, kind, self.params, self.seed)
+        self.index_ = build_index(X=_prepare(X, metric), metric=metric, kind=kind, params=self.params, seed=self.seed)
         log.info("built %s %s index over %d x %d vectors", kind.value, metric.value, *X.shape)
         return self
 
@@ -216,7 +216,7 @@ class KNNProbe:
             raise DataError(
                 f"query vectors have {X.shape[1]} features but the probe was fitted on {self.n_features_in_}"
             )
-        return search(self.index_, _prepare(X, metric), k or self.k, metric)
+        return search(index=self.index_, Q=_prepare(X, metric), k=k or self.k, metric=metric)
 
     def predict_from_neighbours(self, distances: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Labels from a (possibly wider) neighbour search: only the first ``k`` columns vote."""
@@ -227,7 +227,14 @@ class KNNProbe:
             raise DataError(
                 f"the {self.index} index returned fewer than k={self.k} neighbours; use --index flat or a smaller k"
             )
-        return self.classes_[vote(self.y_[rows], distances[:, : self.k], len(self.classes_), weights)]
+        return self.classes_[
+            vote(
+                neighbour_labels=self.y_[rows],
+                distances=distances[:, : self.k],
+                n_classes=len(self.classes_),
+                weights=weights,
+            )
+        ]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(N,) predicted labels for (N, D) queries."""

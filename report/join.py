@@ -96,7 +96,9 @@ def build_report(config: ReportConfig) -> Report:
         for result, chosen_on in chosen:
             correct = predictions[record.run_dir].by_row[result.name] == predictions[record.run_dir].y_true  # (N,) bool
             low, high = stats.bootstrap_ci(correct, config.n_bootstrap, seed=config.seed)
-            rows.append((_row(record, result, chosen_on, low, high, finetuned), correct))
+            rows.append(
+                (_row(record=record, r=result, chosen_on=chosen_on, low=low, high=high, finetuned=finetuned), correct)
+            )
         layer_rows += [(record, r) for r in record.results if r.accuracy is not None]
     notes += _fairness_notes(records)
     if len(rows) < 2:
@@ -108,10 +110,17 @@ def build_report(config: ReportConfig) -> Report:
     test = _test_split(records[0])
     description = f"{records[0].data.name}: {test.n_rows} test rows (fingerprint {test.fingerprint})"
     report = Report(
-        tuple(table), records[0].data.name, description, tuple(r.run_dir for r in records), None, (), None, tuple(notes)
+        rows=tuple(table),
+        data_name=records[0].data.name,
+        test_description=description,
+        runs=tuple(r.run_dir for r in records),
+        out=None,
+        plots=(),
+        markdown=None,
+        notes=tuple(notes),
     )
     try:
-        return _write_outputs(config, report, layer_rows, finetuned)
+        return _write_outputs(config=config, report=report, layer_rows=layer_rows, finetuned=finetuned)
     except OSError as exc:  # a folder that passed the checks but takes no files (/proc, a read-only mount)
         if is_disk_full(exc):
             raise DiskFullError(disk_full_message(Path(exc.filename or "."))) from None
@@ -127,10 +136,14 @@ def _write_outputs(config: ReportConfig, report: Report, layer_rows, finetuned: 
 
         out = _out_dir(config)
         if config.out or config.markdown:  # a folder the user named: plots go into it
-            plots = plotting.write_plots(out, report.rows, layer_rows, finetuned)
+            plots = plotting.write_plots(
+                folder=out, rows=report.rows, layer_rows=layer_rows, finetuned_models=finetuned
+            )
         else:  # a new report folder: staged, so it appears only when complete
             with staged_run_dir(out) as staging:
-                plots = plotting.write_plots(staging, report.rows, layer_rows, finetuned)
+                plots = plotting.write_plots(
+                    folder=staging, rows=report.rows, layer_rows=layer_rows, finetuned_models=finetuned
+                )
             plots = tuple(out / Path(p).name for p in plots)
         report = replace(report, out=out, plots=plots)
     if config.markdown:
@@ -238,20 +251,20 @@ def _row(
     if r.accuracy is None:
         raise ValueError(f"bug: {record.run_dir} result {r.name!r} has no accuracy but was chosen for the report")
     return ReportRow(
-        record.run_dir,
-        record.kind,
-        r.method,
-        describe(r),
-        model,
-        labelled_rows(record, r),
-        r.accuracy,
-        low,
-        high,
-        r.macro_f1,
-        r.trainable_params,
-        r.train_seconds,
-        record.device,
-        chosen_on,
+        run_dir=record.run_dir,
+        kind=record.kind,
+        method=r.method,
+        detail=describe(r),
+        model=model,
+        n_train=labelled_rows(record, r),
+        accuracy=r.accuracy,
+        ci_low=low,
+        ci_high=high,
+        macro_f1=r.macro_f1,
+        trainable_params=r.trainable_params,
+        train_seconds=r.train_seconds,
+        device=record.device,
+        chosen_on=chosen_on,
         row_name=r.name,
         validation_accuracy=r.validation_accuracy,
         peak_memory_bytes=r.peak_memory_bytes,

@@ -153,7 +153,14 @@ def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
     from text.datasets import load_text_dataset
     from text.models import model_shape
 
-    dataset = load_text_dataset(config.dataset, (), config.text_column, config.label_column, None, config.seed)
+    dataset = load_text_dataset(
+        spec=config.dataset,
+        splits=(),
+        text_column=config.text_column,
+        label_column=config.label_column,
+        limit=None,
+        seed=config.seed,
+    )
     if "train" not in dataset.splits or "test" not in dataset.splits:
         raise DataError(
             f"dataset {config.dataset!r} has splits {', '.join(dataset.splits)}; a study needs 'train' and 'test'"
@@ -182,7 +189,7 @@ def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
     identity = study_identity(config, dataset)
     out = Path(config.out).expanduser() if config.out else default_study_dir(config, dataset.name, identity)
     claim_folder(out, identity, MARKER, legacy=functools.partial(_legacy, config=config, dataset=dataset, now=identity))
-    plan = TextStudyPlan(config, out, n_train, n_test, sizes, identity=identity)
+    plan = TextStudyPlan(config=config, out=out, n_train=n_train, n_test=n_test, sizes=sizes, identity=identity)
     return replace(plan, steps=tuple(_steps(plan)))
 
 
@@ -217,7 +224,14 @@ def _legacy(saved: dict, config: TextStudyConfig, dataset, now: Identity) -> dic
 
 def _steps(plan: TextStudyPlan) -> list[Step]:
     out = plan.out
-    steps = [Step("", "embed frozen model", out / "stores" / "frozen.h5", is_done(out / "stores" / "frozen.h5"))]
+    steps = [
+        Step(
+            size="",
+            name="embed frozen model",
+            output=out / "stores" / "frozen.h5",
+            cached=is_done(out / "stores" / "frozen.h5"),
+        )
+    ]
     for n in plan.sizes:
         folder = out / f"n-{size_label(n)}"
         names = [("probe layers", folder / "probe-layers"), ("probe best layers concatenated", folder / "probe-concat")]
@@ -228,7 +242,7 @@ def _steps(plan: TextStudyPlan) -> list[Step]:
                 ("embed fine-tuned model", folder / "stores" / "finetuned.h5"),
                 ("probe fine-tuned layers", folder / "probe-finetuned"),
             ]
-        steps += [Step(size_label(n), name, path, is_done(path)) for name, path in names]
+        steps += [Step(size=size_label(n), name=name, output=path, cached=is_done(path)) for name, path in names]
     return steps
 
 
@@ -260,7 +274,7 @@ def _run_steps(plan: TextStudyPlan, progress: ProgressCallback, notify: Callable
     runs: list[Path] = []
     for n in plan.sizes:
         folder = plan.out / f"n-{size_label(n)}"
-        for run_dir, did in _size_steps(plan, n, folder, frozen, progress, notify):
+        for run_dir, did in _size_steps(plan=plan, n=n, folder=folder, frozen=frozen, progress=progress, notify=notify):
             done, cached = done + did, cached + (not did)
             if run_dir is not None:
                 runs.append(run_dir)

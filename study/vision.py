@@ -54,7 +54,9 @@ def study_identity(config: VisionStudyConfig) -> Identity:
     """The settings and the fingerprints of the images of each split: finished steps are reused only on the same data."""
     from vision.data import DatasetName, fingerprint_arrays, load_splits
 
-    splits = load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed)
+    splits = load_splits(
+        dataset=DatasetName(config.dataset), data_dir=config.data_dir, validation_fraction=0.1, seed=config.seed
+    )
     parts = {"train": splits.train, "validation": splits.val, "test": splits.test}
     return Identity.of(
         KIND, config.settings(), data={name: fingerprint_arrays(s.images, s.labels) for name, s in parts.items()}
@@ -75,17 +77,19 @@ def run_vision_study(
     out = Path(config.out).expanduser() if config.out else default_vision_study_dir(config, identity)
     claim_folder(out, identity, MARKER, legacy=functools.partial(_legacy, config=config, now=identity))
     with hold(out, KIND):  # a second study into this folder is refused at once, naming this process
-        return _run_steps(config, out, progress, notify)
+        return _run_steps(config=config, out=out, progress=progress, notify=notify)
 
 
 def _run_steps(config: VisionStudyConfig, out: Path, progress, notify) -> VisionStudyResult:
-    compare_run, did_compare = _compare(config, out / "compare", progress, notify)
-    sweep_run, did_sweep = _sweep(config, out / "sweep", progress, notify)
+    compare_run, did_compare = _compare(config=config, parent=out / "compare", progress=progress, notify=notify)
+    sweep_run, did_sweep = _sweep(config=config, folder=out / "sweep", progress=progress, notify=notify)
     runs = (compare_run, sweep_run)
     report = build_report(
         ReportConfig(runs=tuple(map(str, runs)), out=out / "report", markdown=out / "report" / "report.md")
     )
-    return VisionStudyResult(out, runs, report, did_compare + did_sweep, 2 - did_compare - did_sweep)
+    return VisionStudyResult(
+        out=out, runs=runs, report=report, n_done=did_compare + did_sweep, n_cached=2 - did_compare - did_sweep
+    )
 
 
 def _legacy(saved: dict, config: VisionStudyConfig, now: Identity) -> dict:
@@ -95,7 +99,9 @@ def _legacy(saved: dict, config: VisionStudyConfig, now: Identity) -> dict:
     base = saved.get("base")
     if not isinstance(base, dict):
         base = {}
-    whole = load_splits(DatasetName(config.dataset), config.data_dir, 0.1, config.seed).fingerprint
+    whole = load_splits(
+        dataset=DatasetName(config.dataset), data_dir=config.data_dir, validation_fraction=0.1, seed=config.seed
+    ).fingerprint
     data_dir = str(config.data_dir) if config.data_dir else None
     return from_legacy(base, now, {"data_dir": data_dir, "data_fingerprint": whole})
 
@@ -143,14 +149,14 @@ def _sweep(config: VisionStudyConfig, folder: Path, progress, notify) -> tuple[P
         return done, False
     setup = prepare_sweep(
         SweepConfig(
-            ModelName(config.sweep_model),
-            config.sweep_depths,
-            config.sweep_widths,
-            (Activation.relu,),
-            (0.0,),
-            DatasetName(config.dataset),
-            config.data_dir,
-            config.n_epochs,
+            model=ModelName(config.sweep_model),
+            depths=config.sweep_depths,
+            widths=config.sweep_widths,
+            activations=(Activation.relu,),
+            l2s=(0.0,),
+            dataset=DatasetName(config.dataset),
+            data_dir=config.data_dir,
+            n_epochs=config.n_epochs,
             seed=config.seed,
             device=Device(config.device),
             threads=config.threads,

@@ -114,7 +114,12 @@ def select_splits(dataset: TextDataset, splits: tuple[str, ...]) -> TextDataset:
     missing = [s for s in splits if s not in dataset.splits]
     if missing:
         raise ConfigError(f"split {missing[0]!r} is not in dataset {dataset.name}; it has: {', '.join(dataset.splits)}")
-    return TextDataset(dataset.name, {s: dataset.splits[s] for s in splits}, dataset.label_names, dataset.notes)
+    return TextDataset(
+        name=dataset.name,
+        splits={s: dataset.splits[s] for s in splits},
+        label_names=dataset.label_names,
+        notes=dataset.notes,
+    )
 
 
 def subsample(dataset: TextDataset, limit: int, seed: int) -> TextDataset:
@@ -127,8 +132,13 @@ def subsample(dataset: TextDataset, limit: int, seed: int) -> TextDataset:
             kept[name] = split
             continue
         index = stratified_subsample(split.labels, limit, seed)
-        kept[name] = TextSplit(name, tuple(split.texts[i] for i in index), split.labels[index], split.row_ids[index])
-    return TextDataset(dataset.name, kept, dataset.label_names, dataset.notes)
+        kept[name] = TextSplit(
+            name=name,
+            texts=tuple(split.texts[i] for i in index),
+            labels=split.labels[index],
+            row_ids=split.row_ids[index],
+        )
+    return TextDataset(name=dataset.name, splits=kept, label_names=dataset.label_names, notes=dataset.notes)
 
 
 # --- the bundled demo set ---------------------------------------------------------------------
@@ -149,7 +159,9 @@ def load_demo() -> TextDataset:
         picked = [(i, r) for i, r in enumerate(r for r in body if r[col["split"]] == split)]
         texts = tuple(r[col["text"]] for _, r in picked)
         labels = np.array([AG_NEWS_LABELS.index(r[col["label"]]) for _, r in picked], dtype=np.int64)
-        splits[split] = TextSplit(split, texts, labels, np.arange(len(picked), dtype=np.int64))
+        splits[split] = TextSplit(
+            name=split, texts=texts, labels=labels, row_ids=np.arange(len(picked), dtype=np.int64)
+        )
     return TextDataset("demo", splits, AG_NEWS_LABELS)
 
 
@@ -176,7 +188,7 @@ def load_ag_news_hub() -> TextDataset:
         # The hub's `text` is already "title description", joined like the original release.
         texts = tuple(table["text"])
         labels = np.asarray(table["label"], dtype=np.int64)
-        splits[name] = TextSplit(name, texts, labels, np.arange(len(texts), dtype=np.int64))
+        splits[name] = TextSplit(name=name, texts=texts, labels=labels, row_ids=np.arange(len(texts), dtype=np.int64))
     label_names = tuple(loaded["train"].features["label"].names) if "train" in loaded else AG_NEWS_LABELS
     return TextDataset("ag_news", splits, label_names)
 
@@ -206,12 +218,19 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
     notes = [f"{f.name} -> split {s}" for s, f in by_split.items() if f.stem != s]
     texts, raw_labels = {}, {}
     for name, file in by_split.items():
-        texts[name], raw_labels[name], ag_news = _load_file(file, text_column, label_column, label_names)
+        texts[name], raw_labels[name], ag_news = _load_file(
+            file=file, text_column=text_column, label_column=label_column, label_names=label_names
+        )
         if ag_news:
             label_names = label_names or AG_NEWS_LABELS
-    labels, names, label_notes = normalise_labels(raw_labels, by_split, label_names, label_column)
+    labels, names, label_notes = normalise_labels(
+        raw=raw_labels, files=by_split, label_names=label_names, column=label_column
+    )
     notes += label_notes
-    splits = {s: TextSplit(s, texts[s], labels[s], np.arange(len(texts[s]), dtype=np.int64)) for s in by_split}
+    splits = {
+        s: TextSplit(name=s, texts=texts[s], labels=labels[s], row_ids=np.arange(len(texts[s]), dtype=np.int64))
+        for s in by_split
+    }
     seen = set().union(*(set(np.unique(s.labels).tolist()) for s in splits.values()))
     empty = [name for i, name in enumerate(names) if i not in seen]
     if empty:
@@ -220,7 +239,7 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
         s: splits[s]
         for s in sorted(splits, key=lambda s: (CANONICAL_SPLITS.index(s) if s in CANONICAL_SPLITS else 9, s))
     }
-    return TextDataset(path.name or str(path), ordered, tuple(names), tuple(notes))
+    return TextDataset(name=path.name or str(path), splits=ordered, label_names=tuple(names), notes=tuple(notes))
 
 
 def _read_classes(path: Path) -> tuple[str, ...]:

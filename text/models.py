@@ -202,10 +202,10 @@ def model_shape(model_id: str) -> ModelShape:
         positions -= 2  # their position ids start after the padding index
     pooling = config.get("classifier_pooling")
     return ModelShape(
-        int(config.get("num_hidden_layers", 0) or 0),
-        max(positions, 0),
-        str(config.get("model_type", "") or ""),
-        pooling if isinstance(pooling, str) else None,
+        n_layers=int(config.get("num_hidden_layers", 0) or 0),
+        max_positions=max(positions, 0),
+        model_type=str(config.get("model_type", "") or ""),
+        classifier_pooling=pooling if isinstance(pooling, str) else None,
     )
 
 

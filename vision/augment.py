@@ -112,7 +112,7 @@ def augment_numpy(images: np.ndarray, config: AugmentConfig, rng: np.random.Gene
     if ops is not None:
         images = stroke_numpy(images, ops)
     matrix = sample_affine(config, n, rng)  # (B, 2, 3)
-    return warp_numpy(images, matrix, sample_displacement(config, n, height, width, rng))
+    return warp_numpy(images, matrix, sample_displacement(config=config, n=n, height=height, width=width, rng=rng))
 
 
 def affine_matrix(
@@ -171,7 +171,9 @@ def torch_augmenter(config: AugmentConfig, seed: int):
         matrix[:, 0, 2] *= 2.0 / width
         matrix[:, 1, 2] *= 2.0 / height
         grid = F.affine_grid(matrix, list(images.shape), align_corners=False)  # (B, H, W, 2)
-        displacement = sample_displacement(config, n, height, width, rng)  # (B, 2, H, W) pixels
+        displacement = sample_displacement(
+            config=config, n=n, height=height, width=width, rng=rng
+        )  # (B, 2, H, W) pixels
         if displacement is not None:
             scale = torch.tensor([2.0 / width, 2.0 / height], device=images.device)
             grid = grid + torch.from_numpy(displacement).to(images.device).permute(0, 2, 3, 1) * scale

@@ -129,13 +129,18 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
         )
         for m in config.models
     )
-    splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
+    splits = load_splits(
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+    )
     run_dir = (
         check_new(Path(config.out).expanduser())
         if config.out
         else new_run_name(default_runs_dir(), f"compare-{config.dataset.value}")
     )
-    return CompareSetup(config, specs, splits, device, run_dir)
+    return CompareSetup(config=config, specs=specs, splits=splits, device=device, run_dir=run_dir)
 
 
 def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -> CompareResult:
@@ -166,24 +171,29 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
             )
             runs = tuple(
                 run_model(
-                    spec,
-                    setup.splits,
-                    setup.device,
-                    stage / spec.model.value,
-                    progress,
+                    spec=spec,
+                    splits=setup.splits,
+                    device=setup.device,
+                    run_dir=stage / spec.model.value,
+                    progress=progress,
                     n_tta_views=setup.config.tta_views,
                 )
                 for spec in setup.specs
             )
-        figures = _write_figures(runs, setup.splits, stage, setup.config.plot_errors)
+        figures = _write_figures(runs=runs, splits=setup.splits, folder=stage, plot_errors=setup.config.plot_errors)
         write_json(stage / "metrics.json", stamp({"rows": result_rows(runs)}))
         config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
         record, predictions = compare_record(
-            runs, setup.splits, config, str(setup.device), [f.relative_to(stage) for f in figures], started_at
+            runs=runs,
+            splits=setup.splits,
+            config=config,
+            device=str(setup.device),
+            artifacts=[f.relative_to(stage) for f in figures],
+            started_at=started_at,
         )
         run_record.write_record(stage, record, predictions)
     runs = tuple(dataclasses.replace(r, run_dir=final / r.run_dir.name) for r in runs)
-    return CompareResult(runs, final, tuple(final / f.name for f in figures), record)
+    return CompareResult(runs=runs, run_dir=final, figures=tuple(final / f.name for f in figures), record=record)
 
 
 def _write_figures(runs: tuple[ModelRun, ...], splits: Splits, folder: Path, plot_errors: bool) -> list[Path]:
@@ -194,9 +204,24 @@ def _write_figures(runs: tuple[ModelRun, ...], splits: Splits, folder: Path, plo
         assert test is not None, "compare scores every model on the test split"
         name = r.spec.model.value
         title = f"{name}: test accuracy {test.accuracy:.2%}"
-        figures.append(plot_confusion(test.confusion, splits.class_names, title, folder / f"confusion_{name}.png"))
+        figures.append(
+            plot_confusion(
+                confusion=test.confusion,
+                class_names=splits.class_names,
+                title=title,
+                path=folder / f"confusion_{name}.png",
+            )
+        )
         if plot_errors:
             errors = int(test.confusion.sum() - np.trace(test.confusion))
             gallery_title = f"{name}: {errors:,} of {len(splits.test):,} test images misclassified ({test.accuracy:.2%} correct), by the most confused pairs"
-            figures.append(plot_error_gallery(splits.test, test, glyphs, gallery_title, folder / f"errors_{name}.png"))
+            figures.append(
+                plot_error_gallery(
+                    test=splits.test,
+                    scores=test,
+                    glyphs=glyphs,
+                    title=gallery_title,
+                    path=folder / f"errors_{name}.png",
+                )
+            )
     return figures

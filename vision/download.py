@@ -138,7 +138,13 @@ def download_file(
             f"{final} exists but its MD5 is not the published {remote.md5}; delete it and re-run `mlx vision download`"
         )
     partial = final.with_name(final.name + ".partial")
-    resumed = fetch(f"{base_url.rstrip('/')}/{remote.name}", partial, progress, remote.name, timeout_s)
+    resumed = fetch(
+        url=f"{base_url.rstrip('/')}/{remote.name}",
+        partial=partial,
+        progress=progress,
+        task=remote.name,
+        timeout_s=timeout_s,
+    )
     actual = file_md5(partial)
     if actual != remote.md5:
         partial.unlink()
@@ -160,4 +166,7 @@ def download_kmnist(
     """Fetch the four KMNIST files of ``fmt`` (or ``files``) into ``data_dir``, checking each MD5."""
     check_url(base_url)
     ensure_writable_dir(Path(data_dir))
-    return tuple(download_file(remote, base_url, Path(data_dir), progress) for remote in (files or KMNIST_FILES[fmt]))
+    return tuple(
+        download_file(remote=remote, base_url=base_url, data_dir=Path(data_dir), progress=progress)
+        for remote in (files or KMNIST_FILES[fmt])
+    )

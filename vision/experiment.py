@@ -125,7 +125,14 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
         rng = np.random.default_rng(spec.train.seed + 1)
         val = (scaled(splits.val.images), splits.val.labels)
         history = fit_numpy(
-            model, (train_images, splits.train.labels), val, spec.train, rng, spec.augment, progress, task
+            model=model,
+            train=(train_images, splits.train.labels),
+            val=val,
+            config=spec.train,
+            rng=rng,
+            augment=spec.augment,
+            progress=progress,
+            task=task,
         )
         return model, history
     from training import loop
@@ -137,15 +144,15 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
     # The spec's L2 is the optimiser's weight decay (SGD: the same gradient as the NumPy MLP's penalty).
     train = dataclasses.replace(spec.train, weight_decay=spec.l2)
     history = loop.fit(
-        model,
-        _tensors(splits.train, device),
-        _tensors(splits.val, device),
-        loss,
-        train,
-        device,
-        progress,
-        augment,
-        task,
+        model=model,
+        train=_tensors(splits.train, device),
+        val=_tensors(splits.val, device),
+        loss_fn=loss,
+        config=train,
+        device=device,
+        progress=progress,
+        batch_transform=augment,
+        task=task,
     )
     return model, history
 
@@ -172,13 +179,17 @@ def predict_probabilities(model, spec: ModelSpec, images: np.ndarray, device, n_
     views = [original] + [
         warp_numpy(original, np.broadcast_to(matrix, (len(images), 2, 3))) for matrix in TTA_VIEWS[:n_tta_views]
     ]
-    return np.mean([softmax(predict_logits(model, spec, view, device), axis=1) for view in views], axis=0)
+    return np.mean(
+        [softmax(predict_logits(model=model, spec=spec, images=view, device=device), axis=1) for view in views], axis=0
+    )
 
 
 def score(
     model, spec: ModelSpec, split: ImageSet, device, class_names: tuple[str, ...], n_tta_views: int = 0
 ) -> TestScores:
-    predicted = predict_probabilities(model, spec, split.images, device, n_tta_views).argmax(axis=1)
+    predicted = predict_probabilities(
+        model=model, spec=spec, images=split.images, device=device, n_tta_views=n_tta_views
+    ).argmax(axis=1)
     return TestScores(
         accuracy=float((predicted == split.labels).mean()),
         macro_f1=macro_f1(split.labels, predicted),
@@ -234,23 +245,43 @@ def run_model(
             }
         ),
     )
-    model, history = train_model(spec, splits, device, progress, task=spec.key())
+    model, history = train_model(spec=spec, splits=splits, device=device, progress=progress, task=spec.key())
     validation_accuracy = to_plain(history.epochs[-1].val_accuracy)  # nan only with no validation rows
     validation_accuracy_tta = None
     if n_tta_views and len(splits.val):  # with and without the views, scored alike (fp32), to choose between them
-        validation_accuracy = score(model, spec, splits.val, device, splits.class_names).accuracy
-        validation_accuracy_tta = score(model, spec, splits.val, device, splits.class_names, n_tta_views).accuracy
-    test = score(model, spec, splits.test, device, splits.class_names, n_tta_views) if score_test else None
+        validation_accuracy = score(
+            model=model, spec=spec, split=splits.val, device=device, class_names=splits.class_names
+        ).accuracy
+        validation_accuracy_tta = score(
+            model=model,
+            spec=spec,
+            split=splits.val,
+            device=device,
+            class_names=splits.class_names,
+            n_tta_views=n_tta_views,
+        ).accuracy
+    test = (
+        score(
+            model=model,
+            spec=spec,
+            split=splits.test,
+            device=device,
+            class_names=splits.class_names,
+            n_tta_views=n_tta_views,
+        )
+        if score_test
+        else None
+    )
     save_weights(model, spec, run_dir)
     run = ModelRun(
-        spec,
-        history,
-        n_parameters(model, spec),
-        validation_accuracy,
-        test,
-        run_dir,
-        n_tta_views,
-        validation_accuracy_tta,
+        spec=spec,
+        history=history,
+        n_parameters=n_parameters(model, spec),
+        validation_accuracy=validation_accuracy,
+        test=test,
+        run_dir=run_dir,
+        n_tta_views=n_tta_views,
+        validation_accuracy_tta=validation_accuracy_tta,
     )
     write_json(run_dir / "metrics.json", stamp(run.metrics()))
     return run

@@ -90,7 +90,13 @@ def run_gradcheck(config: GradcheckConfig, progress: ProgressCallback = no_progr
     config.check()
     rng = np.random.default_rng(config.seed)
     model = MLP(
-        config.depth, config.width, config.activation, rng, l2=config.l2, n_inputs=config.n_inputs, dtype=np.float64
+        depth=config.depth,
+        width=config.width,
+        activation=config.activation,
+        rng=rng,
+        l2=config.l2,
+        n_inputs=config.n_inputs,
+        dtype=np.float64,
     )
     x = rng.standard_normal((config.batch_size, config.n_inputs))  # (B, D) float64
     labels = rng.integers(0, 10, config.batch_size)  # (B,)
@@ -102,17 +108,25 @@ def run_gradcheck(config: GradcheckConfig, progress: ProgressCallback = no_progr
     for done, (name, param, _) in enumerate(named):
         n_checked = min(config.max_entries, param.size)
         entries = rng.choice(param.size, size=n_checked, replace=False)
-        numeric = check_tensor(model, x, labels, param, analytic[name], entries, config.epsilon)
+        numeric = check_tensor(
+            model=model,
+            x=x,
+            labels=labels,
+            param=param,
+            analytic=analytic[name],
+            entries=entries,
+            epsilon=config.epsilon,
+        )
         expected = analytic[name].reshape(-1)[entries]
         error = relative_error(numeric, expected)
         checks.append(
             TensorCheck(
-                name,
-                param.shape,
-                n_checked,
-                error,
-                float(np.max(np.abs(numeric - expected))),
-                error <= config.tolerance,
+                name=name,
+                shape=param.shape,
+                n_checked=n_checked,
+                relative_error=error,
+                max_abs_error=float(np.max(np.abs(numeric - expected))),
+                passed=error <= config.tolerance,
             )
         )
         progress("gradcheck", done + 1, len(named))

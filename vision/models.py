@@ -184,7 +184,9 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
     if spec.model == ModelName.mlp_numpy:
         from vision.numpy_mlp import MLP
 
-        mlp = MLP(spec.depth, spec.width, spec.activation, np.random.default_rng(seed), l2=spec.l2)
+        mlp = MLP(
+            depth=spec.depth, width=spec.width, activation=spec.activation, rng=np.random.default_rng(seed), l2=spec.l2
+        )
         mlp.input_mean, mlp.input_std = input_mean, input_std
         return mlp
     import torch

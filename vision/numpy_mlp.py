@@ -162,11 +162,11 @@ class MLP:
         self.layers: list = []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             self.layers += [
-                Linear(fan_in, fan_out, activation.init_scheme, rng, dtype),
+                Linear(n_in=fan_in, n_out=fan_out, init_scheme=activation.init_scheme, rng=rng, dtype=dtype),
                 ACTIVATION_LAYERS[activation](),
             ]
         # The output layer feeds a softmax, not a rectifier: Xavier init.
-        self.layers.append(Linear(sizes[-1], n_classes, "xavier", rng, dtype))
+        self.layers.append(Linear(n_in=sizes[-1], n_out=n_classes, init_scheme="xavier", rng=rng, dtype=dtype))
         self.layers[0].needs_input_grad = False
         self.loss_layer = SoftmaxCrossEntropy()
 

@@ -95,7 +95,15 @@ def fit_numpy(
         if not np.isfinite(train_loss):
             raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate")
         val_loss, val_accuracy = evaluate_numpy(model, *val, mean, std)
-        records.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - epoch_start))
+        records.append(
+            EpochRecord(
+                epoch=epoch,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                val_accuracy=val_accuracy,
+                seconds=time.perf_counter() - epoch_start,
+            )
+        )
         progress(task, epoch * n_steps, total_steps, epoch=epoch, loss=train_loss, val_acc=val_accuracy)
         log.info("epoch %d: train loss %.4f, val accuracy %.4f", epoch, train_loss, val_accuracy)
     model.input_mean, model.input_std = mean, std  # learned state: needed to predict later

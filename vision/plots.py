@@ -52,7 +52,7 @@ def plot_learning_curves(histories: dict[str, TrainHistory], path: Path) -> Path
 def plot_confusion(confusion: np.ndarray, class_names: tuple[str, ...], title: str, path: Path) -> Path:
     """confusion: (C, C) int counts, rows = true class, columns = predicted."""
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    _draw_confusion(ax, confusion, class_names, title)
+    _draw_confusion(ax=ax, confusion=confusion, class_names=class_names, title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -157,7 +157,9 @@ def plot_error_gallery(
         bottom=0.05,
     )
     with plt.rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
-        _draw_confusion(fig.add_subplot(grid[:, 0]), confusion, names, "confusion (rows: true)")
+        _draw_confusion(
+            ax=fig.add_subplot(grid[:, 0]), confusion=confusion, class_names=names, title="confusion (rows: true)"
+        )
         for row, (true, guess, count) in enumerate(pairs):
             rows = np.flatnonzero((labels == true) & (predicted == guess))[:n_examples]
             for column in range(n_examples):

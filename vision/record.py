@@ -17,7 +17,9 @@ def data_ref(splits: Splits) -> run_record.DataRef:
         run_record.SplitRef(name, fingerprint_arrays(s.images, s.labels), len(s))
         for name, s in (("train", splits.train), ("validation", splits.val), ("test", splits.test))
     )
-    return run_record.DataRef(splits.dataset, splits.fingerprint, refs, tuple(splits.class_names))
+    return run_record.DataRef(
+        name=splits.dataset, fingerprint=splits.fingerprint, splits=refs, label_names=tuple(splits.class_names)
+    )
 
 
 def result_row(
@@ -60,13 +62,13 @@ def compare_record(
 ) -> tuple[run_record.RunRecord, run_record.Predictions]:
     rows = tuple(
         result_row(
-            r.spec,
-            r.n_parameters,
-            r.history.seconds,
-            r.validation_accuracy,
-            r.test,
-            splits,
-            {
+            spec=r.spec,
+            n_parameters=r.n_parameters,
+            train_seconds=r.history.seconds,
+            validation_accuracy=r.validation_accuracy,
+            test=r.test,
+            splits=splits,
+            extra={
                 "seconds_per_epoch": r.history.seconds_per_epoch,
                 "n_epochs": len(r.history.epochs),
                 "n_tta_views": r.n_tta_views,
@@ -75,7 +77,15 @@ def compare_record(
         )
         for r in runs
     )
-    record = _record("vision compare", rows, splits, config, device, artifacts, started_at)
+    record = _record(
+        command="vision compare",
+        rows=rows,
+        splits=splits,
+        config=config,
+        device=device,
+        artifacts=artifacts,
+        started_at=started_at,
+    )
     return record, _predictions(splits, {r.spec.key(): r.test for r in runs if r.test})
 
 
@@ -93,16 +103,24 @@ def sweep_record(
     by_key = {s.key(): s for s in specs}
     result_rows = tuple(
         result_row(
-            by_key[row["key"]],
-            row["n_parameters"],
-            row["train_seconds"],
-            row["validation_accuracy"],
-            best_test if i == 0 else None,
-            splits,
+            spec=by_key[row["key"]],
+            n_parameters=row["n_parameters"],
+            train_seconds=row["train_seconds"],
+            validation_accuracy=row["validation_accuracy"],
+            test=best_test if i == 0 else None,
+            splits=splits,
         )
         for i, row in enumerate(rows)
     )
-    record = _record("vision sweep", result_rows, splits, config, device, artifacts, started_at)
+    record = _record(
+        command="vision sweep",
+        rows=result_rows,
+        splits=splits,
+        config=config,
+        device=device,
+        artifacts=artifacts,
+        started_at=started_at,
+    )
     return record, _predictions(splits, {rows[0]["key"]: best_test})
 
 

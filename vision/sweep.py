@@ -201,7 +201,12 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
     CPUS.check(config.threads, "--threads")
     device = resolve_device(config.device)
     specs = build_grid(config, device)
-    splits = load_splits(config.dataset, config.data_dir, config.validation_fraction, config.seed)
+    splits = load_splits(
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+    )
     identity = sweep_identity(config, specs, splits)
     sweep_dir = Path(config.out) if config.out else default_sweep_dir(identity)
     legacy = functools.partial(_legacy, now=identity, config=config, splits=splits)
@@ -212,7 +217,9 @@ def prepare_sweep(config: SweepConfig) -> SweepSetup:
         (f"removed {len(removed)} unfinished folder(s) of an interrupted sweep",) if removed else ()
     )
     notes += splits.notes
-    return SweepSetup(config, specs, splits, device, sweep_dir, completed, notes)
+    return SweepSetup(
+        config=config, specs=specs, splits=splits, device=device, sweep_dir=sweep_dir, completed=completed, notes=notes
+    )
 
 
 def run_sweep(setup: SweepSetup, progress: ProgressCallback = no_progress) -> SweepResult:
@@ -233,7 +240,15 @@ def _train_missing(setup: SweepSetup, progress: ProgressCallback) -> tuple[list[
         else:
             with staged_run_dir(folder) as stage:
                 identity = spec_identity(spec, setup.splits)
-                run_model(spec, setup.splits, setup.device, stage, progress, score_test=False, identity=identity)
+                run_model(
+                    spec=spec,
+                    splits=setup.splits,
+                    device=setup.device,
+                    run_dir=stage,
+                    progress=progress,
+                    score_test=False,
+                    identity=identity,
+                )
         metrics = read_json(folder / "metrics.json", METRICS_SCHEMA)
         rows.append(
             {
@@ -259,11 +274,11 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
     rows.sort(key=lambda row: -row["validation_accuracy"])
     best = next(s for s in setup.specs if s.key() == rows[0]["key"])
     best_test = score(
-        load_weights(best, setup.sweep_dir / best.key()),
-        best,
-        setup.splits.test,
-        setup.device,
-        setup.splits.class_names,
+        model=load_weights(best, setup.sweep_dir / best.key()),
+        spec=best,
+        split=setup.splits.test,
+        device=setup.device,
+        class_names=setup.splits.class_names,
     )
     rows[0] = {**rows[0], "test_accuracy": best_test.accuracy, "test_macro_f1": best_test.macro_f1}
     report_dir = new_run_name(setup.sweep_dir, "report")
@@ -279,14 +294,21 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
         )
         config = {**dataclasses.asdict(setup.config), "n_skipped": n_skipped, "sweep_dir": setup.sweep_dir}
         record, predictions = sweep_record(
-            rows,
-            setup.specs,
-            best_test,
-            setup.splits,
-            config,
-            str(setup.device),
-            [figure.relative_to(stage)],
-            started_at,
+            rows=rows,
+            specs=setup.specs,
+            best_test=best_test,
+            splits=setup.splits,
+            config=config,
+            device=str(setup.device),
+            artifacts=[figure.relative_to(stage)],
+            started_at=started_at,
         )
         run_record.write_record(stage, record, predictions)
-    return SweepResult(tuple(rows), best_test, n_skipped, report_dir, report_dir / figure.name, record)
+    return SweepResult(
+        rows=tuple(rows),
+        best_test=best_test,
+        n_skipped=n_skipped,
+        report_dir=report_dir,
+        figure=report_dir / figure.name,
+        record=record,
+    )
