@@ -26,7 +26,7 @@ from attention.model import (
 from common import ConfigError, record
 from common.devices import Device, DType, resolve_dtype
 from common.progress import ProgressCallback, no_progress
-from common.runs import staged_run_dir, write_json
+from common.writes import staged_run_dir, write_json
 from text.defaults import DEFAULT_MODEL
 from training.devices import resolve_device
 

@@ -8,7 +8,7 @@ from typing import Any
 from common import record
 from common.artifacts import to_plain
 from common.paths import mlx_home
-from common.runs import check_new, new_run_name
+from common.writes import check_new, new_run_name
 from text.datasets import TextSplit, load_text_dataset, select_splits, subsample
 
 

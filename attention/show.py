@@ -29,7 +29,7 @@ from attention.rollout import attention_rollout
 from common import ConfigError, DataError, record
 from common.devices import Device
 from common.progress import ProgressCallback, no_progress
-from common.runs import staged_run_dir, write_json
+from common.writes import staged_run_dir, write_json
 from text.defaults import DEFAULT_MODEL
 from training.devices import resolve_device
 

@@ -31,7 +31,7 @@ from attention.model import (
 from common import ConfigError, record
 from common.devices import Device, DType, EncoderDType, resolve_encoder_dtype
 from common.progress import ProgressCallback, no_progress
-from common.runs import staged_run_dir, write_json
+from common.writes import staged_run_dir, write_json
 from text.defaults import DEFAULT_MODEL
 from text.quantize import INT8_SCHEME, check_int8
 from training.devices import resolve_device

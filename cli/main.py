@@ -30,7 +30,7 @@ import cli  # noqa: E402
 from cli import attention, embed, finetune, grammar, probe, report, runs, store, study, ui, vision  # noqa: E402  (after the click shims above)
 from common import MlxError, __version__  # noqa: E402
 from common.paths import mlx_home  # noqa: E402
-from common.runs import disk_full_message, is_disk_full  # noqa: E402
+from common.writes import disk_full_message, is_disk_full  # noqa: E402
 
 
 class MlxGroup(TyperGroup):

@@ -34,7 +34,7 @@ def list_runs(
     json_: bool = typer.Option(False, "--json", help="Print the records as JSON."),
 ) -> None:
     """Runs, newest first: command, model, data, best test accuracy, when (UTC), folder."""
-    from report.runs import find_runs
+    from report.locate import find_runs
 
     kind = kind.value if kind is not None else None
     listing = find_runs(root, kind)
@@ -82,7 +82,7 @@ def show(
 ) -> None:
     """One run: what ran, on what, where, and every result row."""
     from common.record import read_record
-    from report.runs import resolve_run
+    from report.locate import resolve_run
 
     record = read_record(resolve_run(run, root))
     if json_:

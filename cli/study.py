@@ -12,7 +12,7 @@ from common.options import ALL, BATCH_SIZES, EPOCHS, SEEDS, THREADS, TOKENS, par
 from finetune.config import METHODS
 from text.defaults import DEFAULT_MODEL
 from text.pooling import ALL_POOLINGS
-from vision.names import DatasetName
+from vision.choices import DatasetName
 
 study_app = typer.Typer(
     help="Run a whole study end to end, every step cached: re-running redoes nothing that finished.",

@@ -23,8 +23,8 @@ from common.options import (
     parse_list,
 )
 from vision.activations import parse_activation
+from vision.choices import DatasetName, ModelName, parse_models
 from vision.download import KMNIST_URL, FileFormat
-from vision.names import DatasetName, ModelName, parse_models
 
 vision_app = typer.Typer(
     help="KMNIST vision baselines: a NumPy MLP from first principles, PyTorch MLPs and CNNs.", no_args_is_help=True

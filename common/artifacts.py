@@ -305,7 +305,7 @@ def claim_folder(
     that differ; anything else in the folder is refused naming what it is. ``legacy``: the flat identity
     of a marker an older mlx wrote (no "identity" in it)."""
     from common.paths import ensure_writable_dir
-    from common.runs import write_json
+    from common.writes import write_json
 
     folder = ensure_writable_dir(Path(folder))
     path = folder / marker

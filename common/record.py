@@ -25,7 +25,7 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -282,7 +282,7 @@ def write_record(run_dir: Path, record: RunRecord, predictions: Predictions | No
 
     Every predictions array must have one label per test row; every key must name a result row.
     """
-    from common.runs import write_json
+    from common.writes import write_json
 
     run_dir = Path(run_dir)
     problems = validate(record.to_dict())
@@ -296,7 +296,7 @@ def write_record(run_dir: Path, record: RunRecord, predictions: Predictions | No
 def _write_predictions(path: Path, record: RunRecord, predictions: Predictions) -> None:
     import numpy as np
 
-    from common.runs import atomic_file
+    from common.writes import atomic_file
 
     row_ids = np.asarray(predictions.row_ids)
     names = {r.name for r in record.results}
@@ -443,7 +443,3 @@ def subset_fingerprint(fingerprint: str, rows: Any) -> str:
     digest = hashlib.sha256(fingerprint.encode())
     digest.update(np.asarray(rows, dtype=np.int64).tobytes())
     return digest.hexdigest()[:16]
-
-
-def record_fields() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(RunRecord) if f.name != "run_dir")

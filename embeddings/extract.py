@@ -26,7 +26,7 @@ from common.locking import store_lock
 from common.options import LayerSpec, layers_in, parse_layer
 from common.paths import ensure_writable_dir, home_subdir
 from common.progress import ProgressCallback, no_progress
-from common.runs import disk_errors, write_json, write_npz
+from common.writes import disk_errors, write_json, write_npz
 from embeddings.store import SplitArrays, write_store
 from text.datasets import TextDataset, TextSplit, load_text_dataset
 from text.defaults import DEFAULT_MODEL

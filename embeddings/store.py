@@ -13,7 +13,7 @@ Layout (schema version 1)::
                                     (layer 0 = embedding output, n_layers = last)
 
 A store is written to a temporary file beside its final name and renamed into place only when
-complete (``common.runs.atomic_path``), so a file under the final name is always whole; free space
+complete (``common.writes.atomic_path``), so a file under the final name is always whole; free space
 is checked before the write starts. Readers load a dataset with one
 contiguous read.
 """
@@ -29,8 +29,8 @@ import numpy as np
 
 from common import StoreError, __version__
 from common.paths import PathKind, check_path
-from common.runs import atomic_path, check_free_space
 from common.schema import check_fields
+from common.writes import atomic_path, check_free_space
 
 FORMAT_NAME = "mlx-embedding-store"
 SCHEMA_VERSION = 1

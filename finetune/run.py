@@ -26,7 +26,7 @@ from common.devices import DType
 from common.errors import ModelLoadError, StoreError
 from common.locking import store_lock
 from common.progress import ProgressCallback, no_progress
-from common.runs import write_json
+from common.writes import write_json
 from finetune.data import EncodedSplit, LengthGroupedBatches, encode_split, scoring_batches
 from finetune.dropout import fast_dropout
 from finetune.head import HeadFit, probe_head, read_head_fit

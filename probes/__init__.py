@@ -10,7 +10,8 @@ import importlib
 # without paying for scikit-learn and FAISS.
 _HOMES = {
     **dict.fromkeys(("KNNConfig", "LogRegConfig", "ProbeKind", "ProbeRunConfig"), "probes.config"),
-    **dict.fromkeys(("ProbeReport", "ProbeResult", "run_probes"), "probes.evaluate"),
+    **dict.fromkeys(("ProbeReport", "run_probes"), "probes.evaluate"),
+    "ProbeResult": "probes.record",
     "ClassMetrics": "common.metrics",
     **dict.fromkeys(("ApproximateParams", "KNNProbe"), "probes.knn"),
     **dict.fromkeys(("IndexKind", "Metric", "Weights"), "probes.choices"),

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from common.options import ALL, LAST, LayerSpec, parse_layer
 from common.record import SplitRef, subset_fingerprint
 from common.splits import stratified_split, stratified_subsample
 from embeddings.store import EmbeddingStore
+from probes.config import ProbeRunConfig
 
 log = logging.getLogger(__name__)
 
@@ -395,3 +397,34 @@ def _read(store: EmbeddingStore, split: str, pooling: str, layer: int) -> np.nda
 
 def open_store(path: Path) -> EmbeddingStore:
     return EmbeddingStore(Path(path))
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """The checked inputs of one probe run: its stores, the rows it trains and tests on, what it probes."""
+
+    store: EmbeddingStore
+    test_store: EmbeddingStore | None
+    splits: SplitPlan
+    pairs: list[tuple[str, tuple[int, ...]]]  # (pooling, layer selection), in the order they are probed
+    poolings: tuple[str, ...]
+    selections: tuple[tuple[int, ...], ...]
+    label_names: tuple[str, ...]
+    n_train: int
+    n_test: int
+    notes: list[str]
+    store_meta: dict[str, Any]
+
+    def summary(self, config: ProbeRunConfig, run_dir: Path) -> dict[str, Any]:
+        """What ``on_plan`` is told before the long work."""
+        return {
+            "store": str(self.store.path),
+            "model": self.store.info.model_id,
+            "split": self.splits.describe(),
+            "rows": f"{self.n_train:,} train / {self.n_test:,} test, {len(self.label_names)} classes, seed {config.seed}",
+            "poolings": ", ".join(self.poolings),
+            "layers": "; ".join(map(layer_label, self.selections)),
+            "probes": ", ".join(p.value for p in config.probes),
+            "run folder": str(run_dir),
+            "notes": self.notes,
+        }

@@ -10,13 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from common import ConfigError
+from common import ConfigError, writes
 from common import record as run_record
-from common import runs as common_runs
-from common.artifacts import to_plain
-from common.cost import measure, per_second
+from common.cost import measure
 from common.heldout import check_test_classes
-from common.metrics import ClassMetrics, confusion_matrix, macro_f1, per_class_metrics
+from common.metrics import confusion_matrix, macro_f1, per_class_metrics
 from common.progress import ProgressCallback, no_progress
 from common.splits import stratified_split
 from embeddings.store import EmbeddingStore
@@ -25,94 +23,9 @@ from probes.config import ProbeKind, ProbeRunConfig
 from probes.knn import IndexKind, KNNProbe, recall_at_k
 from probes.logreg import C_LIMITS, LogRegProbe, select_C
 from probes.plots import write_plots
-from probes.record import default_run_dir, probe_record, store_meta
+from probes.record import ProbeResult, default_run_dir, probe_record, store_meta
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Test metrics of one probe setting on one pooling x layer selection."""
-
-    probe: str
-    pooling: str
-    layers: tuple[int, ...]
-    setting: str  # e.g. "k=5" (metric, weights, index in params), "C=0.1"
-    params: dict[str, Any]
-    accuracy: float
-    macro_f1: float
-    per_class: tuple[ClassMetrics, ...]
-    confusion: tuple[tuple[int, ...], ...]  # (C, C) rows = true class, columns = predicted
-    fit_seconds: float
-    predict_seconds: float
-    n_train: int
-    n_test: int
-    dim: int
-    validation_accuracy: float | None = None
-    recall_at_k: float | None = None
-    trainable_params: int = 0  # k-NN learns nothing; logistic regression: coefficients + intercepts
-    # Cost through the frozen encoder (from the store; None when it does not say) plus this probe.
-    encode_train_seconds: float | None = None  # the encoder's time on the training texts used
-    encode_test_seconds: float | None = None
-    peak_memory_bytes: int | None = None  # the encoder pass's or the probing's, the larger
-
-    @property
-    def train_seconds(self) -> float:
-        """Encoding the training texts with the frozen encoder (when known) plus fitting the probe."""
-        return self.fit_seconds + (self.encode_train_seconds or 0.0)
-
-    @property
-    def predict_per_second(self) -> float | None:
-        """Test texts per second through the frozen encoder and this probe (None: the encoder's time unknown)."""
-        if self.encode_test_seconds is None:
-            return None
-        return per_second(self.n_test, self.encode_test_seconds + self.predict_seconds)
-
-    @property
-    def layer_label(self) -> str:
-        return data.layer_label(self.layers)
-
-    @property
-    def name(self) -> str:
-        """Unique within a run; keys this result's test predictions."""
-        return f"{self.probe}-{self.pooling}-L{self.layer_label}-{self.setting}"
-
-    def to_row(self) -> run_record.ResultRow:
-        d = self.to_dict()
-        details = {
-            k: d[k]
-            for k in (
-                "per_class",
-                "confusion",
-                "fit_seconds",
-                "predict_seconds",
-                "dim",
-                "recall_at_k",
-                "encode_train_seconds",
-                "encode_test_seconds",
-            )
-        }
-        return run_record.ResultRow(
-            name=self.name,
-            method=self.probe,
-            setting=self.setting,
-            params={"pooling": self.pooling, "layers": list(self.layers), **d["params"]},
-            accuracy=self.accuracy,
-            macro_f1=self.macro_f1,
-            validation_accuracy=self.validation_accuracy,
-            n_train=self.n_train,
-            n_test=self.n_test,
-            trainable_params=self.trainable_params,
-            train_seconds=self.train_seconds,
-            details=details,
-            peak_memory_bytes=self.peak_memory_bytes,
-            predict_per_second=self.predict_per_second,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = to_plain(self)
-        d["layer"] = self.layers[0] if len(self.layers) == 1 else list(self.layers)
-        return d
 
 
 @dataclass(frozen=True)
@@ -121,7 +34,6 @@ class ProbeReport:
     results: tuple[ProbeResult, ...]  # sorted by test accuracy, best first
     run_dir: Path
     split_note: str
-    carved: bool
     store: dict[str, Any] = field(default_factory=dict)
     plots: tuple[Path, ...] = ()
     layer_selections: tuple[tuple[int, ...], ...] = ()
@@ -159,37 +71,6 @@ class Prediction:
     trainable_params: int = 0
 
 
-@dataclass(frozen=True)
-class ProbePlan:
-    """The checked inputs of one probe run: its stores, the rows it trains and tests on, what it probes."""
-
-    store: EmbeddingStore
-    test_store: EmbeddingStore | None
-    splits: data.SplitPlan
-    pairs: list[tuple[str, tuple[int, ...]]]  # (pooling, layer selection), in the order they are probed
-    poolings: tuple[str, ...]
-    selections: tuple[tuple[int, ...], ...]
-    label_names: tuple[str, ...]
-    n_train: int
-    n_test: int
-    notes: list[str]
-    store_meta: dict[str, Any]
-
-    def summary(self, config: ProbeRunConfig, run_dir: Path) -> dict[str, Any]:
-        """What ``on_plan`` is told before the long work."""
-        return {
-            "store": str(self.store.path),
-            "model": self.store.info.model_id,
-            "split": self.splits.describe(),
-            "rows": f"{self.n_train:,} train / {self.n_test:,} test, {len(self.label_names)} classes, seed {config.seed}",
-            "poolings": ", ".join(self.poolings),
-            "layers": "; ".join(map(data.layer_label, self.selections)),
-            "probes": ", ".join(p.value for p in config.probes),
-            "run folder": str(run_dir),
-            "notes": self.notes,
-        }
-
-
 def run_probes(
     config: ProbeRunConfig,
     progress: ProgressCallback = no_progress,
@@ -200,14 +81,14 @@ def run_probes(
     ``on_plan`` is called with a summary (sizes, poolings, layers, output folder) before the long work.
     """
     started_at = run_record.now()
-    run_dir = common_runs.check_new(config.out or default_run_dir(config.command))
+    run_dir = writes.check_new(config.out or default_run_dir(config.command))
     store = data.open_store(config.store)
     test_store = data.open_store(config.test_store) if config.test_store else None
     try:
         plan = _plan(config, store, test_store)
         if on_plan:
             on_plan(plan.summary(config, run_dir))
-        with common_runs.staged_run_dir(run_dir) as staging:
+        with writes.staged_run_dir(run_dir) as staging:
             results, plots, record = _probe_into(
                 staging=staging, config=config, plan=plan, progress=progress, started_at=started_at
             )
@@ -221,7 +102,6 @@ def run_probes(
         results=results,
         run_dir=run_dir,
         split_note=plan.splits.describe(),
-        carved=plan.splits.carved_fraction is not None,
         store=plan.store_meta,
         plots=plots,
         layer_selections=plan.selections,
@@ -230,7 +110,7 @@ def run_probes(
     )
 
 
-def _plan(config: ProbeRunConfig, store: EmbeddingStore, test_store: EmbeddingStore | None) -> ProbePlan:
+def _plan(config: ProbeRunConfig, store: EmbeddingStore, test_store: EmbeddingStore | None) -> data.ProbePlan:
     """Every cheap check before any probe runs: splits, poolings, layers, settings, the classes of test."""
     splits = data.plan_splits(store=store, test_store=test_store, test_fraction=config.test_fraction, seed=config.seed)
     splits = data.limit_train(plan=splits, store=store, n=config.train_size, seed=config.seed)
@@ -245,7 +125,7 @@ def _plan(config: ProbeRunConfig, store: EmbeddingStore, test_store: EmbeddingSt
     )
     y_test = data.test_labels(splits, store, test_store)
     missing = check_test_classes(y_train, y_test, label_names, train_what=f"the training rows of {store.path}")
-    return ProbePlan(
+    return data.ProbePlan(
         store=store,
         test_store=test_store,
         splits=splits,
@@ -261,7 +141,7 @@ def _plan(config: ProbeRunConfig, store: EmbeddingStore, test_store: EmbeddingSt
 
 
 def _probe_into(
-    staging: Path, config: ProbeRunConfig, plan: ProbePlan, progress: ProgressCallback, started_at: str
+    staging: Path, config: ProbeRunConfig, plan: data.ProbePlan, progress: ProgressCallback, started_at: str
 ) -> tuple[tuple[ProbeResult, ...], tuple[Path, ...], run_record.RunRecord]:
     """Evaluate every probe on every pooled matrix; write the plots, run.json and the test predictions."""
     store, test_store = plan.store, plan.test_store

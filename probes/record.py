@@ -1,29 +1,116 @@
 """What a probe run saves: its folder under ``mlx_home()/runs/probe/`` (or ``--out``) and its run record.
 
 The folder is written under a hidden temporary name beside its final one and renamed into place
-only when everything is written (``common.runs``), so a folder under its final name is always
+only when everything is written (``common.writes``), so a folder under its final name is always
 complete. Existing results are never overwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common import record as run_record
-from common.cost import device_name
+from common.artifacts import to_plain
+from common.cost import device_name, per_second
+from common.metrics import ClassMetrics
 from common.paths import mlx_home
-from common.runs import new_run_name
 from common.splits import stratified_split
+from common.writes import new_run_name
 from embeddings.store import EmbeddingStore
 from probes import data
+from probes.config import ProbeRunConfig
+from probes.data import ProbePlan
 from text.validation import validation_fingerprint
 
-if TYPE_CHECKING:  # probes.evaluate imports this module
-    from probes.evaluate import ProbePlan, ProbeResult, ProbeRunConfig
-
 _EDGE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Test metrics of one probe setting on one pooling x layer selection."""
+
+    probe: str
+    pooling: str
+    layers: tuple[int, ...]
+    setting: str  # e.g. "k=5" (metric, weights, index in params), "C=0.1"
+    params: dict[str, Any]
+    accuracy: float
+    macro_f1: float
+    per_class: tuple[ClassMetrics, ...]
+    confusion: tuple[tuple[int, ...], ...]  # (C, C) rows = true class, columns = predicted
+    fit_seconds: float
+    predict_seconds: float
+    n_train: int
+    n_test: int
+    dim: int
+    validation_accuracy: float | None = None
+    recall_at_k: float | None = None
+    trainable_params: int = 0  # k-NN learns nothing; logistic regression: coefficients + intercepts
+    # Cost through the frozen encoder (from the store; None when it does not say) plus this probe.
+    encode_train_seconds: float | None = None  # the encoder's time on the training texts used
+    encode_test_seconds: float | None = None
+    peak_memory_bytes: int | None = None  # the encoder pass's or the probing's, the larger
+
+    @property
+    def train_seconds(self) -> float:
+        """Encoding the training texts with the frozen encoder (when known) plus fitting the probe."""
+        return self.fit_seconds + (self.encode_train_seconds or 0.0)
+
+    @property
+    def predict_per_second(self) -> float | None:
+        """Test texts per second through the frozen encoder and this probe (None: the encoder's time unknown)."""
+        if self.encode_test_seconds is None:
+            return None
+        return per_second(self.n_test, self.encode_test_seconds + self.predict_seconds)
+
+    @property
+    def layer_label(self) -> str:
+        return data.layer_label(self.layers)
+
+    @property
+    def name(self) -> str:
+        """Unique within a run; keys this result's test predictions."""
+        return f"{self.probe}-{self.pooling}-L{self.layer_label}-{self.setting}"
+
+    def to_row(self) -> run_record.ResultRow:
+        d = self.to_dict()
+        details = {
+            k: d[k]
+            for k in (
+                "per_class",
+                "confusion",
+                "fit_seconds",
+                "predict_seconds",
+                "dim",
+                "recall_at_k",
+                "encode_train_seconds",
+                "encode_test_seconds",
+            )
+        }
+        return run_record.ResultRow(
+            name=self.name,
+            method=self.probe,
+            setting=self.setting,
+            params={"pooling": self.pooling, "layers": list(self.layers), **d["params"]},
+            accuracy=self.accuracy,
+            macro_f1=self.macro_f1,
+            validation_accuracy=self.validation_accuracy,
+            n_train=self.n_train,
+            n_test=self.n_test,
+            trainable_params=self.trainable_params,
+            train_seconds=self.train_seconds,
+            details=details,
+            peak_memory_bytes=self.peak_memory_bytes,
+            predict_per_second=self.predict_per_second,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_plain(self)
+        d["layer"] = self.layers[0] if len(self.layers) == 1 else list(self.layers)
+        return d
 
 
 def default_run_dir(command: str) -> Path:

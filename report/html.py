@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.htmlsafe import script_json
 from common.paths import ensure_writable_dir
-from common.runs import atomic_file
+from common.writes import atomic_file
 from report.markdown import HTML_MARKER, caption, format_rows, title
 
 STYLE = """

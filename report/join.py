@@ -8,16 +8,16 @@ the reason, never silently mixed.
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from common.errors import ConfigError, StoreError
 from common.paths import mlx_home
 from common.record import Predictions, ResultRow, RunRecord, SplitRef, read_predictions, read_record
-from common.runs import DiskFullError, disk_full_message, is_disk_full, new_run_name, staged_run_dir
+from common.writes import DiskFullError, disk_full_message, is_disk_full, new_run_name, staged_run_dir
 from report import stats
-from report.runs import find_runs, resolve_run
+from report.locate import find_runs, resolve_run, resolved
+from report.rows import Report, ReportRow
 
 log = logging.getLogger(__name__)
 
@@ -33,52 +33,6 @@ class ReportConfig:
     plots: bool = True
     n_bootstrap: int = stats.N_BOOTSTRAP
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    run_dir: str
-    kind: str
-    method: str  # knn, logreg, finetune, cnn-strong, ...
-    detail: str  # pooling / layer / setting, or the fine-tune settings
-    model: str
-    n_train: int | None
-    accuracy: float
-    ci_low: float
-    ci_high: float
-    macro_f1: float | None
-    trainable_params: int | None
-    train_seconds: float | None
-    device: str
-    chosen_on: str  # "validation", "-" (one setting, nothing chosen) or "optimistic" (--all-rows: not the choice)
-    is_reference: bool = False
-    p_value: float | None = None  # exact McNemar against the reference row of the same training size
-    only_this: int | None = None  # test rows only this row gets right (vs the reference)
-    only_reference: int | None = None
-    row_name: str = ""
-    validation_accuracy: float | None = None
-    peak_memory_bytes: int | None = None
-    predict_per_second: float | None = None  # test examples per second through the predicting model
-    device_name: str = ""
-    c_on_grid_edge: bool = False  # logistic regression's C stayed on the edge of its (extended) grid
-    state: str = ""  # "frozen" / "fine-tuned" (the encoder a probe read), "trained" (fine-tune, vision)
-    best_frozen: bool = False  # the frozen-encoder probe with the best validation accuracy at its size
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class Report:
-    rows: tuple[ReportRow, ...]
-    data_name: str
-    test_description: str
-    runs: tuple[str, ...]
-    out: Path | None
-    plots: tuple[Path, ...] = ()
-    markdown: Path | None = None
-    notes: tuple[str, ...] = ()
-    html: Path | None = None
 
 
 def build_report(config: ReportConfig) -> Report:
@@ -299,13 +253,6 @@ def model_label(record: RunRecord, finetuned: dict[str, str]) -> str:
     if record.model is None:
         return "-"  # vision models are trained from scratch: the method names the model
     return finetuned.get(resolved(record.model.id), record.model.id)
-
-
-def resolved(model_id: str) -> str:
-    try:
-        return str(Path(model_id).resolve()) if Path(model_id).exists() else model_id
-    except OSError:
-        return model_id
 
 
 def _finetuned_models(records) -> dict[str, str]:

@@ -13,7 +13,7 @@ from common.cost import format_bytes
 from common.errors import StoreError
 from common.paths import ensure_writable_dir
 from common.record import RECORD_FILE
-from common.runs import atomic_file
+from common.writes import atomic_file
 
 # The first line of every Markdown report: a file that starts so may be replaced by the next report.
 MARKER = "<!-- written by `mlx report`; the next report to this file replaces it -->"

@@ -5,8 +5,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.record import ResultRow, RunRecord
-from report.join import ReportRow, resolved
+from report.locate import resolved
 from report.markdown import FINETUNE_METHODS, concatenated, method_label
+from report.rows import ReportRow
 
 LAYER_PLOT_POOLINGS = ("mean", "cls")  # two poolings keep the layer plot readable; the table has them all
 

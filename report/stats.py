@@ -42,10 +42,6 @@ class McNemar:
     only_b: int
     p_value: float
 
-    @property
-    def n_discordant(self) -> int:
-        return self.only_a + self.only_b
-
 
 def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
     """Exact (binomial) McNemar on (N,) bool correctness vectors of two classifiers on the same rows."""

@@ -3,11 +3,8 @@
 Each returns True when it did work and False when it found its output (said through ``notify``).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from common.artifacts import IdentityMismatch, is_done
 from common.devices import DType, EncoderDType
@@ -15,9 +12,7 @@ from common.errors import StoreError
 from common.options import LayerSpec
 from common.progress import ProgressCallback
 from common.record import read_record
-
-if TYPE_CHECKING:  # study.text calls these steps
-    from study.text import TextStudyConfig
+from study.config import TextStudyConfig
 
 KS = (1, 5, 10, 20)
 

@@ -22,59 +22,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from common.artifacts import Identity, claim_folder, from_legacy, hold, is_done, to_plain
+from common.artifacts import Identity, claim_folder, from_legacy, hold, is_done
 from common.errors import ConfigError, DataError
 from common.heldout import check_test_rows, row_keys
 from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
-from common.runs import write_json
-from report.join import Report, ReportConfig, build_report
-from text.defaults import DEFAULT_MODEL, LABEL_COLUMN, TEXT_COLUMN
+from common.writes import write_json
+from report.join import ReportConfig, build_report
+from report.rows import Report
+from study import steps
+from study.config import TextStudyConfig
 from text.validation import VALIDATION_FRACTION
 
 log = logging.getLogger(__name__)
 
 N_CONCAT_LAYERS = 3  # the best layers of the best pooling, concatenated
-
-
-@dataclass(frozen=True)
-class TextStudyConfig:
-    model: str = DEFAULT_MODEL
-    dataset: str = "demo"
-    train_sizes: tuple[int | None, ...] = (None,)  # None: every training row
-    poolings: tuple[str, ...] = ("all",)  # embedded (and so probed) poolings
-    text_column: str = TEXT_COLUMN
-    label_column: str = LABEL_COLUMN
-    n_epochs: int = 3  # fine-tuning epochs
-    lr: float | None = None  # fine-tuning learning rate; None: by model size
-    batch_size: int = 32  # fine-tuning batch
-    max_length: int | None = None  # None: text.limits' one default, for the embeddings and the fine-tune alike
-    seed: int = 0  # the training subsets, the one validation split (probes and fine-tune) and fine-tuning
-    dtype: str = "auto"  # compute dtype of the embeddings and the fine-tune (common.devices.DType values)
-    finetune: bool = True
-    # Fine-tuning methods run at each size (finetune.config.METHODS). Like the sizes, not part of settings():
-    # each method has its own folder, so methods can be added to a study later.
-    methods: tuple[str, ...] = ("full", "lora")
-    out: Path | None = None
-
-    def settings(self) -> dict:
-        """What every result of the folder depends on (not the list of sizes: sizes can be added later)."""
-        keys = (
-            "model",
-            "dataset",
-            "poolings",
-            "text_column",
-            "label_column",
-            "n_epochs",
-            "lr",
-            "batch_size",
-            "max_length",
-            "seed",
-        )
-        base = {k: to_plain(getattr(self, k)) for k in keys}
-        if self.dtype != "auto":  # studies from before --dtype (auto) keep their identity
-            base["dtype"] = self.dtype
-        return base
 
 
 @dataclass(frozen=True)
@@ -255,8 +217,6 @@ def run_text_study(
 
 
 def _run_steps(plan: TextStudyPlan, progress: ProgressCallback, notify: Callable[[str], None]) -> TextStudyResult:
-    from study import steps
-
     c = plan.config
     write_json(
         plan.out / MARKER,
@@ -293,8 +253,6 @@ def _size_steps(
     notify: Callable[[str], None],
 ):
     """Yield (run folder or None, True if work was done) for each step at one training size."""
-    from study import steps
-
     c, label = plan.config, size_label(n)
     layers_run = folder / "probe-layers"
     yield (

@@ -14,8 +14,9 @@ from common.devices import Device
 from common.paths import mlx_home
 from common.progress import ProgressCallback, no_progress
 from common.record import RECORD_FILE
-from common.runs import new_run_name
-from report.join import Report, ReportConfig, build_report
+from common.writes import new_run_name
+from report.join import ReportConfig, build_report
+from report.rows import Report
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ def test_runs_list_shows_the_whole_folder_wrapped_and_names_a_fine_tuned_model(t
 
 
 def test_the_readme_names_run_folders_as_they_are_made(tmp_path):
-    from common.runs import new_run_name
+    from common.writes import new_run_name
 
     pattern = r"knn-\d{8}-\d{6}-[0-9a-f]{6}"
     assert re.fullmatch(pattern, new_run_name(tmp_path, "knn").name)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from vision_helpers import write_npz_dataset
 
 from cli.main import app
+from common.record import read_record
 from training.config import OptimizerName, ScheduleName
 from vision import experiment
 from vision.augment import affine_matrix, warp_numpy
@@ -122,8 +123,9 @@ def test_compare_plot_detail_and_tta_end_to_end(tmp_path):
     metrics = json.loads((run_dir / "mlp-torch" / "metrics.json").read_text())
     assert set(metrics["per_class_accuracy"]) == set(KMNIST_CLASS_NAMES)
     assert metrics["n_tta_views"] == 2 and 0 <= metrics["validation_accuracy_tta"] <= 1
-    table = json.loads((run_dir / "metrics.json").read_text())["rows"][0]
-    assert table["per_class_accuracy"] == metrics["per_class_accuracy"]
+    (row,) = read_record(run_dir).results  # the run folder's one record
+    assert row.details["per_class_accuracy"] == metrics["per_class_accuracy"]
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "config.json").exists()
 
 
 @pytest.mark.parametrize("value", ["-1", str(MAX_TTA_VIEWS + 1)])

@@ -162,7 +162,7 @@ def _read_memo() -> dict[str, str]:
 
 def _remember(stamp: str, digest: str) -> None:
     """Best effort: a read-only home only costs the hash next time."""
-    from common.runs import write_json
+    from common.writes import write_json
 
     try:
         _memo_path().parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import StoreError
-from common.runs import atomic_path, write_json
 from common.schema import read_checked_json
+from common.writes import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 

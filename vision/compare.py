@@ -12,12 +12,11 @@ from common import record as run_record
 from common.devices import Device, DType
 from common.options import CPUS
 from common.progress import ProgressCallback, no_progress
-from common.runs import check_new, new_run_name, staged_run_dir, write_json
+from common.writes import check_new, new_run_name, staged_run_dir
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
-from vision.experiment import ModelRun, check_tta_views, data_description, run_model
+from vision.experiment import ModelRun, check_tta_views, data_description, default_runs_dir, run_model
 from vision.models import ModelName, ModelSpec, compute_dtype, preset, with_dtype
 from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
-from vision.runs import default_runs_dir, stamp
 
 DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
 
@@ -144,7 +143,7 @@ def prepare_compare(config: CompareConfig) -> CompareSetup:
 
 
 def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -> CompareResult:
-    """Train every spec of ``setup`` in turn; write config.json, per-model folders, figures, metrics.json.
+    """Train every spec of ``setup`` in turn; write per-model folders, figures and the run record (run.json).
 
     Everything is written to a hidden staging folder that is renamed to ``setup.run_dir`` only once
     complete, so an interrupted compare leaves no half-written run under a run's name.
@@ -156,19 +155,6 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
     final = setup.run_dir
     with staged_run_dir(final) as stage:
         with cpu_threads(setup.config.threads) as n_threads:
-            write_json(
-                stage / "config.json",
-                stamp(
-                    {
-                        "command": "compare",
-                        "specs": [s.to_dict() for s in setup.specs],
-                        "data": data_description(setup.splits),
-                        "device": str(setup.device),
-                        "seed": setup.config.seed,
-                        "threads": n_threads,
-                    }
-                ),
-            )
             runs = tuple(
                 run_model(
                     spec=spec,
@@ -181,8 +167,12 @@ def run_compare(setup: CompareSetup, progress: ProgressCallback = no_progress) -
                 for spec in setup.specs
             )
         figures = _write_figures(runs=runs, splits=setup.splits, folder=stage, plot_errors=setup.config.plot_errors)
-        write_json(stage / "metrics.json", stamp({"rows": result_rows(runs)}))
-        config = {**dataclasses.asdict(setup.config), "specs": [s.to_dict() for s in setup.specs]}
+        config = {
+            **dataclasses.asdict(setup.config),
+            "specs": [s.to_dict() for s in setup.specs],
+            "data": data_description(setup.splits),
+            "n_threads": n_threads,  # the threads the models trained with (``threads``: as asked)
+        }
         record, predictions = compare_record(
             runs=runs,
             splits=setup.splits,

@@ -18,7 +18,7 @@ from common import ConfigError, DataError
 from common.heldout import check_test_classes, check_test_rows, row_keys
 from common.paths import PathKind, check_path
 from common.splits import stratified_split
-from vision.names import DatasetName  # noqa: F401  (re-exported)
+from vision.choices import DatasetName  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import numpy as np
 from common import ConfigError, StoreError
 from common.artifacts import to_plain
 from common.devices import DType
-from common.runs import atomic_file, write_npz
+from common.writes import atomic_file, write_npz
 from training.config import OptimizerName, ScheduleName, TrainConfig
 from training.devices import preferred_dtype
 from vision.activations import Activation, check_architecture
 from vision.augment import NO_AUGMENT, SHIFT_ROTATE, WARP, AugmentConfig
-from vision.names import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
+from vision.choices import ModelName, parse_models  # noqa: F401  (light: the CLI builds its options from them)
 from vision.numpy_train import check_numpy_schedule
 
 

@@ -6,9 +6,9 @@ Layout of a sweep folder::
     <spec key>/config.json          the spec and its identity (the spec and the data it was trained on)
     <spec key>/metrics.json
     <spec key>/weights.{npz,pt}
-    report-<time>-<id>/             one per invocation: metrics.json (ranking, best test score), plot
+    report-<time>-<id>/             one per invocation: run.json (ranking, best test score), plot
 
-Every folder is staged (``common.runs.staged_run_dir``): it appears under its name only when
+Every folder is staged (``common.writes.staged_run_dir``): it appears under its name only when
 complete. A re-run with the same settings and the same data finds the same folder and skips
 completed configurations; a folder trained on other data (its fingerprint differs) is refused,
 never reused. One sweep at a time writes a folder (a lock beside it).
@@ -28,13 +28,21 @@ from common.artifacts import Identity, Reuse, claim_folder, decide, from_legacy,
 from common.devices import Device, DType
 from common.options import CPUS
 from common.progress import ProgressCallback, no_progress
-from common.runs import clean_stale_staging, new_run_name, staged_run_dir, write_json
+from common.writes import clean_stale_staging, new_run_name, staged_run_dir
 from vision.activations import Activation
 from vision.data import DatasetName, Splits, fingerprint_arrays, load_splits
-from vision.experiment import TestScores, data_description, run_model, score
+from vision.experiment import (
+    CONFIG_SCHEMA,
+    METRICS_SCHEMA,
+    TestScores,
+    data_description,
+    default_runs_dir,
+    read_json,
+    run_model,
+    score,
+)
 from vision.models import ModelName, ModelSpec, compute_dtype, load_weights, preset, with_dtype
 from vision.plots import plot_factor_effects
-from vision.runs import CONFIG_SCHEMA, METRICS_SCHEMA, default_runs_dir, read_json, stamp
 
 FACTORS = ("depth", "width", "activation", "l2")
 
@@ -284,15 +292,13 @@ def _run_sweep(setup: SweepSetup, progress: ProgressCallback) -> SweepResult:
     report_dir = new_run_name(setup.sweep_dir, "report")
     with staged_run_dir(report_dir) as stage:
         figure = plot_factor_effects(rows, FACTORS, stage / "factor_effects.png")
-        write_json(
-            stage / "config.json",
-            stamp({"command": "sweep", "identity": setup.identity().to_dict(), "grid": [s.key() for s in setup.specs]}),
-        )
-        write_json(
-            stage / "metrics.json",
-            stamp({"rows": rows, "best": rows[0]["key"], "best_test_accuracy": best_test.accuracy}),
-        )
-        config = {**dataclasses.asdict(setup.config), "n_skipped": n_skipped, "sweep_dir": setup.sweep_dir}
+        config = {
+            **dataclasses.asdict(setup.config),
+            "n_skipped": n_skipped,
+            "sweep_dir": setup.sweep_dir,
+            "identity": setup.identity().to_dict(),
+            "grid": [s.key() for s in setup.specs],
+        }
         record, predictions = sweep_record(
             rows=rows,
             specs=setup.specs,

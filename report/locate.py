@@ -62,3 +62,11 @@ def resolve_run(spec: str | Path, root: Path | None = None) -> Path:
         )
     shown = ", ".join(str(m) for m in matches[:4]) + (f" and {len(matches) - 4} more" if len(matches) > 4 else "")
     raise StoreError(f"{spec!r} names {len(matches)} runs: {shown}; pass one of these folders")
+
+
+def resolved(model_id: str) -> str:
+    """A model id that names a folder, as its absolute path (how a store names a fine-tuned model); else as given."""
+    try:
+        return str(Path(model_id).resolve()) if Path(model_id).exists() else model_id
+    except OSError:
+        return model_id

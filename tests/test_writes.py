@@ -1,4 +1,4 @@
-"""common/runs.py: unique run names, staging and its clean-up, atomic writers, a full disk (issue 8)."""
+"""common/writes.py: unique run names, staging and its clean-up, atomic writers, a full disk (issue 8)."""
 
 import errno
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common import StoreError, runs
-from common.runs import (
+from common.writes import (
     DiskFullError,
     atomic_file,
     clean_stale_staging,

@@ -1,4 +1,5 @@
-"""Dataset and model names of the vision commands, importable without torch (the CLI builds its options from them)."""
+"""The vision commands' closed choices, datasets and models, importable without torch (the CLI builds its options
+from them; vision.models, where the models are built, imports the training loop and so torch)."""
 
 from enum import Enum
 
@@ -15,10 +16,6 @@ class ModelName(str, Enum):
     mlp_torch = "mlp-torch"
     cnn = "cnn"
     cnn_strong = "cnn-strong"
-
-    @property
-    def is_torch(self) -> bool:
-        return self != ModelName.mlp_numpy
 
     @property
     def is_cnn(self) -> bool:
