@@ -71,7 +71,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    spec = with_dtype(preset(ModelName.cnn_strong, n_epochs=1, members=1), args.dtype, torch.device("cpu"))
+    spec = with_dtype(preset(ModelName.CNN_STRONG, n_epochs=1, members=1), args.dtype, torch.device("cpu"))
     images, labels = (torch.from_numpy(a) for a in load_images(args))
     images = images.unsqueeze(1)  # (N, 1, 28, 28)
     val = (images[:256], labels[:256])  # small: the per-epoch validation pass is part of both loops

@@ -107,7 +107,7 @@ def text(
 @study_app.command()
 def vision(
     dataset: DatasetName = typer.Option(
-        DatasetName.digits, "--dataset", help="kmnist (files in --data-dir) or digits (offline stand-in)."
+        DatasetName.DIGITS, "--dataset", help="kmnist (files in --data-dir) or digits (offline stand-in)."
     ),
     data_dir: Optional[Path] = typer.Option(
         None, "--data-dir", help="Folder with the KMNIST files. Default: ./data", parser=InputFolder("--data-dir")

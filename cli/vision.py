@@ -58,7 +58,7 @@ def download(
         parser=OutputFolder("--data-dir"),
     ),
     fmt: FileFormat = typer.Option(
-        FileFormat.npz, "--format", help="npz: the official kmnist-*.npz; idx: MNIST-format *-ubyte.gz files."
+        FileFormat.NPZ, "--format", help="npz: the official kmnist-*.npz; idx: MNIST-format *-ubyte.gz files."
     ),
     url: str = typer.Option(KMNIST_URL, "--url", help="Base URL of the files (a mirror)."),
 ) -> None:
@@ -129,7 +129,7 @@ def compare(
     epochs: int = typer.Option(
         None, "--epochs", help="Epochs for every model (default: each preset's own).", **EPOCHS.bounds
     ),
-    dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
+    dataset: DatasetName = typer.Option(DatasetName.DIGITS, help=DATASET_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP, parser=InputFolder("--data-dir")),
     augment: bool = typer.Option(
         None, "--augment/--no-augment", help="Force random shifts/rotations on or off (default: each preset's own)."
@@ -248,7 +248,7 @@ def sweep(
     epochs: int = typer.Option(
         None, "--epochs", help="Epochs per configuration (default: the preset's).", **EPOCHS.bounds
     ),
-    dataset: DatasetName = typer.Option(DatasetName.digits, help=DATASET_HELP),
+    dataset: DatasetName = typer.Option(DatasetName.DIGITS, help=DATASET_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP, parser=InputFolder("--data-dir")),
     augment: bool = typer.Option(
         None, "--augment/--no-augment", help="Force augmentation on or off (default: the preset's)."

@@ -153,7 +153,7 @@ def _sweep(config: VisionStudyConfig, folder: Path, progress, notify) -> tuple[P
             model=ModelName(config.sweep_model),
             depths=config.sweep_depths,
             widths=config.sweep_widths,
-            activations=(Activation.relu,),
+            activations=(Activation.RELU,),
             l2s=(0.0,),
             dataset=DatasetName(config.dataset),
             data_dir=config.data_dir,

@@ -20,7 +20,7 @@ from tests.helpers import invoke, write_ag_news_folder
 
 
 class Colour(str, Enum):
-    red = "red"
+    RED = "red"
 
 
 # --- the converter and the rule ---------------------------------------------------------------
@@ -37,7 +37,7 @@ def test_to_plain_is_json_ready_for_everything_mlx_saves():
         colour: Colour
 
     value = {
-        "inner": Inner(Path("a/b"), Colour.red),
+        "inner": Inner(Path("a/b"), Colour.RED),
         "tuple": (1, 2.5, None),
         "numpy": [np.int64(3), np.float32(0.5), np.arange(3)],
         "nan": float("nan"),

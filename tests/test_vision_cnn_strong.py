@@ -23,7 +23,7 @@ runner = CliRunner()
 
 
 def test_cnn_strong_is_the_recipe():
-    spec = preset(ModelName.cnn_strong)
+    spec = preset(ModelName.CNN_STRONG)
     assert (spec.depth, spec.width, spec.n_pools, spec.dropout, spec.label_smoothing, spec.l2) == (
         3,
         48,
@@ -42,7 +42,7 @@ def test_cnn_strong_is_the_recipe():
     assert spec.augment.max_shift_px == pytest.approx(2.8) and spec.augment.max_scale == pytest.approx(0.1)
     # K=3 ties K=4 on validation and fits 10 min
     assert spec.members == 3 and len(build_model(spec, 0.2, 0.3, seed=0).members) == 3
-    model = build_model(preset(ModelName.cnn_strong, members=1), 0.2, 0.3, seed=0)
+    model = build_model(preset(ModelName.CNN_STRONG, members=1), 0.2, 0.3, seed=0)
     assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 192, 3, 3)  # a pool after each of the 3 blocks
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
@@ -56,8 +56,8 @@ def test_the_specs_l2_reaches_the_optimiser_as_weight_decay(monkeypatch, tmp_pat
     monkeypatch.setattr(
         training.loop, "fit", lambda model, train, val, loss, config, *args: seen.append(config) or None
     )
-    splits = load_splits(DatasetName.kmnist, write_npz_dataset(tmp_path / "k", 60, 20), 0.2, 0)
-    train_model(preset(ModelName.cnn_strong), splits, torch.device("cpu"))
+    splits = load_splits(DatasetName.KMNIST, write_npz_dataset(tmp_path / "k", 60, 20), 0.2, 0)
+    train_model(preset(ModelName.CNN_STRONG), splits, torch.device("cpu"))
     assert seen[0].weight_decay == 5e-4
 
 
@@ -65,7 +65,7 @@ def test_identity_warp_keeps_images_and_tta_probabilities_are_averaged():
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
     scaled = images.astype(np.float32) / 255
     assert np.allclose(warp_numpy(scaled, np.broadcast_to(affine_matrix(), (5, 2, 3))), scaled, atol=1e-6)
-    spec = preset(ModelName.cnn, n_epochs=1)
+    spec = preset(ModelName.CNN, n_epochs=1)
     model = build_model(spec, 0.2, 0.3, seed=0)
     logits = predict_logits(model, spec, scaled, torch.device("cpu"))
     plain = predict_probabilities(model, spec, images, torch.device("cpu"))
@@ -155,7 +155,7 @@ def test_an_ensemble_trains_each_member_on_its_own_loss_and_averages_probabiliti
     from vision.models import load_weights, save_weights
     from vision.torch_models import Ensemble, member_loss
 
-    single = dataclasses.replace(preset(ModelName.cnn), width=4)
+    single = dataclasses.replace(preset(ModelName.CNN), width=4)
     pair = dataclasses.replace(single, members=2).check()
     model = build_model(pair, 0.2, 0.3, seed=0)
     assert isinstance(model, Ensemble) and len(model.members) == 2
@@ -185,7 +185,7 @@ def test_an_ensemble_trains_each_member_on_its_own_loss_and_averages_probabiliti
     with torch.no_grad():
         assert torch.equal(again(x), log_mean)
     with pytest.raises(ConfigError, match="ensemble takes 1 to 8"):
-        dataclasses.replace(preset(ModelName.mlp_numpy), members=2).check()
+        dataclasses.replace(preset(ModelName.MLP_NUMPY), members=2).check()
     with pytest.raises(ConfigError, match="ensemble takes 1 to 8"):
         dataclasses.replace(single, members=0).check()
 
@@ -201,14 +201,14 @@ def test_dtype_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     for native, expected in ((True, DType.BF16), (False, DType.FP32)):
         monkeypatch.setattr(training.devices, "native_bf16", lambda device, native=native: native)
         assert preferred_dtype("auto", cpu) is expected
-        assert compute_dtype(with_dtype(preset(ModelName.cnn_strong), "auto", cpu)) == expected.value
+        assert compute_dtype(with_dtype(preset(ModelName.CNN_STRONG), "auto", cpu)) == expected.value
         assert preferred_dtype("fp32", cpu) is DType.FP32 and preferred_dtype("bf16", cpu) is DType.BF16
-    numpy_mlp = preset(ModelName.mlp_numpy)
+    numpy_mlp = preset(ModelName.MLP_NUMPY)
     assert with_dtype(numpy_mlp, "bf16", cpu) == numpy_mlp  # the NumPy MLP computes in fp32 whatever is asked
-    assert with_dtype(preset(ModelName.cnn), "bf16", cpu).train.autocast == "bf16"
-    assert with_dtype(preset(ModelName.cnn), "fp32", cpu).train.autocast is None
+    assert with_dtype(preset(ModelName.CNN), "bf16", cpu).train.autocast == "bf16"
+    assert with_dtype(preset(ModelName.CNN), "fp32", cpu).train.autocast is None
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
-        with_dtype(preset(ModelName.cnn), "fp16", cpu)
+        with_dtype(preset(ModelName.CNN), "fp16", cpu)
 
 
 def test_cnns_are_channels_last_and_bf16_training_learns_and_reloads(tmp_path):
@@ -218,12 +218,12 @@ def test_cnns_are_channels_last_and_bf16_training_learns_and_reloads(tmp_path):
     from vision.experiment import train_model
     from vision.models import load_weights, save_weights, with_dtype
 
-    small = dataclasses.replace(preset(ModelName.cnn_strong, n_epochs=3, augment=False, members=1), width=8)
+    small = dataclasses.replace(preset(ModelName.CNN_STRONG, n_epochs=3, augment=False, members=1), width=8)
     spec = with_dtype(small, "bf16", torch.device("cpu"))
     model = build_model(spec, 0.2, 0.3, seed=0)
     conv = model.features[0][0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and conv.dtype == torch.float32
-    splits = load_splits(DatasetName.digits, None, 0.2, 0)
+    splits = load_splits(DatasetName.DIGITS, None, 0.2, 0)
     model, history = train_model(spec, splits, torch.device("cpu"))
     assert history.epochs[-1].val_accuracy > 0.5  # ten classes: chance is 0.1
     assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay fp32

@@ -103,9 +103,9 @@ def test_bad_dtype_through_the_cli_is_one_line_and_nothing_written(tmp_path, iso
 
 def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path):
     folder = write_npz_dataset(tmp_path, n_train=300)
-    splits = load_splits(DatasetName.kmnist, folder, 0.2, seed=3)
-    again = load_splits(DatasetName.kmnist, folder, 0.2, seed=3)
-    other = load_splits(DatasetName.kmnist, folder, 0.2, seed=4)
+    splits = load_splits(DatasetName.KMNIST, folder, 0.2, seed=3)
+    again = load_splits(DatasetName.KMNIST, folder, 0.2, seed=3)
+    other = load_splits(DatasetName.KMNIST, folder, 0.2, seed=4)
     fit, val = splits.train, splits.val
     np.testing.assert_array_equal(val.images, again.val.images)
     assert not np.array_equal(val.images, other.val.images)
@@ -114,8 +114,8 @@ def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path):
     train_rows = {row.tobytes() for row in fit.images}
     assert not any(row.tobytes() in train_rows for row in val.images)
     with pytest.raises(ConfigError, match=r"must lie in \[0, 1\)"):
-        load_splits(DatasetName.kmnist, folder, 1.0, seed=0)
-    everything = load_splits(DatasetName.kmnist, folder, 0.0, seed=0)  # 0: train on all, no validation
+        load_splits(DatasetName.KMNIST, folder, 1.0, seed=0)
+    everything = load_splits(DatasetName.KMNIST, folder, 0.0, seed=0)  # 0: train on all, no validation
     assert len(everything.train) == 300 and len(everything.val) == 0
 
 
@@ -124,5 +124,5 @@ def test_digits_stand_in_is_28x28_and_says_it_is_not_kmnist():
     assert train.images.shape[1:] == (28, 28) and train.images.dtype == np.uint8
     assert len(train) + len(test) == 1797
     assert "not KMNIST" in train.source
-    splits = load_splits(DatasetName.digits, None, 0.1, seed=0)
+    splits = load_splits(DatasetName.DIGITS, None, 0.1, seed=0)
     assert len(splits.test) == len(test)

@@ -65,18 +65,18 @@ GOOD = (RemoteFile("a.bin", hashlib.md5(PAYLOAD).hexdigest()),)
 
 def test_download_checks_md5_and_renames_into_place(tmp_path, server):
     (result,) = download_kmnist(tmp_path, base_url=server.url, files=GOOD)
-    assert result.outcome == Outcome.downloaded
+    assert result.outcome == Outcome.DOWNLOADED
     assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
     assert not (tmp_path / "a.bin.partial").exists()
     (again,) = download_kmnist(tmp_path, base_url=server.url, files=GOOD)
-    assert again.outcome == Outcome.present
+    assert again.outcome == Outcome.PRESENT
     assert len(server.requests) == 1
 
 
 def test_partial_download_resumes_with_range(tmp_path, server):
     (tmp_path / "a.bin.partial").write_bytes(PAYLOAD[:100_000])
     (result,) = download_kmnist(tmp_path, base_url=server.url, files=GOOD)
-    assert result.outcome == Outcome.resumed
+    assert result.outcome == Outcome.RESUMED
     assert server.requests == [("a.bin", "bytes=100000-")]
     assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
 
@@ -85,7 +85,7 @@ def test_server_ignoring_range_restarts_from_scratch(tmp_path, server):
     server.ranges = False
     (tmp_path / "a.bin.partial").write_bytes(b"x" * 5000)
     (result,) = download_kmnist(tmp_path, base_url=server.url, files=GOOD)
-    assert result.outcome == Outcome.downloaded
+    assert result.outcome == Outcome.DOWNLOADED
     assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
 
 
@@ -135,4 +135,4 @@ def test_file_url_downloads(tmp_path):
     (source / "blob.bin").write_bytes(PAYLOAD)
     remote = RemoteFile("blob.bin", hashlib.md5(PAYLOAD).hexdigest())
     (result,) = download_kmnist(tmp_path / "data", base_url=source.as_uri(), files=(remote,))
-    assert result.outcome == Outcome.downloaded and result.path.read_bytes() == PAYLOAD
+    assert result.outcome == Outcome.DOWNLOADED and result.path.read_bytes() == PAYLOAD

@@ -263,12 +263,12 @@ def test_the_parameter_estimate_matches_the_models():
 
     from vision.models import ModelName, build_model, estimated_parameters, preset
 
-    for name in (ModelName.mlp_numpy, ModelName.mlp_torch):
+    for name in (ModelName.MLP_NUMPY, ModelName.MLP_TORCH):
         spec = dataclasses.replace(preset(name), depth=2, width=16)
         model = build_model(spec, 0.0, 1.0, seed=0)
-        n = model.n_parameters() if name == ModelName.mlp_numpy else sum(p.numel() for p in model.parameters())
+        n = model.n_parameters() if name == ModelName.MLP_NUMPY else sum(p.numel() for p in model.parameters())
         assert estimated_parameters(spec) == n
-    cnn = dataclasses.replace(preset(ModelName.cnn), depth=2, width=16)
+    cnn = dataclasses.replace(preset(ModelName.CNN), depth=2, width=16)
     assert (
         abs(estimated_parameters(cnn) - sum(p.numel() for p in build_model(cnn, 0.0, 1.0, seed=0).parameters())) < 200
     )

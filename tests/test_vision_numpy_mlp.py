@@ -75,8 +75,8 @@ def test_gradients_match_pytorch_autograd(activation, depth):
 
 def test_sgd_momentum_matches_torch():
     rng = np.random.default_rng(2)
-    model = MLP(1, 6, Activation.tanh, rng, n_inputs=5, dtype=np.float64)
-    twin = torch_copy(model, Activation.tanh)
+    model = MLP(1, 6, Activation.TANH, rng, n_inputs=5, dtype=np.float64)
+    twin = torch_copy(model, Activation.TANH)
     optimizer = SGD(model, momentum=0.9)
     torch_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
     for _ in range(3):
@@ -98,7 +98,7 @@ def test_training_is_float32_seeded_and_learns():
     config = TrainConfig(n_epochs=4, batch_size=32, lr=0.05)
 
     def train(seed):
-        model = MLP(2, 32, Activation.relu, np.random.default_rng(seed), l2=1e-4)
+        model = MLP(2, 32, Activation.RELU, np.random.default_rng(seed), l2=1e-4)
         history = fit_numpy(model, (x[:240], y[:240]), (x[240:], y[240:]), config, np.random.default_rng(seed))
         return model, history
 
@@ -177,9 +177,9 @@ def test_numpy_mlp_refuses_schedules_it_does_not_reproduce():
     with pytest.raises(ConfigError, match="NumPy MLP supports the schedules constant, cosine, not onecycle"):
         lr_at(config, 0, 10)
     x, y = np.zeros((4, 28, 28), np.float32), np.zeros(4, np.int64)
-    model = MLP(1, 4, Activation.relu, np.random.default_rng(0))
+    model = MLP(1, 4, Activation.RELU, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="not onecycle"):
         fit_numpy(model, (x, y), (x, y), config, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="not onecycle"):
-        dataclasses.replace(PRESETS[ModelName.mlp_numpy], train=config).check()
-    dataclasses.replace(PRESETS[ModelName.mlp_torch], train=config).check()  # torch models run OneCycleLR itself
+        dataclasses.replace(PRESETS[ModelName.MLP_NUMPY], train=config).check()
+    dataclasses.replace(PRESETS[ModelName.MLP_TORCH], train=config).check()  # torch models run OneCycleLR itself

@@ -110,8 +110,8 @@ def test_divergence_is_reported():
 
 def test_torch_mlp_matches_numpy_mlp_forward():
     rng = np.random.default_rng(0)
-    numpy_model = MLP(2, 20, Activation.gelu, rng, dtype=np.float64)
-    twin = TorchMLP(2, 20, Activation.gelu).double()
+    numpy_model = MLP(2, 20, Activation.GELU, rng, dtype=np.float64)
+    twin = TorchMLP(2, 20, Activation.GELU).double()
     linears = [m for m in twin.net if isinstance(m, nn.Linear)]
     numpy_linears = [layer for layer in numpy_model.layers if hasattr(layer, "grads")]
     with torch.no_grad():
@@ -127,7 +127,7 @@ def test_torch_mlp_matches_numpy_mlp_forward():
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_cnn_family_shapes(depth):
-    model = CNN(CNNConfig(depth=depth, width=4, activation=Activation.elu, batch_norm=depth % 2 == 0, dropout=0.2))
+    model = CNN(CNNConfig(depth=depth, width=4, activation=Activation.ELU, batch_norm=depth % 2 == 0, dropout=0.2))
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
     has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert has_bn == (depth % 2 == 0)
@@ -135,14 +135,14 @@ def test_cnn_family_shapes(depth):
 
 def test_weights_round_trip_for_numpy_and_torch(tmp_path):
     x = np.random.default_rng(0).integers(0, 255, (4, 28, 28)).astype(np.float32) / 255
-    for name in (ModelName.mlp_numpy, ModelName.cnn):
+    for name in (ModelName.MLP_NUMPY, ModelName.CNN):
         spec = preset(name, depth=1, width=8)
         model = build_model(spec, 0.2, 0.3, seed=0)
         folder = tmp_path / name.value
         folder.mkdir()
         save_weights(model, spec, folder)
         loaded = load_weights(spec, folder)
-        if name == ModelName.mlp_numpy:
+        if name == ModelName.MLP_NUMPY:
             np.testing.assert_array_equal(loaded.forward(x.reshape(4, -1)), model.forward(x.reshape(4, -1)))
             assert loaded.input_mean == pytest.approx(0.2)
         else:

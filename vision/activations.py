@@ -8,17 +8,17 @@ from common.options import unknown_choice
 
 
 class Activation(str, Enum):
-    relu = "relu"
-    leaky_relu = "leaky-relu"
-    tanh = "tanh"
-    sigmoid = "sigmoid"
-    gelu = "gelu"
-    elu = "elu"
+    RELU = "relu"
+    LEAKY_RELU = "leaky-relu"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
+    GELU = "gelu"
+    ELU = "elu"
 
     @property
     def init_scheme(self) -> str:
         """He init for the rectifier family (keeps activation variance through ReLU), Xavier for squashing ones."""
-        return "xavier" if self in (Activation.tanh, Activation.sigmoid) else "he"
+        return "xavier" if self in (Activation.TANH, Activation.SIGMOID) else "he"
 
 
 def init_std(scheme: str, fan_in: int, fan_out: int) -> float:

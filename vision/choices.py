@@ -7,21 +7,21 @@ from common.options import parse_names
 
 
 class DatasetName(str, Enum):
-    kmnist = "kmnist"
-    digits = "digits"
+    KMNIST = "kmnist"
+    DIGITS = "digits"
 
 
 class ModelName(str, Enum):
-    mlp_numpy = "mlp-numpy"
-    mlp_torch = "mlp-torch"
-    cnn = "cnn"
-    cnn_strong = "cnn-strong"
+    MLP_NUMPY = "mlp-numpy"
+    MLP_TORCH = "mlp-torch"
+    CNN = "cnn"
+    CNN_STRONG = "cnn-strong"
 
     @property
     def is_cnn(self) -> bool:
-        return self in (ModelName.cnn, ModelName.cnn_strong)
+        return self in (ModelName.CNN, ModelName.CNN_STRONG)
 
 
 def parse_models(text: str, option: str = "--models") -> tuple[ModelName, ...]:
-    """'mlp-numpy,cnn' -> (ModelName.mlp_numpy, ModelName.cnn); unknown names raise ConfigError listing choices."""
+    """'mlp-numpy,cnn' -> (ModelName.MLP_NUMPY, ModelName.CNN); unknown names raise ConfigError listing choices."""
     return tuple(ModelName(name) for name in parse_names(text, option, [m.value for m in ModelName]))

@@ -18,13 +18,13 @@ from vision.experiment import ModelRun, check_tta_views, data_description, defau
 from vision.models import ModelName, ModelSpec, compute_dtype, preset, with_dtype
 from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
 
-DEFAULT_COMPARE_MODELS = (ModelName.mlp_numpy, ModelName.mlp_torch, ModelName.cnn_strong)
+DEFAULT_COMPARE_MODELS = (ModelName.MLP_NUMPY, ModelName.MLP_TORCH, ModelName.CNN_STRONG)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     models: tuple[ModelName, ...] = DEFAULT_COMPARE_MODELS
-    dataset: DatasetName = DatasetName.digits
+    dataset: DatasetName = DatasetName.DIGITS
     data_dir: Path | None = None
     n_epochs: int | None = None  # None: each preset's own default
     augment: bool | None = None  # None: each preset's own default

@@ -184,7 +184,7 @@ def load_digits28() -> tuple[ImageSet, ImageSet]:
 
 def load_splits(dataset: DatasetName, data_dir: Path | None, validation_fraction: float, seed: int) -> Splits:
     """Load train/val/test for ``dataset``; ``data_dir`` defaults to ``./data`` (KMNIST only)."""
-    if dataset == DatasetName.digits:
+    if dataset == DatasetName.DIGITS:
         if data_dir is not None:
             raise ConfigError(
                 f"--data-dir {data_dir} is only read with --dataset kmnist (digits is bundled); pass --dataset kmnist or drop --data-dir"

@@ -26,8 +26,8 @@ CHUNK_BYTES = 1 << 16
 
 
 class FileFormat(str, Enum):
-    npz = "npz"
-    idx = "idx"
+    NPZ = "npz"
+    IDX = "idx"
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,13 @@ class RemoteFile:
 
 # MD5s published with the release (rois-codh/kmnist; the idx values are torchvision's too).
 KMNIST_FILES = {
-    FileFormat.npz: (
+    FileFormat.NPZ: (
         RemoteFile("kmnist-train-imgs.npz", "a183fbc01ed9a345513b145673d3d0bb"),
         RemoteFile("kmnist-train-labels.npz", "b0e1d240e8afec72b50437fc3bc5908a"),
         RemoteFile("kmnist-test-imgs.npz", "dace6de62ca8b90843cc45366337d02e"),
         RemoteFile("kmnist-test-labels.npz", "3ae489a79983d0fe386152684e3b5412"),
     ),
-    FileFormat.idx: (
+    FileFormat.IDX: (
         RemoteFile("train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7"),
         RemoteFile("train-labels-idx1-ubyte.gz", "e144d726b3acfaa3e44228e80efcd344"),
         RemoteFile("t10k-images-idx3-ubyte.gz", "5c965bf0a639b31b8f53240b1b52f4d7"),
@@ -54,9 +54,9 @@ KMNIST_FILES = {
 
 
 class Outcome(str, Enum):
-    downloaded = "downloaded"
-    resumed = "resumed"
-    present = "already present"
+    DOWNLOADED = "downloaded"
+    RESUMED = "resumed"
+    PRESENT = "already present"
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def download_file(
     final = data_dir / remote.name
     if final.exists():
         if file_md5(final) == remote.md5:
-            return Downloaded(final, Outcome.present, final.stat().st_size)
+            return Downloaded(final, Outcome.PRESENT, final.stat().st_size)
         raise DataError(
             f"{final} exists but its MD5 is not the published {remote.md5}; delete it and re-run `mlx vision download`"
         )
@@ -153,12 +153,12 @@ def download_file(
         )
     os.replace(partial, final)
     log.info("%s: %s (%d bytes)", final, "resumed" if resumed else "downloaded", final.stat().st_size)
-    return Downloaded(final, Outcome.resumed if resumed else Outcome.downloaded, final.stat().st_size)
+    return Downloaded(final, Outcome.RESUMED if resumed else Outcome.DOWNLOADED, final.stat().st_size)
 
 
 def download_kmnist(
     data_dir: Path,
-    fmt: FileFormat = FileFormat.npz,
+    fmt: FileFormat = FileFormat.NPZ,
     base_url: str = KMNIST_URL,
     progress: ProgressCallback = no_progress,
     files: tuple[RemoteFile, ...] | None = None,

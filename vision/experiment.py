@@ -181,7 +181,7 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
     train_images = scaled(splits.train.images)
     mean, std = float(train_images.mean()), float(train_images.std())
     model = build_model(spec, mean, std, seed=spec.train.seed)
-    if spec.model == ModelName.mlp_numpy:
+    if spec.model == ModelName.MLP_NUMPY:
         from vision.numpy_train import fit_numpy
 
         rng = np.random.default_rng(spec.train.seed + 1)
@@ -221,7 +221,7 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
 
 def predict_logits(model, spec: ModelSpec, images: np.ndarray, device) -> np.ndarray:
     """(N, 28, 28) float32 in [0, 1] → (N, C) float32 logits."""
-    if spec.model == ModelName.mlp_numpy:
+    if spec.model == ModelName.MLP_NUMPY:
         x = (images - model.input_mean) / model.input_std
         return model.predict_logits(x.reshape(len(images), -1))
     import torch
@@ -262,7 +262,7 @@ def score(
 
 
 def n_parameters(model, spec: ModelSpec) -> int:
-    if spec.model == ModelName.mlp_numpy:
+    if spec.model == ModelName.MLP_NUMPY:
         return model.n_parameters()
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -15,7 +15,7 @@ from vision.numpy_mlp import MLP
 class GradcheckConfig:
     depth: int = 2
     width: int = 16
-    activation: Activation = Activation.tanh
+    activation: Activation = Activation.TANH
     l2: float = 1e-3
     batch_size: int = 8
     n_inputs: int = 784

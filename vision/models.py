@@ -33,7 +33,7 @@ class ModelSpec:
     model: ModelName
     depth: int
     width: int
-    activation: Activation = Activation.relu
+    activation: Activation = Activation.RELU
     l2: float = 0.0
     batch_norm: bool = True  # CNNs only
     dropout: float = 0.0  # CNNs only
@@ -55,7 +55,7 @@ class ModelSpec:
             )
         if not (math.isfinite(self.l2) and self.l2 >= 0):
             raise ConfigError(f"L2 must be a finite number >= 0, got {self.l2}; e.g. --l2 0 or --l2 1e-4")
-        if self.model == ModelName.mlp_numpy:
+        if self.model == ModelName.MLP_NUMPY:
             check_numpy_schedule(self.train)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
@@ -63,7 +63,7 @@ class ModelSpec:
             raise ConfigError(
                 f"--members: an ensemble takes 1 to {MAX_MEMBERS} torch networks (not the NumPy MLP), got {self.members} of {self.model.value}"
             )
-        if self.members > 1 and self.model == ModelName.mlp_numpy:
+        if self.members > 1 and self.model == ModelName.MLP_NUMPY:
             raise ConfigError(
                 f"--members: an ensemble takes 1 to {MAX_MEMBERS} torch networks, not the NumPy MLP; "
                 "drop mlp-numpy from --models or use --members 1"
@@ -106,15 +106,15 @@ _MLP_TRAIN = TrainConfig(
 
 PRESETS: dict[ModelName, ModelSpec] = {
     # Two hidden layers of 1024 like the scikit-learn reference, but trained on shifted/rotated copies.
-    ModelName.mlp_numpy: ModelSpec(
-        ModelName.mlp_numpy, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN
+    ModelName.MLP_NUMPY: ModelSpec(
+        ModelName.MLP_NUMPY, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN
     ),
-    ModelName.mlp_torch: ModelSpec(
-        ModelName.mlp_torch, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN
+    ModelName.MLP_TORCH: ModelSpec(
+        ModelName.MLP_TORCH, depth=2, width=1024, l2=1e-4, augment=SHIFT_ROTATE, train=_MLP_TRAIN
     ),
     # A plain small CNN in the spirit of the KMNIST paper's Keras baseline: no augmentation.
-    ModelName.cnn: ModelSpec(
-        ModelName.cnn,
+    ModelName.CNN: ModelSpec(
+        ModelName.CNN,
         depth=2,
         width=32,
         dropout=0.25,
@@ -129,8 +129,8 @@ PRESETS: dict[ModelName, ModelSpec] = {
     # (95.7% on the 6,284-image protocol) differs in optimiser, width, dropout and warp ranges.
     # Four such networks side by side (different initial weights, the same batches), their probabilities
     # averaged: chosen on validation (docs/vision.md), the most that fits 10 minutes on 2 CPU cores in bf16.
-    ModelName.cnn_strong: ModelSpec(
-        ModelName.cnn_strong,
+    ModelName.CNN_STRONG: ModelSpec(
+        ModelName.CNN_STRONG,
         depth=3,
         width=48,
         l2=5e-4,
@@ -167,7 +167,7 @@ def preset(
 def with_dtype(spec: ModelSpec, dtype: DType | str, device) -> ModelSpec:
     """``spec`` set to train in ``dtype`` on ``device``: torch models under autocast ('auto': bf16 where the
     hardware computes it natively, else fp32; weights stay fp32); the NumPy MLP always computes in fp32."""
-    if spec.model == ModelName.mlp_numpy:
+    if spec.model == ModelName.MLP_NUMPY:
         return spec
     resolved = preferred_dtype(dtype, device)
     autocast = None if resolved is DType.FP32 else resolved.value
@@ -181,7 +181,7 @@ def compute_dtype(spec: ModelSpec) -> str:
 
 def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int):
     """A fresh, initialised model for ``spec``: a vision.numpy_mlp.MLP or a torch nn.Module."""
-    if spec.model == ModelName.mlp_numpy:
+    if spec.model == ModelName.MLP_NUMPY:
         from vision.numpy_mlp import MLP
 
         mlp = MLP(
@@ -196,7 +196,7 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
     torch.manual_seed(seed)
 
     def network():
-        if spec.model == ModelName.mlp_torch:
+        if spec.model == ModelName.MLP_TORCH:
             return TorchMLP(spec.depth, spec.width, spec.activation, mean=input_mean, std=input_std)
         cnn = CNNConfig(
             depth=spec.depth,
@@ -217,7 +217,7 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
 
 def save_weights(model, spec: ModelSpec, path: Path) -> Path:
     """weights.npz (NumPy MLP) or weights.pt (torch state dict) in folder ``path``."""
-    if spec.model == ModelName.mlp_numpy:
+    if spec.model == ModelName.MLP_NUMPY:
         arrays = {name: p for name, p, _ in model.named_parameters()}
         return write_npz(path / "weights.npz", {"input_mean": model.input_mean, "input_std": model.input_std, **arrays})
     import torch
@@ -230,7 +230,7 @@ def save_weights(model, spec: ModelSpec, path: Path) -> Path:
 
 def load_weights(spec: ModelSpec, path: Path):
     """Rebuild the model for ``spec`` and load the weights saved by ``save_weights`` in folder ``path``."""
-    if spec.model == ModelName.mlp_numpy:
+    if spec.model == ModelName.MLP_NUMPY:
         with np.load(path / "weights.npz", allow_pickle=False) as saved:
             model = build_model(spec, float(saved["input_mean"]), float(saved["input_std"]), seed=0)
             for name, p, _ in model.named_parameters():

@@ -109,12 +109,12 @@ class GELU:
 
 
 ACTIVATION_LAYERS = {
-    Activation.relu: ReLU,
-    Activation.leaky_relu: LeakyReLU,
-    Activation.tanh: Tanh,
-    Activation.sigmoid: Sigmoid,
-    Activation.elu: ELU,
-    Activation.gelu: GELU,
+    Activation.RELU: ReLU,
+    Activation.LEAKY_RELU: LeakyReLU,
+    Activation.TANH: Tanh,
+    Activation.SIGMOID: Sigmoid,
+    Activation.ELU: ELU,
+    Activation.GELU: GELU,
 }
 
 

@@ -54,7 +54,7 @@ class SweepConfig:
     widths: tuple[int, ...]
     activations: tuple[Activation, ...]
     l2s: tuple[float, ...]
-    dataset: DatasetName = DatasetName.digits
+    dataset: DatasetName = DatasetName.DIGITS
     data_dir: Path | None = None
     n_epochs: int | None = None
     augment: bool | None = None
@@ -94,7 +94,7 @@ class SweepSetup:
             "epochs": self.specs[0].train.n_epochs,
             "dtype": compute_dtype(self.specs[0]),
             "device": f"{self.device}"
-            + (" (unused: the NumPy MLP runs on CPU)" if self.config.model == ModelName.mlp_numpy else ""),
+            + (" (unused: the NumPy MLP runs on CPU)" if self.config.model == ModelName.MLP_NUMPY else ""),
             "seed": self.config.seed,
             "output": self.sweep_dir,
         }

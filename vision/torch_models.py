@@ -32,12 +32,12 @@ class Standardize(nn.Module):
 
 def torch_activation(activation: Activation) -> nn.Module:
     factories: dict[Activation, Callable[[], nn.Module]] = {
-        Activation.relu: nn.ReLU,
-        Activation.leaky_relu: lambda: nn.LeakyReLU(0.01),
-        Activation.tanh: nn.Tanh,
-        Activation.sigmoid: nn.Sigmoid,
-        Activation.gelu: lambda: nn.GELU(approximate="tanh"),
-        Activation.elu: nn.ELU,
+        Activation.RELU: nn.ReLU,
+        Activation.LEAKY_RELU: lambda: nn.LeakyReLU(0.01),
+        Activation.TANH: nn.Tanh,
+        Activation.SIGMOID: nn.Sigmoid,
+        Activation.GELU: lambda: nn.GELU(approximate="tanh"),
+        Activation.ELU: nn.ELU,
     }
     return factories[activation]()
 
@@ -84,7 +84,7 @@ class CNNConfig:
 
     depth: int = 3
     width: int = 32
-    activation: Activation = Activation.relu
+    activation: Activation = Activation.RELU
     batch_norm: bool = True
     dropout: float = 0.0
     n_pools: int = 2
