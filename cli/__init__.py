@@ -1,16 +1,21 @@
 """The mlx command line: thin Typer commands over the library packages.
 
-Ctrl-C is handled here, first of all, because the imports that follow take seconds: interrupted
+Ctrl-C is owned here, first of all, because the imports that follow take seconds: interrupted
 then, or later by an error that the interruption caused (an ImportError from a half-imported
-module), mlx exits 130 without a traceback. ``cli.main`` handles Ctrl-C while a command runs.
+module), mlx exits 130 without a traceback. While a command runs, Ctrl-C raises KeyboardInterrupt,
+which unwinds the command (its writers remove what they half-wrote) to the one error boundary in
+``cli.main``: exit 130, saying what the command kept (``kept_on_interrupt``).
 """
 
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _interrupted = False
 _command_started = False
+_kept_message: str | None = None  # what the running command keeps if Ctrl-C ends it
 
 
 def interrupted() -> bool:
@@ -22,6 +27,31 @@ def command_started() -> None:
     """From now on Ctrl-C raises KeyboardInterrupt, so a command can remove what it half-wrote."""
     global _command_started
     _command_started = True
+
+
+@contextmanager
+def kept_on_interrupt(message: str | None) -> Iterator[None]:
+    """Ctrl-C inside the block ends the command (exit 130) with ``interrupted: <message>``.
+
+    ``None``: quietly, unless an enclosing block said what it keeps. The message outlives the block
+    only when Ctrl-C ends it, for ``cli.main`` to say; nothing here catches the interruption.
+    """
+    global _kept_message
+    outer = _kept_message
+    if message is not None:
+        _kept_message = message
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):
+            _kept_message = outer
+        raise
+    _kept_message = outer
+
+
+def kept_message() -> str | None:
+    """What the command that Ctrl-C ended kept and how to resume (``kept_on_interrupt``); None: nothing to say."""
+    return _kept_message
 
 
 def exit_quietly() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from cli import ui
+from cli import kept_on_interrupt, ui
 from cli.params import DatasetParser, ModelParser, OutputFile
 from common.devices import Device, EncoderDType
 from common.options import ALL, BATCH_SIZES, COUNTS, PROCESSES, SEEDS, TOKENS, layer_text, parse_layer, parse_names
@@ -117,7 +117,7 @@ def _run(plan, json_: bool) -> None:
     if plan.dtype is EncoderDType.INT8:
         ui.say(INT8_NOTE)
     try:
-        with ui.kept_on_interrupt("finished shards are kept; run the same command again to resume"):
+        with kept_on_interrupt("finished shards are kept; run the same command again to resume"):
             with ui.progress_bar("sent") as progress:
                 result = extract_embeddings(plan, progress)
     finally:

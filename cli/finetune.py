@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli import ui
+from cli import kept_on_interrupt, ui
 from cli.params import DatasetParser, ModelParser, OutputFolder
 from common.devices import Device, DType
 from common.options import BATCH_SIZES, COUNTS, EPOCHS, PROCESSES, RANKS, SEEDS, THREADS, TOKENS
@@ -218,7 +218,7 @@ def finetune(
         ui.summary_panel("mlx finetune", plan.summary())
     kept = f"checkpoints are kept in {plan.partial}; run the same command again to resume"
     try:
-        with ui.kept_on_interrupt(kept if main else None):
+        with kept_on_interrupt(kept if main else None):
             if main:
                 with ui.progress_bar("samples") as progress:
                     result = run_finetune(plan, progress)

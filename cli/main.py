@@ -1,6 +1,6 @@
 """Entry point: ``mlx``. The one error boundary for every command lives here (Ctrl-C before a command runs:
 ``cli/__init__.py``): a typed ``MlxError`` is its own red line; Ctrl-C is exit 130, saying what the
-command kept (``ui.kept_on_interrupt``); a reader that closed stdout or stderr (``mlx ... | head``)
+command kept (``cli.kept_on_interrupt``); a reader that closed stdout or stderr (``mlx ... | head``)
 ends the command quietly with exit 1, as click does for help; any other exception is a bug: one line
 ``mlx: internal error: <type>: <message>``, its traceback in a log file under the mlx home (inline
 with MLX_DEBUG=1 or ``--debug``), exit 1.
@@ -81,8 +81,9 @@ def _end(exc: BaseException, leave) -> None:
         _silence_closed_streams()
         leave(1)
     elif isinstance(exc, KeyboardInterrupt) or cli.interrupted():
-        if isinstance(exc, ui.Interrupted):
-            ui.warn(f"interrupted: {exc}")
+        kept = cli.kept_message() if isinstance(exc, KeyboardInterrupt) else None
+        if kept is not None:
+            ui.warn(f"interrupted: {kept}")
         leave(130)  # whatever was half-written has been removed on the way out
     elif is_disk_full(exc):  # a full disk that no writer named: still one line
         where = getattr(exc, "filename", None)

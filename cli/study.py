@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from cli import ui
+from cli import kept_on_interrupt, ui
 from cli.params import DatasetParser, InputFolder, ModelParser, OutputFolder
 from common.devices import Device, DType
 from common.options import ALL, BATCH_SIZES, EPOCHS, SEEDS, THREADS, TOKENS, parse_names
@@ -167,7 +167,7 @@ def vision(
 
 
 def _interruptible(work, folder: Path):
-    with ui.kept_on_interrupt(f"finished steps are kept in {folder}; run the same command again to resume"):
+    with kept_on_interrupt(f"finished steps are kept in {folder}; run the same command again to resume"):
         return work()
 
 

@@ -39,21 +39,6 @@ def print_line(message: str, style: str) -> None:
     err.print(Text(message.replace("\n", " "), style=style), soft_wrap=True)
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during work that keeps what it finished; the message says what and how to resume."""
-
-
-@contextmanager
-def kept_on_interrupt(message: str | None) -> Iterator[None]:
-    """Ctrl-C inside the block ends the command (exit 130, cli.main) with ``interrupted: <message>`` (None: quietly)."""
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        if message is None or isinstance(exc, Interrupted):
-            raise
-        raise Interrupted(message) from None
-
-
 def say(message: str) -> None:
     """A one-line notice on stderr (a choice made aloud, a cache hit, a skipped step)."""
     err.print(Text(message, style="cyan"), soft_wrap=True)
