@@ -223,15 +223,7 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
     """
     n = {s: len(split) for s, split in plan.dataset.splits.items()}
     if plan.cached:
-        return EmbedResult(
-            path=plan.path,
-            cached=True,
-            n_examples=n,
-            poolings=tuple(plan.config.poolings),
-            layers=plan.layers,
-            seconds=0.0,
-            notes=("cache hit: no model work",),
-        )
+        return _cache_hit(plan, n)
     started = time.perf_counter()
     info = init_distributed(plan.device.split(":")[0])
     # Only rank 0 holds the store lock: it guards against another *command*, not against our own ranks.
@@ -259,24 +251,12 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
                 )
                 for name, split in plan.dataset.splits.items()
             }
-        n_embedded = sum(
-            n_split for _, _, n_split in shards.values()
-        )  # this rank's new work; kept shards are not counted
+        n_embedded = sum(n_split for _, _, n_split in shards.values())  # this rank's new work, not kept shards
         barrier()  # every shard is on disk
         if info.is_main:
-            splits = {}
-            for name, split in plan.dataset.splits.items():
-                vectors, seconds = _assemble(*shards[name][:2])
-                splits[name] = SplitArrays(
-                    labels=split.labels,
-                    row_ids=split.row_ids,
-                    vectors=vectors,
-                    fingerprint=split.fingerprint,
-                    encode_seconds=seconds,
-                )
             attrs = _root_attrs(plan=plan, loaded=loaded, poolings=poolings, layers=plan.layers)
             attrs.update(peak_memory_bytes=usage.peak_memory_bytes or 0, device_name=device_name(device))
-            write_store(plan.path, attrs, splits)
+            write_store(plan.path, attrs, _assembled_splits(plan, shards))
             shutil.rmtree(partial, ignore_errors=True)
         barrier()  # the store is complete before any rank reports success
     return EmbedResult(
@@ -289,6 +269,33 @@ def extract_embeddings(plan: EmbedPlan, progress: ProgressCallback = no_progress
         notes=tuple(notes),
         n_embedded=n_embedded,
     )
+
+
+def _cache_hit(plan: EmbedPlan, n_examples: dict[str, int]) -> EmbedResult:
+    return EmbedResult(
+        path=plan.path,
+        cached=True,
+        n_examples=n_examples,
+        poolings=tuple(plan.config.poolings),
+        layers=plan.layers,
+        seconds=0.0,
+        notes=("cache hit: no model work",),
+    )
+
+
+def _assembled_splits(plan: EmbedPlan, shards: dict[str, tuple[list[Path], np.ndarray, int]]) -> dict[str, SplitArrays]:
+    """Each split's shards (``_embed_shards``) read back into one store split, in row order."""
+    splits = {}
+    for name, split in plan.dataset.splits.items():
+        vectors, seconds = _assemble(*shards[name][:2])
+        splits[name] = SplitArrays(
+            labels=split.labels,
+            row_ids=split.row_ids,
+            vectors=vectors,
+            fingerprint=split.fingerprint,
+            encode_seconds=seconds,
+        )
+    return splits
 
 
 def resolve_layers(layer: LayerSpec | str, n_layers: int) -> tuple[int, ...]:

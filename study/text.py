@@ -254,19 +254,10 @@ def _size_steps(
 ):
     """Yield (run folder or None, True if work was done) for each step at one training size."""
     c, label = plan.config, size_label(n)
+    # What every probe step at this size shares: the rows, the seed, and where it reports.
+    probe = functools.partial(steps.probe, n_train=n, seed=c.seed, progress=progress, notify=notify)
     layers_run = folder / "probe-layers"
-    yield (
-        layers_run,
-        steps.probe(
-            store=frozen,
-            run_dir=layers_run,
-            n_train=n,
-            seed=c.seed,
-            progress=progress,
-            notify=notify,
-            what=f"n={label}: probes on every layer",
-        ),
-    )
+    yield layers_run, probe(store=frozen, run_dir=layers_run, what=f"n={label}: probes on every layer")
     concat_run = folder / "probe-concat"
     yield (
         concat_run,
@@ -302,15 +293,7 @@ def _size_steps(
     probe_run = folder / "probe-finetuned"
     yield (
         probe_run,
-        steps.probe(
-            store=finetuned,
-            run_dir=probe_run,
-            n_train=n,
-            seed=c.seed,
-            progress=progress,
-            notify=notify,
-            what=f"n={label}: probes on the fine-tuned model's layers",
-        ),
+        probe(store=finetuned, run_dir=probe_run, what=f"n={label}: probes on the fine-tuned model's layers"),
     )
 
 

@@ -308,32 +308,18 @@ def run_model(
         ),
     )
     model, history = train_model(spec=spec, splits=splits, device=device, progress=progress, task=spec.key())
+
+    def scored(split: ImageSet, views: int) -> TestScores:
+        return score(
+            model=model, spec=spec, split=split, device=device, class_names=splits.class_names, n_tta_views=views
+        )
+
     validation_accuracy = to_plain(history.epochs[-1].val_accuracy)  # nan only with no validation rows
     validation_accuracy_tta = None
     if n_tta_views and len(splits.val):  # with and without the views, scored alike (fp32), to choose between them
-        validation_accuracy = score(
-            model=model, spec=spec, split=splits.val, device=device, class_names=splits.class_names
-        ).accuracy
-        validation_accuracy_tta = score(
-            model=model,
-            spec=spec,
-            split=splits.val,
-            device=device,
-            class_names=splits.class_names,
-            n_tta_views=n_tta_views,
-        ).accuracy
-    test = (
-        score(
-            model=model,
-            spec=spec,
-            split=splits.test,
-            device=device,
-            class_names=splits.class_names,
-            n_tta_views=n_tta_views,
-        )
-        if score_test
-        else None
-    )
+        validation_accuracy = scored(splits.val, 0).accuracy
+        validation_accuracy_tta = scored(splits.val, n_tta_views).accuracy
+    test = scored(splits.test, n_tta_views) if score_test else None
     save_weights(model, spec, run_dir)
     run = ModelRun(
         spec=spec,
