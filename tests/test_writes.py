@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from common import StoreError, runs
+from common import StoreError, writes
 from common.writes import (
     DiskFullError,
     atomic_file,
@@ -98,17 +98,17 @@ def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, write
 
 def test_an_h5py_style_disk_error_is_recognised(tmp_path):
     with pytest.raises(DiskFullError):
-        with runs.disk_errors(tmp_path / "x.h5"):
+        with writes.disk_errors(tmp_path / "x.h5"):
             raise OSError("Can't write data (file write failed: errno = 28, error message = 'No space left on device')")
     with pytest.raises(PermissionError):  # other OS errors pass through untouched
-        with runs.disk_errors(tmp_path / "x.h5"):
+        with writes.disk_errors(tmp_path / "x.h5"):
             raise PermissionError(errno.EACCES, "denied")
 
 
 def test_check_free_space_refuses_up_front(tmp_path):
     with pytest.raises(DiskFullError, match="needs"):
-        runs.check_free_space(tmp_path / "big.h5", 1 << 62)
-    runs.check_free_space(tmp_path / "small.h5", 10)
+        writes.check_free_space(tmp_path / "big.h5", 1 << 62)
+    writes.check_free_space(tmp_path / "small.h5", 10)
 
 
 def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
