@@ -27,7 +27,7 @@ from benchmarks.epoch_timing import add_data_options, load_images, print_epoch_t
 from training.devices import cpu_threads  # noqa: E402
 from training.loop import fit  # noqa: E402
 from vision.augment import torch_augmenter  # noqa: E402
-from vision.models import ModelName, build_model, compute_dtype, preset, with_dtype  # noqa: E402
+from vision.specs import ModelName, build_model, compute_dtype, preset, with_dtype  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,7 +25,7 @@ from training.loop import fit  # noqa: E402
 from vision.activations import parse_activation  # noqa: E402
 from vision.numpy_mlp import MLP  # noqa: E402
 from vision.numpy_train import fit_numpy  # noqa: E402
-from vision.torch_models import TorchMLP  # noqa: E402
+from vision.torch_nets import TorchMLP  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -135,7 +135,7 @@ def vision(
 ) -> None:
     """Compare the models, sweep one a little, and report both on the same test images."""
     from study.vision import VisionStudyConfig, default_vision_study_dir, run_vision_study
-    from vision.models import parse_models
+    from vision.specs import parse_models
 
     chosen = tuple(m.value for m in parse_models(models)) + tuple(m.value for m in parse_models(sweep_model))
     config = VisionStudyConfig(

@@ -115,7 +115,7 @@ def _latest(pattern_dir: Path, pattern: str) -> Path | None:
 def _compare(config: VisionStudyConfig, parent: Path, progress, notify) -> tuple[Path, bool]:
     from vision.compare import CompareConfig, prepare_compare, run_compare
     from vision.data import DatasetName
-    from vision.models import ModelName
+    from vision.specs import ModelName
 
     done = _latest(parent, "compare-*")
     if done:
@@ -141,7 +141,7 @@ def _compare(config: VisionStudyConfig, parent: Path, progress, notify) -> tuple
 def _sweep(config: VisionStudyConfig, folder: Path, progress, notify) -> tuple[Path, bool]:
     from vision.activations import Activation
     from vision.data import DatasetName
-    from vision.models import ModelName
+    from vision.specs import ModelName
     from vision.sweep import SweepConfig, prepare_sweep, run_sweep
 
     done = _latest(folder, "report-*")

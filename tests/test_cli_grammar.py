@@ -230,7 +230,7 @@ def test_the_readme_names_run_folders_as_they_are_made(tmp_path):
 
 
 def test_the_readme_says_the_presets_number_of_networks():
-    from vision.models import ModelName, preset
+    from vision.specs import ModelName, preset
 
     members = preset(ModelName.CNN_STRONG).members
     assert f"instead of the preset's {members} " in README

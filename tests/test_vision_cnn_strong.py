@@ -16,8 +16,8 @@ from vision import experiment
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA
 from vision.experiment import MAX_TTA_VIEWS, predict_logits, predict_probabilities
-from vision.models import ModelName, build_model, preset
 from vision.plots import class_labels, confused_pairs
+from vision.specs import ModelName, build_model, preset
 
 runner = CliRunner()
 
@@ -152,8 +152,8 @@ def test_an_ensemble_trains_each_member_on_its_own_loss_and_averages_probabiliti
     import dataclasses
 
     from common import ConfigError
-    from vision.models import load_weights, save_weights
-    from vision.torch_models import Ensemble, member_loss
+    from vision.specs import load_weights, save_weights
+    from vision.torch_nets import Ensemble, member_loss
 
     single = dataclasses.replace(preset(ModelName.CNN), width=4)
     pair = dataclasses.replace(single, members=2).check()
@@ -195,7 +195,7 @@ def test_dtype_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     from common import ConfigError
     from common.devices import DType
     from training.devices import preferred_dtype
-    from vision.models import compute_dtype, with_dtype
+    from vision.specs import compute_dtype, with_dtype
 
     cpu = torch.device("cpu")
     for native, expected in ((True, DType.BF16), (False, DType.FP32)):
@@ -216,7 +216,7 @@ def test_cnns_are_channels_last_and_bf16_training_learns_and_reloads(tmp_path):
 
     from vision.data import DatasetName, load_splits
     from vision.experiment import train_model
-    from vision.models import load_weights, save_weights, with_dtype
+    from vision.specs import load_weights, save_weights, with_dtype
 
     small = dataclasses.replace(preset(ModelName.CNN_STRONG, n_epochs=3, augment=False, members=1), width=8)
     spec = with_dtype(small, "bf16", torch.device("cpu"))

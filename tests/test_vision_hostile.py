@@ -261,7 +261,7 @@ def test_a_model_too_big_to_train_is_refused_before_allocating(tmp_path, model, 
 def test_the_parameter_estimate_matches_the_models():
     import dataclasses
 
-    from vision.models import ModelName, build_model, estimated_parameters, preset
+    from vision.specs import ModelName, build_model, estimated_parameters, preset
 
     for name in (ModelName.MLP_NUMPY, ModelName.MLP_TORCH):
         spec = dataclasses.replace(preset(name), depth=2, width=16)

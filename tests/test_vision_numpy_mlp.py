@@ -15,10 +15,10 @@ from training.optimizer import make_optimizer
 from vision.activations import Activation
 from vision.augment import AugmentConfig, augment_numpy, stroke_numpy, torch_augmenter
 from vision.gradcheck import GradcheckConfig, run_gradcheck
-from vision.models import PRESETS, ModelName
 from vision.numpy_mlp import MLP, SGD, ReLU
 from vision.numpy_train import NUMPY_SCHEDULES, fit_numpy, lr_at
-from vision.torch_models import TorchMLP
+from vision.specs import PRESETS, ModelName
+from vision.torch_nets import TorchMLP
 
 runner = CliRunner()
 

@@ -12,9 +12,9 @@ from training.loop import fit
 from training.optimizer import make_optimizer
 from training.predict import evaluate, predict
 from vision.activations import Activation
-from vision.models import ModelName, build_model, load_weights, preset, save_weights
 from vision.numpy_mlp import MLP
-from vision.torch_models import CNN, CNNConfig, TorchMLP, count_parameters
+from vision.specs import ModelName, build_model, load_weights, preset, save_weights
+from vision.torch_nets import CNN, CNNConfig, TorchMLP, count_parameters
 
 
 def blobs(n=200, seed=0):

@@ -35,7 +35,7 @@ def test_run_names_started_in_the_same_second_differ(tmp_path):
 
 def test_two_compares_prepared_in_the_same_second_get_different_folders(tmp_path):
     from vision.compare import CompareConfig, prepare_compare
-    from vision.models import ModelName
+    from vision.specs import ModelName
 
     config = CompareConfig(models=(ModelName.MLP_NUMPY,), device="cpu")  # default folders, under the test's MLX_HOME
     assert prepare_compare(config).run_dir != prepare_compare(config).run_dir

@@ -1,5 +1,5 @@
 """The vision commands' closed choices, datasets and models, importable without torch (the CLI builds its options
-from them; vision.models, where the models are built, imports the training loop and so torch)."""
+from them; vision.specs, where the models are built from them, imports the training loop and so torch)."""
 
 from enum import Enum
 

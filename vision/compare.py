@@ -15,8 +15,8 @@ from common.progress import ProgressCallback, no_progress
 from common.writes import check_new, new_run_name, staged_run_dir
 from vision.data import KMNIST_CLASS_NAMES, KMNIST_HIRAGANA, DatasetName, Splits, load_splits
 from vision.experiment import ModelRun, check_tta_views, data_description, default_runs_dir, run_model
-from vision.models import ModelName, ModelSpec, compute_dtype, preset, with_dtype
 from vision.plots import plot_confusion, plot_error_gallery, plot_learning_curves
+from vision.specs import ModelName, ModelSpec, compute_dtype, preset, with_dtype
 
 DEFAULT_COMPARE_MODELS = (ModelName.MLP_NUMPY, ModelName.MLP_TORCH, ModelName.CNN_STRONG)
 
@@ -38,7 +38,7 @@ class CompareConfig:
     tta_views: int = 0  # extra test-time views averaged into each prediction (0: off)
     plot_errors: bool = False  # an error gallery per model beside its confusion matrix
     members: int | None = None  # each torch model as an ensemble of this many networks; None: each preset's own
-    dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.models.with_dtype)
+    dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.specs.with_dtype)
 
 
 @dataclass(frozen=True)

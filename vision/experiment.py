@@ -25,7 +25,7 @@ from common.writes import write_json
 from training.history import TrainHistory
 from vision.augment import affine_matrix, warp_numpy
 from vision.data import N_CLASSES, ImageSet, Splits
-from vision.models import ModelName, ModelSpec, build_model, save_weights
+from vision.specs import ModelName, ModelSpec, build_model, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def train_model(spec: ModelSpec, splits: Splits, device, progress: ProgressCallb
         return model, history
     from training import loop
     from vision.augment import torch_augmenter
-    from vision.torch_models import member_loss
+    from vision.torch_nets import member_loss
 
     loss = member_loss(spec.label_smoothing)
     augment = torch_augmenter(spec.augment, seed=spec.train.seed + 1)

@@ -9,7 +9,7 @@ from common import record as run_record
 from common.artifacts import to_plain
 from vision.data import Splits, fingerprint_arrays
 from vision.experiment import ModelRun, TestScores
-from vision.models import ModelSpec
+from vision.specs import ModelSpec
 
 
 def data_ref(splits: Splits) -> run_record.DataRef:

@@ -41,8 +41,8 @@ from vision.experiment import (
     run_model,
     score,
 )
-from vision.models import ModelName, ModelSpec, compute_dtype, load_weights, preset, with_dtype
 from vision.plots import plot_factor_effects
+from vision.specs import ModelName, ModelSpec, compute_dtype, load_weights, preset, with_dtype
 
 FACTORS = ("depth", "width", "activation", "l2")
 
@@ -62,7 +62,7 @@ class SweepConfig:
     seed: int = 0
     device: Device = Device.AUTO
     threads: int | None = None  # CPU threads for torch and NumPy's BLAS; None: the libraries' defaults
-    dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.models.with_dtype)
+    dtype: DType = DType.AUTO  # torch models' autocast: auto = bf16 where native (vision.specs.with_dtype)
     out: Path | None = None  # the sweep folder itself; default derived from the settings, so re-runs resume
 
     def settings(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""PyTorch image classifiers: an MLP mirroring the NumPy one, and a configurable CNN family.
+"""PyTorch networks for images: an MLP mirroring the NumPy one (vision/numpy_mlp.py), and a configurable CNN family.
 
 Both take (B, 1, 28, 28) float inputs in [0, 1] and standardise them inside the model (so that
 augmentation can zero-fill with the true background value first), returning (B, C) logits.

@@ -1,4 +1,4 @@
-"""Model names, their specs and presets, and building/saving/loading a model from a spec.
+"""Model specs and presets, and building, saving and loading a model from its spec (NumPy MLP or torch network).
 
 A ``ModelSpec`` is everything that defines one training run of one model: architecture,
 regularisation, augmentation and optimisation. Presets are specs whose defaults were chosen on
@@ -191,7 +191,7 @@ def build_model(spec: ModelSpec, input_mean: float, input_std: float, seed: int)
         return mlp
     import torch
 
-    from vision.torch_models import CNN, CNNConfig, Ensemble, TorchMLP
+    from vision.torch_nets import CNN, CNNConfig, Ensemble, TorchMLP
 
     torch.manual_seed(seed)
 
