@@ -32,6 +32,8 @@ from report.join import ReportConfig, build_report
 from report.rows import Report
 from study import steps
 from study.config import TextStudyConfig
+from text.datasets import TextDataset, load_text_dataset
+from text.models import model_identity, model_shape, resolve_model
 from text.validation import VALIDATION_FRACTION
 
 log = logging.getLogger(__name__)
@@ -112,9 +114,6 @@ def parse_train_sizes(text: str) -> tuple[int | None, ...]:
 
 def prepare_text_study(config: TextStudyConfig) -> TextStudyPlan:
     """Check the data, the sizes, the model and the folder before any work; list the steps and what is cached."""
-    from text.datasets import load_text_dataset
-    from text.models import model_shape
-
     dataset = load_text_dataset(
         spec=config.dataset,
         splits=(),
@@ -160,9 +159,7 @@ KIND = "study text"
 PATH_SETTINGS = ("model", "dataset")  # their bytes count instead: the data's fingerprints, the model's weights
 
 
-def study_identity(config: TextStudyConfig, dataset) -> Identity:
-    from text.models import model_identity, resolve_model
-
+def study_identity(config: TextStudyConfig, dataset: TextDataset) -> Identity:
     return Identity.of(
         KIND,
         config.settings(),
@@ -177,9 +174,11 @@ def default_study_dir(config: TextStudyConfig, dataset_name: str, identity: Iden
     return mlx_home() / "studies" / name
 
 
-def _legacy(saved: dict, config: TextStudyConfig, dataset, now: Identity) -> dict:
+def _legacy(saved: dict, config: TextStudyConfig, dataset: TextDataset, now: Identity) -> dict:
     """study.json of an older mlx: its settings with paths and the whole dataset's fingerprint."""
-    base = saved.get("base") if isinstance(saved.get("base"), dict) else {}
+    base = saved.get("base")
+    if not isinstance(base, dict):
+        base = {}
     stand_ins = {**{k: getattr(config, k) for k in PATH_SETTINGS}, "data_fingerprint": dataset.fingerprint}
     return from_legacy(base, now, stand_ins)
 

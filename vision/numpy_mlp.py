@@ -139,7 +139,7 @@ class MLP:
     ``l2`` adds (l2 / 2) * sum(W**2) over weight matrices (not biases) to the loss.
     """
 
-    # Learned state set by training (and by vision.models.build_model): the input normalisation.
+    # Learned state set by training (and by vision.specs.build_model): the input normalisation.
     input_mean: float
     input_std: float
 
