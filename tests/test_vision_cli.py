@@ -285,7 +285,7 @@ def test_interrupted_compare_leaves_no_run_folder(data_dir, tmp_path, monkeypatc
     calls = []
 
     def stopped_fit(*args, **kwargs):  # the torch model, trained after the NumPy one, is stopped as by Ctrl-C
-        calls.append(args[0])
+        calls.append(kwargs["model"] if "model" in kwargs else args[0])
         raise interrupt("stopped")
 
     monkeypatch.setattr(training.loop, "fit", stopped_fit)

@@ -53,9 +53,7 @@ def test_the_specs_l2_reaches_the_optimiser_as_weight_decay(monkeypatch, tmp_pat
     from vision.experiment import train_model
 
     seen = []
-    monkeypatch.setattr(
-        training.loop, "fit", lambda model, train, val, loss, config, *args: seen.append(config) or None
-    )
+    monkeypatch.setattr(training.loop, "fit", lambda *args, **kwargs: seen.append(kwargs["config"]) or None)
     splits = load_splits(DatasetName.KMNIST, write_npz_dataset(tmp_path / "k", 60, 20), 0.2, 0)
     train_model(preset(ModelName.CNN_STRONG), splits, torch.device("cpu"))
     assert seen[0].weight_decay == 5e-4
