@@ -93,7 +93,7 @@ def test_an_interrupted_sweep_leaves_no_report_folder_and_the_next_run_cleans_up
     result = invoke(*sweep_args(data_dir, out))
     assert result.exit_code == 130
     assert not list(out.glob("report-*")) and not list(out.glob(".*partial*"))
-    from test_runs import dead_pid
+    from test_writes import dead_pid
 
     (out / f".report-x.partial-{dead_pid()}-abcdef").mkdir()  # what kill -9 leaves behind
     monkeypatch.undo()
