@@ -8,6 +8,7 @@ their own.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -102,7 +103,7 @@ def format_progress(task: str, state: _TaskState, now: float, unit: str) -> str:
     else:
         remaining = state.total - state.completed
         parts.append(f"ETA {format_seconds(remaining / rate)}" if rate and remaining >= 0 else "ETA -")
-    parts += [f"{key}={value:.4g}" for key, value in state.info.items()]
+    parts += [f"{key}={value:.4g}" if not math.isnan(value) else f"{key}=-" for key, value in state.info.items()]
     return ", ".join(parts)
 
 

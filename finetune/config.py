@@ -144,7 +144,7 @@ class FinetuneConfig:
         given = [option_name(name) for name in LORA_DEFAULTS if getattr(self, name) is not None]
         if self.method != "lora" and given:
             raise ConfigError(
-                f"{', '.join(given)} only apply to --method lora (this run trains with --method {self.method}); "
+                f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to --method lora (this run trains with --method {self.method}); "
                 "drop them or pass --method lora"
             )
         RANKS.check(self.lora_rank, "--lora-rank")

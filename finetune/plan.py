@@ -338,7 +338,7 @@ def check_run_folder(config: FinetuneConfig, identity: Identity, out: Path, part
             finished=False,
             progress=last_step is not None,
             force=config.force,
-            names={**{k: option_name(k) for k in identity.config}, **names},
+            names={**{k: option_name(k) for k in {*identity.config, *to_plain(config)}}, **names},
             remedy="re-run with the original options and data to resume, or pass --force to start over",
         )
     except IdentityMismatch as exc:

@@ -158,6 +158,47 @@ def test_a_damaged_model_folder_is_one_line(tiny_bert, tmp_path, case):
     assert "cache" not in result.stderr
 
 
+def _run_folder(tmp_path, tiny_bert, adapter: bool = False):
+    """A fine-tuning run's folder: model/ (a whole model), run.json, and for LoRA adapter/ (peft's files)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bert, run / "model")
+    (run / "run.json").write_text("{}")
+    (run / "config.json").write_text("{}")  # the run's options, as mlx finetune writes them
+    if adapter:
+        _adapter(run / "adapter")
+    return run
+
+
+def _adapter(folder):
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    return folder
+
+
+# folders beside a model given as --model: (the folder given, the one-line error's fragment); {run}: the run folder
+MODEL_NEIGHBOURS = {
+    "a run folder": (
+        lambda t, b: _run_folder(t, b),
+        "{run} is a run folder, not a model; its fine-tuned model is {run}/model: pass --model {run}/model",
+    ),
+    "a LoRA run's adapter": (
+        lambda t, b: _run_folder(t, b, adapter=True) / "adapter",
+        "holds a LoRA adapter (peft), not a whole model; pass the run's merged model, --model {run}/model",
+    ),
+    "an adapter alone": (lambda t, b: _adapter(t / "adapter"), "merge_and_unload() and save_pretrained the result"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_NEIGHBOURS))
+def test_a_folder_beside_a_model_names_the_model_folder(tiny_bert, tmp_path, case):
+    make, fragment = MODEL_NEIGHBOURS[case]
+    given = make(tmp_path, tiny_bert)
+    result = invoke(*embed_args(given, "demo", tmp_path / "s.h5", "--limit", "8"))
+    one_line_error(result, fragment.format(run=(tmp_path / "run").resolve()))
+    assert not (tmp_path / "s.h5").exists()
+
+
 def test_a_model_path_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     one_line_error(invoke(*embed_args(tmp_path / "no-such-model", "demo", tmp_path / "s.h5")), "does not exist")

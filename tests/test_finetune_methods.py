@@ -135,8 +135,10 @@ def test_the_method_and_its_options_are_the_runs_identity(tiny_bert, data, tmp_p
     plan = prepare_finetune(config(tiny_bert, data, out, method="lora"))
     with pytest.raises(Crash):
         run_finetune(plan, crash_at(3, plan.global_batch))
-    with pytest.raises(ConfigError, match=r"--method lora -> bitfit"):
+    with pytest.raises(ConfigError, match=r"--method lora -> bitfit") as refused:
         prepare_finetune(config(tiny_bert, data, out, method="bitfit"))
+    # every changed key is named as its option, also one the new method leaves unset
+    assert "--lora-rank 8 -> None" in str(refused.value) and "lora_rank" not in str(refused.value)
     with pytest.raises(ConfigError, match=r"--lora-rank 8 -> 4"):
         prepare_finetune(config(tiny_bert, data, out, method="lora", lora_rank=4))
 
@@ -168,8 +170,11 @@ def test_attention_targets_adapt_query_key_value_and_output_only(tiny_bert):
             ["--method", "lora", "--lora-targets", "mlp"],
             "--lora-targets: unknown value 'mlp'; choose from all, attention",
         ),
-        (["--lora-rank", "4"], "--lora-rank only apply to --method lora"),
-        (["--method", "full", "--lora-alpha", "8", "--lora-targets", "attention"], "--lora-alpha, --lora-targets only"),
+        (["--lora-rank", "4"], "--lora-rank only applies to --method lora"),
+        (
+            ["--method", "full", "--lora-alpha", "8", "--lora-targets", "attention"],
+            "--lora-alpha, --lora-targets only apply to --method lora",
+        ),
         (["--method", "bitfit", "--lora-dropout", "0.1"], "(this run trains with --method bitfit)"),
         (["--method", "adapters"], "--method: unknown value 'adapters'; choose from full, lora, bitfit"),
     ],

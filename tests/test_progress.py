@@ -49,6 +49,16 @@ def test_each_phase_change_gets_a_line_and_a_rerun_task_starts_afresh():
     assert lines[-1].startswith("head: linear probe: 0/80")
 
 
+def test_a_value_not_measured_yet_reads_as_a_dash_not_nan():
+    # the loop reports val_acc=nan until its first validation: a log shows "-" as for the rate and ETA
+    log, clock, lines = make_log()
+    log("finetune", 0, 100, loss=0.5, val_acc=float("nan"))
+    clock.now += 1
+    log("finetune", 100, 100, loss=float("nan"), val_acc=0.75)
+    assert lines[0].endswith("ETA -, loss=0.5, val_acc=-") and "nan" not in lines[0]
+    assert lines[1].endswith("done, loss=-, val_acc=0.75")
+
+
 def test_the_rate_leaves_out_resumed_work():
     log, clock, lines = make_log()
     log("embed train", 600, 1000)  # 600 rows came from kept shards

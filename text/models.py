@@ -72,6 +72,7 @@ def resolve_model(name: str) -> str:
 def check_model_folder(path: Path) -> None:
     """A local model folder needs a readable config.json and a weights file; say which is missing."""
     path = check_path(path, PathKind.FOLDER, "model folder")
+    _refuse_a_neighbour_of_a_model(path)
     config = path / "config.json"
     if not config.exists():
         raise ModelLoadError(f"model folder {path} has no config.json; point --model at a saved transformers model")
@@ -79,10 +80,31 @@ def check_model_folder(path: Path) -> None:
         json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{config} is not valid JSON ({exc}); re-save the model with save_pretrained") from None
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir() if p.is_file()):
+    if not _has_weights(path):
         raise ModelLoadError(
             f"model folder {path} has no weights file (*.safetensors or *.bin); re-save the model with save_pretrained"
         )
+
+
+def _has_weights(path: Path) -> bool:
+    return any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir() if p.is_file())
+
+
+def _refuse_a_neighbour_of_a_model(path: Path) -> None:
+    """A run folder (its model is in model/) or a LoRA run's adapter/ (peft's format, not a whole model) given as
+    --model: name the folder that holds the model."""
+    if (path / "model" / "config.json").exists() and not _has_weights(path):
+        raise ModelLoadError(
+            f"{path} is a run folder, not a model; its fine-tuned model is {path / 'model'}: pass --model {path / 'model'}"
+        )
+    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        merged = path.parent / "model"
+        where = (
+            f"pass the run's merged model, --model {merged}"
+            if (merged / "config.json").exists()
+            else ("load it with peft (PeftModel.from_pretrained), merge_and_unload() and save_pretrained the result")
+        )
+        raise ModelLoadError(f"{path} holds a LoRA adapter (peft), not a whole model; {where}")
 
 
 @dataclass
