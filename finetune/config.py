@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from common.devices import Device, DType
 from common.errors import ConfigError
@@ -27,7 +27,16 @@ DROPOUT_MASKS = "pcg64"
 METHODS = ("full", "lora", "bitfit")
 # --lora-targets: every linear layer of the encoder's blocks, or the attention's query/key/value/output.
 LORA_TARGETS = ("all", "attention")
-LORA_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_targets": "all"}
+
+
+class LoraOptions(TypedDict):
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+    lora_targets: str
+
+
+LORA_DEFAULTS: LoraOptions = {"lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_targets": "all"}
 
 # Which token vectors the classifier head reads (finetune/pooling.py). auto: the encoder's own pooling.
 POOLINGS = ("auto", "cls", "mean")
@@ -96,6 +105,20 @@ class FinetuneConfig:
             raise ConfigError(
                 f"--lr must be a positive finite number, got {self.lr}; e.g. 1e-4 for MiniLM, 3e-5 for bert-base"
             )
+        self._check_steps()
+        self._check_rates()
+        SEEDS.check(self.seed, "--seed")
+        CPUS.check(self.threads, "--threads")
+        if self.head_init not in ("probe", "random"):
+            raise ConfigError(f"--head-init must be probe or random, got {self.head_init!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        self._check_method()
+        self._check_sizes()
+        return self
+
+    def _check_steps(self) -> None:
+        """Batch, accumulation, checkpoint and token counts."""
         for name, value in (
             ("--batch-size", self.batch_size),
             ("--grad-accum", self.grad_accum),
@@ -106,6 +129,9 @@ class FinetuneConfig:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError(f"--max-length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
+
+    def _check_rates(self) -> None:
+        """Fractions and rates: warmup, weight decay, layer decay, clipping, smoothing, weight average."""
         if not (math.isfinite(self.warmup) and 0 <= self.warmup < 1):
             raise ConfigError(f"--warmup is a fraction of the training steps in [0, 1), got {self.warmup}; e.g. 0.1")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -118,25 +144,21 @@ class FinetuneConfig:
             raise ConfigError(f"--label-smoothing must lie in [0, 1) (0 = off), got {self.label_smoothing}; e.g. 0.1")
         if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ConfigError(f"--ema-decay must lie in [0, 1) (0 = off), got {self.ema_decay}; e.g. 0.99")
-        SEEDS.check(self.seed, "--seed")
-        CPUS.check(self.threads, "--threads")
-        if self.head_init not in ("probe", "random"):
-            raise ConfigError(f"--head-init must be probe or random, got {self.head_init!r}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        self._check_method()
+
+    def _check_sizes(self) -> None:
+        """Row counts and the step counts that may be left unset."""
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(f"--train-size must be at least 1, got {self.train_size}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
-        for name, value in (
+        at_least_one: tuple[tuple[str, int | None], ...] = (
             ("--eval-every", self.eval_every),
             ("--patience", self.patience),
             ("--threads", self.threads),
-        ):
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        return self
+        )
+        for name, count in at_least_one:
+            if count is not None and count < 1:
+                raise ConfigError(f"{name} must be at least 1, got {count}")
 
     def _check_method(self) -> None:
         if self.method not in METHODS:
@@ -159,8 +181,13 @@ class FinetuneConfig:
         """LoRA's unset options filled with LORA_DEFAULTS (a run's identity holds the values it trained with)."""
         if self.method != "lora":
             return self
+        unset = LORA_DEFAULTS
         return replace(
-            self, **{k: v if getattr(self, k) is None else getattr(self, k) for k, v in LORA_DEFAULTS.items()}
+            self,
+            lora_rank=unset["lora_rank"] if self.lora_rank is None else self.lora_rank,
+            lora_alpha=unset["lora_alpha"] if self.lora_alpha is None else self.lora_alpha,
+            lora_dropout=unset["lora_dropout"] if self.lora_dropout is None else self.lora_dropout,
+            lora_targets=unset["lora_targets"] if self.lora_targets is None else self.lora_targets,
         )
 
 
@@ -176,7 +203,7 @@ def resolve_pooling(pooling: str, model: str, shape: ModelShape) -> str:
     native = model_type not in MEAN_POOLING_MODEL_TYPES and shape.classifier_pooling in ("cls", "mean")
     if pooling == "auto":  # a classifier mlx fine-tuned before keeps the pooling its head was trained on
         if native:
-            return shape.classifier_pooling
+            return shape.classifier_pooling or "cls"  # native: "cls" or "mean", never None
         own = shape.classifier_pooling or sentence_pooling(model)
         return "mean" if model_type in MEAN_POOLING_MODEL_TYPES and own == "mean" else "cls"
     if pooling == "mean" and model_type not in MEAN_POOLING_MODEL_TYPES and not native:

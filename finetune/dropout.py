@@ -16,6 +16,7 @@ PyTorch's fused scaled-dot-product kernel. On leaving the context the model is r
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,8 +86,8 @@ def _register() -> None:
 
 
 @contextmanager
-def fast_dropout(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the context ``model`` uses :class:`FastDropout` and, where it ran SDPA attention, the attention
+def fast_dropout(model: Any) -> Iterator[Any]:
+    """Within the context ``model`` (an nn.Module with transformers' ``set_attn_implementation``) uses :class:`FastDropout` and, where it ran SDPA attention, the attention
     above; both are undone on exit (the weights are untouched either way)."""
     swapped: list[tuple[nn.Module, str, nn.Dropout]] = []
     for parent in list(model.modules()):

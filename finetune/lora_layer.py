@@ -31,6 +31,8 @@ merged or disabled adapters, extra forward arguments) goes through peft's own fo
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from torch import nn
@@ -94,14 +96,17 @@ class LeanLoraLinear(PeftLoraLinear):
         flat = x.reshape(-1, x.shape[-1])  # (N, in)
         dropout = self.lora_dropout[name]
         x_a = None if isinstance(dropout, nn.Identity) else cast(dropout(flat))
-        base = self.base_layer
+        # nn.Module types submodules' attributes as Tensor | Module; here they are nn.Linear layers.
+        base, lora_a, lora_b = (
+            typing.cast(nn.Linear, m) for m in (self.base_layer, self.lora_A[name], self.lora_B[name])
+        )
         y = _LoraLinearFunction.apply(
             cast(flat),
             x_a,
             cast(base.weight),
             cast(base.bias),
-            cast(self.lora_A[name].weight),
-            cast(self.lora_B[name].weight),
+            cast(lora_a.weight),
+            cast(lora_b.weight),
             self.scaling[name],
         )
         return y.view(*x.shape[:-1], y.shape[-1])

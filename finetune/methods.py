@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from torch import nn
 
@@ -70,7 +70,7 @@ def lora_target_modules(classifier: nn.Module, targets: str) -> list[str]:
 
     The encoder is the classifier's base model less its pooler; the head is never a target (it trains whole).
     """
-    base = classifier.base_model
+    base = cast(nn.Module, classifier.base_model)  # nn.Module types every attribute as Tensor | Module
     prefix = next(name for name, module in classifier.named_modules() if module is base)
     names = []
     for name, module in base.named_modules():
@@ -92,12 +92,15 @@ def _apply_lora(classifier: nn.Module, config: FinetuneConfig):
 
     from finetune.lora_layer import LeanLoraLinear
 
+    rank, alpha, dropout, targets = config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets
+    if rank is None or alpha is None or dropout is None or targets is None:
+        raise ValueError("bug: LoRA options unset; the plan fills them (FinetuneConfig.with_method_defaults)")
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # trains (and saves) a copy of the head: classifier / score
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=lora_target_modules(classifier, config.lora_targets),
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales the same (alpha / r)
+        lora_dropout=dropout,
+        target_modules=lora_target_modules(classifier, targets),
         bias="none",
     )
     # peft's layers, parameters and adapter format, with a forward that makes fewer passes over memory

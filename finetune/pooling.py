@@ -15,6 +15,7 @@ pooler and score the head on the wrong vector.
 """
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,14 +30,16 @@ from text.pooling import mean_pool
 class MeanPooledClassifier(nn.Module):
     """A BertForSequenceClassification whose head reads mean-pooled token vectors (padding excluded)."""
 
-    def __init__(self, classifier: nn.Module):
+    def __init__(self, classifier: Any):
         super().__init__()
         if not isinstance(getattr(classifier, "classifier", None), nn.Linear) or not hasattr(classifier, "dropout"):
             raise ConfigError(
                 f"--pooling mean needs a head of one dropout and one linear layer; {type(classifier).__name__} "
                 "has another: use --pooling cls"
             )
-        self.classifier_model = classifier
+        # Any: a transformers classifier (an nn.Module) whose head (classifier, dropout, pooler) differs by
+        # architecture; nn.Module would type each such attribute as Tensor | Module.
+        self.classifier_model: Any = classifier
         classifier.base_model.pooler.requires_grad_(False)
         classifier.config.classifier_pooling = "mean"
 

@@ -49,7 +49,7 @@ from training.weight_average import WeightAverage
 log = logging.getLogger(__name__)
 
 
-def fit(
+def fit(  # noqa: PLR0913  (what every model's training passes: model, data, loss, config, device, progress, ...)
     model: nn.Module,
     train: Data,
     val: Batches,
