@@ -156,11 +156,10 @@ def finetune(
     """
     from finetune.config import FinetuneConfig
     from text.models import model_shape
-    from training.distributed import dist_info, launch_local, shutdown
+    from training.distributed import dist_info
 
     model_shape(model)  # a hub id with no hub to ask fails here at once, not after torch's import
     from finetune.plan import prepare_finetune
-    from finetune.run import run_finetune
 
     config = FinetuneConfig(
         model=model,
@@ -204,14 +203,28 @@ def finetune(
     main = dist_info().is_main
     plan = prepare_finetune(config, world_size=nproc if nproc > 1 else None)
     if nproc > 1:
-        from finetune.run import check_not_busy
+        _launch(plan, nproc)
+    else:
+        _run(plan, main, json_)
 
-        check_not_busy(plan)  # before torchrun: a busy folder is one line here, not a rank-0 failure in the noise
-        ui.say(f"launching {nproc} processes with torchrun (global batch {plan.global_batch})")
-        code = launch_local(nproc)
-        if code:
-            raise typer.Exit(code)
-        return
+
+def _launch(plan, nproc: int) -> None:
+    """``--nproc N``: start N ranks with torchrun on this machine, each running this command again."""
+    from finetune.run import check_not_busy
+    from training.distributed import launch_local
+
+    check_not_busy(plan)  # before torchrun: a busy folder is one line here, not a rank-0 failure in the noise
+    ui.say(f"launching {nproc} processes with torchrun (global batch {plan.global_batch})")
+    code = launch_local(nproc)
+    if code:
+        raise typer.Exit(code)
+
+
+def _run(plan, main: bool, json_: bool) -> None:
+    """Train on this rank (one of several under torchrun); the main rank alone speaks."""
+    from finetune.run import run_finetune
+    from training.distributed import shutdown
+
     if main:
         for note in plan.dataset.notes + plan.notes:
             ui.say(note)
