@@ -4,6 +4,7 @@ Each returns True when it did work and False when it found its output (said thro
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.artifacts import IdentityMismatch, is_done
@@ -46,13 +47,20 @@ def embed(config: TextStudyConfig, model: str, path: Path, progress: ProgressCal
     return True
 
 
+@dataclass(frozen=True)
+class ProbeStep:
+    """What every probe step at one training size shares: the rows, the seed, and where it reports."""
+
+    n_train: int | None
+    seed: int
+    progress: ProgressCallback
+    notify: Callable[[str], None]
+
+
 def probe(
+    step: ProbeStep,
     store: Path,
     run_dir: Path,
-    n_train: int | None,
-    seed: int,
-    progress: ProgressCallback,
-    notify: Callable[[str], None],
     what: str,
     poolings: tuple[str, ...] = (),
     layers: tuple[LayerSpec, ...] = ("all",),
@@ -60,6 +68,7 @@ def probe(
     """k-NN and logistic regression on every pooling x layer of ``store`` (or the ones given), at one training size."""
     from probes import KNNConfig, ProbeKind, ProbeRunConfig, run_probes
 
+    n_train, seed, progress, notify = step.n_train, step.seed, step.progress, step.notify
     if is_done(run_dir):
         notify(f"cached: {what} ({run_dir})")
         return False
@@ -100,32 +109,19 @@ def best_layers(layers_run: Path, n_layers: int) -> tuple[str, tuple[int, ...]] 
     return pooling, tuple(sorted(r.params["layers"][0] for r in top))
 
 
-def probe_concatenated(
-    store: Path,
-    layers_run: Path,
-    run_dir: Path,
-    n_train: int | None,
-    seed: int,
-    n_layers: int,
-    progress: ProgressCallback,
-    notify: Callable[[str], None],
-    what: str,
-) -> bool:
+def probe_concatenated(step: ProbeStep, store: Path, layers_run: Path, run_dir: Path, n_layers: int, what: str) -> bool:
     if is_done(run_dir):
-        notify(f"cached: {what} ({run_dir})")
+        step.notify(f"cached: {what} ({run_dir})")
         return False
     chosen = best_layers(layers_run, n_layers)
     if chosen is None:
-        notify(f"skipped: {what} (the store has one layer)")
+        step.notify(f"skipped: {what} (the store has one layer)")
         return False
     pooling, layers = chosen
     return probe(
+        step,
         store=store,
         run_dir=run_dir,
-        n_train=n_train,
-        seed=seed,
-        progress=progress,
-        notify=notify,
         what=f"{what}: {pooling} layers {','.join(map(str, layers))}",
         poolings=(pooling,),
         layers=(layers,),

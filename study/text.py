@@ -253,22 +253,19 @@ def _size_steps(
 ):
     """Yield (run folder or None, True if work was done) for each step at one training size."""
     c, label = plan.config, size_label(n)
-    # What every probe step at this size shares: the rows, the seed, and where it reports.
-    probe = functools.partial(steps.probe, n_train=n, seed=c.seed, progress=progress, notify=notify)
+    step = steps.ProbeStep(n_train=n, seed=c.seed, progress=progress, notify=notify)
+    probe = functools.partial(steps.probe, step)
     layers_run = folder / "probe-layers"
     yield layers_run, probe(store=frozen, run_dir=layers_run, what=f"n={label}: probes on every layer")
     concat_run = folder / "probe-concat"
     yield (
         concat_run,
         steps.probe_concatenated(
+            step,
             store=frozen,
             layers_run=layers_run,
             run_dir=concat_run,
-            n_train=n,
-            seed=c.seed,
             n_layers=N_CONCAT_LAYERS,
-            progress=progress,
-            notify=notify,
             what=f"n={label}: probe on the best layers concatenated",
         ),
     )
