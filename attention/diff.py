@@ -174,14 +174,7 @@ def write_diff_run(plan: DiffPlan, result: DiffResult) -> Path:
         write_json(staging / "diff.json", document)
         save_layer_head_heatmap(result.array(), staging / "diff_js.png", f"JS divergence (bits): {a} vs {b}")
         notes = (*plan.notes, f"model B: {b} ({plan.second.loaded.revision})")
-        facts = RunFacts(
-            command="diff",
-            config=plan.config,
-            model=plan.first,
-            data=plan.texts.data_ref(),
-            device=plan.device,
-            max_length=plan.max_length,
-        )
+        facts = RunFacts.of_texts("diff", plan, model=plan.first)
         write_run_record(
             staging, facts, started_at=result.started_at, artifacts=("diff.json", "diff_js.png"), notes=notes
         )

@@ -91,6 +91,18 @@ class RunFacts:
     device: str
     max_length: int | None = None  # the tokens kept per text (text.limits), stated in the data like every text run's
 
+    @classmethod
+    def of_texts(cls, command: str, plan: Any, model: Any) -> "RunFacts":
+        """The facts of a command over many texts (``plan.texts``: stats, diff) with its config, device and limit."""
+        return cls(
+            command=command,
+            config=plan.config,
+            model=model,
+            data=plan.texts.data_ref(),
+            device=plan.device,
+            max_length=plan.max_length,
+        )
+
 
 def write_run_record(
     folder: Path, facts: RunFacts, started_at: str, artifacts: tuple[str, ...], notes: tuple[str, ...] = ()

@@ -241,13 +241,6 @@ def write_stats_run(plan: StatsPlan, result: StatsResult) -> Path:
             save_layer_head_heatmap(
                 result.array(name), staging / f"stats_{name}.png", f"{plan.config.model}: {DESCRIPTIONS[name]}"
             )
-        facts = RunFacts(
-            command="stats",
-            config=plan.config,
-            model=plan.model,
-            data=plan.texts.data_ref(),
-            device=plan.device,
-            max_length=plan.max_length,
-        )
+        facts = RunFacts.of_texts("stats", plan, model=plan.model)
         write_run_record(staging, facts, started_at=result.started_at, artifacts=artifacts, notes=plan.notes)
     return plan.run_dir
