@@ -62,7 +62,7 @@ def list_runs(
         best = r.best
         table.add_row(
             r.command,
-            model_name(r.model.id) if r.model else "-",
+            r.model_named(model_name(r.model.id)) if r.model else "-",
             f"{r.data.name} ({_n_test(r)} test)",
             f"{best.accuracy:.2%}" if best else "-",
             best.name if best else "-",
@@ -93,7 +93,9 @@ def show(
         f"{record.command}: {record.run_dir}",
         {
             "command line": record.command_line,
-            "model": f"{record.model.id} ({record.model.revision or 'no revision'})" if record.model else "-",
+            "model": f"{record.model_named(record.model.id)} ({record.model.revision or 'no revision'})"
+            if record.model
+            else "-",
             "data": f"{record.data.name} ({record.data.fingerprint}): {data_splits}",
             "device": record.device,
             "time": f"{record.started_at} -> {record.finished_at}",

@@ -130,6 +130,17 @@ class RunRecord:
         scored = [r for r in self.results if r.accuracy is not None]
         return max(scored, key=lambda r: r.accuracy or 0.0) if scored else None  # never None in scored
 
+    @property
+    def quantisation(self) -> str:
+        """'int8' when the run read the vectors of an int8-quantised encoder (``mlx embed --dtype int8``: other
+        vectors than the model's own), else ''."""
+        meta = self.config.get("store_meta")
+        return "int8" if isinstance(meta, dict) and meta.get("dtype") == "int8" else ""
+
+    def model_named(self, name: str) -> str:
+        """``name`` (the model as a listing or report shows it), marked 'int8' where the encoder was quantised."""
+        return f"{name} {self.quantisation}" if self.quantisation else name
+
     def row(self, name: str) -> ResultRow:
         for r in self.results:
             if r.name == name:

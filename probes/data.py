@@ -220,6 +220,11 @@ def _check_same_model(store: EmbeddingStore, other: EmbeddingStore) -> None:
                 f"{a.path} and {b.path} differ in {field_name} ({getattr(a, field_name)!r} vs "
                 f"{getattr(b, field_name)!r}); embed train and test with the same model and labels"
             )
+    if (a.dtype == "int8") != (b.dtype == "int8"):  # int8 changes the vectors (text.quantize); bf16 vs fp32 barely
+        raise StoreError(
+            f"{a.path} and {b.path} differ in dtype ({a.dtype or 'fp32'!r} vs {b.dtype or 'fp32'!r}): int8 vectors come "
+            "from a quantised encoder; embed train and test with the same --dtype"
+        )
 
 
 def _check_classes(labels: np.ndarray, split: str, store: EmbeddingStore) -> None:

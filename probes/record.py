@@ -146,6 +146,7 @@ def store_meta(store: EmbeddingStore, test_store: EmbeddingStore | None) -> dict
         "dataset_fingerprint": info.dataset_fingerprint,
         "created_at": info.created_at,
         "splits": info.splits,
+        "dtype": info.dtype,  # int8: vectors of a quantised encoder (RunRecord.quantisation)
     }
     if test_store:
         meta["test_store"] = {

@@ -252,7 +252,7 @@ def model_label(record: RunRecord, finetuned: dict[str, str]) -> str:
     """The model id, or ``<base> fine-tuned (n=N)`` for a store embedded with a fine-tuned model of these runs."""
     if record.model is None:
         return "-"  # vision models are trained from scratch: the method names the model
-    return finetuned.get(resolved(record.model.id), record.model.id)
+    return record.model_named(finetuned.get(resolved(record.model.id), record.model.id))
 
 
 def _finetuned_models(records) -> dict[str, str]:

@@ -106,3 +106,23 @@ def test_int8_without_the_engine_is_one_line(tiny_bert, tmp_path, monkeypatch, c
         result = invoke("attention", "stats", "--model", tiny_bert, "--dataset", data, "--dtype", "int8")
     one_line_error(result, "--dtype int8 needs", "'onednn'", "qnnpack", "--dtype fp32")
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_probe_of_quantised_vectors_is_marked_wherever_its_model_is_named(tiny_bert, tmp_path, isolated_home):
+    data = write_ag_news_folder(tmp_path / "ag", n_train=80, n_test=16)
+    runs = {}
+    for dtype in ("fp32", "int8"):
+        assert embed(tiny_bert, data, tmp_path / f"{dtype[0]}.h5", "--dtype", dtype).exit_code == 0
+        runs[dtype] = tmp_path / f"probe-{dtype[0]}"
+        probed = invoke("probe", "logreg", "--store", tmp_path / f"{dtype[0]}.h5", "--out", runs[dtype])
+        assert probed.exit_code == 0, probed.output
+    name = tiny_bert.name
+    listed = invoke("runs", "list", "--root", tmp_path).stdout
+    assert listed.count("int8") == 1 and "int8" not in str(tmp_path)  # the table wraps: the model cell of one run
+    shown = {dtype: invoke("runs", "show", runs[dtype]).stderr for dtype in runs}  # the summary panel
+    assert f"{name} int8" in shown["int8"] and f"{name} int8" not in shown["fp32"]
+    report = json.loads(invoke("report", runs["fp32"], runs["int8"], "--no-plots", "--json").stdout)
+    assert sorted(row["model"] for row in report["rows"]) == [str(tiny_bert), f"{tiny_bert} int8"]
+    # and a probe never trains on one and tests on the other
+    mixed = invoke("probe", "logreg", "--store", tmp_path / "i.h5", "--test-store", tmp_path / "f.h5")
+    one_line_error(mixed, "differ in dtype ('int8' vs 'fp32')")

@@ -20,7 +20,7 @@ def fails_cleanly(args, home, *expected):
     return line
 
 
-def _store(path, *, train_dim=8, test_dim=8, train_labels=None, nan=False, model_id="m"):
+def _store(path, *, train_dim=8, test_dim=8, train_labels=None, nan=False, model_id="m", dtype="fp32"):
     rng = np.random.default_rng(0)
     labels = {"train": np.array([0, 1] * 10) if train_labels is None else train_labels, "test": np.array([0, 1] * 5)}
     splits = {}
@@ -31,6 +31,7 @@ def _store(path, *, train_dim=8, test_dim=8, train_labels=None, nan=False, model
             X[4, 0] = np.inf
         splits[split] = SplitArrays(labels[split], np.arange(len(X)), {("mean", 1): X})
     attrs = {"model_id": model_id, "label_names": ["a", "b"], "poolings": ["mean"], "layers": [1], "n_layers": 1}
+    attrs["dtype"] = dtype
     return write_store(path, attrs, splits)
 
 
@@ -72,10 +73,18 @@ def test_train_and_test_of_different_dimension(tmp_path, isolated_home):
     fails_cleanly(["knn", "--store", path, "--k", "3"], isolated_home, "8 dimensions", "12", "different models")
 
 
-def test_test_store_of_another_model(tmp_path, isolated_home):
-    train = _store(tmp_path / "a.h5", model_id="bert-base-uncased")
-    other = _store(tmp_path / "b.h5", model_id="minilm")
-    fails_cleanly(["knn", "--store", train, "--test-store", other, "--k", "3"], isolated_home, "model_id", "same model")
+@pytest.mark.parametrize(
+    "train, test, expected",
+    [
+        ({"model_id": "bert-base-uncased"}, {"model_id": "minilm"}, ("model_id", "same model")),
+        ({"dtype": "int8"}, {"dtype": "fp32"}, ("dtype ('int8' vs 'fp32')", "same --dtype")),
+        ({"dtype": "bf16"}, {"dtype": "int8"}, ("dtype ('bf16' vs 'int8')", "same --dtype")),
+    ],
+)
+def test_test_store_of_another_model(tmp_path, isolated_home, train, test, expected):
+    train = _store(tmp_path / "a.h5", **train)
+    other = _store(tmp_path / "b.h5", **test)
+    fails_cleanly(["knn", "--store", train, "--test-store", other, "--k", "3"], isolated_home, *expected)
 
 
 def test_k_larger_than_training_set(tmp_path, isolated_home):
