@@ -318,6 +318,13 @@ def _hidden_size(source: str) -> int:
     return int(getattr(AutoConfig.from_pretrained(source), "hidden_size", 768))
 
 
+def _option_keys(config: FinetuneConfig, identity: Identity) -> set[str]:
+    """Identity keys that a difference names as their option: every config field (one the saved run had and this
+    one lacks too, e.g. --lora-rank), except where the identity uses the key for itself (``model``: the weights)."""
+    own = identity.flat().keys() - identity.config.keys()
+    return {*identity.config, *(k for k in to_plain(config) if k not in own)}
+
+
 def check_run_folder(config: FinetuneConfig, identity: Identity, out: Path, partial: Path) -> int | None:
     """Refuse what --out holds unless --force may replace it (a finished fine-tuning run only) and a resume
     under another identity; return the step a resumed run starts from."""
@@ -338,7 +345,7 @@ def check_run_folder(config: FinetuneConfig, identity: Identity, out: Path, part
             finished=False,
             progress=last_step is not None,
             force=config.force,
-            names={**{k: option_name(k) for k in {*identity.config, *to_plain(config)}}, **names},
+            names={**{k: option_name(k) for k in _option_keys(config, identity)}, **names},
             remedy="re-run with the original options and data to resume, or pass --force to start over",
         )
     except IdentityMismatch as exc:
