@@ -134,8 +134,9 @@ class RunRecord:
     def quantisation(self) -> str:
         """'int8' when the run read the vectors of an int8-quantised encoder (``mlx embed --dtype int8``: other
         vectors than the model's own), else ''."""
-        meta = self.config.get("store_meta")
-        return "int8" if isinstance(meta, dict) and meta.get("dtype") == "int8" else ""
+        meta = self.config.get("store_meta")  # a probe: the store's dtype; attention stats: its own --dtype
+        stored = meta.get("dtype") if isinstance(meta, dict) else None
+        return "int8" if "int8" in (stored, self.config.get("dtype")) else ""
 
     def model_named(self, name: str) -> str:
         """``name`` (the model as a listing or report shows it), marked 'int8' where the encoder was quantised."""

@@ -158,3 +158,18 @@ def test_helpers():
     assert command_line(["/x/bin/mlx", "report", "a b"]) == "mlx report 'a b'"
     assert subset_fingerprint("f", [1, 2]) == subset_fingerprint("f", np.array([1, 2]))
     assert subset_fingerprint("f", [1, 2]) != subset_fingerprint("f", [1, 3])
+
+
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        ({}, "minilm"),
+        ({"store_meta": {"dtype": "fp32"}}, "minilm"),
+        ({"store_meta": {"dtype": "int8"}}, "minilm int8"),  # a probe of an int8 store
+        ({"dtype": "int8"}, "minilm int8"),  # attention stats --dtype int8
+        ({"dtype": "bf16"}, "minilm"),  # fine-tuning in bf16: the model's own weights
+        ({"store_meta": "damaged"}, "minilm"),
+    ],
+)
+def test_a_run_of_a_quantised_encoder_names_its_model_int8(config, named):
+    assert make_record(config=config).model_named("minilm") == named
