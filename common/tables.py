@@ -63,7 +63,8 @@ def read_table(path: str | Path) -> Table:
     else:
         raise DataError(f"{path}: unknown table format {suffix!r}; give a {', '.join(TABLE_SUFFIXES)} file")
     if not table.rows:
-        raise DataError(f"{path} has no data rows (only a header); add rows or leave the file out")
+        header = " (only a header)" if suffix == ".csv" else ""  # JSONL has none; Parquet's schema is not a row
+        raise DataError(f"{path} has no data rows{header}; add rows or leave the file out")
     return table
 
 

@@ -81,7 +81,7 @@ def _parquet(path, rows):
 
 
 HOSTILE_FILES = {
-    "csv header only": ("train.csv", lambda p: p.write_text("text,label\n"), "no data rows"),
+    "csv header only": ("train.csv", lambda p: p.write_text("text,label\n"), "no data rows (only a header)"),
     "csv empty": ("train.csv", lambda p: p.write_text(""), "no data rows"),
     "csv extra field": ("train.csv", lambda p: p.write_text("text,label\na, b,0\n"), "row 2: 3 fields"),
     "csv bad utf8": ("train.csv", lambda p: p.write_bytes(b"text,label\n\xff\xfe,0\n"), "not valid UTF-8"),
@@ -92,12 +92,13 @@ HOSTILE_FILES = {
         "1 fields but the header has 2",
     ),
     "ag news short row": ("train.csv", lambda p: p.write_text('"1","t","d"\n"2","t"\n'), "expected 3 fields"),
-    "jsonl empty": ("train.jsonl", lambda p: p.write_text("\n\n"), "no data rows"),
+    "jsonl empty": ("train.jsonl", lambda p: p.write_text("\n\n"), "has no data rows; add rows"),  # no header
     "jsonl array": ("train.jsonl", lambda p: p.write_text("[1, 2]\n"), "JSON object per line"),
     "jsonl list label": ("train.jsonl", lambda p: p.write_text('{"text": "a", "label": [1]}\n'), "is a list"),
     "jsonl NaN label": ("train.jsonl", lambda p: p.write_text('{"text": "a", "label": NaN}\n'), "is empty"),
     "jsonl missing label": ("train.jsonl", lambda p: p.write_text('{"text": "a"}\n'), "no column 'label'"),
     "parquet empty": ("train.parquet", lambda p: _parquet(p, []), "no data rows"),
+    "jsonl zero bytes": ("train.jsonl", lambda p: p.write_text(""), "has no data rows; add rows"),
     "parquet junk": ("train.parquet", lambda p: p.write_bytes(b"PAR1 not really"), "not a readable Parquet file"),
     "parquet no text": ("train.parquet", lambda p: _parquet(p, [{"body": "x", "label": 0}]), "no column 'text'"),
     "parquet null text": (
