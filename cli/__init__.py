@@ -25,8 +25,9 @@ def interrupted() -> bool:
 
 def command_started() -> None:
     """From now on Ctrl-C raises KeyboardInterrupt, so a command can remove what it half-wrote."""
-    global _command_started
+    global _command_started, _kept_message
     _command_started = True
+    _kept_message = None  # what an earlier command in this process kept is not this one's (in-process runs, tests)
 
 
 @contextmanager

@@ -54,6 +54,17 @@ def test_an_error_caused_by_the_interrupt_is_the_interrupt(monkeypatch):
     assert result.exit_code == 130 and "Traceback" not in result.output
 
 
+def test_what_an_interrupted_command_kept_is_not_said_for_the_next_one(monkeypatch):
+    def interrupted_keeping(*args, **kwargs):
+        with cli.kept_on_interrupt("shards are kept"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("embeddings.store.list_stores", interrupted_keeping)
+    first = invoke("store", "list")
+    assert first.exit_code == 130 and "interrupted: shards are kept" in first.stderr
+    test_keyboard_interrupt_inside_a_command_exits_130(monkeypatch)  # the next command kept nothing: quiet
+
+
 def test_keyboard_interrupt_inside_a_command_exits_130(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
