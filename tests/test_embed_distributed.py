@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from embeddings.store import EmbeddingStore
 from tests.helpers import write_ag_news_folder
@@ -76,6 +77,7 @@ def rank_pids(out: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # two torchrun ranks, a kill and a resume: about 16 s on 2 cores
 def test_two_ranks_write_the_one_rank_store_and_resume_after_a_rank_is_killed(tiny_bert, tmp_path):
     """One reference run, one 2-rank run killed with SIGKILL after its first shard, one 2-rank re-run."""
     data = write_ag_news_folder(tmp_path / "ag", n_train=1200, n_test=40)  # 38 + 2 shards of 32 texts
